@@ -1,0 +1,673 @@
+//! The daemon's TOML config: keys, defaults, tiers and the cross-field rules.
+//!
+//! Memory figures are Proxmox MB, which are MiB. Thresholds are percentages (0–100) and may be
+//! decimals; counts, sizes and hours are integers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/lxc_autoscale/lxc_autoscale.conf";
+
+/// Smallest VMID Proxmox hands out; lower numbers are reserved.
+pub const MIN_VMID: u32 = 100;
+
+/// The whole config file. Unknown keys are rejected so that a typo never silently falls back to a
+/// default on a root daemon.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seconds between cycle starts.
+    pub poll_interval: u64,
+    pub cpu_upper_threshold: f64,
+    pub cpu_lower_threshold: f64,
+    pub memory_upper_threshold: f64,
+    pub memory_lower_threshold: f64,
+    /// Cores added at least / at most per scale-up, and removed at most per scale-down.
+    pub core_min_increment: u32,
+    pub core_max_increment: u32,
+    /// MB added at least per memory scale-up.
+    pub memory_min_increment: u64,
+    pub min_cores: u32,
+    pub max_cores: u32,
+    /// MB.
+    pub min_memory: u64,
+    /// MB; `None` leaves memory bounded only by host headroom.
+    pub max_memory: Option<u64>,
+    /// MB; memory is lowered in whole multiples of this.
+    pub min_decrease_chunk: u64,
+    /// Percent of host CPUs kept for the host.
+    pub reserve_cpu_percent: f64,
+    /// MB of `MemAvailable` kept for the host.
+    pub reserve_memory_mb: u64,
+    pub log_file: PathBuf,
+    pub lock_file: PathBuf,
+    pub backup_dir: PathBuf,
+    /// Local hour (0–23) at which energy mode starts.
+    pub off_peak_start: u32,
+    /// Local hour (0–23) at which energy mode ends (exclusive).
+    pub off_peak_end: u32,
+    pub energy_mode: bool,
+    pub gotify_url: String,
+    /// Secret: never logged, never printed.
+    pub gotify_token: String,
+    /// VMIDs that are measured but never changed.
+    pub ignore_lxc: Vec<u32>,
+    pub tiers: BTreeMap<String, TierConfig>,
+    /// Parent of the per-container limiting cgroups (`<cgroup_root>/<vmid>/`).
+    pub cgroup_root: PathBuf,
+    /// Directory of `<vmid>.conf` files.
+    pub pve_lxc_dir: PathBuf,
+    /// Root of the host's procfs (`stat`, `meminfo`).
+    pub proc_root: PathBuf,
+    pub pct_path: PathBuf,
+    /// Previous samples, kept across restarts.
+    pub state_file: PathBuf,
+
+    /// VMID -> tier name, filled by `finish()`.
+    #[serde(skip)]
+    tier_index: HashMap<u32, String>,
+}
+
+/// A `[tiers.NAME]` section. Every `Option` left out inherits the top level.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub containers: Vec<u32>,
+    #[serde(default)]
+    pub priority: i64,
+    pub cpu_upper_threshold: Option<f64>,
+    pub cpu_lower_threshold: Option<f64>,
+    pub memory_upper_threshold: Option<f64>,
+    pub memory_lower_threshold: Option<f64>,
+    pub core_min_increment: Option<u32>,
+    pub core_max_increment: Option<u32>,
+    pub memory_min_increment: Option<u64>,
+    pub min_decrease_chunk: Option<u64>,
+    pub min_cores: Option<u32>,
+    pub max_cores: Option<u32>,
+    pub min_memory: Option<u64>,
+    pub max_memory: Option<u64>,
+}
+
+/// The settings that apply to one container: its tier's overrides over the top level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Tier name, or `None` for containers in no tier.
+    pub tier: Option<String>,
+    pub priority: i64,
+    pub cpu_upper_threshold: f64,
+    pub cpu_lower_threshold: f64,
+    pub memory_upper_threshold: f64,
+    pub memory_lower_threshold: f64,
+    pub core_min_increment: u32,
+    pub core_max_increment: u32,
+    pub memory_min_increment: u64,
+    pub min_decrease_chunk: u64,
+    pub min_cores: u32,
+    pub max_cores: u32,
+    pub min_memory: u64,
+    pub max_memory: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            poll_interval: 300,
+            cpu_upper_threshold: 80.0,
+            cpu_lower_threshold: 20.0,
+            memory_upper_threshold: 80.0,
+            memory_lower_threshold: 20.0,
+            core_min_increment: 1,
+            core_max_increment: 4,
+            memory_min_increment: 512,
+            min_cores: 1,
+            max_cores: 8,
+            min_memory: 512,
+            max_memory: None,
+            min_decrease_chunk: 512,
+            reserve_cpu_percent: 10.0,
+            reserve_memory_mb: 2048,
+            log_file: PathBuf::from("/var/log/lxc_autoscale.log"),
+            lock_file: PathBuf::from("/var/lock/lxc_autoscale.lock"),
+            backup_dir: PathBuf::from("/var/lib/lxc_autoscale/backups"),
+            off_peak_start: 22,
+            off_peak_end: 6,
+            energy_mode: false,
+            gotify_url: String::new(),
+            gotify_token: String::new(),
+            ignore_lxc: Vec::new(),
+            tiers: BTreeMap::new(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup/lxc"),
+            pve_lxc_dir: PathBuf::from("/etc/pve/lxc"),
+            proc_root: PathBuf::from("/proc"),
+            pct_path: PathBuf::from("/usr/sbin/pct"),
+            state_file: PathBuf::from("/var/lib/lxc_autoscale/state.json"),
+            tier_index: HashMap::new(),
+        }
+    }
+}
+
+/// A config that failed a rule. Names the key (`tiers.web.max_cores`) and, when the key is written
+/// in the file, its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "key `{}` (line {}): {}", self.key, line, self.message),
+            None => write!(f, "key `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config at `path`. Every error names the path.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config> {
+    let mut config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+    config.validate_in(Some(text))?;
+    config.finish();
+    Ok(config)
+}
+
+/// Rewrites a TOML error so that it starts with the key it is about.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let message = err.message().trim().to_string();
+    let Some(span) = err.span() else {
+        return anyhow::anyhow!("{message}");
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty());
+    match key {
+        Some(key) if !key.starts_with('[') => {
+            let section = section_at(text, line_no);
+            let full = match section {
+                Some(s) => format!("{s}.{key}"),
+                None => key.to_string(),
+            };
+            anyhow::Error::new(ConfigError {
+                key: full,
+                line: Some(line_no),
+                message,
+            })
+        }
+        _ => anyhow::anyhow!("line {line_no}: {message}"),
+    }
+}
+
+/// The `[section]` header in force at 1-based `line_no`.
+fn section_at(text: &str, line_no: usize) -> Option<String> {
+    let mut section = None;
+    for line in text.lines().take(line_no) {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            section = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        }
+    }
+    section
+}
+
+/// 1-based line where `key` is assigned inside `section` (`None` = top level).
+fn find_key_line(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
+    let mut current: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            current = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            continue;
+        }
+        if current.as_deref() != section {
+            continue;
+        }
+        if let Some((k, _)) = t.split_once('=') {
+            if k.trim() == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+impl Config {
+    /// Checks every cross-field rule. The first broken rule is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in(None)
+    }
+
+    fn validate_in(&self, text: Option<&str>) -> Result<(), ConfigError> {
+        let err = |section: Option<&str>, key: &str, message: String| {
+            let full = match section {
+                Some(s) => format!("{s}.{key}"),
+                None => key.to_string(),
+            };
+            ConfigError {
+                key: full,
+                // A tier key that is not written there is inherited: point at the top-level line.
+                line: text.and_then(|t| {
+                    find_key_line(t, section, key).or_else(|| find_key_line(t, None, key))
+                }),
+                message,
+            }
+        };
+
+        if self.poll_interval < 1 {
+            return Err(err(None, "poll_interval", "must be at least 1 second".into()));
+        }
+        check_levels(&self.top_level_limits(), None, &err)?;
+        if !(0.0..100.0).contains(&self.reserve_cpu_percent) || self.reserve_cpu_percent.is_nan() {
+            return Err(err(
+                None,
+                "reserve_cpu_percent",
+                format!("must be from 0 to below 100, got {}", self.reserve_cpu_percent),
+            ));
+        }
+        for (key, hour) in [
+            ("off_peak_start", self.off_peak_start),
+            ("off_peak_end", self.off_peak_end),
+        ] {
+            if hour > 23 {
+                return Err(err(None, key, format!("must be an hour from 0 to 23, got {hour}")));
+            }
+        }
+        if !self.gotify_url.is_empty()
+            && !(self.gotify_url.starts_with("http://") || self.gotify_url.starts_with("https://"))
+        {
+            return Err(err(
+                None,
+                "gotify_url",
+                "must start with http:// or https://".into(),
+            ));
+        }
+        for &vmid in &self.ignore_lxc {
+            if vmid < MIN_VMID {
+                return Err(err(
+                    None,
+                    "ignore_lxc",
+                    format!("{vmid} is not a VMID (must be {MIN_VMID} or more)"),
+                ));
+            }
+        }
+
+        let mut seen: HashMap<u32, &str> = HashMap::new();
+        for (name, tier) in &self.tiers {
+            let section = format!("tiers.{name}");
+            let limits = self.merge(Some(name), tier);
+            check_levels(&limits, Some(&section), &err)?;
+            for &vmid in &tier.containers {
+                if vmid < MIN_VMID {
+                    return Err(err(
+                        Some(&section),
+                        "containers",
+                        format!("{vmid} is not a VMID (must be {MIN_VMID} or more)"),
+                    ));
+                }
+                if self.ignore_lxc.contains(&vmid) {
+                    return Err(err(
+                        Some(&section),
+                        "containers",
+                        format!("container {vmid} is also in ignore_lxc"),
+                    ));
+                }
+                if let Some(other) = seen.insert(vmid, name) {
+                    if other != name {
+                        return Err(err(
+                            Some(&section),
+                            "containers",
+                            format!("container {vmid} is also in tier `{other}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the VMID -> tier index. Called once after validation.
+    fn finish(&mut self) {
+        self.tier_index.clear();
+        for (name, tier) in &self.tiers {
+            for &vmid in &tier.containers {
+                self.tier_index.insert(vmid, name.clone());
+            }
+        }
+    }
+
+    /// The tier a container belongs to, if any.
+    pub fn tier_of(&self, vmid: u32) -> Option<&str> {
+        if self.tier_index.is_empty() && !self.tiers.is_empty() {
+            // A config built in code without `parse()`.
+            return self
+                .tiers
+                .iter()
+                .find(|(_, t)| t.containers.contains(&vmid))
+                .map(|(n, _)| n.as_str());
+        }
+        self.tier_index.get(&vmid).map(String::as_str)
+    }
+
+    /// Whether `ignore_lxc` names this container.
+    pub fn is_ignored(&self, vmid: u32) -> bool {
+        self.ignore_lxc.contains(&vmid)
+    }
+
+    /// The effective settings for one container.
+    pub fn limits_for(&self, vmid: u32) -> Limits {
+        match self.tier_of(vmid) {
+            Some(name) => self.merge(Some(name), &self.tiers[name]),
+            None => self.top_level_limits(),
+        }
+    }
+
+    /// The effective settings of a named tier.
+    pub fn tier_limits(&self, name: &str) -> Option<Limits> {
+        self.tiers.get(name).map(|t| self.merge(Some(name), t))
+    }
+
+    /// The settings of containers in no tier.
+    pub fn top_level_limits(&self) -> Limits {
+        self.merge(None, &TierConfig::default())
+    }
+
+    fn merge(&self, name: Option<&str>, t: &TierConfig) -> Limits {
+        Limits {
+            tier: name.map(str::to_string),
+            priority: t.priority,
+            cpu_upper_threshold: t.cpu_upper_threshold.unwrap_or(self.cpu_upper_threshold),
+            cpu_lower_threshold: t.cpu_lower_threshold.unwrap_or(self.cpu_lower_threshold),
+            memory_upper_threshold: t
+                .memory_upper_threshold
+                .unwrap_or(self.memory_upper_threshold),
+            memory_lower_threshold: t
+                .memory_lower_threshold
+                .unwrap_or(self.memory_lower_threshold),
+            core_min_increment: t.core_min_increment.unwrap_or(self.core_min_increment),
+            core_max_increment: t.core_max_increment.unwrap_or(self.core_max_increment),
+            memory_min_increment: t.memory_min_increment.unwrap_or(self.memory_min_increment),
+            min_decrease_chunk: t.min_decrease_chunk.unwrap_or(self.min_decrease_chunk),
+            min_cores: t.min_cores.unwrap_or(self.min_cores),
+            max_cores: t.max_cores.unwrap_or(self.max_cores),
+            min_memory: t.min_memory.unwrap_or(self.min_memory),
+            max_memory: t.max_memory.or(self.max_memory),
+        }
+    }
+
+    /// Whether Gotify notifications are configured.
+    pub fn gotify_enabled(&self) -> bool {
+        !self.gotify_url.is_empty() && !self.gotify_token.is_empty()
+    }
+}
+
+/// Rules shared by the top level and each tier (after inheritance).
+fn check_levels<F>(l: &Limits, section: Option<&str>, err: &F) -> Result<(), ConfigError>
+where
+    F: Fn(Option<&str>, &str, String) -> ConfigError,
+{
+    let blame = |_key: &str| -> Option<&str> { section };
+    for (key, value) in [
+        ("cpu_upper_threshold", l.cpu_upper_threshold),
+        ("cpu_lower_threshold", l.cpu_lower_threshold),
+        ("memory_upper_threshold", l.memory_upper_threshold),
+        ("memory_lower_threshold", l.memory_lower_threshold),
+    ] {
+        if !(0.0..=100.0).contains(&value) || value.is_nan() {
+            return Err(err(
+                blame(key),
+                key,
+                format!("must be a percentage from 0 to 100, got {value}"),
+            ));
+        }
+    }
+    if l.cpu_lower_threshold >= l.cpu_upper_threshold {
+        return Err(err(
+            blame("cpu_lower_threshold"),
+            "cpu_lower_threshold",
+            format!(
+                "must be below cpu_upper_threshold ({} is not below {})",
+                l.cpu_lower_threshold, l.cpu_upper_threshold
+            ),
+        ));
+    }
+    if l.memory_lower_threshold >= l.memory_upper_threshold {
+        return Err(err(
+            blame("memory_lower_threshold"),
+            "memory_lower_threshold",
+            format!(
+                "must be below memory_upper_threshold ({} is not below {})",
+                l.memory_lower_threshold, l.memory_upper_threshold
+            ),
+        ));
+    }
+    for (key, value) in [
+        ("core_min_increment", u64::from(l.core_min_increment)),
+        ("core_max_increment", u64::from(l.core_max_increment)),
+        ("memory_min_increment", l.memory_min_increment),
+        ("min_decrease_chunk", l.min_decrease_chunk),
+        ("min_cores", u64::from(l.min_cores)),
+    ] {
+        if value < 1 {
+            return Err(err(blame(key), key, "must be at least 1".into()));
+        }
+    }
+    if l.core_min_increment > l.core_max_increment {
+        return Err(err(
+            blame("core_min_increment"),
+            "core_min_increment",
+            format!(
+                "must not exceed core_max_increment ({} > {})",
+                l.core_min_increment, l.core_max_increment
+            ),
+        ));
+    }
+    if l.min_cores > l.max_cores {
+        return Err(err(
+            blame("min_cores"),
+            "min_cores",
+            format!(
+                "must not exceed max_cores ({} > {})",
+                l.min_cores, l.max_cores
+            ),
+        ));
+    }
+    if l.min_memory < 16 {
+        return Err(err(
+            blame("min_memory"),
+            "min_memory",
+            format!("must be at least 16 MB (the Proxmox minimum), got {}", l.min_memory),
+        ));
+    }
+    if let Some(max) = l.max_memory {
+        if l.min_memory > max {
+            return Err(err(
+                blame("min_memory"),
+                "min_memory",
+                format!("must not exceed max_memory ({} > {max})", l.min_memory),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn empty_file_gives_the_original_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.poll_interval, 300);
+        assert_eq!(c.cpu_upper_threshold, 80.0);
+        assert_eq!(c.cpu_lower_threshold, 20.0);
+        assert_eq!(c.memory_upper_threshold, 80.0);
+        assert_eq!(c.memory_lower_threshold, 20.0);
+        assert_eq!(c.core_min_increment, 1);
+        assert_eq!(c.core_max_increment, 4);
+        assert_eq!(c.memory_min_increment, 512);
+        assert_eq!(c.min_cores, 1);
+        assert_eq!(c.max_cores, 8);
+        assert_eq!(c.min_memory, 512);
+        assert_eq!(c.max_memory, None);
+        assert_eq!(c.min_decrease_chunk, 512);
+        assert_eq!(c.reserve_cpu_percent, 10.0);
+        assert_eq!(c.reserve_memory_mb, 2048);
+        assert_eq!(c.log_file, PathBuf::from("/var/log/lxc_autoscale.log"));
+        assert_eq!(c.lock_file, PathBuf::from("/var/lock/lxc_autoscale.lock"));
+        assert_eq!(c.backup_dir, PathBuf::from("/var/lib/lxc_autoscale/backups"));
+        assert_eq!(c.off_peak_start, 22);
+        assert_eq!(c.off_peak_end, 6);
+        assert!(!c.energy_mode);
+        assert_eq!(c.gotify_url, "");
+        assert_eq!(c.gotify_token, "");
+        assert_eq!(c.cgroup_root, PathBuf::from("/sys/fs/cgroup/lxc"));
+        assert_eq!(c.pve_lxc_dir, PathBuf::from("/etc/pve/lxc"));
+        assert_eq!(c.proc_root, PathBuf::from("/proc"));
+        assert_eq!(c.pct_path, PathBuf::from("/usr/sbin/pct"));
+        assert_eq!(c.state_file, PathBuf::from("/var/lib/lxc_autoscale/state.json"));
+    }
+
+    #[test]
+    fn thresholds_accept_integers_and_decimals() {
+        let c = parse("cpu_upper_threshold = 80.5\ncpu_lower_threshold = 30").unwrap();
+        assert_eq!(c.cpu_upper_threshold, 80.5);
+        assert_eq!(c.cpu_lower_threshold, 30.0);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name_and_line() {
+        let e = err_of("poll_interval = 60\npoll_intervall = 30\n");
+        assert!(e.contains("poll_intervall"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_tier_is_rejected() {
+        let e = err_of("[tiers.web]\ncontainers = [101]\nmax_core = 3\n");
+        assert!(e.contains("tiers.web.max_core"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let e = err_of("# c\nmin_cores = \"two\"\n");
+        assert!(e.contains("key `min_cores` (line 2)"), "{e}");
+    }
+
+    #[test]
+    fn negative_count_is_rejected() {
+        let e = err_of("max_cores = -1\n");
+        assert!(e.contains("key `max_cores` (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn threshold_above_100_is_rejected() {
+        let e = err_of("\ncpu_upper_threshold = 101\n");
+        assert!(e.contains("key `cpu_upper_threshold` (line 2)"), "{e}");
+        assert!(e.contains("0 to 100"), "{e}");
+    }
+
+    #[test]
+    fn lower_threshold_not_below_upper_is_rejected() {
+        let e = err_of("memory_upper_threshold = 50\nmemory_lower_threshold = 50\n");
+        assert!(e.contains("key `memory_lower_threshold` (line 2)"), "{e}");
+    }
+
+    #[test]
+    fn tier_threshold_is_checked_against_inherited_upper() {
+        let e = err_of("cpu_upper_threshold = 60\n[tiers.db]\ncontainers = [200]\ncpu_lower_threshold = 70\n");
+        assert!(e.contains("key `tiers.db.cpu_lower_threshold` (line 4)"), "{e}");
+    }
+
+    #[test]
+    fn min_above_max_is_rejected() {
+        assert!(err_of("min_cores = 9\n").contains("key `min_cores` (line 1)"));
+        assert!(err_of("min_memory = 4096\nmax_memory = 2048\n").contains("key `min_memory` (line 1)"));
+        assert!(err_of("core_min_increment = 5\n").contains("key `core_min_increment` (line 1)"));
+    }
+
+    #[test]
+    fn increments_and_chunk_below_one_are_rejected() {
+        for key in [
+            "core_min_increment",
+            "core_max_increment",
+            "memory_min_increment",
+            "min_decrease_chunk",
+        ] {
+            let e = err_of(&format!("{key} = 0\n"));
+            assert!(e.contains(&format!("key `{key}` (line 1)")), "{e}");
+            assert!(e.contains("at least 1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hour_outside_day_is_rejected() {
+        let e = err_of("energy_mode = true\noff_peak_end = 24\n");
+        assert!(e.contains("key `off_peak_end` (line 2)"), "{e}");
+    }
+
+    #[test]
+    fn zero_poll_interval_is_rejected() {
+        let e = err_of("poll_interval = 0\n");
+        assert!(e.contains("key `poll_interval` (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn vmid_in_two_tiers_is_rejected() {
+        let e = err_of("[tiers.a]\ncontainers = [101, 102]\n[tiers.b]\ncontainers = [102]\n");
+        assert!(e.contains("key `tiers.b.containers` (line 4)"), "{e}");
+        assert!(e.contains("102"), "{e}");
+        assert!(e.contains("tier `a`"), "{e}");
+    }
+
+    #[test]
+    fn vmid_in_tier_and_ignore_list_is_rejected() {
+        let e = err_of("ignore_lxc = [105]\n[tiers.a]\ncontainers = [105]\n");
+        assert!(e.contains("key `tiers.a.containers` (line 3)"), "{e}");
+        assert!(e.contains("ignore_lxc"), "{e}");
+    }
+
+    #[test]
+    fn vmid_below_100_is_rejected() {
+        let e = err_of("ignore_lxc = [99]\n");
+        assert!(e.contains("key `ignore_lxc` (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn tier_inherits_unset_keys_from_top_level() {
+        let c = parse(
+            "max_cores = 6\nmin_memory = 1024\n[tiers.db]\ncontainers = [200, 201]\npriority = 10\nmax_cores = 12\ncpu_upper_threshold = 70.5\n",
+        )
+        .unwrap();
+        let db = c.limits_for(201);
+        assert_eq!(db.tier.as_deref(), Some("db"));
+        assert_eq!(db.priority, 10);
+        assert_eq!(db.max_cores, 12);
+        assert_eq!(db.cpu_upper_threshold, 70.5);
+        assert_eq!(db.min_memory, 1024);
+        assert_eq!(db.core_max_increment, 4);
+        let other = c.limits_for(300);
+        assert_eq!(other.tier, None);
+        assert_eq!(other.priority, 0);
+        assert_eq!(other.max_cores, 6);
+    }
+}

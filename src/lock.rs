@@ -1,0 +1,1 @@
+//! Single-instance lock: an `flock` on `lock_file`, holding the pid.

@@ -1,0 +1,1 @@
+//! Human-readable log to stderr (journald) and `log_file`.

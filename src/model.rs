@@ -1,0 +1,205 @@
+//! The data that flows through a cycle: `Snapshot` (what the files said) -> `Plan` (what to do).
+//! Nothing here does IO.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Wall-clock time as microseconds since the Unix epoch (CLOCK_REALTIME).
+pub type EpochUsec = i64;
+
+/// Everything read from the host in one cycle. Containers are sorted by VMID.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// When the cgroup counters were read.
+    pub taken_at_usec: EpochUsec,
+    pub host: HostSample,
+    pub containers: Vec<ContainerSample>,
+}
+
+/// Host figures from `<proc_root>/stat` and `<proc_root>/meminfo`. `None` means unreadable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    /// Number of `cpuN` lines in `stat`.
+    pub cpus: Option<u32>,
+    /// The aggregate `cpu` line of `stat`, in USER_HZ ticks.
+    pub cpu_ticks: Option<CpuTicks>,
+    /// `btime` of `stat`: host boot time, seconds since the epoch. Identifies the host boot.
+    pub boot_time: Option<u64>,
+    /// `MemTotal` of `meminfo`, KiB.
+    pub mem_total_kib: Option<u64>,
+    /// `MemAvailable` of `meminfo`, KiB.
+    pub mem_available_kib: Option<u64>,
+}
+
+/// Ticks from the aggregate `cpu` line: busy = everything but idle and iowait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+/// One running container: its allocation (from the conf) and its cgroup counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSample {
+    pub vmid: u32,
+    /// Main section of `<pve_lxc_dir>/<vmid>.conf`; `None` when the file is missing or unreadable.
+    pub conf: Option<CtConf>,
+    /// Inode of `<cgroup_root>/<vmid>/`: a new one means the container restarted.
+    pub cgroup_id: Option<u64>,
+    /// `usage_usec` of `cpu.stat`, µs of CPU time.
+    pub cpu_usage_usec: Option<u64>,
+    /// `memory.current`, bytes.
+    pub memory_current_bytes: Option<u64>,
+    /// `file` of `memory.stat` (page cache), bytes.
+    pub memory_file_bytes: Option<u64>,
+}
+
+/// The allocation of a container: the main section of its Proxmox conf.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtConf {
+    /// `cores`; `None` means the line is absent, so the container may use all host CPUs.
+    pub cores: Option<u32>,
+    /// `memory` in MB; 512 when absent (the Proxmox default).
+    pub memory_mb: u64,
+    /// `swap` in MB; `None` when absent (Proxmox then uses 0).
+    pub swap_mb: Option<u64>,
+    /// `cpulimit` in CPUs; 0 means unlimited.
+    pub cpulimit: Option<f64>,
+    /// `tags`, split on `;`.
+    pub tags: Vec<String>,
+    /// `lock` reason (backup, snapshot, migrate, ...); a locked container rejects changes.
+    pub lock: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Tag that opts a container out of autoscaling.
+pub const NOAUTOSCALE_TAG: &str = "noautoscale";
+
+impl CtConf {
+    /// Whether the container carries the `noautoscale` tag.
+    pub fn opted_out(&self) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(NOAUTOSCALE_TAG))
+    }
+}
+
+/// What the previous cycle read, used to turn counters into rates. Persisted in `state_file`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub host: Option<HostPrev>,
+    pub containers: BTreeMap<u32, ContainerPrev>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HostPrev {
+    pub taken_at_usec: EpochUsec,
+    pub boot_time: Option<u64>,
+    pub cpu_ticks: CpuTicks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPrev {
+    pub taken_at_usec: EpochUsec,
+    /// Host `btime` when the sample was taken.
+    pub boot_time: Option<u64>,
+    pub cgroup_id: u64,
+    pub cpu_usage_usec: u64,
+}
+
+impl State {
+    /// The state after `snap`: containers that are gone are dropped, unreadable counters drop the
+    /// old sample (a rate across a gap would be a guess).
+    pub fn advanced(&self, snap: &Snapshot) -> State {
+        let host = match snap.host.cpu_ticks {
+            Some(ticks) => Some(HostPrev {
+                taken_at_usec: snap.taken_at_usec,
+                boot_time: snap.host.boot_time,
+                cpu_ticks: ticks,
+            }),
+            None => None,
+        };
+        let containers = snap
+            .containers
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.vmid,
+                    ContainerPrev {
+                        taken_at_usec: snap.taken_at_usec,
+                        boot_time: snap.host.boot_time,
+                        cgroup_id: c.cgroup_id?,
+                        cpu_usage_usec: c.cpu_usage_usec?,
+                    },
+                ))
+            })
+            .collect();
+        State { host, containers }
+    }
+}
+
+/// What one cycle decided. Dry-run, status and replay all print or apply this unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Decisions not to act, or to act less, with the reason.
+    pub notes: Vec<Note>,
+    /// What was measured for each container, whether or not it changes.
+    pub observations: Vec<Observation>,
+}
+
+/// A move of one resource from one value to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step<T> {
+    pub from: T,
+    pub to: T,
+}
+
+/// One `pct set` worth of change for one container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub vmid: u32,
+    /// `None` = cores unchanged. `from` is the effective count (host CPUs when `cores` is absent).
+    pub cores: Option<Step<u32>>,
+    /// `None` = memory unchanged. MB.
+    pub memory_mb: Option<Step<u64>>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Note {
+    pub vmid: u32,
+    pub reason: String,
+}
+
+/// Why a container is not managed this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Managed {
+    Yes,
+    /// Listed in `ignore_lxc`.
+    Ignored,
+    /// Tagged `noautoscale`.
+    OptedOut,
+    /// Its conf has a `lock:` line.
+    Locked,
+    /// No readable conf for a running container.
+    NoConf,
+}
+
+/// Measured figures of one container, as the decision saw them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    pub vmid: u32,
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub managed: Managed,
+    /// Effective cores (host CPUs when `cores` is absent).
+    pub cores: Option<u32>,
+    pub memory_mb: Option<u64>,
+    /// Percent of the effective CPU allocation, over the sampling window.
+    pub cpu_percent: Option<f64>,
+    /// Used memory (current − page cache) in MB.
+    pub memory_used_mb: Option<f64>,
+    /// Used memory as a percent of `memory_mb`.
+    pub memory_percent: Option<f64>,
+}

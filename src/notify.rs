@@ -1,0 +1,1 @@
+//! Gotify notifications. The token travels only in the `X-Gotify-Key` header.

@@ -1,0 +1,1 @@
+//! `state_file`: previous samples kept across restarts (JSON, written atomically).
