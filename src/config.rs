@@ -546,6 +546,53 @@ mod tests {
         assert_eq!(c.state_file, PathBuf::from("/var/lib/lxc_autoscale/state.json"));
     }
 
+    const EXAMPLE: &str = include_str!("../lxc_autoscale.conf.example");
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        assert_eq!(parse(EXAMPLE).unwrap(), parse("").unwrap());
+    }
+
+    #[test]
+    fn example_config_documents_every_key() {
+        let keys = [
+            "poll_interval", "cpu_upper_threshold", "cpu_lower_threshold",
+            "memory_upper_threshold", "memory_lower_threshold", "core_min_increment",
+            "core_max_increment", "memory_min_increment", "min_cores", "max_cores", "min_memory",
+            "max_memory", "min_decrease_chunk", "reserve_cpu_percent", "reserve_memory_mb",
+            "log_file", "lock_file", "backup_dir", "off_peak_start", "off_peak_end", "energy_mode",
+            "gotify_url", "gotify_token", "ignore_lxc", "cgroup_root", "pve_lxc_dir", "proc_root",
+            "pct_path", "state_file", "[tiers.", "containers", "priority",
+        ];
+        for key in keys {
+            assert!(EXAMPLE.contains(key), "example lacks {key}");
+        }
+    }
+
+    #[test]
+    fn example_tier_blocks_parse_when_uncommented() {
+        let text: String = EXAMPLE
+            .lines()
+            .map(|l| {
+                // Uncomment `# key = value` and `# [section]` lines; leave prose comments.
+                let t = l.strip_prefix("# ").unwrap_or(l);
+                let is_setting = t.starts_with("[tiers.")
+                    || t.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    });
+                format!("{}\n", if is_setting { t } else { l })
+            })
+            .collect();
+        let c = parse(&text).unwrap();
+        assert_eq!(c.max_memory, Some(16384));
+        let crit = c.limits_for(102);
+        assert_eq!(crit.tier.as_deref(), Some("critical"));
+        assert_eq!(crit.priority, 10);
+        assert_eq!(crit.max_cores, 12);
+        assert_eq!(crit.max_memory, Some(32768));
+        assert_eq!(c.limits_for(201).max_cores, 4);
+    }
+
     #[test]
     fn thresholds_accept_integers_and_decimals() {
         let c = parse("cpu_upper_threshold = 80.5\ncpu_lower_threshold = 30").unwrap();

@@ -1,1 +1,102 @@
-//! `state_file`: previous samples kept across restarts (JSON, written atomically).
+//! `state_file`: the previous samples, kept across restarts so that the first cycle after a restart
+//! can act without a sampling window. JSON, written atomically with mode 0600.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::fsutil;
+use crate::model::State;
+
+/// Refuse to read a state file larger than this: it is a few hundred bytes per container.
+const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Parses state text.
+pub fn parse_state(text: &str) -> Result<State> {
+    serde_json::from_str(text).context("state is not valid json")
+}
+
+/// Reads `path`. A missing file is an empty state; a corrupt or truncated one is an error naming
+/// the path (the caller warns and starts empty: stale rates are never worth a guess).
+pub fn read_state(path: &Path) -> Result<State> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        anyhow::bail!("{} is too large ({} bytes)", path.display(), meta.len());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_state(&text).with_context(|| format!("invalid state file {}", path.display()))
+}
+
+/// Writes `state` to `path` atomically, creating its directory (0700) when missing.
+pub fn write_state(path: &Path, state: &State) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::ensure_private_dir(dir)?;
+    }
+    let json = serde_json::to_vec(state).context("cannot encode state")?;
+    fsutil::write_atomic(path, &json, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ContainerPrev, CpuTicks, HostPrev};
+
+    fn sample() -> State {
+        let mut s = State {
+            host: Some(HostPrev {
+                taken_at_usec: 1_700_000_000_000_000,
+                boot_time: Some(1_699_000_000),
+                cpu_ticks: CpuTicks {
+                    busy: 100,
+                    total: 400,
+                },
+            }),
+            ..State::default()
+        };
+        s.containers.insert(
+            101,
+            ContainerPrev {
+                taken_at_usec: 1_700_000_000_000_000,
+                boot_time: Some(1_699_000_000),
+                cgroup_id: 4242,
+                cpu_usage_usec: 123_456,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn state_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        write_state(&path, &sample()).unwrap();
+        assert_eq!(read_state(&path).unwrap(), sample());
+    }
+
+    #[test]
+    fn missing_state_file_is_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_state(&dir.path().join("none.json")).unwrap(),
+            State::default()
+        );
+    }
+
+    #[test]
+    fn truncated_state_file_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let json = serde_json::to_string(&sample()).unwrap();
+        std::fs::write(&path, &json[..json.len() / 2]).unwrap();
+        let err = format!("{:#}", read_state(&path).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,429 @@
+//! `lxc_autoscale demo`: the real engine (collect -> decide -> apply, backups included) against a
+//! simulated host built in a temp dir, one simulated hour per cycle. Needs no root and no Proxmox.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+use crate::apply::{self, Target};
+use crate::backup::BackupStore;
+use crate::collect::Collector;
+use crate::config::{self, Config};
+use crate::model::{Plan, State};
+use crate::pct::{PctOutcome, PctRunner};
+use crate::policy;
+
+/// Simulated time between cycles.
+const STEP_SECS: i64 = 3600;
+const HOST_CPUS: u32 = 16;
+const HOST_MEM_MB: u64 = 65_536;
+/// Linux reports /proc/stat in USER_HZ ticks.
+const USER_HZ: u64 = 100;
+const MIB: u64 = 1024 * 1024;
+
+/// How a simulated container behaves: demand in cores and used memory in MB at an hour of the day
+/// (`cycle` counts cycles since the start).
+#[derive(Clone, Copy)]
+enum Shape {
+    Steady,
+    Spiky,
+    GrowingMemory,
+    IdleAtNight,
+    Busy,
+}
+
+struct SimCt {
+    vmid: u32,
+    name: &'static str,
+    shape: Shape,
+    cores: u32,
+    memory_mb: u64,
+    extra_conf: &'static str,
+    usage_usec: u64,
+}
+
+impl Shape {
+    fn label(self) -> &'static str {
+        match self {
+            Shape::Steady => "steady",
+            Shape::Spiky => "spiky",
+            Shape::GrowingMemory => "growing memory",
+            Shape::IdleAtNight => "idle at night",
+            Shape::Busy => "busy (opted out)",
+        }
+    }
+
+    /// (demand cores, used MB) at local `hour` in cycle `cycle`.
+    fn load(self, hour: u32, cycle: u32) -> (f64, u64) {
+        let day = (8..22).contains(&hour);
+        match self {
+            Shape::Steady => (1.5, 700),
+            Shape::Spiky => {
+                if matches!(hour, 10 | 11 | 15) {
+                    (3.8, 1400)
+                } else {
+                    (0.4, 900)
+                }
+            }
+            Shape::GrowingMemory => (0.3, 600 + 160 * u64::from(cycle)),
+            Shape::IdleAtNight => {
+                if day {
+                    (2.6, 2600)
+                } else {
+                    (0.1, 500)
+                }
+            }
+            Shape::Busy => (3.9, 3000),
+        }
+    }
+}
+
+/// A temp dir removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let base = std::env::temp_dir().join(format!(
+            "lxc_autoscale-demo-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&base)
+            .with_context(|| format!("cannot create {}", base.display()))?;
+        Ok(Scratch(base))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Stands in for `pct set`: rewrites the conf's main section, as Proxmox does.
+struct SimPct {
+    conf_dir: PathBuf,
+    calls: usize,
+}
+
+impl PctRunner for SimPct {
+    fn run(&mut self, argv: &[String]) -> PctOutcome {
+        self.calls += 1;
+        match rewrite_conf(&self.conf_dir, argv) {
+            Ok(()) => PctOutcome::Ok,
+            Err(e) => PctOutcome::Failed {
+                code: Some(255),
+                stderr: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+/// Applies `set <vmid> -cores N -memory M` to the main section of `<dir>/<vmid>.conf`.
+fn rewrite_conf(dir: &Path, argv: &[String]) -> Result<()> {
+    let [cmd, vmid, opts @ ..] = argv else {
+        anyhow::bail!("usage: set <vmid> [-cores N] [-memory M]");
+    };
+    anyhow::ensure!(cmd == "set", "unsupported command {cmd}");
+    let path = dir.join(format!("{vmid}.conf"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut main: Vec<String> = Vec::new();
+    let mut rest = String::new();
+    let mut in_main = true;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_main = false;
+        }
+        if in_main {
+            main.push(line.to_string());
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    for pair in opts.chunks(2) {
+        let [opt, value] = pair else {
+            anyhow::bail!("option without value");
+        };
+        let key = opt.trim_start_matches('-');
+        main.retain(|l| !l.starts_with(&format!("{key}:")));
+        if key != "delete" {
+            main.push(format!("{key}: {value}"));
+        }
+    }
+    main.sort();
+    let mut out = main.join("\n");
+    out.push('\n');
+    if !rest.is_empty() {
+        out.push('\n');
+        out.push_str(&rest);
+    }
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn demo_config(root: &Path) -> Result<Config> {
+    let text = format!(
+        r#"
+poll_interval = {STEP_SECS}
+energy_mode = true
+off_peak_start = 22
+off_peak_end = 6
+reserve_memory_mb = 4096
+cgroup_root = "{root}/cgroup/lxc"
+pve_lxc_dir = "{root}/pve/lxc"
+proc_root = "{root}/proc"
+pct_path = "/usr/sbin/pct"
+backup_dir = "{root}/backups"
+state_file = "{root}/state.json"
+log_file = "{root}/lxc_autoscale.log"
+lock_file = "{root}/lxc_autoscale.lock"
+
+[tiers.critical]
+containers = [106]
+priority = 10
+min_cores = 2
+min_memory = 2048
+"#,
+        root = root.display()
+    );
+    config::parse(&text)
+}
+
+fn containers() -> Vec<SimCt> {
+    let ct = |vmid, name, shape, cores, memory_mb, extra_conf| SimCt {
+        vmid,
+        name,
+        shape,
+        cores,
+        memory_mb,
+        extra_conf,
+        usage_usec: 0,
+    };
+    vec![
+        ct(101, "web", Shape::Steady, 8, 4096, ""),
+        ct(102, "api", Shape::Spiky, 2, 2048, ""),
+        ct(103, "cache", Shape::GrowingMemory, 1, 1024, ""),
+        ct(104, "batch", Shape::IdleAtNight, 4, 4096, ""),
+        ct(105, "legacy", Shape::Busy, 4, 4096, "tags: noautoscale\n"),
+        ct(106, "db", Shape::Steady, 4, 8192, ""),
+    ]
+}
+
+/// The simulated host on disk.
+struct Host {
+    root: PathBuf,
+    cts: Vec<SimCt>,
+    busy_ticks: u64,
+    total_ticks: u64,
+}
+
+impl Host {
+    fn create(root: &Path) -> Result<Host> {
+        let cts = containers();
+        std::fs::create_dir_all(root.join("pve/lxc"))?;
+        std::fs::create_dir_all(root.join("proc"))?;
+        for c in &cts {
+            std::fs::create_dir_all(root.join(format!("cgroup/lxc/{}", c.vmid)))?;
+            write(
+                &root.join(format!("pve/lxc/{}.conf", c.vmid)),
+                &format!(
+                    "arch: amd64\ncores: {}\nhostname: {}\nmemory: {}\nswap: 512\n{}",
+                    c.cores, c.name, c.memory_mb, c.extra_conf
+                ),
+            )?;
+        }
+        Ok(Host {
+            root: root.to_path_buf(),
+            cts,
+            busy_ticks: 0,
+            total_ticks: 0,
+        })
+    }
+
+    /// Current allocation from the conf, as `pct` left it.
+    fn allocation(&self, vmid: u32) -> Result<(u32, u64)> {
+        let path = self.root.join(format!("pve/lxc/{vmid}.conf"));
+        let text = std::fs::read_to_string(&path)?;
+        let conf = crate::pveconf::parse_conf(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok((conf.cores.unwrap_or(HOST_CPUS), conf.memory_mb))
+    }
+
+    /// Advances the counters by `dt_secs` of the load at `hour`, and rewrites every file.
+    fn advance(&mut self, dt_secs: i64, hour: u32, cycle: u32) -> Result<()> {
+        let dt_usec = u64::try_from(dt_secs).unwrap_or(0) * 1_000_000;
+        let mut used_total_mb = 0;
+        let mut busy_cores = 0.0;
+        for i in 0..self.cts.len() {
+            let (cores, memory_mb) = self.allocation(self.cts[i].vmid)?;
+            let c = &mut self.cts[i];
+            let (demand, used_mb) = c.shape.load(hour, cycle);
+            let granted = demand.min(f64::from(cores));
+            c.usage_usec += (granted * dt_usec as f64) as u64;
+            busy_cores += granted;
+            let used_mb = used_mb.min(memory_mb);
+            used_total_mb += used_mb;
+            let cache_mb = (memory_mb - used_mb) / 4;
+            let dir = self.root.join(format!("cgroup/lxc/{}", c.vmid));
+            write(
+                &dir.join("cpu.stat"),
+                &format!(
+                    "usage_usec {}\nuser_usec {}\nsystem_usec {}\n",
+                    c.usage_usec,
+                    c.usage_usec / 10 * 9,
+                    c.usage_usec / 10
+                ),
+            )?;
+            write(
+                &dir.join("memory.current"),
+                &format!("{}\n", (used_mb + cache_mb) * MIB),
+            )?;
+            write(
+                &dir.join("memory.stat"),
+                &format!("anon {}\nfile {}\n", used_mb * MIB, cache_mb * MIB),
+            )?;
+        }
+        let dt_ticks = u64::try_from(dt_secs).unwrap_or(0) * USER_HZ;
+        self.total_ticks += dt_ticks * u64::from(HOST_CPUS);
+        self.busy_ticks += (busy_cores * dt_ticks as f64) as u64;
+        let idle = self.total_ticks - self.busy_ticks;
+        let mut stat = format!("cpu  {} 0 0 {} 0 0 0 0 0 0\n", self.busy_ticks, idle);
+        for n in 0..HOST_CPUS {
+            let _ = writeln!(stat, "cpu{n} 0 0 0 0 0 0 0 0 0 0");
+        }
+        stat.push_str("btime 1700000000\n");
+        write(&self.root.join("proc/stat"), &stat)?;
+        let total_kib = HOST_MEM_MB * 1024;
+        let avail_kib = total_kib.saturating_sub((used_total_mb + 2048) * 1024);
+        write(
+            &self.root.join("proc/meminfo"),
+            &format!("MemTotal: {total_kib} kB\nMemFree: {avail_kib} kB\nMemAvailable: {avail_kib} kB\n"),
+        )
+    }
+}
+
+fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan, host: &Host) {
+    let _ = writeln!(
+        out,
+        "\n== {}{}",
+        when.format("%a %H:%M"),
+        if energy { "  (energy mode)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  {:<5} {:<7} {:<16} {:>6} {:>6} {:>6} {:>7}  decision",
+        "vmid", "name", "load shape", "cores", "cpu%", "mem%", "mem MB"
+    );
+    for o in &plan.observations {
+        let shape = host
+            .cts
+            .iter()
+            .find(|c| c.vmid == o.vmid)
+            .map_or("", |c| c.shape.label());
+        let decision = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
+            apply::describe(c)
+        } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
+            n.reason.clone()
+        } else {
+            "-".into()
+        };
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "  {:<5} {:<7} {:<16} {:>6} {:>6} {:>6} {:>7}  {}",
+            o.vmid,
+            o.name.as_deref().unwrap_or("-"),
+            shape,
+            o.cores.map_or("-".into(), |c| c.to_string()),
+            pct(o.cpu_percent),
+            pct(o.memory_percent),
+            o.memory_mb.map_or("-".into(), |m| m.to_string()),
+            decision
+        );
+    }
+}
+
+/// Runs `cycles` simulated hours starting Monday 08:00 and prints each cycle's decisions.
+pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
+    let scratch = Scratch::new()?;
+    let cfg = demo_config(&scratch.0)?;
+    let mut host = Host::create(&scratch.0)?;
+    let start = NaiveDate::from_ymd_opt(2026, 11, 23)
+        .and_then(|d| d.and_hms_opt(8, 0, 0))
+        .context("demo start time")?;
+    let mut pct = SimPct {
+        conf_dir: cfg.pve_lxc_dir.clone(),
+        calls: 0,
+    };
+    let backups = BackupStore::new(cfg.backup_dir.clone());
+    let mut collector = Collector::new();
+    let mut state = State::default();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "lxc_autoscale demo: {} simulated containers on a {HOST_CPUS}-cpu, {} GiB host, one cycle per simulated hour.\n\
+         Same code as the daemon: files -> snapshot -> policy::decide -> pct set (simulated) with backups.\n\
+         Energy mode is on from 22:00 to 06:00; 106 is in tier `critical` (priority 10); 105 is tagged noautoscale.",
+        host.cts.len(),
+        HOST_MEM_MB / 1024
+    );
+
+    // The first reading only seeds the counters, as the daemon's sampling window does.
+    let at = |i: i64| start + chrono::Duration::seconds(i * STEP_SECS);
+    let usec = |t: NaiveDateTime| Utc.from_utc_datetime(&t).timestamp_micros();
+    host.advance(0, 8, 0)?;
+    state = state.advanced(&collector.collect(&cfg, usec(at(0))));
+    let mut changes = 0;
+    for cycle in 1..=cycles {
+        let now = at(i64::from(cycle));
+        let hour = chrono::Timelike::hour(&(now - chrono::Duration::seconds(1)));
+        host.advance(STEP_SECS, hour, cycle)?;
+        let snap = collector.collect(&cfg, usec(now));
+        let plan = policy::decide(&cfg, &snap, &state, now);
+        render_cycle(
+            &mut text,
+            now,
+            policy::energy_window(&cfg, chrono::Timelike::hour(&now)),
+            &plan,
+            &host,
+        );
+        let never = || false;
+        let mut target = Target {
+            pct: &mut pct,
+            pct_display: "pct".into(),
+            backups: &backups,
+            events: None,
+            dry_run: false,
+            should_stop: &never,
+        };
+        let report = apply::apply(&plan.changes, &snap, &mut target, Utc.from_utc_datetime(&now));
+        changes += report.applied.len();
+        for f in &report.failed {
+            let _ = writeln!(text, "  ! {} {}: {}", f.vmid, f.summary, f.error);
+        }
+        state = state.advanced(&snap);
+        out.write_all(text.as_bytes())?;
+        text.clear();
+    }
+    let _ = writeln!(
+        text,
+        "\n{cycles} cycles, {changes} changes applied with {} simulated `pct set` calls (one per changed container). Backups: {}.",
+        pct.calls,
+        backups.vmids()?.len()
+    );
+    let _ = writeln!(
+        text,
+        "Try it on a real node: lxc_autoscale status, or lxc_autoscale --once --dry-run."
+    );
+    out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,242 @@
+//! A fake Proxmox host on disk: cgroup tree, `/etc/pve/lxc/*.conf`, `/proc/stat`,
+//! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
+#![allow(dead_code)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MIB: u64 = 1024 * 1024;
+pub const BTIME: u64 = 1_700_000_000;
+/// Seconds between the seeded previous sample and "now".
+pub const WINDOW_SECS: i64 = 300;
+
+/// The fake `pct`. It is a test fixture only: the daemon itself never runs a shell.
+const FAKE_PCT: &str = r#"#!/bin/sh
+# Records argv, optionally fails or hangs, then rewrites the conf's main section like pct set.
+printf '%s\n' "$*" >> "@ROOT@/pct.calls"
+if [ -f "@ROOT@/pct.fail" ]; then
+  echo "CT $2 is locked (backup)" >&2
+  exit 1
+fi
+if [ -f "@ROOT@/pct.hang" ]; then
+  sleep 60
+fi
+[ "$1" = set ] || exit 2
+conf="@ROOT@/pve/lxc/$2.conf"
+shift 2
+while [ $# -gt 1 ]; do
+  key=${1#-}; val=$2; shift 2
+  if [ "$key" = delete ]; then
+    awk -v k="$val" 'BEGIN{m=1} /^\[/{m=0} !(m && index($0, k ": ")==1)' "$conf" > "$conf.tmp"
+  else
+    awk -v k="$key" -v v="$val" '
+      BEGIN { m = 1; done = 0 }
+      /^\[/ { if (m && !done) { print k ": " v; done = 1 } m = 0 }
+      { if (m && index($0, k ": ") == 1) { if (!done) { print k ": " v; done = 1 } next } print }
+      END { if (!done) print k ": " v }' "$conf" > "$conf.tmp"
+  fi
+  mv "$conf.tmp" "$conf"
+done
+exit 0
+"#;
+
+pub struct FakeHost {
+    pub dir: tempfile::TempDir,
+    pub host_cpus: u32,
+}
+
+impl FakeHost {
+    /// A host with `host_cpus` CPUs, 64 GiB of which 32 GiB are available, nothing busy.
+    pub fn new(host_cpus: u32) -> FakeHost {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["cgroup/lxc", "pve/lxc", "proc", "var"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let pct = root.join("pct");
+        std::fs::write(&pct, FAKE_PCT.replace("@ROOT@", &root.display().to_string())).unwrap();
+        std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let host = FakeHost { dir, host_cpus };
+        host.set_host_ticks(0, 1000);
+        host.set_meminfo(64 * 1024 * 1024, 32 * 1024 * 1024);
+        host
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// The config with every host path pointing into the fake host, plus `extra` TOML.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let r = self.root().display();
+        let text = format!(
+            "cgroup_root = \"{r}/cgroup/lxc\"\npve_lxc_dir = \"{r}/pve/lxc\"\nproc_root = \"{r}/proc\"\n\
+             pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
+             log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n{extra}\n"
+        );
+        let path = self.path("lxc_autoscale.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `/proc/stat` with the aggregate `cpu` line holding `busy` user ticks out of `total`.
+    pub fn set_host_ticks(&self, busy: u64, total: u64) {
+        let mut s = format!("cpu  {busy} 0 0 {} 0 0 0 0 0 0\n", total - busy);
+        for n in 0..self.host_cpus {
+            s.push_str(&format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n"));
+        }
+        s.push_str(&format!("intr 0\nctxt 0\nbtime {BTIME}\nprocesses 1\n"));
+        std::fs::write(self.path("proc/stat"), s).unwrap();
+    }
+
+    pub fn set_meminfo(&self, total_kib: u64, available_kib: u64) {
+        std::fs::write(
+            self.path("proc/meminfo"),
+            format!(
+                "MemTotal:       {total_kib} kB\nMemFree:        1000 kB\nMemAvailable:   {available_kib} kB\nBuffers: 0 kB\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A running container: its conf (main section text, may include other sections) and a
+    /// cgroup directory with zeroed counters.
+    pub fn add_container(&self, vmid: u32, conf: &str) {
+        std::fs::write(self.path(&format!("pve/lxc/{vmid}.conf")), conf).unwrap();
+        std::fs::create_dir_all(self.cgroup(vmid)).unwrap();
+        self.set_cpu_usage(vmid, 0);
+        self.set_memory(vmid, 0, 0);
+    }
+
+    pub fn cgroup(&self, vmid: u32) -> PathBuf {
+        self.path(&format!("cgroup/lxc/{vmid}"))
+    }
+
+    pub fn conf(&self, vmid: u32) -> String {
+        std::fs::read_to_string(self.path(&format!("pve/lxc/{vmid}.conf"))).unwrap()
+    }
+
+    pub fn set_cpu_usage(&self, vmid: u32, usage_usec: u64) {
+        std::fs::write(
+            self.cgroup(vmid).join("cpu.stat"),
+            format!("usage_usec {usage_usec}\nuser_usec {usage_usec}\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n"),
+        )
+        .unwrap();
+    }
+
+    /// `memory.current` = used + cache, `memory.stat` `file` = cache (MB each).
+    pub fn set_memory(&self, vmid: u32, used_mb: u64, cache_mb: u64) {
+        std::fs::write(
+            self.cgroup(vmid).join("memory.current"),
+            format!("{}\n", (used_mb + cache_mb) * MIB),
+        )
+        .unwrap();
+        std::fs::write(
+            self.cgroup(vmid).join("memory.stat"),
+            format!(
+                "anon {}\nfile {}\nkernel 0\nshmem 0\ninactive_file {}\n",
+                used_mb * MIB,
+                cache_mb * MIB,
+                cache_mb * MIB / 2
+            ),
+        )
+        .unwrap();
+    }
+
+    fn now_usec() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    }
+
+    /// Writes a state file whose previous samples were taken `WINDOW_SECS` ago: each container at
+    /// usage 0, the host at `busy`/`total` 0. Then sets current counters so that each container
+    /// in `loads` ran at `(vmid, cpu_percent_of_cores, cores)` over the window.
+    pub fn seed_previous_cycle(&self, loads: &[(u32, f64, u32)]) {
+        let taken = Self::now_usec() - WINDOW_SECS * 1_000_000;
+        let mut containers = serde_json::Map::new();
+        for entry in std::fs::read_dir(self.path("cgroup/lxc")).unwrap() {
+            let entry = entry.unwrap();
+            let Ok(vmid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let ino = std::fs::metadata(entry.path()).unwrap().ino();
+            containers.insert(
+                vmid.to_string(),
+                serde_json::json!({
+                    "taken_at_usec": taken,
+                    "boot_time": BTIME,
+                    "cgroup_id": ino,
+                    "cpu_usage_usec": 0
+                }),
+            );
+        }
+        let state = serde_json::json!({
+            "host": {"taken_at_usec": taken, "boot_time": BTIME, "cpu_ticks": {"busy": 0, "total": 0}},
+            "containers": containers,
+        });
+        std::fs::write(self.path("var/state.json"), state.to_string()).unwrap();
+        for &(vmid, pct, cores) in loads {
+            let usage = pct / 100.0 * f64::from(cores) * (WINDOW_SECS as f64) * 1e6;
+            self.set_cpu_usage(vmid, usage as u64);
+        }
+        // Host: 10 % busy over the window (100 ticks per second per cpu).
+        let total = WINDOW_SECS as u64 * 100 * u64::from(self.host_cpus);
+        self.set_host_ticks(total / 10, total);
+    }
+
+    /// Sets the host's busy ticks over the seeded window so that `busy_cores` were in use.
+    pub fn set_host_busy_cores(&self, busy_cores: f64) {
+        let total = WINDOW_SECS as u64 * 100 * u64::from(self.host_cpus);
+        let busy = (busy_cores / f64::from(self.host_cpus) * total as f64) as u64;
+        self.set_host_ticks(busy, total);
+    }
+
+    /// Every argv the fake `pct` received, one string each.
+    pub fn pct_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("pct.calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn make_pct_fail(&self) {
+        std::fs::write(self.path("pct.fail"), "").unwrap();
+    }
+
+    pub fn backup_files(&self, vmid: u32) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path(&format!("var/backups/{vmid}")))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lxc_autoscale"));
+        cmd.args(args).env_remove("NOTIFY_SOCKET").env("RUST_LOG", "info");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,0 +1,320 @@
+//! One daemon cycle (`--once`) against a fake Proxmox host on disk, with a fake `pct`.
+
+mod common;
+
+use common::{stderr, FakeHost};
+
+fn once(host: &FakeHost, extra_config: &str) -> std::process::Output {
+    let cfg = host.write_config(extra_config);
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "daemon failed: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn scales_up_cores_and_memory_in_one_pct_call_when_both_are_above_upper() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    once(&host, "");
+
+    // demand 1.9 cores / 0.5 = 4 cores; memory max(1024+512, 900/0.5) = 1800 MB.
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    let conf = host.conf(101);
+    assert!(conf.contains("cores: 4\n"), "{conf}");
+    assert!(conf.contains("memory: 1800\n"), "{conf}");
+    let backups = host.backup_files(101);
+    assert_eq!(backups.len(), 2, "baseline plus one timestamped backup: {backups:?}");
+    assert!(backups.contains(&"baseline.json".to_string()));
+}
+
+#[test]
+fn scales_down_cores_and_memory_when_both_are_below_lower() {
+    let host = FakeHost::new(16);
+    host.add_container(102, "cores: 8\nmemory: 4096\n");
+    host.set_memory(102, 200, 1500);
+    host.seed_previous_cycle(&[(102, 5.0, 8)]);
+
+    once(&host, "");
+
+    // cpu: demand 0.4 -> 1 core wanted, but at most core_max_increment (4) removed: 8 -> 4.
+    // memory: page cache is not used memory; 4096 -> 2048 (at most half per cycle).
+    assert_eq!(host.pct_calls(), vec!["set 102 -cores 4 -memory 2048"]);
+}
+
+#[test]
+fn reads_allocation_from_main_section_only() {
+    let host = FakeHost::new(16);
+    host.add_container(
+        101,
+        "cores: 2\nmemory: 1024\nlxc.cgroup2.cpuset.cpus: 0-3\n\n[pve:pending]\nmemory: 4096\n\n[before-upgrade]\ncores: 8\nmemory: 8192\nsnaptime: 1700000000\n",
+    );
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    once(&host, "");
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    let conf = host.conf(101);
+    assert!(conf.contains("[pve:pending]\nmemory: 4096"), "{conf}");
+    assert!(conf.contains("[before-upgrade]\ncores: 8\nmemory: 8192"), "{conf}");
+}
+
+#[test]
+fn steady_cycle_spawns_no_process() {
+    let host = FakeHost::new(16);
+    for vmid in 101..=110 {
+        host.add_container(vmid, "cores: 2\nmemory: 2048\n");
+        host.set_memory(vmid, 1000, 300);
+    }
+    let loads: Vec<(u32, f64, u32)> = (101..=110).map(|v| (v, 50.0, 2)).collect();
+    host.seed_previous_cycle(&loads);
+
+    once(&host, "");
+
+    assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
+    assert!(host.path("var/state.json").exists());
+}
+
+#[test]
+fn locked_container_is_not_changed() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nlock: backup\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    once(&host, "");
+
+    assert!(host.pct_calls().is_empty());
+    assert!(host.backup_files(101).is_empty());
+}
+
+#[test]
+fn ignored_and_noautoscale_containers_are_not_changed() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.add_container(102, "cores: 2\nmemory: 1024\ntags: prod;noautoscale\n");
+    host.add_container(103, "cores: 2\nmemory: 1024\n");
+    for v in [101, 102, 103] {
+        host.set_memory(v, 900, 0);
+    }
+    host.seed_previous_cycle(&[(101, 95.0, 2), (102, 95.0, 2), (103, 95.0, 2)]);
+
+    once(&host, "ignore_lxc = [101]");
+
+    assert_eq!(host.pct_calls(), vec!["set 103 -cores 4 -memory 1800"]);
+}
+
+#[test]
+fn missing_memory_stat_gives_no_memory_decision_but_cpu_still_scales() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    std::fs::remove_file(host.cgroup(101).join("memory.stat")).unwrap();
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    once(&host, "");
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4"]);
+}
+
+#[test]
+fn garbled_cpu_stat_gives_no_cpu_decision() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 8\nmemory: 1024\n");
+    host.set_memory(101, 100, 0);
+    host.seed_previous_cycle(&[]);
+    std::fs::write(host.cgroup(101).join("cpu.stat"), "usage_usec 12x4\0\nuser_usec -5\n").unwrap();
+
+    once(&host, "");
+
+    // CPU would have been 0 % had the garbage been read as zero: it must not shrink the cores.
+    // Memory (100 of 1024 MB) is below lower: 1024 -> 512 is the only change.
+    assert_eq!(host.pct_calls(), vec!["set 101 -memory 512"]);
+}
+
+#[test]
+fn counter_reset_gives_no_cpu_decision() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    // The previous sample is ahead of the current counter: the container restarted.
+    let path = host.path("var/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["containers"]["101"]["cpu_usage_usec"] = serde_json::json!(1_000_000_000_000u64);
+    std::fs::write(&path, state.to_string()).unwrap();
+
+    once(&host, "");
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -memory 1800"]);
+}
+
+#[test]
+fn failing_pct_is_not_counted_backed_up_or_logged_as_a_change() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    host.make_pct_fail();
+
+    let out = once(&host, "");
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    assert_eq!(host.conf(101), "cores: 2\nmemory: 1024\n");
+    assert!(host.backup_files(101).is_empty(), "{:?}", host.backup_files(101));
+    let err = stderr(&out);
+    assert!(err.contains("pct exited with status 1"), "{err}");
+    assert!(err.contains("CT 101 is locked (backup)"), "{err}");
+    assert!(err.contains("applied=0"), "{err}");
+    assert!(!err.contains(" scaled"), "{err}");
+    let events = std::fs::read_to_string(host.path("var/log/lxc_autoscale.json")).unwrap();
+    let lines: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["container_id"], 101);
+    assert_eq!(lines[0]["action"], "failure");
+}
+
+#[test]
+fn applied_change_is_written_to_the_json_event_log() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    once(&host, "");
+
+    let events = std::fs::read_to_string(host.path("var/log/lxc_autoscale.json")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(events.trim()).unwrap();
+    assert_eq!(line["container_id"], 101);
+    assert_eq!(line["action"], "scale");
+    assert_eq!(line["change"], "cores 2->4, memory 1024->1800 MB");
+    assert!(line["timestamp"].is_string());
+    assert!(line["proxmox_host"].is_string());
+    let log = std::fs::read_to_string(host.path("var/log/lxc_autoscale.log")).unwrap();
+    assert!(log.contains("scaled"), "{log}");
+    assert!(log.contains("vmid=101"), "{log}");
+}
+
+#[test]
+fn dry_run_logs_the_command_and_makes_no_call_or_backup() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let cfg = host.write_config("");
+
+    let out = host.run(&["--once", "--dry-run", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(host.pct_calls().is_empty());
+    assert!(host.backup_files(101).is_empty());
+    let err = stderr(&out);
+    assert!(err.contains("dry run: would run"), "{err}");
+    assert!(
+        err.contains(&format!("{}/pct set 101 -cores 4 -memory 1800", host.root().display())),
+        "{err}"
+    );
+    assert_eq!(host.conf(101), "cores: 2\nmemory: 1024\n");
+    assert!(host.path("var/state.json").exists());
+}
+
+#[test]
+fn higher_tier_gets_the_last_free_core() {
+    let host = FakeHost::new(8);
+    host.add_container(200, "cores: 2\nmemory: 2048\n");
+    host.add_container(201, "cores: 2\nmemory: 2048\n");
+    for v in [200, 201] {
+        host.set_memory(v, 1000, 0);
+    }
+    // Both run at 95 %: each wants +2 cores. Headroom: floor(8 x 0.9) = 7.2 usable - 5.5 busy.
+    host.seed_previous_cycle(&[(200, 95.0, 2), (201, 95.0, 2)]);
+    host.set_host_busy_cores(5.5);
+
+    once(
+        &host,
+        "[tiers.bronze]\ncontainers = [200]\npriority = 1\n[tiers.gold]\ncontainers = [201]\npriority = 10\n",
+    );
+
+    assert_eq!(host.pct_calls(), vec!["set 201 -cores 3"]);
+}
+
+#[test]
+fn running_container_without_conf_is_skipped_with_a_warning() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    std::fs::remove_file(host.path("pve/lxc/101.conf")).unwrap();
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    let out = once(&host, "");
+
+    assert!(host.pct_calls().is_empty());
+    assert!(stderr(&out).contains("101"), "{}", stderr(&out));
+}
+
+#[test]
+fn invalid_config_refuses_to_start_and_names_key_and_line() {
+    let host = FakeHost::new(4);
+    let cfg = host.write_config("cpu_upper_threshold = 120");
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("key `cpu_upper_threshold` (line 9)"), "{err}");
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(host.pct_calls().is_empty());
+}
+
+#[test]
+fn unknown_config_key_refuses_to_start() {
+    let host = FakeHost::new(4);
+    let cfg = host.write_config("cpu_uper_threshold = 70");
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cpu_uper_threshold"), "{}", stderr(&out));
+}
+
+#[test]
+fn status_prints_each_container_and_the_next_action_without_calling_pct() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nhostname: web\nmemory: 1024\n");
+    host.add_container(102, "cores: 2\nhostname: db\nmemory: 2048\n");
+    host.set_memory(101, 900, 0);
+    host.set_memory(102, 1000, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2), (102, 50.0, 2)]);
+    let cfg = host.write_config("[tiers.db]\ncontainers = [102]\n");
+
+    let out = host.run(&["status", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    let row101 = text.lines().find(|l| l.starts_with("101 ")).expect(&text);
+    assert!(row101.contains("web"), "{row101}");
+    assert!(row101.contains("cores 2->4, memory 1024->1800 MB"), "{row101}");
+    let row102 = text.lines().find(|l| l.starts_with("102 ")).expect(&text);
+    assert!(row102.contains("db"), "{row102}");
+    assert!(row102.contains("48.8"), "{row102}");
+    assert!(host.pct_calls().is_empty());
+    assert!(!host.path("var/lxc_autoscale.lock").exists());
+}
+
+#[test]
+fn check_config_prints_effective_tier_settings_without_the_token() {
+    let host = FakeHost::new(4);
+    let cfg = host.write_config(
+        "gotify_url = \"http://127.0.0.1:9\"\ngotify_token = \"sekrit-token-123\"\nmax_cores = 6\n[tiers.db]\ncontainers = [200]\nmax_cores = 12\n",
+    );
+    let out = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    assert!(!text.contains("sekrit-token-123"), "{text}");
+    let db = text.lines().find(|l| l.starts_with("db ")).expect(&text);
+    assert!(db.contains("1-12"), "{db}");
+    let default = text.lines().find(|l| l.starts_with("(default)")).expect(&text);
+    assert!(default.contains("1-6"), "{default}");
+}

@@ -1,0 +1,334 @@
+//! The daemon as a service: lock, signals, reload, Gotify, rollback; real child processes against a
+//! fake host, and a real HTTP listener on 127.0.0.1.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{stderr, FakeHost};
+
+/// Polls `cond` until it holds; panics with `what` after a generous deadline (not a timing
+/// assertion: only a hang fails).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn spawn_daemon(host: &FakeHost, cfg: &std::path::Path) -> Child {
+    host.command(&["--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn log_text(host: &FakeHost) -> String {
+    std::fs::read_to_string(host.path("var/log/lxc_autoscale.log")).unwrap_or_default()
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn idle_host() -> FakeHost {
+    let host = FakeHost::new(4);
+    host.add_container(101, "cores: 2\nmemory: 2048\n");
+    host.set_memory(101, 1000, 0);
+    host.seed_previous_cycle(&[(101, 50.0, 2)]);
+    host
+}
+
+#[test]
+fn second_instance_exits_at_once_naming_the_running_pid_and_sigterm_stops_cleanly() {
+    let host = idle_host();
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = spawn_daemon(&host, &cfg);
+    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+
+    let second = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains(&format!("another lxc_autoscale is running (pid {})", daemon.id())),
+        "{}",
+        stderr(&second)
+    );
+    let rollback = host.run(&["rollback", "--all", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(rollback.status.code(), Some(1));
+    assert!(
+        stderr(&rollback).contains("cannot roll back while the daemon is running"),
+        "{}",
+        stderr(&rollback)
+    );
+
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let status = wait_exit(&mut daemon);
+    assert_eq!(status.code(), Some(0));
+    assert!(log_text(&host).contains("lxc_autoscale stopping"));
+
+    // The lock is released: a new run gets it.
+    let third = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(third.status.success(), "{}", stderr(&third));
+}
+
+#[test]
+fn stale_lock_file_from_a_killed_process_does_not_block() {
+    let host = idle_host();
+    let cfg = host.write_config("");
+    std::fs::write(host.path("var/lxc_autoscale.lock"), "999999\n").unwrap();
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn sigint_also_stops_the_daemon_with_status_zero() {
+    let host = idle_host();
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = spawn_daemon(&host, &cfg);
+    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    signal(&daemon, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_on_error() {
+    let host = idle_host();
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = spawn_daemon(&host, &cfg);
+    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+
+    host.write_config("poll_interval = 0");
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    wait_for("reload failure", || {
+        log_text(&host).contains("config reload failed; keeping the running config")
+    });
+    assert!(log_text(&host).contains("poll_interval"));
+
+    // Still alive, still on the old config; a valid config with a 1 s interval is picked up
+    // and the next cycle comes a second later.
+    host.write_config("poll_interval = 1");
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    wait_for("reload", || log_text(&host).contains("config reloaded"));
+    wait_for("a second cycle", || log_text(&host).matches("cycle done").count() >= 2);
+
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+}
+
+/// A one-shot HTTP server on 127.0.0.1 that records each request and answers `status`.
+fn gotify_listener(status: u16) -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            let _ = stream.write_all(reply.as_bytes());
+            let _ = tx.send(format!("{head}{}", String::from_utf8_lossy(&body)));
+        }
+    });
+    (url, rx)
+}
+
+fn overloaded_host() -> FakeHost {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    host
+}
+
+#[test]
+fn applied_changes_are_sent_to_gotify_with_the_token_in_a_header() {
+    let host = overloaded_host();
+    let (url, requests) = gotify_listener(200);
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"{url}\"\ngotify_token = \"tok-A1b2C3\""
+    ));
+
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let req = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(req.starts_with("POST /message HTTP/1.1\r\n"), "{req}");
+    assert!(req.to_ascii_lowercase().contains("x-gotify-key: tok-a1b2c3\r\n"), "{req}");
+    let body: serde_json::Value = serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["title"], "lxc_autoscale: 1 container(s) scaled");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("CT 101: cores 2->4, memory 1024->1800 MB"),
+        "{body}"
+    );
+    assert_eq!(body["priority"], 5);
+    // --once sends no start/stop messages: nothing else arrives.
+    assert!(requests.recv_timeout(Duration::from_millis(300)).is_err());
+    assert!(!stderr(&out).contains("tok-A1b2C3"));
+    assert!(!log_text(&host).contains("tok-A1b2C3"));
+}
+
+#[test]
+fn gotify_down_is_logged_without_the_token_and_the_change_still_applies() {
+    let host = overloaded_host();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"http://127.0.0.1:{port}\"\ngotify_token = \"tok-Z9y8X7\""
+    ));
+
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    let err = stderr(&out);
+    assert!(err.to_ascii_lowercase().contains("gotify"), "{err}");
+    assert!(!err.contains("tok-Z9y8X7"), "{err}");
+    assert!(!log_text(&host).contains("tok-Z9y8X7"));
+}
+
+#[test]
+fn gotify_answering_500_does_not_stop_the_change() {
+    let host = overloaded_host();
+    let (url, requests) = gotify_listener(500);
+    let cfg = host.write_config(&format!("gotify_url = \"{url}\"\ngotify_token = \"t0k\""));
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(requests.recv_timeout(Duration::from_secs(10)).is_ok());
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+}
+
+#[test]
+fn daemon_mode_notifies_start_and_stop() {
+    let host = idle_host();
+    let (url, requests) = gotify_listener(200);
+    let cfg = host.write_config(&format!(
+        "poll_interval = 3600\ngotify_url = \"{url}\"\ngotify_token = \"t0k\""
+    ));
+    let mut daemon = spawn_daemon(&host, &cfg);
+    let started = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(started.contains("lxc_autoscale started"), "{started}");
+    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+    let stopped = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(stopped.contains("lxc_autoscale stopped"), "{stopped}");
+}
+
+/// Runs one cycle after seeding `(cpu %, used MB)` for 101.
+fn cycle(host: &FakeHost, cfg: &std::path::Path, cpu: f64, cores: u32, used_mb: u64) {
+    host.set_memory(101, used_mb, 0);
+    host.seed_previous_cycle(&[(101, cpu, cores)]);
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn rollback_restores_the_baseline_after_two_changes() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\nswap: 512\n");
+    let cfg = host.write_config("");
+    cycle(&host, &cfg, 95.0, 2, 900); // 2 -> 4 cores, 1024 -> 1800 MB
+    cycle(&host, &cfg, 95.0, 4, 1700); // 4 -> 8 cores, 1800 -> 3400 MB
+    assert_eq!(
+        host.pct_calls(),
+        vec!["set 101 -cores 4 -memory 1800", "set 101 -cores 8 -memory 3400"]
+    );
+    assert_eq!(host.backup_files(101).len(), 3);
+
+    let out = host.run(&["rollback", "101", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls()[2], "set 101 -cores 2 -memory 1024");
+    assert!(host.conf(101).contains("cores: 2\n"));
+    assert!(host.conf(101).contains("memory: 1024\n"));
+    assert!(common::stdout(&out).contains("CT 101: restored cores 2, memory 1024 MB"));
+}
+
+#[test]
+fn rollback_last_undoes_only_the_latest_change() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("");
+    cycle(&host, &cfg, 95.0, 2, 900);
+    cycle(&host, &cfg, 95.0, 4, 1700);
+
+    let out = host.run(&["rollback", "101", "--last", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls()[2], "set 101 -cores 4 -memory 1800");
+    // The undone change's backup is gone; the baseline and the first change's backup remain.
+    assert_eq!(host.backup_files(101).len(), 2);
+}
+
+#[test]
+fn rollback_of_a_baseline_without_cores_deletes_the_cores_line() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "memory: 2048\n");
+    let cfg = host.write_config("");
+    // 5 % of 16 cores: demand 0.8 -> 2 wanted, at most 4 removed: 16 -> 12.
+    host.set_memory(101, 1000, 0);
+    host.seed_previous_cycle(&[(101, 5.0, 16)]);
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 12"]);
+
+    let out = host.run(&["rollback", "--all", "--config", cfg.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls()[1], "set 101 -delete cores -memory 2048");
+    assert_eq!(host.conf(101), "memory: 2048\n");
+}
+
+#[test]
+fn demo_runs_to_completion() {
+    let host = FakeHost::new(1);
+    let out = host.run(&["demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("24 cycles"), "{text}");
+    assert!(text.contains("(energy mode)"), "{text}");
+}
