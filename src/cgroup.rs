@@ -272,7 +272,7 @@ mod tests {
             "1 2",
             "1.5",
             "12\0",
-            "\012",
+            "\0\x31\x32",
         ] {
             assert_eq!(parse_u64(text), None, "{text:?}");
         }
