@@ -1,7 +1,14 @@
 //! cgroup v2 files of a container's limiting cgroup, `<cgroup_root>/<vmid>/`.
 //! A directory exists only while the container runs; a vanished file means "no data", never an error.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::MIN_VMID;
 
 /// `cpu.stat`: `usage_usec N` and friends, µs.
 pub const CPU_STAT: &str = "cpu.stat";
@@ -9,6 +16,12 @@ pub const CPU_STAT: &str = "cpu.stat";
 pub const MEMORY_CURRENT: &str = "memory.current";
 /// `memory.stat`: `anon N`, `file N`, ... in bytes.
 pub const MEMORY_STAT: &str = "memory.stat";
+/// Key of the page cache in `memory.stat`, bytes.
+pub const MEMORY_STAT_FILE: &str = "file";
+
+/// Upper bound on what is read from one cgroup or procfs file, bytes. Real files are a few KiB;
+/// the bound keeps a broken or hostile file from growing the reused buffer without limit.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Parsed `cpu.stat`. Fields absent from the file are `None`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,28 +38,362 @@ pub enum Limit {
     Max,
 }
 
+/// What one read of `<cgroup_root>/<vmid>/` gave. Every figure is `None` when its file is missing,
+/// unreadable or garbled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupReading {
+    /// Inode of the cgroup directory: a new one means the container restarted.
+    pub cgroup_id: Option<u64>,
+    /// `cpu.stat`, µs.
+    pub cpu: CpuStat,
+    /// `memory.current`, bytes.
+    pub memory_current_bytes: Option<u64>,
+    /// `file` of `memory.stat` (page cache), bytes.
+    pub memory_file_bytes: Option<u64>,
+}
+
 /// Parses `cpu.stat` text. Unknown lines are ignored; garbage values give `None` for that field.
 pub fn parse_cpu_stat(text: &str) -> CpuStat {
-    todo!()
+    let mut stat = CpuStat::default();
+    for line in text.lines() {
+        let Some((key, value)) = key_value(line) else {
+            continue;
+        };
+        let slot = match key {
+            "usage_usec" => &mut stat.usage_usec,
+            "nr_throttled" => &mut stat.nr_throttled,
+            "throttled_usec" => &mut stat.throttled_usec,
+            _ => continue,
+        };
+        *slot = value.and_then(parse_u64);
+    }
+    stat
+}
+
+/// Splits a `key N` line. The value is `None` when the line does not have exactly two fields, so
+/// that a garbled line of a known key clears that figure instead of being skipped.
+fn key_value(line: &str) -> Option<(&str, Option<&str>)> {
+    let mut fields = line.split_ascii_whitespace();
+    let key = fields.next()?;
+    let value = fields.next();
+    if fields.next().is_some() {
+        return Some((key, None));
+    }
+    Some((key, value))
 }
 
 /// Parses a single unsigned number (e.g. `memory.current`). `None` on anything else.
 pub fn parse_u64(text: &str) -> Option<u64> {
-    todo!()
+    let t = text.trim_ascii();
+    // `u64::from_str` would accept a leading `+`, which no kernel file writes.
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
 }
 
 /// Parses a number-or-`max` file (e.g. `memory.max`).
 pub fn parse_limit(text: &str) -> Option<Limit> {
-    todo!()
+    if text.trim_ascii() == "max" {
+        return Some(Limit::Max);
+    }
+    parse_u64(text).map(Limit::Bytes)
 }
 
 /// Value of `key` in a flat-keyed file such as `memory.stat` (`key N` per line).
 pub fn parse_keyed(text: &str, key: &str) -> Option<u64> {
-    todo!()
+    text.lines()
+        .filter_map(key_value)
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.and_then(parse_u64))
 }
 
 /// VMIDs of running containers: the subdirectories of `root` whose name is an integer >= 100.
 /// A missing `root` gives an empty list (no container runs), other errors name the path.
 pub fn list_vmids(root: &Path) -> anyhow::Result<Vec<u32>> {
-    todo!()
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot list cgroup dir {}", root.display()))
+        }
+    };
+    let mut vmids = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list cgroup dir {}", root.display()))?;
+        let Some(vmid) = entry.file_name().to_str().and_then(parse_vmid) else {
+            continue;
+        };
+        // A stopped container's directory can vanish between listing and this check.
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => vmids.push(vmid),
+            _ => {}
+        }
+    }
+    vmids.sort_unstable();
+    Ok(vmids)
+}
+
+/// A directory name that is a VMID. `lxc.monitor`, `lxc.pivot` and `0099` style names are not.
+fn parse_vmid(name: &str) -> Option<u32> {
+    if name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let vmid: u32 = name.parse().ok()?;
+    (vmid >= MIN_VMID).then_some(vmid)
+}
+
+/// Reads the figures of one container's cgroup `dir` (`<cgroup_root>/<vmid>/`). `buf` is reused
+/// across files and calls so that a cycle does not allocate per file.
+pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
+    let cgroup_id = std::fs::metadata(dir).ok().map(|m| m.ino());
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 16);
+    path.push(dir);
+    let mut read = |name: &str, buf: &mut Vec<u8>| -> bool {
+        path.push(name);
+        let ok = read_into(&path, buf).is_ok();
+        path.pop();
+        ok
+    };
+    let cpu = if read(CPU_STAT, buf) {
+        utf8(buf).map(parse_cpu_stat).unwrap_or_default()
+    } else {
+        CpuStat::default()
+    };
+    let memory_current_bytes = if read(MEMORY_CURRENT, buf) {
+        utf8(buf).and_then(parse_u64)
+    } else {
+        None
+    };
+    let memory_file_bytes = if read(MEMORY_STAT, buf) {
+        utf8(buf).and_then(|t| parse_keyed(t, MEMORY_STAT_FILE))
+    } else {
+        None
+    };
+    CgroupReading {
+        cgroup_id,
+        cpu,
+        memory_current_bytes,
+        memory_file_bytes,
+    }
+}
+
+fn utf8(buf: &[u8]) -> Option<&str> {
+    std::str::from_utf8(buf).ok()
+}
+
+/// Replaces the contents of `buf` with the file at `path` (at most `MAX_FILE_BYTES`).
+pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    // Through `Take` the generic read loop is used: `File::read_to_end` would first stat and seek
+    // the file for a size hint, which cgroupfs and procfs do not give anyway.
+    File::open(path)?.take(MAX_FILE_BYTES).read_to_end(buf)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const CPU_STAT_TEXT: &str = "usage_usec 123456789\nuser_usec 100000000\nsystem_usec 23456789\n\
+        nr_periods 10\nnr_throttled 3\nthrottled_usec 4500\nnr_bursts 0\nburst_usec 0\n";
+
+    #[test]
+    fn cpu_stat_reads_usage_and_throttling() {
+        assert_eq!(
+            parse_cpu_stat(CPU_STAT_TEXT),
+            CpuStat {
+                usage_usec: Some(123_456_789),
+                nr_throttled: Some(3),
+                throttled_usec: Some(4500),
+            }
+        );
+    }
+
+    #[test]
+    fn cpu_stat_without_throttling_lines_leaves_them_none() {
+        let s = parse_cpu_stat("usage_usec 42\nuser_usec 40\nsystem_usec 2\n");
+        assert_eq!(s.usage_usec, Some(42));
+        assert_eq!(s.nr_throttled, None);
+        assert_eq!(s.throttled_usec, None);
+    }
+
+    #[test]
+    fn cpu_stat_tolerates_extra_whitespace_blank_lines_and_unknown_keys() {
+        let s = parse_cpu_stat("\n  some_new_key 7\n\tusage_usec   99  \r\n\n garbage\n");
+        assert_eq!(s.usage_usec, Some(99));
+    }
+
+    #[test]
+    fn cpu_stat_garbage_value_gives_none_for_that_field_only() {
+        let s = parse_cpu_stat("usage_usec -5\nnr_throttled 2\nthrottled_usec abc\n");
+        assert_eq!(
+            s,
+            CpuStat {
+                usage_usec: None,
+                nr_throttled: Some(2),
+                throttled_usec: None,
+            }
+        );
+        assert_eq!(parse_cpu_stat("usage_usec 12 34\n").usage_usec, None);
+        assert_eq!(parse_cpu_stat("usage_usec\n").usage_usec, None);
+        assert_eq!(parse_cpu_stat("usage_usec 12\0\n").usage_usec, None);
+        assert_eq!(
+            parse_cpu_stat("usage_usec 18446744073709551616\n").usage_usec,
+            None
+        );
+    }
+
+    #[test]
+    fn cpu_stat_of_empty_text_is_all_none() {
+        assert_eq!(parse_cpu_stat(""), CpuStat::default());
+        assert_eq!(parse_cpu_stat("\0\0\0"), CpuStat::default());
+    }
+
+    #[test]
+    fn u64_is_read_with_trailing_newline_and_whitespace() {
+        assert_eq!(parse_u64("1048576\n"), Some(1_048_576));
+        assert_eq!(parse_u64("  0 \n"), Some(0));
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+    }
+
+    #[test]
+    fn u64_rejects_everything_that_is_not_one_unsigned_number() {
+        for text in [
+            "",
+            "\n",
+            "max\n",
+            "-1\n",
+            "+5",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "12abc",
+            "1 2",
+            "1.5",
+            "12\0",
+            "\0\x31\x32",
+        ] {
+            assert_eq!(parse_u64(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn limit_reads_max_sentinel_and_bytes() {
+        assert_eq!(parse_limit("max\n"), Some(Limit::Max));
+        assert_eq!(
+            parse_limit("2147483648\n"),
+            Some(Limit::Bytes(2_147_483_648))
+        );
+        assert_eq!(parse_limit("MAX\n"), None);
+        assert_eq!(parse_limit("-1\n"), None);
+        assert_eq!(parse_limit(""), None);
+    }
+
+    #[test]
+    fn keyed_finds_the_exact_key_not_a_prefix() {
+        let text = "anon 1000\nfile_mapped 5\nfile 2048\nfile_dirty 1\ninactive_file 77\n";
+        assert_eq!(parse_keyed(text, "file"), Some(2048));
+        assert_eq!(parse_keyed(text, "anon"), Some(1000));
+        assert_eq!(parse_keyed(text, "inactive_file"), Some(77));
+        assert_eq!(parse_keyed(text, "shmem"), None);
+    }
+
+    #[test]
+    fn keyed_garbage_value_gives_none() {
+        assert_eq!(parse_keyed("file -3\n", "file"), None);
+        assert_eq!(parse_keyed("file 99999999999999999999\n", "file"), None);
+        assert_eq!(parse_keyed("file\n", "file"), None);
+        assert_eq!(parse_keyed("", "file"), None);
+    }
+
+    #[test]
+    fn lists_only_numeric_dirs_of_at_least_100_sorted() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in [
+            "205",
+            "101",
+            "lxc.monitor",
+            "99",
+            "abc",
+            "0150",
+            "100",
+            "4294967296",
+        ] {
+            fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        fs::write(tmp.path().join("300"), "not a dir").unwrap();
+        fs::write(tmp.path().join("cgroup.procs"), "").unwrap();
+        assert_eq!(list_vmids(tmp.path()).unwrap(), vec![100, 101, 205]);
+    }
+
+    #[test]
+    fn missing_cgroup_root_lists_no_container() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            list_vmids(&tmp.path().join("lxc")).unwrap(),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn cgroup_root_that_is_a_file_is_an_error_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("lxc");
+        fs::write(&root, "").unwrap();
+        let e = format!("{:#}", list_vmids(&root).unwrap_err());
+        assert!(e.contains(&root.display().to_string()), "{e}");
+    }
+
+    fn fake_cgroup(dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(CPU_STAT), CPU_STAT_TEXT).unwrap();
+        fs::write(dir.join(MEMORY_CURRENT), "536870912\n").unwrap();
+        fs::write(dir.join(MEMORY_STAT), "anon 1000\nfile 134217728\n").unwrap();
+    }
+
+    #[test]
+    fn reads_container_figures_and_dir_inode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fake_cgroup(&dir);
+        let mut buf = Vec::new();
+        let r = read_container(&dir, &mut buf);
+        assert_eq!(r.cgroup_id, Some(fs::metadata(&dir).unwrap().ino()));
+        assert_eq!(r.cpu.usage_usec, Some(123_456_789));
+        assert_eq!(r.memory_current_bytes, Some(536_870_912));
+        assert_eq!(r.memory_file_bytes, Some(134_217_728));
+    }
+
+    #[test]
+    fn vanished_cgroup_reads_as_all_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut buf = b"stale contents".to_vec();
+        let r = read_container(&tmp.path().join("101"), &mut buf);
+        assert_eq!(r, CgroupReading::default());
+    }
+
+    #[test]
+    fn missing_or_non_utf8_file_gives_none_for_that_file_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fake_cgroup(&dir);
+        fs::remove_file(dir.join(MEMORY_STAT)).unwrap();
+        fs::write(dir.join(MEMORY_CURRENT), b"12\xff\xfe\n").unwrap();
+        let r = read_container(&dir, &mut Vec::new());
+        assert!(r.cgroup_id.is_some());
+        assert_eq!(r.cpu.usage_usec, Some(123_456_789));
+        assert_eq!(r.memory_current_bytes, None);
+        assert_eq!(r.memory_file_bytes, None);
+    }
+
+    #[test]
+    fn read_into_replaces_previous_buffer_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        fs::write(&path, "short").unwrap();
+        let mut buf = b"a much longer previous content".to_vec();
+        read_into(&path, &mut buf).unwrap();
+        assert_eq!(buf, b"short");
+    }
 }

@@ -1,12 +1,23 @@
 //! Reads one `Snapshot` from the host's files. Spawns no process.
 
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use crate::cgroup;
 use crate::config::Config;
-use crate::model::{EpochUsec, Snapshot};
+use crate::hostproc;
+use crate::model::{ContainerSample, EpochUsec, HostSample, Snapshot};
+use crate::pveconf::{conf_path, ConfCache};
 
 /// Reads the host and every running container. Keeps buffers and a cache of parsed conf files
 /// (re-parsed only when mtime or size changes) across cycles.
 #[derive(Debug, Default)]
-pub struct Collector {}
+pub struct Collector {
+    confs: ConfCache,
+    /// Contents of the file being parsed; reused so that a cycle does not allocate per file.
+    buf: Vec<u8>,
+}
 
 impl Collector {
     pub fn new() -> Self {
@@ -17,6 +28,345 @@ impl Collector {
     /// (missing conf, unreadable file) are logged with the vmid and path and leave that figure
     /// `None`; they never fail the whole snapshot.
     pub fn collect(&mut self, cfg: &Config, now_usec: EpochUsec) -> Snapshot {
-        todo!()
+        let vmids = match cgroup::list_vmids(&cfg.cgroup_root) {
+            Ok(vmids) => vmids,
+            Err(e) => {
+                tracing::warn!(
+                    path = %cfg.cgroup_root.display(),
+                    error = %format!("{e:#}"),
+                    "cannot list running containers; seeing none this cycle"
+                );
+                Vec::new()
+            }
+        };
+        self.collect_vmids(cfg, &vmids, now_usec)
+    }
+
+    /// The snapshot of the given running containers, `vmids` sorted.
+    fn collect_vmids(&mut self, cfg: &Config, vmids: &[u32], now_usec: EpochUsec) -> Snapshot {
+        let mut containers = Vec::with_capacity(vmids.len());
+        let mut dir = cfg.cgroup_root.clone();
+        let mut name = String::new();
+        for &vmid in vmids {
+            name.clear();
+            // Writing into a String cannot fail.
+            let _ = write!(name, "{vmid}");
+            dir.push(&name);
+            let reading = cgroup::read_container(&dir, &mut self.buf);
+            dir.pop();
+            if reading.cgroup_id.is_none() {
+                // Listed a moment ago, gone now: the container stopped, so it is not running.
+                tracing::debug!(vmid, "cgroup vanished while reading; container stopped");
+                continue;
+            }
+            let conf = match self.confs.get(&cfg.pve_lxc_dir, vmid) {
+                Ok(Some(conf)) => Some(conf.clone()),
+                Ok(None) => {
+                    tracing::warn!(
+                        vmid,
+                        path = %conf_path(&cfg.pve_lxc_dir, vmid).display(),
+                        "running container has no conf file; skipping"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        vmid,
+                        path = %conf_path(&cfg.pve_lxc_dir, vmid).display(),
+                        error = %format!("{e:#}"),
+                        "cannot use conf of running container; skipping"
+                    );
+                    None
+                }
+            };
+            containers.push(ContainerSample {
+                vmid,
+                conf,
+                cgroup_id: reading.cgroup_id,
+                cpu_usage_usec: reading.cpu.usage_usec,
+                memory_current_bytes: reading.memory_current_bytes,
+                memory_file_bytes: reading.memory_file_bytes,
+            });
+        }
+        self.confs.retain(|vmid| vmids.binary_search(&vmid).is_ok());
+        let host = self.read_host(&cfg.proc_root);
+        Snapshot {
+            taken_at_usec: now_usec,
+            host,
+            containers,
+        }
+    }
+
+    /// Host figures. Problems are gathered into one warning so that a broken procfs logs once per
+    /// cycle, not once per figure.
+    fn read_host(&mut self, proc_root: &Path) -> HostSample {
+        let mut problems: Vec<String> = Vec::new();
+
+        let path = proc_root.join(hostproc::STAT);
+        let stat = match read_text(&path, &mut self.buf) {
+            Ok(text) => hostproc::parse_stat(text),
+            Err(e) => {
+                problems.push(format!("cannot read {}: {e}", path.display()));
+                hostproc::ProcStat::default()
+            }
+        };
+        if problems.is_empty() && (stat.cpus.is_none() || stat.ticks.is_none()) {
+            problems.push(format!("no cpu lines in {}", path.display()));
+        }
+
+        let path = proc_root.join(hostproc::MEMINFO);
+        let mem = match read_text(&path, &mut self.buf) {
+            Ok(text) => {
+                let mem = hostproc::parse_meminfo(text);
+                if mem.mem_total_kib.is_none() || mem.mem_available_kib.is_none() {
+                    problems.push(format!("no MemTotal or MemAvailable in {}", path.display()));
+                }
+                mem
+            }
+            Err(e) => {
+                problems.push(format!("cannot read {}: {e}", path.display()));
+                hostproc::MemInfo::default()
+            }
+        };
+
+        if !problems.is_empty() {
+            tracing::warn!(
+                problems = %problems.join("; "),
+                "host figures unavailable this cycle"
+            );
+        }
+        HostSample {
+            cpus: stat.cpus,
+            cpu_ticks: stat.ticks,
+            boot_time: stat.boot_time,
+            mem_total_kib: mem.mem_total_kib,
+            mem_available_kib: mem.mem_available_kib,
+        }
+    }
+}
+
+/// The file at `path` as text in `buf`; non-UTF-8 content is an error.
+fn read_text<'a>(path: &Path, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
+    cgroup::read_into(path, buf)?;
+    std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CpuTicks, CtConf};
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    const CONF_101: &str = "#web\narch: amd64\ncores: 2\nhostname: web1\nmemory: 2048\nswap: 512\n\
+        tags: prod;web\nlxc.cgroup2.cpuset.cpus: 0-3\n\n[pve:pending]\nmemory: 4096\n\n\
+        [before-upgrade]\ncores: 4\nmemory: 1024\nsnaptime: 1700000000\n";
+
+    struct FakeHost {
+        tmp: tempfile::TempDir,
+        cfg: Config,
+    }
+
+    impl FakeHost {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut cfg = Config::default();
+            cfg.cgroup_root = tmp.path().join("cgroup/lxc");
+            cfg.pve_lxc_dir = tmp.path().join("pve");
+            cfg.proc_root = tmp.path().join("proc");
+            fs::create_dir_all(&cfg.cgroup_root).unwrap();
+            fs::create_dir_all(cfg.cgroup_root.join("lxc.monitor")).unwrap();
+            fs::create_dir_all(&cfg.pve_lxc_dir).unwrap();
+            fs::create_dir_all(&cfg.proc_root).unwrap();
+            fs::write(
+                cfg.proc_root.join(hostproc::STAT),
+                "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n\
+                 cpu1 50 0 25 400 25 0 0 0 0 0\nbtime 1769000000\n",
+            )
+            .unwrap();
+            fs::write(
+                cfg.proc_root.join(hostproc::MEMINFO),
+                "MemTotal:       16318412 kB\nMemFree: 1 kB\nMemAvailable:    8123456 kB\n",
+            )
+            .unwrap();
+            FakeHost { tmp, cfg }
+        }
+
+        fn cgroup(&self, vmid: u32, usage_usec: u64) -> PathBuf {
+            let dir = self.cfg.cgroup_root.join(vmid.to_string());
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(
+                dir.join(cgroup::CPU_STAT),
+                format!("usage_usec {usage_usec}\nuser_usec 1\nsystem_usec 2\n"),
+            )
+            .unwrap();
+            fs::write(dir.join(cgroup::MEMORY_CURRENT), "1073741824\n").unwrap();
+            fs::write(dir.join(cgroup::MEMORY_STAT), "anon 5\nfile 268435456\n").unwrap();
+            dir
+        }
+
+        fn conf(&self, vmid: u32, text: &str) {
+            let path = conf_path(&self.cfg.pve_lxc_dir, vmid);
+            fs::write(&path, text).unwrap();
+            // An mtime well in the past makes the cache trust it, as on a settled host.
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(3600))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn snapshot_holds_host_and_running_containers_sorted() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 5_000_000);
+        h.cgroup(100, 7);
+        h.conf(101, CONF_101);
+        h.conf(100, "memory: 1024\n");
+        let snap = Collector::new().collect(&h.cfg, 1_700_000_000_000_000);
+
+        assert_eq!(snap.taken_at_usec, 1_700_000_000_000_000);
+        assert_eq!(
+            snap.host,
+            HostSample {
+                cpus: Some(2),
+                cpu_ticks: Some(CpuTicks {
+                    busy: 150,
+                    total: 1000,
+                }),
+                boot_time: Some(1_769_000_000),
+                mem_total_kib: Some(16_318_412),
+                mem_available_kib: Some(8_123_456),
+            }
+        );
+        let vmids: Vec<u32> = snap.containers.iter().map(|c| c.vmid).collect();
+        assert_eq!(vmids, vec![100, 101]);
+        assert_eq!(
+            snap.containers[1],
+            ContainerSample {
+                vmid: 101,
+                conf: Some(CtConf {
+                    cores: Some(2),
+                    memory_mb: 2048,
+                    swap_mb: Some(512),
+                    cpulimit: None,
+                    tags: vec!["prod".into(), "web".into()],
+                    lock: None,
+                    hostname: Some("web1".into()),
+                }),
+                cgroup_id: Some(fs::metadata(&dir).unwrap().ino()),
+                cpu_usage_usec: Some(5_000_000),
+                memory_current_bytes: Some(1_073_741_824),
+                memory_file_bytes: Some(268_435_456),
+            }
+        );
+        assert_eq!(snap.containers[0].conf.as_ref().unwrap().cores, None);
+    }
+
+    #[test]
+    fn container_without_or_with_broken_conf_has_no_conf_but_keeps_counters() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.cgroup(102, 20);
+        h.conf(102, "cores: many\n");
+        let snap = Collector::new().collect(&h.cfg, 0);
+        assert_eq!(snap.containers.len(), 2);
+        for (c, usage) in snap.containers.iter().zip([10, 20]) {
+            assert_eq!(c.conf, None);
+            assert_eq!(c.cpu_usage_usec, Some(usage));
+        }
+    }
+
+    #[test]
+    fn stopped_container_is_dropped_and_its_conf_forgotten() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        let dir = h.cgroup(102, 20);
+        h.conf(101, CONF_101);
+        h.conf(102, CONF_101);
+        let mut c = Collector::new();
+        assert_eq!(c.collect(&h.cfg, 0).containers.len(), 2);
+        assert_eq!(c.confs.len(), 2);
+        fs::remove_dir_all(dir).unwrap();
+        let snap = c.collect(&h.cfg, 1);
+        assert_eq!(snap.containers.len(), 1);
+        assert_eq!(snap.containers[0].vmid, 101);
+        assert_eq!(c.confs.len(), 1);
+    }
+
+    #[test]
+    fn container_whose_cgroup_vanished_after_listing_is_skipped() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        h.conf(105, CONF_101);
+        let snap = Collector::new().collect_vmids(&h.cfg, &[101, 105], 0);
+        let vmids: Vec<u32> = snap.containers.iter().map(|c| c.vmid).collect();
+        assert_eq!(vmids, vec![101]);
+    }
+
+    #[test]
+    fn vanished_cgroup_file_leaves_that_figure_none() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        fs::remove_file(dir.join(cgroup::MEMORY_STAT)).unwrap();
+        let snap = Collector::new().collect(&h.cfg, 0);
+        let c = &snap.containers[0];
+        assert_eq!(c.memory_file_bytes, None);
+        assert_eq!(c.memory_current_bytes, Some(1_073_741_824));
+        assert_eq!(c.cpu_usage_usec, Some(10));
+    }
+
+    #[test]
+    fn changed_conf_is_reparsed_on_next_cycle() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.conf(101, "cores: 2\nmemory: 2048\n");
+        let mut c = Collector::new();
+        let first = c.collect(&h.cfg, 0);
+        assert_eq!(first.containers[0].conf.as_ref().unwrap().cores, Some(2));
+        h.conf(101, "cores: 12\nmemory: 2048\n");
+        let second = c.collect(&h.cfg, 1);
+        assert_eq!(second.containers[0].conf.as_ref().unwrap().cores, Some(12));
+    }
+
+    #[test]
+    fn unreadable_host_files_give_none_but_containers_are_read() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        fs::remove_dir_all(&h.cfg.proc_root).unwrap();
+        let snap = Collector::new().collect(&h.cfg, 0);
+        assert_eq!(snap.host, HostSample::default());
+        assert_eq!(snap.containers.len(), 1);
+    }
+
+    #[test]
+    fn non_utf8_host_file_gives_none_for_its_figures_only() {
+        let h = FakeHost::new();
+        fs::write(
+            h.cfg.proc_root.join(hostproc::MEMINFO),
+            b"MemTotal: \xff kB\n",
+        )
+        .unwrap();
+        let snap = Collector::new().collect(&h.cfg, 0);
+        assert_eq!(snap.host.mem_total_kib, None);
+        assert_eq!(snap.host.mem_available_kib, None);
+        assert_eq!(snap.host.cpus, Some(2));
+    }
+
+    #[test]
+    fn missing_cgroup_root_gives_no_containers_but_host_figures() {
+        let h = FakeHost::new();
+        let mut cfg = h.cfg.clone();
+        cfg.cgroup_root = h.tmp.path().join("absent");
+        let snap = Collector::new().collect(&cfg, 0);
+        assert!(snap.containers.is_empty());
+        assert_eq!(snap.host.cpus, Some(2));
     }
 }

@@ -1,8 +1,15 @@
 //! `<pve_lxc_dir>/<vmid>.conf`: a container's Proxmox config. Only the main section (before the
 //! first `[section]`) describes the running allocation; `[pve:pending]` and snapshots are ignored.
 
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
+
+use crate::cgroup::parse_u64;
 use crate::model::CtConf;
 
 /// Proxmox's memory when the `memory` line is absent, MB.
@@ -16,5 +23,408 @@ pub fn conf_path(dir: &Path, vmid: u32) -> PathBuf {
 /// Parses the main section of a conf. Unparseable values of the keys we use give an error that
 /// names the key; unknown keys, comments and raw `lxc.*` keys are ignored.
 pub fn parse_conf(text: &str) -> Result<CtConf, String> {
-    todo!()
+    let mut conf = CtConf {
+        memory_mb: DEFAULT_MEMORY_MB,
+        ..CtConf::default()
+    };
+    for line in text.lines() {
+        let line = line.trim_ascii();
+        if line.starts_with('[') {
+            break;
+        }
+        if line.is_empty() || line.starts_with('#') || line.starts_with("lxc.") {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim_ascii_end(), value.trim_ascii());
+        let bad = || format!("key `{key}`: invalid value `{value}`");
+        match key {
+            "cores" => {
+                let cores = parse_u64(value)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(bad)?;
+                conf.cores = Some(cores);
+            }
+            // A zero allocation would make every usage percentage a division by zero.
+            "memory" => conf.memory_mb = parse_u64(value).filter(|&n| n >= 1).ok_or_else(bad)?,
+            "swap" => conf.swap_mb = Some(parse_u64(value).ok_or_else(bad)?),
+            "cpulimit" => {
+                let limit = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(bad)?;
+                conf.cpulimit = Some(limit);
+            }
+            "tags" => {
+                conf.tags = value
+                    .split([';', ',', ' '])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            // Proxmox ignores a key without a value, so an empty `lock:` does not lock.
+            "lock" => conf.lock = non_empty(value),
+            "hostname" => conf.hostname = non_empty(value),
+            _ => {}
+        }
+    }
+    Ok(conf)
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Reads and parses `<dir>/<vmid>.conf`. `Ok(None)` when the file does not exist; errors name the
+/// path.
+pub fn read_conf(dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
+    let path = conf_path(dir, vmid);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read conf {}", path.display())),
+    };
+    parse_conf(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("invalid conf {}: {e}", path.display()))
+}
+
+/// Parsed confs kept across cycles; a conf is re-read only when its mtime or size changes.
+#[derive(Debug, Default)]
+pub struct ConfCache {
+    entries: HashMap<u32, CachedConf>,
+    text: String,
+}
+
+#[derive(Debug)]
+struct CachedConf {
+    /// `(seconds, nanoseconds)` of the file's mtime when it was parsed.
+    mtime: (i64, i64),
+    size: u64,
+    /// The file was modified within `RACY_SECS` of being read: a later write in the same mtime
+    /// tick with the same size would look unchanged, so the entry is not trusted.
+    racy: bool,
+    conf: CtConf,
+}
+
+/// Seconds within which an mtime is too close to the reading to prove the file unchanged since
+/// (pmxcfs keeps whole-second mtimes).
+const RACY_SECS: i64 = 1;
+
+impl ConfCache {
+    pub fn new() -> Self {
+        ConfCache::default()
+    }
+
+    /// The parsed conf of `vmid` in `dir`. `Ok(None)` when the file does not exist; read and parse
+    /// errors name the path and leave no entry, so the next call tries again.
+    pub fn get(&mut self, dir: &Path, vmid: u32) -> anyhow::Result<Option<&CtConf>> {
+        let path = conf_path(dir, vmid);
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.entries.remove(&vmid);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.entries.remove(&vmid);
+                return Err(e).with_context(|| format!("cannot stat conf {}", path.display()));
+            }
+        };
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        let size = meta.size();
+        let fresh = self
+            .entries
+            .get(&vmid)
+            .is_some_and(|c| !c.racy && c.mtime == mtime && c.size == size);
+        if !fresh {
+            self.entries.remove(&vmid);
+            let conf = self.parse_file(&path)?;
+            let now_secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let entry = CachedConf {
+                mtime,
+                size,
+                racy: mtime.0 >= now_secs.saturating_sub(RACY_SECS),
+                conf,
+            };
+            self.entries.insert(vmid, entry);
+        }
+        Ok(self.entries.get(&vmid).map(|c| &c.conf))
+    }
+
+    fn parse_file(&mut self, path: &Path) -> anyhow::Result<CtConf> {
+        use std::io::Read;
+        self.text.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut self.text))
+            .with_context(|| format!("cannot read conf {}", path.display()))?;
+        parse_conf(&self.text).map_err(|e| anyhow::anyhow!("invalid conf {}: {e}", path.display()))
+    }
+
+    /// Keeps only the entries whose vmid satisfies `keep` (drop containers no longer running).
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.entries.retain(|&vmid, _| keep(vmid));
+    }
+
+    /// Number of cached confs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::time::Duration;
+
+    const FULL: &str = "#my web server\n#second line\narch: amd64\ncores: 2\ncpulimit: 1.5\n\
+        hostname: web1\nlock: backup\nmemory: 2048\n\
+        net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth\n\
+        rootfs: local-lvm:vm-101-disk-0,size=8G\nswap: 512\ntags: prod;web\n\
+        lxc.cgroup2.cpuset.cpus: 0-3\n\n[pve:pending]\nmemory: 4096\ncores: 8\n\n\
+        [before-upgrade]\ncores: 4\nsnaptime: 1700000000\n";
+
+    #[test]
+    fn reads_main_section_allocation() {
+        assert_eq!(
+            parse_conf(FULL).unwrap(),
+            CtConf {
+                cores: Some(2),
+                memory_mb: 2048,
+                swap_mb: Some(512),
+                cpulimit: Some(1.5),
+                tags: vec!["prod".into(), "web".into()],
+                lock: Some("backup".into()),
+                hostname: Some("web1".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn pending_and_snapshot_sections_do_not_override_main() {
+        let c = parse_conf("cores: 1\n[pve:pending]\ncores: 8\nmemory: 9999\n").unwrap();
+        assert_eq!(c.cores, Some(1));
+        assert_eq!(c.memory_mb, DEFAULT_MEMORY_MB);
+        let c = parse_conf("memory: 1024\n[snap1]\nmemory: abc\nlock: snapshot\n").unwrap();
+        assert_eq!(c.memory_mb, 1024);
+        assert_eq!(c.lock, None);
+    }
+
+    #[test]
+    fn absent_keys_give_proxmox_defaults() {
+        let c = parse_conf("arch: amd64\nostype: debian\n").unwrap();
+        assert_eq!(c.cores, None);
+        assert_eq!(c.memory_mb, 512);
+        assert_eq!(c.swap_mb, None);
+        assert_eq!(c.cpulimit, None);
+        assert!(c.tags.is_empty());
+        assert_eq!(c.lock, None);
+        assert_eq!(c.hostname, None);
+        assert_eq!(
+            parse_conf("").unwrap(),
+            parse_conf("arch: amd64\n").unwrap()
+        );
+    }
+
+    #[test]
+    fn trailing_whitespace_and_crlf_are_tolerated() {
+        let c = parse_conf("cores: 4  \r\nmemory:\t1024\t\r\nhostname: db1 \r\n").unwrap();
+        assert_eq!(c.cores, Some(4));
+        assert_eq!(c.memory_mb, 1024);
+        assert_eq!(c.hostname.as_deref(), Some("db1"));
+    }
+
+    #[test]
+    fn raw_lxc_keys_and_comments_are_ignored() {
+        let c =
+            parse_conf("#cores: abc\nlxc.cores: x\nlxc.apparmor.profile = unconfined\ncores: 3\n")
+                .unwrap();
+        assert_eq!(c.cores, Some(3));
+    }
+
+    #[test]
+    fn tags_split_on_semicolon_comma_and_space_dropping_empties() {
+        let c = parse_conf("tags: prod;;web, db noautoscale;\n").unwrap();
+        assert_eq!(c.tags, vec!["prod", "web", "db", "noautoscale"]);
+        assert!(c.opted_out());
+        assert!(parse_conf("tags:\n").unwrap().tags.is_empty());
+    }
+
+    #[test]
+    fn empty_lock_does_not_lock() {
+        assert_eq!(parse_conf("lock:\n").unwrap().lock, None);
+    }
+
+    #[test]
+    fn bad_value_of_a_used_key_is_an_error_naming_key_and_value() {
+        assert_eq!(
+            parse_conf("memory: abc\n").unwrap_err(),
+            "key `memory`: invalid value `abc`"
+        );
+        for (text, key) in [
+            ("cores: 0\n", "cores"),
+            ("cores: -2\n", "cores"),
+            ("cores: 2.5\n", "cores"),
+            ("cores: 4294967296\n", "cores"),
+            ("cores:\n", "cores"),
+            ("memory: 0\n", "memory"),
+            ("memory: -512\n", "memory"),
+            ("memory: 99999999999999999999999\n", "memory"),
+            ("memory: 2048\0\n", "memory"),
+            ("swap: max\n", "swap"),
+            ("cpulimit: -1\n", "cpulimit"),
+            ("cpulimit: NaN\n", "cpulimit"),
+            ("cpulimit: inf\n", "cpulimit"),
+            ("cpulimit: two\n", "cpulimit"),
+        ] {
+            let e = parse_conf(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("key `{key}`: invalid value")),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_cpulimit_and_zero_swap_are_valid() {
+        let c = parse_conf("cpulimit: 0\nswap: 0\n").unwrap();
+        assert_eq!(c.cpulimit, Some(0.0));
+        assert_eq!(c.swap_mb, Some(0));
+    }
+
+    #[test]
+    fn megabyte_conf_is_parsed() {
+        let mut text = String::from("cores: 2\nmemory: 1024\n");
+        while text.len() < 1 << 20 {
+            text.push_str("#a long description line that repeats to make the file large\n");
+        }
+        text.push_str("hostname: big\n");
+        let c = parse_conf(&text).unwrap();
+        assert_eq!(c.cores, Some(2));
+        assert_eq!(c.hostname.as_deref(), Some("big"));
+    }
+
+    #[test]
+    fn read_conf_of_missing_file_is_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(read_conf(tmp.path(), 101).unwrap(), None);
+    }
+
+    #[test]
+    fn read_conf_error_names_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("101.conf"), "memory: lots\n").unwrap();
+        let e = format!("{:#}", read_conf(tmp.path(), 101).unwrap_err());
+        assert!(e.contains("101.conf"), "{e}");
+        assert!(e.contains("key `memory`"), "{e}");
+        fs::create_dir(tmp.path().join("102.conf")).unwrap();
+        let e = format!("{:#}", read_conf(tmp.path(), 102).unwrap_err());
+        assert!(e.contains("102.conf"), "{e}");
+    }
+
+    /// Writes `text` and pins the mtime, so that the cache's view does not depend on the clock.
+    fn write_at(path: &Path, text: &str, mtime: SystemTime) {
+        fs::write(path, text).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
+    fn hour_ago() -> SystemTime {
+        SystemTime::now() - Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn cache_keeps_parsed_conf_while_mtime_and_size_are_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = conf_path(tmp.path(), 101);
+        let old = hour_ago();
+        write_at(&path, "cores: 2\n", old);
+        let mut cache = ConfCache::new();
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+        // Same size and mtime: the cached parse must be served without reading the file.
+        write_at(&path, "cores: 4\n", old);
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+    }
+
+    #[test]
+    fn cache_reparses_when_size_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = conf_path(tmp.path(), 101);
+        let old = hour_ago();
+        write_at(&path, "cores: 2\n", old);
+        let mut cache = ConfCache::new();
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+        write_at(&path, "cores: 12\n", old);
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(12));
+    }
+
+    #[test]
+    fn cache_reparses_when_mtime_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = conf_path(tmp.path(), 101);
+        let old = hour_ago();
+        write_at(&path, "cores: 2\n", old);
+        let mut cache = ConfCache::new();
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+        write_at(&path, "cores: 4\n", old + Duration::from_nanos(1000));
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(4));
+    }
+
+    #[test]
+    fn cache_does_not_trust_an_mtime_as_recent_as_the_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = conf_path(tmp.path(), 101);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        write_at(&path, "cores: 2\n", future);
+        let mut cache = ConfCache::new();
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+        write_at(&path, "cores: 4\n", future);
+        assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(4));
+    }
+
+    #[test]
+    fn cache_forgets_deleted_and_broken_confs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = conf_path(tmp.path(), 101);
+        write_at(&path, "cores: 2\n", hour_ago());
+        let mut cache = ConfCache::new();
+        assert!(cache.get(tmp.path(), 101).unwrap().is_some());
+        fs::remove_file(&path).unwrap();
+        assert_eq!(cache.get(tmp.path(), 101).unwrap(), None);
+        assert!(cache.is_empty());
+        write_at(&path, "cores: x\n", hour_ago());
+        let e = format!("{:#}", cache.get(tmp.path(), 101).unwrap_err());
+        assert!(e.contains("101.conf") && e.contains("key `cores`"), "{e}");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn retain_drops_entries_of_stopped_containers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cache = ConfCache::new();
+        for vmid in [101, 102, 103] {
+            write_at(&conf_path(tmp.path(), vmid), "cores: 1\n", hour_ago());
+            cache.get(tmp.path(), vmid).unwrap();
+        }
+        cache.retain(|vmid| vmid != 102);
+        assert_eq!(cache.len(), 2);
+        let mut kept: Vec<u32> = cache.entries.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![101, 103]);
+    }
 }
