@@ -1,18 +1,1639 @@
 //! The decision: `(config, snapshot, previous state, now) -> Plan`. Pure: it never logs, never
 //! reads the clock, never touches a file.
+//!
+//! A cycle plans scale-downs first (they need no host headroom), then hands out the host headroom
+//! to scale-ups by tier priority, then by how far the container is above its threshold, then VMID.
+//! Every step is clamped to the container's bounds rather than refused.
 
-use chrono::NaiveDateTime;
+use std::cmp::Ordering;
 
-use crate::config::Config;
-use crate::model::{Plan, Snapshot, State};
+use chrono::{NaiveDateTime, Timelike};
+
+use crate::config::{Config, Limits};
+use crate::measure;
+use crate::model::{
+    Change, ContainerSample, CtConf, Managed, Note, Observation, Plan, Snapshot, State, Step,
+};
+
+const USEC_PER_SEC: u64 = 1_000_000;
+
+/// Tolerance for float noise in the roundings: 2 × 0.5 / 0.5 must give 2 cores, not 3.
+const EPSILON: f64 = 1e-9;
 
 /// Whether energy mode is in force at local `hour`: `[off_peak_start, off_peak_end)`, wrapping past
 /// midnight when start > end. Always false unless `energy_mode` is set.
+///
+/// `off_peak_start == off_peak_end` is an empty window (never in force), not a whole day: a
+/// 24-hour energy mode would have to be asked for explicitly, and this reading cannot surprise.
 pub fn energy_window(cfg: &Config, hour: u32) -> bool {
-    todo!()
+    if !cfg.energy_mode {
+        return false;
+    }
+    let (start, end) = (cfg.off_peak_start, cfg.off_peak_end);
+    match start.cmp(&end) {
+        Ordering::Less => start <= hour && hour < end,
+        Ordering::Greater => hour >= start || hour < end,
+        Ordering::Equal => false,
+    }
 }
 
 /// Decides every container's change for this cycle. `now` is local time.
+///
+/// A previous sample (container or host) older than 2 × `poll_interval` is not used. Scale-ups of a
+/// resource whose host headroom is unknown are skipped with a note; scale-downs still happen.
 pub fn decide(cfg: &Config, snap: &Snapshot, state: &State, now: NaiveDateTime) -> Plan {
-    todo!()
+    let energy = energy_window(cfg, now.hour());
+    let max_age_usec = max_age_usec(cfg);
+    let host_cpus = snap.host.cpus;
+    let usable_cores = host_cpus.map(|n| usable_cores(n, cfg.reserve_cpu_percent));
+
+    let host_prev = state.host.as_ref().filter(|p| {
+        let age = snap.taken_at_usec.saturating_sub(p.taken_at_usec);
+        age > 0 && age < max_age_usec
+    });
+    let cpu_headroom = match (
+        usable_cores,
+        measure::host_busy_cores(&snap.host, host_prev),
+    ) {
+        (Some(usable), Some(busy)) => Some(usable - busy),
+        _ => None,
+    };
+    let memory_headroom_mb = snap.host.mem_available_kib.map(|kib| {
+        i64::try_from(kib / 1024)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(cfg.reserve_memory_mb).unwrap_or(i64::MAX))
+    });
+    let host = HostView {
+        cpus: host_cpus,
+        usable_whole_cores: usable_cores.map(|u| (u + EPSILON).floor() as u32),
+        max_age_usec,
+        energy,
+    };
+
+    let mut containers: Vec<&ContainerSample> = snap.containers.iter().collect();
+    containers.sort_by_key(|c| c.vmid);
+
+    let mut plan = Plan::default();
+    let mut wants = Vec::new();
+    for c in containers {
+        let (observation, want) = assess(cfg, snap, state, c, &host, &mut plan.notes);
+        plan.observations.push(observation);
+        wants.extend(want);
+    }
+
+    grant_cores(&mut wants, cpu_headroom, &mut plan.notes);
+    grant_memory(&mut wants, memory_headroom_mb, &mut plan.notes);
+
+    for w in wants {
+        if w.cores.is_none() && w.memory.is_none() {
+            continue;
+        }
+        let mut parts = Vec::new();
+        let cores = w.cores.map(|m| {
+            parts.push(format!(
+                "{}: cores {}->{}{}",
+                m.label,
+                m.from,
+                m.to,
+                cut_suffix(m.cut)
+            ));
+            Step {
+                from: m.from,
+                to: m.to,
+            }
+        });
+        let memory_mb = w.memory.map(|m| {
+            parts.push(format!(
+                "{}: {}->{} MB{}",
+                m.label,
+                m.from,
+                m.to,
+                cut_suffix(m.cut)
+            ));
+            Step {
+                from: m.from,
+                to: m.to,
+            }
+        });
+        plan.changes.push(Change {
+            vmid: w.vmid,
+            cores,
+            memory_mb,
+            reason: parts.join("; "),
+        });
+    }
+    // Grant notes are written in grant order; readers expect VMID order.
+    plan.notes.sort_by_key(|n| n.vmid);
+    plan
+}
+
+/// Host figures every container's decision needs.
+struct HostView {
+    cpus: Option<u32>,
+    /// floor(host CPUs × (100 − reserve) / 100): no container gets more cores than this.
+    usable_whole_cores: Option<u32>,
+    max_age_usec: i64,
+    energy: bool,
+}
+
+/// What one managed container would like this cycle, before host headroom is handed out.
+struct Want {
+    vmid: u32,
+    priority: i64,
+    core_min_increment: u32,
+    memory_min_increment: u64,
+    cores: Option<Move<u32>>,
+    memory: Option<Move<u64>>,
+}
+
+struct Move<T> {
+    from: T,
+    to: T,
+    /// Percent above the upper threshold; orders scale-ups. Meaningless for scale-downs.
+    over: f64,
+    /// Measured value against the threshold, e.g. `cpu 92.0% > 80`.
+    label: String,
+    /// Cut down to fit host headroom.
+    cut: bool,
+}
+
+impl<T: PartialOrd> Move<T> {
+    fn is_up(&self) -> bool {
+        self.to > self.from
+    }
+}
+
+fn cut_suffix(cut: bool) -> &'static str {
+    if cut {
+        " (cut to host headroom)"
+    } else {
+        ""
+    }
+}
+
+fn max_age_usec(cfg: &Config) -> i64 {
+    let usec = cfg
+        .poll_interval
+        .saturating_mul(2)
+        .saturating_mul(USEC_PER_SEC);
+    i64::try_from(usec).unwrap_or(i64::MAX)
+}
+
+/// Host CPUs left to containers after the reserve (fractional).
+fn usable_cores(host_cpus: u32, reserve_cpu_percent: f64) -> f64 {
+    // Multiply before dividing so that 10 CPUs with 10 % reserve is exactly 9.
+    f64::from(host_cpus) * (100.0 - reserve_cpu_percent) / 100.0
+}
+
+/// Smallest whole amount that carries `used` at `target_percent` of it.
+fn size_for(used: f64, target_percent: f64) -> f64 {
+    (used / (target_percent / 100.0) - EPSILON).ceil().max(0.0)
+}
+
+fn managed_of(cfg: &Config, c: &ContainerSample) -> Managed {
+    match &c.conf {
+        None => Managed::NoConf,
+        Some(_) if cfg.is_ignored(c.vmid) => Managed::Ignored,
+        Some(conf) if conf.opted_out() => Managed::OptedOut,
+        Some(conf) if conf.lock.is_some() => Managed::Locked,
+        Some(_) => Managed::Yes,
+    }
+}
+
+fn unmanaged_reason(managed: Managed, conf: Option<&CtConf>) -> String {
+    match managed {
+        Managed::Yes => String::new(),
+        Managed::NoConf => "no readable conf: not managed".into(),
+        Managed::Ignored => "listed in ignore_lxc: not managed".into(),
+        Managed::OptedOut => "tagged noautoscale: not managed".into(),
+        Managed::Locked => {
+            let why = conf.and_then(|c| c.lock.as_deref()).unwrap_or("");
+            format!("locked ({why}): not changed this cycle")
+        }
+    }
+}
+
+/// Measures one container and, when it is managed, works out the moves it wants.
+fn assess(
+    cfg: &Config,
+    snap: &Snapshot,
+    state: &State,
+    c: &ContainerSample,
+    host: &HostView,
+    notes: &mut Vec<Note>,
+) -> (Observation, Option<Want>) {
+    let conf = c.conf.as_ref();
+    let managed = managed_of(cfg, c);
+    let cores = conf.and_then(|k| k.cores.or(host.cpus));
+    let effective = conf.and_then(|k| measure::effective_cpus(k, host.cpus));
+    let cpu_percent = effective.and_then(|eff| {
+        measure::cpu_percent(
+            c,
+            snap.taken_at_usec,
+            snap.host.boot_time,
+            state.containers.get(&c.vmid),
+            eff,
+            host.max_age_usec,
+        )
+    });
+    let memory_used_mb = measure::memory_used_mb(c);
+    let memory_mb = conf.map(|k| k.memory_mb);
+    let memory_percent = match (memory_used_mb, memory_mb) {
+        (Some(used), Some(mb)) if mb > 0 => Some(used / mb as f64 * 100.0),
+        _ => None,
+    };
+    let observation = Observation {
+        vmid: c.vmid,
+        name: conf.and_then(|k| k.hostname.clone()),
+        tier: cfg.tier_of(c.vmid).map(str::to_string),
+        managed,
+        cores,
+        memory_mb,
+        cpu_percent,
+        memory_used_mb,
+        memory_percent,
+    };
+
+    if managed != Managed::Yes {
+        notes.push(Note {
+            vmid: c.vmid,
+            reason: unmanaged_reason(managed, conf),
+        });
+        return (observation, None);
+    }
+
+    let limits = cfg.limits_for(c.vmid);
+    let mut note = |reason: String| {
+        notes.push(Note {
+            vmid: c.vmid,
+            reason,
+        })
+    };
+
+    let core_move = match (cores, effective, cpu_percent) {
+        (None, _, _) => {
+            note("cores unknown (no cores line, host cpus unread): cores unchanged".into());
+            None
+        }
+        (Some(_), _, None) | (Some(_), None, _) => {
+            note("cpu not measured this cycle: cores unchanged".into());
+            None
+        }
+        (Some(cores), Some(eff), Some(pct)) => {
+            plan_cores(&limits, cores, eff, pct, host, &mut note)
+        }
+    };
+    let memory_move = match (memory_mb, memory_used_mb, memory_percent) {
+        (Some(mb), Some(used), Some(pct)) => {
+            plan_memory(&limits, mb, used, pct, host.energy, &mut note)
+        }
+        _ => {
+            note("memory not measured this cycle: memory unchanged".into());
+            None
+        }
+    };
+
+    let want = Want {
+        vmid: c.vmid,
+        priority: limits.priority,
+        core_min_increment: limits.core_min_increment,
+        memory_min_increment: limits.memory_min_increment,
+        cores: core_move,
+        memory: memory_move,
+    };
+    (observation, Some(want))
+}
+
+/// The core count a container should move to, before host headroom. `None` = no change.
+fn plan_cores(
+    l: &Limits,
+    cores: u32,
+    effective_cpus: f64,
+    pct: f64,
+    host: &HostView,
+    note: &mut impl FnMut(String),
+) -> Option<Move<u32>> {
+    let upper = l.cpu_upper_threshold;
+    let lower = l.cpu_lower_threshold;
+    let mid = (upper + lower) / 2.0;
+    let demand = effective_cpus * pct / 100.0;
+
+    if pct > upper {
+        let label = format!("cpu {pct:.1}% > {upper}");
+        let wanted = size_for(demand, mid).min(f64::from(u32::MAX)) as u32;
+        if wanted <= cores {
+            // Only a cpulimit below cores gets here: the limit, not the core count, is what binds.
+            note(format!(
+                "{label} but cpulimit {effective_cpus} binds, more cores would not help: cores unchanged"
+            ));
+            return None;
+        }
+        // max-then-min rather than clamp: a config built in code without validation must not
+        // panic the daemon.
+        let step = (wanted - cores)
+            .max(l.core_min_increment)
+            .min(l.core_max_increment);
+        let mut to = cores.saturating_add(step).max(l.min_cores).min(l.max_cores);
+        if let Some(usable) = host.usable_whole_cores {
+            to = to.min(usable);
+        }
+        if to <= cores {
+            let bound = if cores >= l.max_cores {
+                format!("max_cores {}", l.max_cores)
+            } else {
+                format!(
+                    "host usable cores {}",
+                    host.usable_whole_cores.unwrap_or(cores)
+                )
+            };
+            note(format!("{label} but already at {bound}: cores unchanged"));
+            return None;
+        }
+        return Some(Move {
+            from: cores,
+            to,
+            over: pct - upper,
+            label,
+            cut: false,
+        });
+    }
+
+    let (target_percent, label) = if host.energy && pct < upper {
+        (upper, format!("cpu {pct:.1}% < {upper} (energy mode)"))
+    } else if pct < lower {
+        (mid, format!("cpu {pct:.1}% < {lower}"))
+    } else {
+        return None;
+    };
+    let fitting = size_for(demand, target_percent).min(f64::from(u32::MAX)) as u32;
+    let to = fitting
+        .max(l.min_cores)
+        .max(cores.saturating_sub(l.core_max_increment));
+    if to >= cores {
+        return None;
+    }
+    Some(Move {
+        from: cores,
+        to,
+        over: 0.0,
+        label,
+        cut: false,
+    })
+}
+
+/// The memory a container should move to, before host headroom. `None` = no change.
+fn plan_memory(
+    l: &Limits,
+    memory_mb: u64,
+    used_mb: f64,
+    pct: f64,
+    energy: bool,
+    note: &mut impl FnMut(String),
+) -> Option<Move<u64>> {
+    let upper = l.memory_upper_threshold;
+    let lower = l.memory_lower_threshold;
+    let mid = (upper + lower) / 2.0;
+
+    if pct > upper {
+        let label = format!("memory {pct:.1}% > {upper}");
+        let fitting = size_for(used_mb, mid) as u64;
+        let mut to = memory_mb
+            .saturating_add(l.memory_min_increment)
+            .max(fitting)
+            .max(l.min_memory);
+        if let Some(max) = l.max_memory {
+            to = to.min(max);
+        }
+        if to <= memory_mb {
+            let max = l.max_memory.unwrap_or(memory_mb);
+            note(format!(
+                "{label} but already at max_memory {max} MB: memory unchanged"
+            ));
+            return None;
+        }
+        return Some(Move {
+            from: memory_mb,
+            to,
+            over: pct - upper,
+            label,
+            cut: false,
+        });
+    }
+
+    let (target_percent, label) = if energy && pct < upper {
+        (upper, format!("memory {pct:.1}% < {upper} (energy mode)"))
+    } else if pct < lower {
+        (mid, format!("memory {pct:.1}% < {lower}"))
+    } else {
+        return None;
+    };
+    let target = (size_for(used_mb, target_percent) as u64)
+        .max(l.min_memory)
+        .max(used_mb.ceil() as u64);
+    if memory_mb <= target {
+        return None;
+    }
+    // Whole chunks only, never more than half at once, never past the target.
+    let room = (memory_mb - target).min(memory_mb / 2);
+    let chunk = l.min_decrease_chunk.max(1);
+    let reduction = room / chunk * chunk;
+    if reduction == 0 {
+        return None;
+    }
+    Some(Move {
+        from: memory_mb,
+        to: memory_mb - reduction,
+        over: 0.0,
+        label,
+        cut: false,
+    })
+}
+
+/// Indexes of the wants with a scale-up picked by `pick`, in grant order: tier priority (higher
+/// first), then distance above the threshold (larger first), then VMID.
+fn grant_order(wants: &[Want], pick: impl Fn(&Want) -> Option<f64>) -> Vec<usize> {
+    let mut order: Vec<(usize, f64)> = wants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| pick(w).map(|over| (i, over)))
+        .collect();
+    order.sort_by(|(a, a_over), (b, b_over)| {
+        let (a, b) = (&wants[*a], &wants[*b]);
+        b.priority
+            .cmp(&a.priority)
+            .then(b_over.total_cmp(a_over))
+            .then(a.vmid.cmp(&b.vmid))
+    });
+    order.into_iter().map(|(i, _)| i).collect()
+}
+
+fn grant_cores(wants: &mut [Want], headroom: Option<f64>, notes: &mut Vec<Note>) {
+    let order = grant_order(wants, |w| {
+        w.cores.as_ref().filter(|m| m.is_up()).map(|m| m.over)
+    });
+    let mut headroom = headroom;
+    for i in order {
+        let w = &mut wants[i];
+        let Some(m) = w.cores.as_mut() else {
+            continue;
+        };
+        let step = m.to - m.from;
+        let Some(room) = headroom.as_mut() else {
+            notes.push(Note {
+                vmid: w.vmid,
+                reason: format!(
+                    "{} wants +{step}: host cpu headroom unknown, not scaled up",
+                    m.label
+                ),
+            });
+            w.cores = None;
+            continue;
+        };
+        let fits = (*room + EPSILON).floor();
+        if f64::from(step) > fits {
+            if fits < f64::from(w.core_min_increment) {
+                notes.push(Note {
+                    vmid: w.vmid,
+                    reason: format!(
+                        "{} wants +{step}: host headroom {room:.1} cores is below core_min_increment {}, not scaled up",
+                        m.label, w.core_min_increment
+                    ),
+                });
+                w.cores = None;
+                continue;
+            }
+            let granted = fits as u32;
+            notes.push(Note {
+                vmid: w.vmid,
+                reason: format!(
+                    "cpu cut from +{step} to +{granted} {}: host headroom {room:.1} cores",
+                    if granted == 1 { "core" } else { "cores" }
+                ),
+            });
+            m.to = m.from + granted;
+            m.cut = true;
+        }
+        *room -= f64::from(m.to - m.from);
+    }
+}
+
+fn grant_memory(wants: &mut [Want], headroom_mb: Option<i64>, notes: &mut Vec<Note>) {
+    let order = grant_order(wants, |w| {
+        w.memory.as_ref().filter(|m| m.is_up()).map(|m| m.over)
+    });
+    let mut headroom_mb = headroom_mb;
+    for i in order {
+        let w = &mut wants[i];
+        let Some(m) = w.memory.as_mut() else {
+            continue;
+        };
+        let step = m.to - m.from;
+        let Some(room) = headroom_mb.as_mut() else {
+            notes.push(Note {
+                vmid: w.vmid,
+                reason: format!(
+                    "{} wants +{step} MB: host memory headroom unknown, not scaled up",
+                    m.label
+                ),
+            });
+            w.memory = None;
+            continue;
+        };
+        let step_signed = i64::try_from(step).unwrap_or(i64::MAX);
+        if step_signed > *room {
+            let min_increment = i64::try_from(w.memory_min_increment).unwrap_or(i64::MAX);
+            if *room < min_increment {
+                notes.push(Note {
+                    vmid: w.vmid,
+                    reason: format!(
+                        "{} wants +{step} MB: host headroom {room} MB is below memory_min_increment {}, not scaled up",
+                        m.label, w.memory_min_increment
+                    ),
+                });
+                w.memory = None;
+                continue;
+            }
+            notes.push(Note {
+                vmid: w.vmid,
+                reason: format!("memory cut from +{step} to +{room} MB: host headroom {room} MB"),
+            });
+            // `room` is at least memory_min_increment (>= 1) here, so it is positive.
+            m.to = m.from + (*room as u64);
+            m.cut = true;
+        }
+        *room -= i64::try_from(m.to - m.from).unwrap_or(i64::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::config::{self, TierConfig};
+    use crate::model::{ContainerPrev, CpuTicks, HostPrev, HostSample};
+
+    const BOOT: u64 = 1_700_000_000;
+    const PREV_AT: i64 = 1_700_000_000_000_000;
+    const DT_USEC: i64 = 300_000_000;
+    const NOW_AT: i64 = PREV_AT + DT_USEC;
+    const MB: u64 = 1_048_576;
+    const HOST_TICKS: u64 = 1_000_000;
+    const PREV_USAGE: u64 = 1_000_000;
+
+    fn at(hour: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2024, 5, 1)
+            .unwrap()
+            .and_hms_opt(hour, 0, 0)
+            .unwrap()
+    }
+
+    fn cfg(text: &str) -> Config {
+        config::parse(text).unwrap()
+    }
+
+    /// A snapshot and the state of the cycle before it, 300 s apart.
+    struct World {
+        snap: Snapshot,
+        state: State,
+    }
+
+    impl World {
+        /// Host with `cpus` CPUs of which `busy_cores` were busy, and `available_mb` MemAvailable.
+        fn new(cpus: u32, busy_cores: f64, available_mb: u64) -> World {
+            let busy = (busy_cores / f64::from(cpus) * HOST_TICKS as f64).round() as u64;
+            World {
+                snap: Snapshot {
+                    taken_at_usec: NOW_AT,
+                    host: HostSample {
+                        cpus: Some(cpus),
+                        cpu_ticks: Some(CpuTicks {
+                            busy: 5_000 + busy,
+                            total: 10_000 + HOST_TICKS,
+                        }),
+                        boot_time: Some(BOOT),
+                        mem_total_kib: Some(available_mb * 2048),
+                        mem_available_kib: Some(available_mb * 1024),
+                    },
+                    containers: Vec::new(),
+                },
+                state: State {
+                    host: Some(HostPrev {
+                        taken_at_usec: PREV_AT,
+                        boot_time: Some(BOOT),
+                        cpu_ticks: CpuTicks {
+                            busy: 5_000,
+                            total: 10_000,
+                        },
+                    }),
+                    containers: BTreeMap::new(),
+                },
+            }
+        }
+
+        /// 16 CPUs, 2 of them busy, 64 GiB available: headroom is never the limit.
+        fn roomy() -> World {
+            World::new(16, 2.0, 65_536)
+        }
+
+        /// A running container using `cpu_pct` of its `cores` and `used_mb` (plus 50 MB of cache).
+        fn ct(
+            &mut self,
+            vmid: u32,
+            cores: u32,
+            memory_mb: u64,
+            cpu_pct: f64,
+            used_mb: f64,
+        ) -> &mut ContainerSample {
+            let delta = (cpu_pct / 100.0 * f64::from(cores) * DT_USEC as f64).round() as u64;
+            let file = 50 * MB;
+            let cgroup_id = u64::from(vmid) * 10;
+            self.state.containers.insert(
+                vmid,
+                ContainerPrev {
+                    taken_at_usec: PREV_AT,
+                    boot_time: Some(BOOT),
+                    cgroup_id,
+                    cpu_usage_usec: PREV_USAGE,
+                },
+            );
+            self.snap.containers.push(ContainerSample {
+                vmid,
+                conf: Some(CtConf {
+                    cores: Some(cores),
+                    memory_mb,
+                    hostname: Some(format!("ct{vmid}")),
+                    ..CtConf::default()
+                }),
+                cgroup_id: Some(cgroup_id),
+                cpu_usage_usec: Some(PREV_USAGE + delta),
+                memory_current_bytes: Some((used_mb * MB as f64).round() as u64 + file),
+                memory_file_bytes: Some(file),
+            });
+            self.snap.containers.last_mut().unwrap()
+        }
+
+        fn conf(&mut self, vmid: u32) -> &mut CtConf {
+            self.snap
+                .containers
+                .iter_mut()
+                .find(|c| c.vmid == vmid)
+                .and_then(|c| c.conf.as_mut())
+                .unwrap()
+        }
+
+        fn decide(&self, cfg: &Config) -> Plan {
+            decide(cfg, &self.snap, &self.state, at(12))
+        }
+
+        fn decide_at(&self, cfg: &Config, hour: u32) -> Plan {
+            decide(cfg, &self.snap, &self.state, at(hour))
+        }
+    }
+
+    fn change(plan: &Plan, vmid: u32) -> Option<&Change> {
+        plan.changes.iter().find(|c| c.vmid == vmid)
+    }
+
+    fn cores_of(plan: &Plan, vmid: u32) -> Option<(u32, u32)> {
+        change(plan, vmid)
+            .and_then(|c| c.cores)
+            .map(|s| (s.from, s.to))
+    }
+
+    fn memory_of(plan: &Plan, vmid: u32) -> Option<(u64, u64)> {
+        change(plan, vmid)
+            .and_then(|c| c.memory_mb)
+            .map(|s| (s.from, s.to))
+    }
+
+    fn notes_of(plan: &Plan, vmid: u32) -> Vec<&str> {
+        plan.notes
+            .iter()
+            .filter(|n| n.vmid == vmid)
+            .map(|n| n.reason.as_str())
+            .collect()
+    }
+
+    fn observation(plan: &Plan, vmid: u32) -> &Observation {
+        plan.observations.iter().find(|o| o.vmid == vmid).unwrap()
+    }
+
+    // --- energy window ---
+
+    #[test]
+    fn energy_window_is_closed_when_energy_mode_is_off() {
+        let c = cfg("off_peak_start = 22\noff_peak_end = 6\n");
+        assert!((0..24).all(|h| !energy_window(&c, h)));
+    }
+
+    #[test]
+    fn energy_window_covers_start_to_before_end() {
+        let c = cfg("energy_mode = true\noff_peak_start = 1\noff_peak_end = 5\n");
+        let open: Vec<u32> = (0..24).filter(|&h| energy_window(&c, h)).collect();
+        assert_eq!(open, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn energy_window_wraps_past_midnight() {
+        let c = cfg("energy_mode = true\noff_peak_start = 22\noff_peak_end = 6\n");
+        let open: Vec<u32> = (0..24).filter(|&h| energy_window(&c, h)).collect();
+        assert_eq!(open, vec![0, 1, 2, 3, 4, 5, 22, 23]);
+    }
+
+    #[test]
+    fn energy_window_with_equal_start_and_end_is_empty() {
+        let c = cfg("energy_mode = true\noff_peak_start = 5\noff_peak_end = 5\n");
+        assert!((0..24).all(|h| !energy_window(&c, h)));
+    }
+
+    // --- scale up ---
+
+    #[test]
+    fn scales_up_cores_when_cpu_above_upper_threshold() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        let plan = w.decide(&Config::default());
+        // demand 1.84 cores at mid 50 % -> 4 cores.
+        assert_eq!(cores_of(&plan, 101), Some((2, 4)));
+        assert_eq!(memory_of(&plan, 101), None);
+        assert_eq!(
+            change(&plan, 101).unwrap().reason,
+            "cpu 92.0% > 80: cores 2->4"
+        );
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn scales_up_memory_when_above_upper_threshold() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 50.0, 860.0);
+        let plan = w.decide(&Config::default());
+        // 860 MB used at mid 50 % -> 1720 MB.
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            change(&plan, 101).unwrap().reason,
+            "memory 84.0% > 80: 1024->1720 MB"
+        );
+    }
+
+    #[test]
+    fn combines_cores_and_memory_in_one_change() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(plan.changes.len(), 1);
+        let c = &plan.changes[0];
+        assert_eq!(c.cores, Some(Step { from: 2, to: 4 }));
+        assert_eq!(
+            c.memory_mb,
+            Some(Step {
+                from: 1024,
+                to: 1720
+            })
+        );
+        assert_eq!(
+            c.reason,
+            "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1720 MB"
+        );
+    }
+
+    #[test]
+    fn memory_scale_up_adds_at_least_memory_min_increment() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 512, 50.0, 450.0);
+        let plan = w.decide(&Config::default());
+        // 450 MB at 50 % would be 900 MB; the minimum step of 512 gives 1024.
+        assert_eq!(memory_of(&plan, 101), Some((512, 1024)));
+    }
+
+    #[test]
+    fn core_scale_up_clamps_to_max_cores_instead_of_refusing() {
+        let mut w = World::roomy();
+        w.ct(101, 3, 1024, 95.0, 400.0);
+        let plan = w.decide(&cfg("max_cores = 4\n"));
+        // The formula wants 6 cores (+3); the bound allows +1, which must still happen.
+        assert_eq!(cores_of(&plan, 101), Some((3, 4)));
+    }
+
+    #[test]
+    fn no_core_scale_up_when_already_at_max_cores() {
+        let mut w = World::roomy();
+        w.ct(101, 4, 1024, 95.0, 400.0);
+        let plan = w.decide(&cfg("max_cores = 4\n"));
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 95.0% > 80 but already at max_cores 4: cores unchanged"]
+        );
+    }
+
+    #[test]
+    fn core_scale_up_is_capped_by_core_max_increment() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 100.0, 400.0);
+        let plan = w.decide(&cfg("core_max_increment = 1\n"));
+        assert_eq!(cores_of(&plan, 101), Some((2, 3)));
+    }
+
+    #[test]
+    fn core_scale_up_is_at_least_core_min_increment() {
+        let mut w = World::roomy();
+        w.ct(101, 4, 1024, 81.0, 400.0);
+        let plan = w.decide(&cfg("cpu_lower_threshold = 70\ncore_min_increment = 2\n"));
+        // demand 3.24 at mid 75 % -> 5 cores (+1), raised to the minimum step of +2.
+        assert_eq!(cores_of(&plan, 101), Some((4, 6)));
+    }
+
+    #[test]
+    fn core_scale_up_is_capped_by_host_usable_cores() {
+        let mut w = World::new(4, 0.4, 65_536);
+        w.ct(101, 2, 1024, 100.0, 400.0);
+        let plan = w.decide(&Config::default());
+        // Wants 4 cores; 4 CPUs less 10 % reserve leave 3 whole cores.
+        assert_eq!(cores_of(&plan, 101), Some((2, 3)));
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn memory_scale_up_clamps_to_max_memory() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 50.0, 860.0);
+        w.ct(102, 2, 1536, 50.0, 1400.0);
+        let plan = w.decide(&cfg("max_memory = 1536\n"));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1536)));
+        assert_eq!(memory_of(&plan, 102), None);
+        assert_eq!(
+            notes_of(&plan, 102),
+            vec!["memory 91.1% > 80 but already at max_memory 1536 MB: memory unchanged"]
+        );
+    }
+
+    #[test]
+    fn tier_thresholds_override_the_top_level() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 70.0, 400.0);
+        w.ct(102, 2, 1024, 70.0, 400.0);
+        let plan = w.decide(&cfg(
+            "[tiers.busy]\ncontainers = [102]\ncpu_upper_threshold = 60\n",
+        ));
+        assert_eq!(cores_of(&plan, 101), None);
+        // demand 1.4 at mid 40 % -> 4 cores.
+        assert_eq!(cores_of(&plan, 102), Some((2, 4)));
+    }
+
+    // --- scale down ---
+
+    #[test]
+    fn scales_down_cores_to_demand_at_mid_threshold() {
+        let mut w = World::roomy();
+        w.ct(101, 4, 1024, 15.0, 400.0);
+        let plan = w.decide(&Config::default());
+        // demand 0.6 at mid 50 % -> 2 cores.
+        assert_eq!(cores_of(&plan, 101), Some((4, 2)));
+        assert_eq!(
+            change(&plan, 101).unwrap().reason,
+            "cpu 15.0% < 20: cores 4->2"
+        );
+    }
+
+    #[test]
+    fn core_scale_down_removes_at_most_core_max_increment() {
+        let mut w = World::roomy();
+        w.ct(101, 8, 1024, 10.0, 400.0);
+        assert_eq!(cores_of(&w.decide(&Config::default()), 101), Some((8, 4)));
+        assert_eq!(
+            cores_of(&w.decide(&cfg("core_max_increment = 2\n")), 101),
+            Some((8, 6))
+        );
+    }
+
+    #[test]
+    fn core_scale_down_stops_at_min_cores() {
+        let mut w = World::roomy();
+        w.ct(101, 3, 1024, 1.0, 400.0);
+        w.ct(102, 2, 1024, 1.0, 400.0);
+        let plan = w.decide(&cfg("min_cores = 2\n"));
+        assert_eq!(cores_of(&plan, 101), Some((3, 2)));
+        assert_eq!(cores_of(&plan, 102), None);
+    }
+
+    #[test]
+    fn memory_scales_down_by_halves_to_min_memory_over_three_cycles() {
+        let c = Config::default();
+        let mut memory = 4096;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut w = World::roomy();
+            w.ct(101, 2, memory, 50.0, 200.0);
+            if let Some((_, to)) = memory_of(&w.decide(&c), 101) {
+                memory = to;
+                seen.push(to);
+            }
+        }
+        assert_eq!(seen, vec![2048, 1024, 512]);
+    }
+
+    #[test]
+    fn memory_scale_down_reason_names_measured_values() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 4096, 50.0, 200.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(
+            change(&plan, 101).unwrap().reason,
+            "memory 4.9% < 20: 4096->2048 MB"
+        );
+    }
+
+    #[test]
+    fn memory_scale_down_uses_whole_chunks() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 8192, 50.0, 1200.0);
+        // Target 2400 MB; at most half (4096) may go: two chunks of 1536.
+        let plan = w.decide(&cfg("min_decrease_chunk = 1536\n"));
+        assert_eq!(memory_of(&plan, 101), Some((8192, 5120)));
+        let plan = w.decide(&Config::default());
+        assert_eq!(memory_of(&plan, 101), Some((8192, 4096)));
+    }
+
+    #[test]
+    fn memory_scale_down_never_goes_below_min_memory() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1536, 50.0, 100.0);
+        let plan = w.decide(&cfg("min_memory = 1024\n"));
+        assert_eq!(memory_of(&plan, 101), Some((1536, 1024)));
+        let plan = w.decide(&cfg("min_memory = 1024\nmin_decrease_chunk = 384\n"));
+        assert_eq!(memory_of(&plan, 101), Some((1536, 1152)));
+    }
+
+    #[test]
+    fn memory_scale_down_needs_one_whole_chunk() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 768, 50.0, 100.0);
+        // Only 256 MB may go (down to min_memory 512): less than a 512 MB chunk.
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn in_band_container_yields_no_change_and_no_note() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 50.0, 500.0);
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+        assert_eq!(plan.observations.len(), 1);
+    }
+
+    // --- host headroom ---
+
+    #[test]
+    fn higher_tier_gets_the_last_free_core() {
+        // 16 CPUs less 10 % = 14.4 usable, 13 busy: 1.4 cores of headroom.
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 1, 1024, 90.0, 400.0);
+        w.ct(102, 1, 1024, 90.0, 400.0);
+        let plan = w.decide(&cfg("[tiers.gold]\ncontainers = [102]\npriority = 10\n"));
+        assert_eq!(cores_of(&plan, 102), Some((1, 2)));
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "cpu 90.0% > 80 wants +1: host headroom 0.4 cores is below core_min_increment 1, not scaled up"
+            ]
+        );
+    }
+
+    #[test]
+    fn same_tier_scale_ups_go_farthest_above_threshold_first() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 1, 1024, 85.0, 400.0);
+        w.ct(102, 1, 1024, 95.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 102), Some((1, 2)));
+        assert_eq!(cores_of(&plan, 101), None);
+    }
+
+    #[test]
+    fn tier_priority_outranks_distance_above_threshold() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 1, 1024, 99.0, 400.0);
+        w.ct(102, 1, 1024, 81.0, 400.0);
+        let plan = w.decide(&cfg("[tiers.gold]\ncontainers = [102]\npriority = 1\n"));
+        assert_eq!(cores_of(&plan, 102), Some((1, 2)));
+        assert_eq!(cores_of(&plan, 101), None);
+    }
+
+    #[test]
+    fn equal_claims_are_granted_by_vmid() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(102, 1, 1024, 90.0, 400.0);
+        w.ct(101, 1, 1024, 90.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), Some((1, 2)));
+        assert_eq!(cores_of(&plan, 102), None);
+    }
+
+    #[test]
+    fn core_scale_up_is_cut_to_whole_cores_of_headroom() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 3, 1024, 100.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), Some((3, 4)));
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu cut from +3 to +1 core: host headroom 1.4 cores"]
+        );
+        assert_eq!(
+            change(&plan, 101).unwrap().reason,
+            "cpu 100.0% > 80: cores 3->4 (cut to host headroom)"
+        );
+    }
+
+    #[test]
+    fn core_scale_up_is_skipped_when_what_fits_is_below_core_min_increment() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 3, 1024, 100.0, 400.0);
+        let plan = w.decide(&cfg("core_min_increment = 2\n"));
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "cpu 100.0% > 80 wants +3: host headroom 1.4 cores is below core_min_increment 2, not scaled up"
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_scale_up_is_cut_to_whole_mb_of_headroom() {
+        // MemAvailable is the 2048 MB reserve plus 600 MB.
+        let mut w = World::new(16, 2.0, 2048 + 600);
+        w.ct(101, 2, 1024, 50.0, 860.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1624)));
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["memory cut from +696 to +600 MB: host headroom 600 MB"]
+        );
+    }
+
+    #[test]
+    fn memory_scale_up_is_skipped_when_what_fits_is_below_memory_min_increment() {
+        let mut w = World::new(16, 2.0, 2048 + 300);
+        w.ct(101, 2, 1024, 50.0, 860.0);
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "memory 84.0% > 80 wants +696 MB: host headroom 300 MB is below memory_min_increment 512, not scaled up"
+            ]
+        );
+    }
+
+    #[test]
+    fn granted_scale_ups_use_up_the_headroom() {
+        let mut w = World::new(16, 2.0, 2048 + 1000);
+        w.ct(101, 2, 512, 50.0, 450.0);
+        w.ct(102, 2, 512, 50.0, 450.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(memory_of(&plan, 101), Some((512, 1024)));
+        assert_eq!(memory_of(&plan, 102), None);
+        assert_eq!(
+            notes_of(&plan, 102),
+            vec![
+                "memory 87.9% > 80 wants +512 MB: host headroom 488 MB is below memory_min_increment 512, not scaled up"
+            ]
+        );
+    }
+
+    #[test]
+    fn scale_downs_need_no_headroom() {
+        let mut w = World::new(16, 16.0, 0);
+        w.ct(101, 4, 4096, 15.0, 200.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), Some((4, 2)));
+        assert_eq!(memory_of(&plan, 101), Some((4096, 2048)));
+    }
+
+    #[test]
+    fn unknown_cpu_headroom_blocks_only_cpu_scale_ups() {
+        let mut w = World::roomy();
+        w.state.host = None;
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        w.ct(102, 4, 1024, 15.0, 400.0);
+        w.ct(103, 2, 1024, 50.0, 860.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 92.0% > 80 wants +2: host cpu headroom unknown, not scaled up"]
+        );
+        assert_eq!(cores_of(&plan, 102), Some((4, 2)));
+        assert_eq!(memory_of(&plan, 103), Some((1024, 1720)));
+    }
+
+    #[test]
+    fn unknown_memory_headroom_blocks_only_memory_scale_ups() {
+        let mut w = World::roomy();
+        w.snap.host.mem_available_kib = None;
+        w.ct(101, 2, 1024, 50.0, 860.0);
+        w.ct(102, 2, 4096, 50.0, 200.0);
+        w.ct(103, 2, 1024, 92.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(memory_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["memory 84.0% > 80 wants +696 MB: host memory headroom unknown, not scaled up"]
+        );
+        assert_eq!(memory_of(&plan, 102), Some((4096, 2048)));
+        assert_eq!(cores_of(&plan, 103), Some((2, 4)));
+    }
+
+    #[test]
+    fn stale_host_sample_makes_cpu_headroom_unknown() {
+        let mut w = World::roomy();
+        // Exactly 2 × poll_interval old: too old.
+        w.state.host.as_mut().unwrap().taken_at_usec = NOW_AT - 600_000_000;
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 92.0% > 80 wants +2: host cpu headroom unknown, not scaled up"]
+        );
+    }
+
+    #[test]
+    fn host_reboot_makes_cpu_headroom_unknown() {
+        let mut w = World::roomy();
+        w.state.host.as_mut().unwrap().boot_time = Some(BOOT - 1);
+        // The container sample has to survive for the cpu percent to exist.
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        w.state.containers.get_mut(&101).unwrap().boot_time = Some(BOOT);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 92.0% > 80 wants +2: host cpu headroom unknown, not scaled up"]
+        );
+    }
+
+    // --- energy mode ---
+
+    #[test]
+    fn energy_mode_scales_down_containers_below_upper_inside_the_window() {
+        let c = cfg("energy_mode = true\n");
+        let mut w = World::roomy();
+        w.ct(101, 4, 2048, 50.0, 1000.0);
+        for hour in [23, 3] {
+            let plan = w.decide_at(&c, hour);
+            // demand 2 cores at 80 % -> 3; 1000 MB at 80 % -> 1250 target, one chunk fits.
+            assert_eq!(cores_of(&plan, 101), Some((4, 3)), "hour {hour}");
+            assert_eq!(memory_of(&plan, 101), Some((2048, 1536)), "hour {hour}");
+            assert_eq!(
+                change(&plan, 101).unwrap().reason,
+                "cpu 50.0% < 80 (energy mode): cores 4->3; memory 48.8% < 80 (energy mode): 2048->1536 MB"
+            );
+        }
+        for hour in [12, 6, 21] {
+            assert!(w.decide_at(&c, hour).changes.is_empty(), "hour {hour}");
+        }
+    }
+
+    #[test]
+    fn energy_mode_off_leaves_in_band_containers_alone_at_night() {
+        let mut w = World::roomy();
+        w.ct(101, 4, 2048, 50.0, 1000.0);
+        assert!(w.decide_at(&Config::default(), 23).changes.is_empty());
+    }
+
+    #[test]
+    fn energy_mode_still_scales_up_overloaded_containers_with_mid_threshold() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        let plan = w.decide_at(&cfg("energy_mode = true\n"), 23);
+        // Scale-up uses mid (50 %): 4 cores, not the 3 the upper threshold would give.
+        assert_eq!(cores_of(&plan, 101), Some((2, 4)));
+        // Memory at 39 % is below upper: energy mode lowers it in the same change.
+        assert_eq!(memory_of(&plan, 101), Some((1024, 512)));
+        assert_eq!(plan.changes.len(), 1);
+    }
+
+    #[test]
+    fn energy_mode_scale_down_keeps_minimums_and_per_cycle_caps() {
+        let mut w = World::roomy();
+        w.ct(101, 8, 8192, 1.0, 100.0);
+        let plan = w.decide_at(&cfg("energy_mode = true\nmin_cores = 2\n"), 23);
+        assert_eq!(cores_of(&plan, 101), Some((8, 4)));
+        assert_eq!(memory_of(&plan, 101), Some((8192, 4096)));
+    }
+
+    #[test]
+    fn energy_mode_never_touches_an_unmeasured_resource() {
+        let mut w = World::roomy();
+        w.ct(101, 4, 2048, 50.0, 1000.0).memory_file_bytes = None;
+        let plan = w.decide_at(&cfg("energy_mode = true\n"), 23);
+        assert_eq!(cores_of(&plan, 101), Some((4, 3)));
+        assert_eq!(memory_of(&plan, 101), None);
+    }
+
+    // --- who is managed ---
+
+    #[test]
+    fn ignored_container_is_measured_but_never_changed() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        let plan = w.decide(&cfg("ignore_lxc = [101]\n"));
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["listed in ignore_lxc: not managed"]
+        );
+        let o = observation(&plan, 101);
+        assert_eq!(o.managed, Managed::Ignored);
+        assert!((o.cpu_percent.unwrap() - 92.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn noautoscale_tag_opts_a_container_out() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        w.conf(101).tags = vec!["prod".into(), "NoAutoscale".into()];
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["tagged noautoscale: not managed"]
+        );
+        assert_eq!(observation(&plan, 101).managed, Managed::OptedOut);
+    }
+
+    #[test]
+    fn locked_container_is_not_changed() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        w.conf(101).lock = Some("backup".into());
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["locked (backup): not changed this cycle"]
+        );
+        assert_eq!(observation(&plan, 101).managed, Managed::Locked);
+    }
+
+    #[test]
+    fn container_without_conf_is_not_managed() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0).conf = None;
+        let plan = w.decide(&Config::default());
+        assert!(plan.changes.is_empty());
+        assert_eq!(notes_of(&plan, 101), vec!["no readable conf: not managed"]);
+        let o = observation(&plan, 101);
+        assert_eq!(o.managed, Managed::NoConf);
+        assert_eq!(o.cores, None);
+        assert_eq!(o.cpu_percent, None);
+        assert_eq!(o.memory_used_mb, Some(860.0));
+        assert_eq!(o.memory_percent, None);
+    }
+
+    // --- missing or reset measurements ---
+
+    #[test]
+    fn missing_cpu_counter_gives_no_core_change_but_memory_still_scales() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0).cpu_usage_usec = None;
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu not measured this cycle: cores unchanged"]
+        );
+    }
+
+    #[test]
+    fn missing_memory_figure_gives_no_memory_change() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0).memory_current_bytes = None;
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), Some((2, 4)));
+        assert_eq!(memory_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["memory not measured this cycle: memory unchanged"]
+        );
+        assert_eq!(observation(&plan, 101).memory_percent, None);
+    }
+
+    #[test]
+    fn counter_resets_give_no_cpu_decision() {
+        type Reset = fn(&mut World);
+        let resets: [(&str, Reset); 5] = [
+            ("no previous sample", |w| {
+                w.state.containers.clear();
+            }),
+            ("cgroup recreated", |w| {
+                w.snap.containers[0].cgroup_id = Some(999);
+            }),
+            ("counter went backwards", |w| {
+                w.snap.containers[0].cpu_usage_usec = Some(PREV_USAGE - 1);
+            }),
+            ("host rebooted", |w| {
+                w.snap.host.boot_time = Some(BOOT + 3600);
+            }),
+            ("previous sample stale", |w| {
+                w.state.containers.get_mut(&101).unwrap().taken_at_usec = NOW_AT - 600_000_000;
+            }),
+        ];
+        for (what, reset) in resets {
+            let mut w = World::roomy();
+            w.ct(101, 2, 1024, 92.0, 400.0);
+            assert_eq!(cores_of(&w.decide(&Config::default()), 101), Some((2, 4)));
+            reset(&mut w);
+            let plan = w.decide(&Config::default());
+            assert!(plan.changes.is_empty(), "{what}");
+            assert_eq!(observation(&plan, 101).cpu_percent, None, "{what}");
+            assert_eq!(
+                notes_of(&plan, 101),
+                vec!["cpu not measured this cycle: cores unchanged"],
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_cores_and_host_cpus_give_no_cpu_decision() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        w.conf(101).cores = None;
+        w.snap.host.cpus = None;
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cores unknown (no cores line, host cpus unread): cores unchanged"]
+        );
+    }
+
+    // --- observations and allocation details ---
+
+    #[test]
+    fn observation_reports_measured_values() {
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 50.0, 256.0);
+        let plan = w.decide(&cfg("[tiers.web]\ncontainers = [101]\n"));
+        let o = observation(&plan, 101);
+        assert_eq!(o.name.as_deref(), Some("ct101"));
+        assert_eq!(o.tier.as_deref(), Some("web"));
+        assert_eq!(o.managed, Managed::Yes);
+        assert_eq!(o.cores, Some(2));
+        assert_eq!(o.memory_mb, Some(1024));
+        assert!((o.cpu_percent.unwrap() - 50.0).abs() < 1e-9);
+        assert_eq!(o.memory_used_mb, Some(256.0));
+        assert_eq!(o.memory_percent, Some(25.0));
+    }
+
+    #[test]
+    fn absent_cores_line_counts_as_all_host_cpus() {
+        let mut w = World::roomy();
+        w.ct(101, 16, 1024, 10.0, 400.0);
+        w.conf(101).cores = None;
+        let plan = w.decide(&Config::default());
+        assert_eq!(observation(&plan, 101).cores, Some(16));
+        // demand 1.6 -> 4 cores, but at most 4 go per cycle.
+        assert_eq!(cores_of(&plan, 101), Some((16, 12)));
+    }
+
+    #[test]
+    fn cpulimit_bound_container_gets_no_extra_cores() {
+        let mut w = World::roomy();
+        // One full CPU on 4 cores, limited to 1 CPU: 100 % of the limit.
+        w.ct(101, 4, 1024, 25.0, 400.0);
+        w.conf(101).cpulimit = Some(1.0);
+        let plan = w.decide(&Config::default());
+        assert!((observation(&plan, 101).cpu_percent.unwrap() - 100.0).abs() < 1e-9);
+        assert!(plan.changes.is_empty());
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "cpu 100.0% > 80 but cpulimit 1 binds, more cores would not help: cores unchanged"
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_is_sorted_by_vmid() {
+        let mut w = World::roomy();
+        w.ct(105, 2, 1024, 92.0, 400.0);
+        w.ct(101, 2, 1024, 92.0, 400.0);
+        w.ct(103, 2, 1024, 92.0, 400.0);
+        let plan = w.decide(&Config::default());
+        let changed: Vec<u32> = plan.changes.iter().map(|c| c.vmid).collect();
+        let observed: Vec<u32> = plan.observations.iter().map(|o| o.vmid).collect();
+        assert_eq!(changed, vec![101, 103, 105]);
+        assert_eq!(observed, vec![101, 103, 105]);
+    }
+
+    // --- invariants over random inputs ---
+
+    /// xorshift64*: deterministic, dependency-free randomness for the invariant sweep.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            lo + self.below(hi - lo + 1)
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    fn random_config(r: &mut Rng) -> Config {
+        let mut c = Config::default();
+        c.cpu_lower_threshold = r.range(0, 60) as f64;
+        c.cpu_upper_threshold =
+            c.cpu_lower_threshold + r.range(1, 100 - c.cpu_lower_threshold as u64) as f64;
+        c.memory_lower_threshold = r.range(0, 60) as f64;
+        c.memory_upper_threshold =
+            c.memory_lower_threshold + r.range(1, 100 - c.memory_lower_threshold as u64) as f64;
+        c.core_min_increment = r.range(1, 3) as u32;
+        c.core_max_increment = c.core_min_increment + r.range(0, 4) as u32;
+        c.memory_min_increment = [16, 256, 512][r.below(3) as usize];
+        c.min_cores = r.range(1, 4) as u32;
+        c.max_cores = c.min_cores + r.range(0, 12) as u32;
+        c.min_memory = [16, 256, 512, 1024][r.below(4) as usize];
+        c.max_memory = r.chance(50).then(|| c.min_memory + r.range(0, 8192));
+        c.min_decrease_chunk = [16, 128, 512, 1024][r.below(4) as usize];
+        c.reserve_cpu_percent = r.range(0, 50) as f64;
+        c.reserve_memory_mb = r.range(0, 4096);
+        c.energy_mode = r.chance(50);
+        c.off_peak_start = r.range(0, 23) as u32;
+        c.off_peak_end = r.range(0, 23) as u32;
+        if r.chance(30) {
+            c.ignore_lxc = vec![100 + r.range(0, 9) as u32];
+        }
+        if r.chance(50) {
+            let containers = (100..110)
+                .filter(|v| !c.ignore_lxc.contains(v) && r.chance(30))
+                .collect();
+            c.tiers.insert(
+                "t".into(),
+                TierConfig {
+                    containers,
+                    priority: r.range(0, 5) as i64,
+                    cpu_upper_threshold: Some(c.cpu_upper_threshold),
+                    max_cores: Some(c.max_cores + 2),
+                    ..TierConfig::default()
+                },
+            );
+        }
+        c.validate().unwrap();
+        c
+    }
+
+    fn random_world(r: &mut Rng) -> World {
+        let cpus = r.range(1, 64) as u32;
+        let mut w = World::new(cpus, r.range(0, u64::from(cpus)) as f64, r.range(0, 65_536));
+        if r.chance(10) {
+            w.state.host = None;
+        }
+        if r.chance(10) {
+            w.snap.host.cpus = None;
+        }
+        if r.chance(10) {
+            w.snap.host.mem_available_kib = None;
+        }
+        for vmid in 100..110 {
+            if !r.chance(60) {
+                continue;
+            }
+            let cores = r.range(1, 20) as u32;
+            let memory = r.range(16, 16_384);
+            let pct = r.range(0, 105) as f64;
+            let used = r.range(0, memory + 512) as f64;
+            let c = w.ct(vmid, cores, memory, pct, used);
+            if r.chance(10) {
+                c.conf = None;
+            }
+            if r.chance(10) {
+                c.cpu_usage_usec = None;
+            }
+            if r.chance(10) {
+                c.memory_file_bytes = Some(c.memory_current_bytes.unwrap() + 1);
+            }
+            if let Some(conf) = c.conf.as_mut() {
+                if r.chance(10) {
+                    conf.cores = None;
+                }
+                if r.chance(10) {
+                    conf.cpulimit = Some(r.range(0, 8) as f64 / 2.0);
+                }
+                if r.chance(10) {
+                    conf.lock = Some("snapshot".into());
+                }
+                if r.chance(10) {
+                    conf.tags = vec!["noautoscale".into()];
+                }
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn random_plans_keep_every_invariant() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut changes_seen = 0;
+        for _ in 0..3000 {
+            let c = random_config(&mut r);
+            let w = random_world(&mut r);
+            let hour = r.range(0, 23) as u32;
+            let plan = w.decide_at(&c, hour);
+            assert_eq!(plan.observations.len(), w.snap.containers.len());
+
+            let usable = w
+                .snap
+                .host
+                .cpus
+                .map(|n| usable_cores(n, c.reserve_cpu_percent));
+            let cpu_headroom = usable
+                .zip(measure::host_busy_cores(
+                    &w.snap.host,
+                    w.state.host.as_ref(),
+                ))
+                .map(|(u, b)| u - b);
+            let mem_headroom = w
+                .snap
+                .host
+                .mem_available_kib
+                .map(|k| (k / 1024) as i64 - c.reserve_memory_mb as i64);
+            let (mut cores_added, mut mb_added) = (0u64, 0u64);
+
+            let mut last_vmid = 0;
+            for ch in &plan.changes {
+                changes_seen += 1;
+                assert!(ch.vmid > last_vmid, "changes sorted and unique");
+                last_vmid = ch.vmid;
+                assert!(ch.cores.is_some() || ch.memory_mb.is_some());
+                let o = observation(&plan, ch.vmid);
+                assert_eq!(o.managed, Managed::Yes, "{ch:?}");
+                let l = c.limits_for(ch.vmid);
+                if let Some(s) = ch.cores {
+                    assert!(o.cpu_percent.is_some(), "{ch:?}");
+                    assert_eq!(Some(s.from), o.cores);
+                    assert_ne!(s.from, s.to);
+                    if s.to > s.from {
+                        assert!(s.to <= l.max_cores, "{ch:?} {l:?}");
+                        assert!(f64::from(s.to) <= usable.unwrap() + EPSILON, "{ch:?}");
+                        cores_added += u64::from(s.to - s.from);
+                    } else {
+                        assert!(s.to >= l.min_cores, "{ch:?} {l:?}");
+                        assert!(s.from - s.to <= l.core_max_increment, "{ch:?} {l:?}");
+                    }
+                }
+                if let Some(s) = ch.memory_mb {
+                    let used = o.memory_used_mb.expect("memory change without measurement");
+                    assert_eq!(Some(s.from), o.memory_mb);
+                    assert_ne!(s.from, s.to);
+                    if s.to > s.from {
+                        if let Some(max) = l.max_memory {
+                            assert!(s.to <= max, "{ch:?} {l:?}");
+                        }
+                        mb_added += s.to - s.from;
+                    } else {
+                        let cut = s.from - s.to;
+                        assert!(s.to >= l.min_memory, "{ch:?} {l:?}");
+                        assert!(s.to as f64 >= used, "{ch:?} used {used}");
+                        assert_eq!(cut % l.min_decrease_chunk, 0, "{ch:?} {l:?}");
+                        assert!(cut * 2 <= s.from, "{ch:?}");
+                    }
+                }
+            }
+            if cores_added > 0 {
+                assert!(cores_added as f64 <= cpu_headroom.unwrap() + EPSILON);
+            }
+            if mb_added > 0 {
+                assert!(mb_added as i64 <= mem_headroom.unwrap());
+            }
+        }
+        assert!(
+            changes_seen > 1000,
+            "the sweep must exercise changes: {changes_seen}"
+        );
+    }
 }
