@@ -3,13 +3,33 @@
 //! the container, kept forever) and `<backup_dir>/<vmid>/<UTC timestamp>.json` (one per change,
 //! latest 20 kept). Files are mode 0600 and written atomically.
 
-use std::path::PathBuf;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
+
+use crate::config::MIN_VMID;
+use crate::fsutil::{ensure_private_dir, write_atomic};
+use crate::model::CtConf;
 
 /// Timestamped backups kept per container, besides the baseline.
 pub const KEEP_PER_CONTAINER: usize = 20;
 pub const BASELINE_FILE: &str = "baseline.json";
+/// Mode of every backup file.
+pub const BACKUP_FILE_MODE: u32 = 0o600;
+/// A backup file this size or larger is not ours: refuse to read it.
+pub const MAX_BACKUP_BYTES: u64 = 64 * 1024;
+/// Proxmox refuses less memory than this, so a backup asking for less is corrupt.
+const MIN_MEMORY_MB: u64 = 16;
+/// `strftime` format of a timestamped backup's file stem, e.g. `20240501T123000.123456Z`. Sorts
+/// lexically in time order.
+const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.6fZ";
+const JSON_EXT: &str = ".json";
 
 /// An allocation as Proxmox stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +38,30 @@ pub struct Alloc {
     pub cores: Option<u32>,
     pub memory_mb: u64,
     pub swap_mb: Option<u64>,
+}
+
+impl Alloc {
+    /// The allocation written in a container's conf.
+    pub fn from_conf(conf: &CtConf) -> Alloc {
+        Alloc {
+            cores: conf.cores,
+            memory_mb: conf.memory_mb,
+            swap_mb: conf.swap_mb,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.memory_mb < MIN_MEMORY_MB {
+            bail!(
+                "memory_mb {} is below the Proxmox minimum of {MIN_MEMORY_MB}",
+                self.memory_mb
+            );
+        }
+        if self.cores == Some(0) {
+            bail!("cores must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// One backup file.
@@ -31,7 +75,624 @@ pub struct Backup {
     pub after: Option<Alloc>,
 }
 
+/// What `record` wrote, so that a change that then failed can be taken back with `discard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The timestamped backup file.
+    pub path: PathBuf,
+    /// Whether this record also wrote the container's baseline.
+    pub baseline_created: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct BackupStore {
     pub dir: PathBuf,
+}
+
+impl BackupStore {
+    pub fn new(dir: PathBuf) -> Self {
+        BackupStore { dir }
+    }
+
+    fn vmid_dir(&self, vmid: u32) -> PathBuf {
+        self.dir.join(vmid.to_string())
+    }
+
+    /// Writes a backup of a change from `before` to `after`, and the baseline (holding `before`)
+    /// if the container has none yet. Call before running `pct`.
+    pub fn record(
+        &self,
+        vmid: u32,
+        before: &Alloc,
+        after: &Alloc,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded> {
+        if vmid < MIN_VMID {
+            bail!("cannot back up container {vmid}: not a VMID (must be {MIN_VMID} or more)");
+        }
+        ensure_private_dir(&self.dir)?;
+        let dir = self.vmid_dir(vmid);
+        ensure_private_dir(&dir)?;
+        let timestamp = now.to_rfc3339_opts(SecondsFormat::Micros, true);
+
+        let baseline_path = dir.join(BASELINE_FILE);
+        let baseline_created = match fs::symlink_metadata(&baseline_path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let baseline = Backup {
+                    vmid,
+                    timestamp: timestamp.clone(),
+                    before: before.clone(),
+                    after: None,
+                };
+                write_backup(&baseline_path, &baseline)?;
+                true
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot inspect {}", baseline_path.display()))
+            }
+        };
+
+        let backup = Backup {
+            vmid,
+            timestamp,
+            before: before.clone(),
+            after: Some(after.clone()),
+        };
+        let written =
+            free_stamp_path(&dir, now).and_then(|path| write_backup(&path, &backup).map(|()| path));
+        match written {
+            Ok(path) => Ok(Recorded {
+                path,
+                baseline_created,
+            }),
+            Err(e) => {
+                if baseline_created {
+                    let _ = fs::remove_file(&baseline_path);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes back a `record` whose change was not applied: a failed change must not stay
+    /// recorded as applied, nor leave a baseline that no change followed.
+    pub fn discard(&self, rec: &Recorded) -> Result<()> {
+        remove_if_present(&rec.path)?;
+        if rec.baseline_created {
+            if let Some(dir) = rec.path.parent() {
+                remove_if_present(&dir.join(BASELINE_FILE))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes all but the latest `KEEP_PER_CONTAINER` timestamped backups of `vmid`. The baseline
+    /// is never removed. Returns how many files were removed.
+    pub fn prune(&self, vmid: u32) -> Result<usize> {
+        let files = self.list(vmid)?;
+        let excess = files.len().saturating_sub(KEEP_PER_CONTAINER);
+        for path in &files[..excess] {
+            remove_if_present(path)?;
+        }
+        Ok(excess)
+    }
+
+    /// The allocation before the autoscaler first changed `vmid`, if recorded.
+    pub fn baseline(&self, vmid: u32) -> Result<Option<Backup>> {
+        let Some(dir) = self.existing_vmid_dir(vmid)? else {
+            return Ok(None);
+        };
+        let path = dir.join(BASELINE_FILE);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            _ => read_backup(&path, vmid).map(Some),
+        }
+    }
+
+    /// The newest timestamped backup of `vmid`.
+    pub fn latest(&self, vmid: u32) -> Result<Option<(PathBuf, Backup)>> {
+        match self.list(vmid)?.pop() {
+            Some(path) => {
+                let backup = read_backup(&path, vmid)?;
+                Ok(Some((path, backup)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Containers that have a backup directory, ascending.
+    pub fn vmids(&self) -> Result<Vec<u32>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.dir.display())),
+        };
+        let mut vmids = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", self.dir.display()))?;
+            let Some(vmid) = entry.file_name().to_str().and_then(parse_vmid_dir_name) else {
+                continue;
+            };
+            // DirEntry::file_type does not follow symlinks.
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                vmids.push(vmid);
+            }
+        }
+        vmids.sort_unstable();
+        Ok(vmids)
+    }
+
+    /// Timestamped backup files of `vmid`, oldest first. Other files are ignored.
+    pub fn list(&self, vmid: u32) -> Result<Vec<PathBuf>> {
+        let Some(dir) = self.existing_vmid_dir(vmid)? else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if is_stamp_file_name(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names.into_iter().map(|n| dir.join(n)).collect())
+    }
+
+    /// `<dir>/<vmid>` when it exists; refuses one that is a symlink or not a directory.
+    fn existing_vmid_dir(&self, vmid: u32) -> Result<Option<PathBuf>> {
+        let dir = self.vmid_dir(vmid);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                bail!(
+                    "refusing backup directory {}: it is a symlink",
+                    dir.display()
+                )
+            }
+            Ok(meta) if !meta.is_dir() => {
+                bail!(
+                    "refusing backup directory {}: it is not a directory",
+                    dir.display()
+                )
+            }
+            Ok(_) => Ok(Some(dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+        }
+    }
+}
+
+/// A VMID directory name: digits only, at least `MIN_VMID`.
+fn parse_vmid_dir_name(name: &str) -> Option<u32> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().filter(|&v| v >= MIN_VMID)
+}
+
+/// `20240501T123000.123456Z.json`, optionally with a `_NNN` collision suffix before `.json`.
+fn is_stamp_file_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(JSON_EXT) else {
+        return false;
+    };
+    let (stamp, suffix) = match stem.split_once('_') {
+        Some((stamp, suffix)) => (stamp, Some(suffix)),
+        None => (stem, None),
+    };
+    if let Some(suffix) = suffix {
+        if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    let b = stamp.as_bytes();
+    b.len() == 23
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'.'
+        && b[16..22].iter().all(u8::is_ascii_digit)
+        && b[22] == b'Z'
+}
+
+/// A path for a backup taken at `now` that no file uses yet. `_NNN` sorts after `.json`, so a
+/// collision still lists after the first file of the same microsecond.
+fn free_stamp_path(dir: &Path, now: DateTime<Utc>) -> Result<PathBuf> {
+    let stamp = now.format(STAMP_FORMAT).to_string();
+    for n in 0..1000u32 {
+        let name = if n == 0 {
+            format!("{stamp}{JSON_EXT}")
+        } else {
+            format!("{stamp}_{n:03}{JSON_EXT}")
+        };
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path),
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+            Ok(_) => continue,
+        }
+    }
+    bail!("no free backup file name for {stamp} in {}", dir.display())
+}
+
+fn write_backup(path: &Path, backup: &Backup) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(backup)
+        .with_context(|| format!("cannot encode backup {}", path.display()))?;
+    json.push(b'\n');
+    write_atomic(path, &json, BACKUP_FILE_MODE)
+}
+
+/// Reads and checks a backup file of container `vmid`. Errors name the path.
+fn read_backup(path: &Path, vmid: u32) -> Result<Backup> {
+    let text = read_small_regular_file(path)?;
+    parse_backup(&text, vmid).with_context(|| format!("invalid backup {}", path.display()))
+}
+
+/// A regular file, opened without following a symlink, smaller than `MAX_BACKUP_BYTES`.
+fn read_small_regular_file(path: &Path) -> Result<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits() | OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot open backup {} (symlinks are refused)",
+                path.display()
+            )
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot inspect backup {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("refusing backup {}: not a regular file", path.display());
+    }
+    if meta.len() >= MAX_BACKUP_BYTES {
+        bail!(
+            "refusing backup {}: {} bytes, limit is {MAX_BACKUP_BYTES}",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut text = String::new();
+    // `take` guards against a file that grows after the size check.
+    file.take(MAX_BACKUP_BYTES)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read backup {}", path.display()))?;
+    Ok(text)
+}
+
+/// Parses a backup and checks it belongs to `vmid` and holds values Proxmox accepts.
+pub fn parse_backup(text: &str, vmid: u32) -> Result<Backup> {
+    let backup: Backup = serde_json::from_str(text).context("not a backup json document")?;
+    if backup.vmid != vmid {
+        bail!(
+            "backup names container {}, but it sits in the directory of {vmid}",
+            backup.vmid
+        );
+    }
+    backup.before.validate().context("field `before`")?;
+    if let Some(after) = &backup.after {
+        after.validate().context("field `after`")?;
+    }
+    Ok(backup)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn alloc(cores: Option<u32>, memory_mb: u64) -> Alloc {
+        Alloc {
+            cores,
+            memory_mb,
+            swap_mb: Some(512),
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 30, 0).unwrap() + Duration::microseconds(123_456)
+    }
+
+    fn store() -> (tempfile::TempDir, BackupStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BackupStore::new(tmp.path().join("backups"));
+        (tmp, store)
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn first_record_writes_baseline_and_timestamped_file() {
+        let (_tmp, store) = store();
+        let rec = store
+            .record(101, &alloc(Some(2), 1024), &alloc(Some(3), 1024), t0())
+            .unwrap();
+        assert!(rec.baseline_created);
+        assert_eq!(
+            rec.path,
+            store.dir.join("101").join("20240501T123000.123456Z.json")
+        );
+        let baseline = store.baseline(101).unwrap().unwrap();
+        assert_eq!(
+            baseline,
+            Backup {
+                vmid: 101,
+                timestamp: "2024-05-01T12:30:00.123456Z".to_string(),
+                before: alloc(Some(2), 1024),
+                after: None,
+            }
+        );
+        let (path, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(path, rec.path);
+        assert_eq!(latest.before, alloc(Some(2), 1024));
+        assert_eq!(latest.after, Some(alloc(Some(3), 1024)));
+    }
+
+    #[test]
+    fn second_record_keeps_the_first_baseline() {
+        let (_tmp, store) = store();
+        store
+            .record(101, &alloc(Some(2), 1024), &alloc(Some(3), 1024), t0())
+            .unwrap();
+        let rec = store
+            .record(
+                101,
+                &alloc(Some(3), 1024),
+                &alloc(Some(4), 2048),
+                t0() + Duration::seconds(300),
+            )
+            .unwrap();
+        assert!(!rec.baseline_created);
+        let baseline = store.baseline(101).unwrap().unwrap();
+        assert_eq!(baseline.before, alloc(Some(2), 1024));
+        let (_, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(latest.before, alloc(Some(3), 1024));
+        assert_eq!(store.list(101).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn files_and_directories_are_private() {
+        let (_tmp, store) = store();
+        let rec = store
+            .record(101, &alloc(None, 512), &alloc(Some(1), 512), t0())
+            .unwrap();
+        assert_eq!(mode_of(&rec.path), 0o600);
+        assert_eq!(mode_of(&store.dir.join("101").join(BASELINE_FILE)), 0o600);
+        assert_eq!(mode_of(&store.dir), 0o700);
+        assert_eq!(mode_of(&store.dir.join("101")), 0o700);
+    }
+
+    #[test]
+    fn same_microsecond_gets_a_suffix_that_sorts_after() {
+        let (_tmp, store) = store();
+        let a = store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .unwrap();
+        let b = store
+            .record(101, &alloc(Some(2), 512), &alloc(Some(3), 512), t0())
+            .unwrap();
+        assert_eq!(
+            b.path.file_name().unwrap(),
+            "20240501T123000.123456Z_001.json"
+        );
+        assert_eq!(store.list(101).unwrap(), vec![a.path, b.path]);
+        let (_, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(latest.after, Some(alloc(Some(3), 512)));
+    }
+
+    #[test]
+    fn prune_keeps_latest_twenty_and_the_baseline() {
+        let (_tmp, store) = store();
+        let mut paths = Vec::new();
+        for i in 0..25 {
+            let rec = store
+                .record(
+                    200,
+                    &alloc(Some(1), 512 + i),
+                    &alloc(Some(2), 512 + i),
+                    t0() + Duration::seconds(i as i64 * 60),
+                )
+                .unwrap();
+            paths.push(rec.path);
+        }
+        assert_eq!(store.prune(200).unwrap(), 5);
+        assert_eq!(store.list(200).unwrap(), paths[5..].to_vec());
+        assert_eq!(
+            store.baseline(200).unwrap().unwrap().before,
+            alloc(Some(1), 512)
+        );
+        assert_eq!(store.prune(200).unwrap(), 0);
+    }
+
+    #[test]
+    fn discard_removes_the_record_and_the_baseline_it_created() {
+        let (_tmp, store) = store();
+        let rec = store
+            .record(101, &alloc(Some(2), 1024), &alloc(Some(3), 1024), t0())
+            .unwrap();
+        store.discard(&rec).unwrap();
+        assert!(!rec.path.exists());
+        assert_eq!(store.baseline(101).unwrap(), None);
+        assert_eq!(store.latest(101).unwrap(), None);
+    }
+
+    #[test]
+    fn discard_keeps_a_baseline_written_by_an_earlier_record() {
+        let (_tmp, store) = store();
+        let first = store
+            .record(101, &alloc(Some(2), 1024), &alloc(Some(3), 1024), t0())
+            .unwrap();
+        let second = store
+            .record(
+                101,
+                &alloc(Some(3), 1024),
+                &alloc(Some(4), 1024),
+                t0() + Duration::seconds(1),
+            )
+            .unwrap();
+        store.discard(&second).unwrap();
+        assert!(store.baseline(101).unwrap().is_some());
+        assert_eq!(store.list(101).unwrap(), vec![first.path]);
+    }
+
+    #[test]
+    fn symlinked_backup_file_is_refused() {
+        let (tmp, store) = store();
+        store
+            .record(101, &alloc(Some(2), 1024), &alloc(Some(3), 1024), t0())
+            .unwrap();
+        let outside = tmp.path().join("outside.json");
+        fs::write(
+            &outside,
+            r#"{"vmid":101,"timestamp":"x","before":{"cores":1,"memory_mb":512,"swap_mb":null},"after":null}"#,
+        )
+        .unwrap();
+        let baseline = store.dir.join("101").join(BASELINE_FILE);
+        fs::remove_file(&baseline).unwrap();
+        symlink(&outside, &baseline).unwrap();
+        let err = format!("{:#}", store.baseline(101).unwrap_err());
+        assert!(err.contains(&baseline.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn symlinked_vmid_directory_is_refused() {
+        let (tmp, store) = store();
+        fs::create_dir_all(&store.dir).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, store.dir.join("101")).unwrap();
+        let err = format!("{:#}", store.list(101).unwrap_err());
+        assert!(err.contains("symlink"), "{err}");
+        assert!(store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .is_err());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn backup_dir_that_is_a_file_is_an_error_naming_it() {
+        let (_tmp, store) = store();
+        fs::write(&store.dir, b"").unwrap();
+        let err = format!(
+            "{:#}",
+            store
+                .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+                .unwrap_err()
+        );
+        assert!(err.contains(&store.dir.display().to_string()), "{err}");
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn record_refuses_vmid_below_100() {
+        let (_tmp, store) = store();
+        let err = format!(
+            "{:#}",
+            store
+                .record(99, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+                .unwrap_err()
+        );
+        assert!(err.contains("99"), "{err}");
+        assert!(!store.dir.exists());
+    }
+
+    #[test]
+    fn oversized_backup_is_refused() {
+        let (_tmp, store) = store();
+        let dir = store.dir.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(BASELINE_FILE);
+        fs::write(&path, vec![b' '; MAX_BACKUP_BYTES as usize]).unwrap();
+        let err = format!("{:#}", store.baseline(101).unwrap_err());
+        assert!(err.contains("limit"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn backup_of_another_container_is_refused() {
+        let text = r#"{"vmid":102,"timestamp":"t","before":{"cores":2,"memory_mb":512,"swap_mb":0},"after":null}"#;
+        let err = format!("{:#}", parse_backup(text, 101).unwrap_err());
+        assert!(err.contains("102") && err.contains("101"), "{err}");
+    }
+
+    #[test]
+    fn backup_with_impossible_values_is_refused() {
+        let low_mem = r#"{"vmid":101,"timestamp":"t","before":{"cores":2,"memory_mb":8,"swap_mb":0},"after":null}"#;
+        assert!(format!("{:#}", parse_backup(low_mem, 101).unwrap_err()).contains("memory_mb"));
+        let zero_cores = r#"{"vmid":101,"timestamp":"t","before":{"cores":2,"memory_mb":512,"swap_mb":0},"after":{"cores":0,"memory_mb":512,"swap_mb":0}}"#;
+        let err = format!("{:#}", parse_backup(zero_cores, 101).unwrap_err());
+        assert!(err.contains("after") && err.contains("cores"), "{err}");
+        assert!(parse_backup("{", 101).is_err());
+    }
+
+    #[test]
+    fn backup_without_cores_means_all_host_cpus() {
+        let text = r#"{"vmid":101,"timestamp":"t","before":{"cores":null,"memory_mb":512,"swap_mb":null},"after":null}"#;
+        assert_eq!(parse_backup(text, 101).unwrap().before.cores, None);
+    }
+
+    #[test]
+    fn vmids_lists_numeric_directories_from_100_up() {
+        let (_tmp, store) = store();
+        for name in ["101", "99", "abc", "1000", "0101x"] {
+            fs::create_dir_all(store.dir.join(name)).unwrap();
+        }
+        fs::write(store.dir.join("150"), b"").unwrap();
+        assert_eq!(store.vmids().unwrap(), vec![101, 1000]);
+    }
+
+    #[test]
+    fn missing_backup_dir_means_no_backups() {
+        let (_tmp, store) = store();
+        assert_eq!(store.vmids().unwrap(), Vec::<u32>::new());
+        assert_eq!(store.list(101).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(store.baseline(101).unwrap(), None);
+        assert_eq!(store.latest(101).unwrap(), None);
+    }
+
+    #[test]
+    fn list_ignores_temp_and_foreign_files() {
+        let (_tmp, store) = store();
+        let rec = store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .unwrap();
+        let dir = store.dir.join("101");
+        fs::write(dir.join(".20240501T123000.123456Z.json.tmp.1"), b"").unwrap();
+        fs::write(dir.join("notes.json"), b"").unwrap();
+        fs::write(dir.join("20240501T123000.123456Z_x.json"), b"").unwrap();
+        assert_eq!(store.list(101).unwrap(), vec![rec.path]);
+    }
+
+    #[test]
+    fn alloc_from_conf_copies_cores_memory_and_swap() {
+        let conf = CtConf {
+            cores: Some(3),
+            memory_mb: 2048,
+            swap_mb: Some(256),
+            ..Default::default()
+        };
+        assert_eq!(
+            Alloc::from_conf(&conf),
+            Alloc {
+                cores: Some(3),
+                memory_mb: 2048,
+                swap_mb: Some(256)
+            }
+        );
+    }
 }

@@ -1,18 +1,227 @@
 //! Safe file writes for a root daemon: atomic, private, and never through a symlink.
 
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
 
 /// Writes `data` to `path` atomically: a temp file in the same directory opened with
 /// `O_CREAT|O_EXCL|O_NOFOLLOW` and `mode`, fsync, rename over `path`, fsync of the directory.
 /// Refuses when `path` is a symlink. Errors name the path.
+///
+/// The file ends up with exactly `mode` (the umask does not narrow or widen it).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    todo!()
+    refuse_symlink(path)?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: no file name", path.display()))?;
+    let dir = parent_dir(path);
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+
+    let result = write_tmp_and_rename(&tmp, path, data, mode);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+
+    // Without this the rename itself may be lost on power failure.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+fn write_tmp_and_rename(tmp: &Path, path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut file = match open_exclusive(tmp, mode) {
+        // A temp file left by a crashed process that had our pid; unlink never follows a symlink.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp)
+                .with_context(|| format!("cannot remove stale temp file {}", tmp.display()))?;
+            open_exclusive(tmp, mode)
+        }
+        other => other,
+    }
+    .with_context(|| format!("cannot create temp file {}", tmp.display()))?;
+    file.set_permissions(Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set mode of {}", tmp.display()))?;
+    file.write_all(data)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    drop(file);
+    fs::rename(tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+fn open_exclusive(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
+/// The directory holding `path`; `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            bail!("refusing to write {}: it is a symlink", path.display())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing. Refuses a symlink, a non-directory, or
 /// (when running as root) a directory not owned by root. Errors name the path.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    todo!()
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            fs::symlink_metadata(dir)
+                .with_context(|| format!("cannot inspect directory {}", dir.display()))?
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect directory {}", dir.display()))
+        }
+    };
+    if meta.file_type().is_symlink() {
+        bail!("refusing directory {}: it is a symlink", dir.display());
+    }
+    if !meta.is_dir() {
+        bail!(
+            "refusing directory {}: it is not a directory",
+            dir.display()
+        );
+    }
+    // Root must not write into a directory another user can swap files in.
+    if nix::unistd::geteuid().is_root() && meta.uid() != 0 {
+        bail!(
+            "refusing directory {}: owned by uid {}, not root",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn write_atomic_creates_file_with_exact_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.json");
+        write_atomic(&path, b"hello", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(mode_of(&path), 0o600);
+    }
+
+    #[test]
+    fn write_atomic_replaces_existing_content_and_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.json");
+        write_atomic(&path, b"first, longer content", 0o600).unwrap();
+        write_atomic(&path, b"second", 0o640).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(mode_of(&path), 0o640);
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn write_atomic_refuses_a_symlink_and_leaves_its_target_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        let link = tmp.path().join("link");
+        symlink(&target, &link).unwrap();
+        let err = format!("{:#}", write_atomic(&link, b"evil", 0o600).unwrap_err());
+        assert!(err.contains("symlink"), "{err}");
+        assert!(err.contains(&link.display().to_string()), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_stale_temp_file_of_the_same_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f.json");
+        let stale = tmp
+            .path()
+            .join(format!(".f.json.tmp.{}", std::process::id()));
+        fs::write(&stale, b"junk").unwrap();
+        write_atomic(&path, b"ok", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"ok");
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn write_atomic_into_missing_directory_fails_naming_the_temp_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("missing").join("f.json");
+        let err = format!("{:#}", write_atomic(&path, b"x", 0o600).unwrap_err());
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn ensure_private_dir_creates_nested_dirs_with_mode_0700() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a").join("b");
+        ensure_private_dir(&dir).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(mode_of(&dir), 0o700);
+        // Existing directory is fine.
+        ensure_private_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn ensure_private_dir_refuses_a_symlink_to_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        symlink(&real, &link).unwrap();
+        let err = format!("{:#}", ensure_private_dir(&link).unwrap_err());
+        assert!(err.contains("symlink"), "{err}");
+        assert!(err.contains(&link.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn ensure_private_dir_refuses_a_regular_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = format!("{:#}", ensure_private_dir(&file).unwrap_err());
+        assert!(err.contains("not a directory"), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
+    }
 }

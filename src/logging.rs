@@ -1,1 +1,189 @@
 //! Human-readable log to stderr (journald) and `log_file`.
+//!
+//! Lines are written synchronously (no background thread, nothing to flush at exit): the daemon
+//! logs a few lines per cycle, so a blocking write costs nothing worth a worker thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::EnvFilter;
+
+/// Mode of a newly created log file.
+pub const LOG_FILE_MODE: u32 = 0o640;
+/// Environment variable that overrides the level filter (`tracing_subscriber` directives).
+pub const LOG_ENV: &str = "RUST_LOG";
+
+/// Installs the global logger: stderr, plus `log_file` appended to when given. The level is
+/// `RUST_LOG` when set and valid, else `debug` with `verbose`, else `info`. A log file that cannot
+/// be opened costs one warning on stderr, not the daemon. Fails only if a logger is installed
+/// already.
+pub fn init(log_file: Option<&Path>, verbose: bool) -> Result<()> {
+    let rust_log = std::env::var(LOG_ENV).ok();
+    let (directive, filter_warning) = filter_directive(verbose, rust_log.as_deref());
+    let file = log_file.and_then(|path| match open_log_file(path) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            eprintln!("lxc_autoscale: warning: {e:#}; logging to stderr only");
+            None
+        }
+    });
+    let subscriber = build(
+        EnvFilter::new(directive),
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+        file,
+    );
+    tracing::subscriber::set_global_default(subscriber)
+        .context("cannot install the logger: one is installed already")?;
+    if let Some(warning) = filter_warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
+/// The filter directive to use, and a warning when `rust_log` was set but unusable.
+fn filter_directive(verbose: bool, rust_log: Option<&str>) -> (String, Option<String>) {
+    let default = if verbose { "debug" } else { "info" }.to_string();
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default, None),
+        Some(given) => match EnvFilter::try_new(given) {
+            Ok(_) => (given.to_string(), None),
+            Err(e) => (
+                default.clone(),
+                Some(format!(
+                    "ignoring {LOG_ENV}={given:?} ({e}); using {default}"
+                )),
+            ),
+        },
+    }
+}
+
+/// Opens `path` for appending, creating it (mode 0640) and its parent directory when missing.
+/// Refuses a symlink. Errors name the path.
+fn open_log_file(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create log directory {}", parent.display()))?;
+        }
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(LOG_FILE_MODE)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .with_context(|| format!("cannot open log file {}", path.display()))
+}
+
+/// Timestamp, level and fields on each line; colours only on a terminal and never in the file.
+fn build<W>(
+    filter: EnvFilter,
+    stderr: W,
+    stderr_ansi: bool,
+    file: Option<File>,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(stderr)
+        .with_ansi(stderr_ansi)
+        .with_target(false);
+    let file_layer = file.map(|file| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(Arc::new(file))
+            .with_ansi(false)
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr_layer)
+        .with(file_layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn level_is_info_or_debug_without_rust_log() {
+        assert_eq!(filter_directive(false, None), ("info".to_string(), None));
+        assert_eq!(filter_directive(true, None), ("debug".to_string(), None));
+        assert_eq!(
+            filter_directive(true, Some("  ")),
+            ("debug".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn rust_log_wins_when_valid() {
+        assert_eq!(
+            filter_directive(true, Some("warn,lxc_autoscale=trace")),
+            ("warn,lxc_autoscale=trace".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn invalid_rust_log_falls_back_with_a_warning() {
+        let (directive, warning) = filter_directive(false, Some("lxc_autoscale=loud"));
+        assert_eq!(directive, "info");
+        let warning = warning.unwrap();
+        assert!(warning.contains("RUST_LOG"), "{warning}");
+        assert!(warning.contains("lxc_autoscale=loud"), "{warning}");
+    }
+
+    #[test]
+    fn log_file_gets_plain_lines_with_level_message_and_fields() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log").join("lxc_autoscale.log");
+        let file = open_log_file(&path).unwrap();
+        let subscriber = build(EnvFilter::new("info"), std::io::sink, true, Some(file));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(vmid = 101, cores = 3, "scaled up");
+            tracing::debug!("not shown at info");
+        });
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("INFO"), "{text}");
+        assert!(text.contains("scaled up"), "{text}");
+        assert!(text.contains("vmid=101"), "{text}");
+        assert!(text.contains("cores=3"), "{text}");
+        assert!(!text.contains('\u{1b}'), "ansi escape in file: {text:?}");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, LOG_FILE_MODE);
+    }
+
+    #[test]
+    fn log_file_is_appended_not_truncated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.log");
+        fs::write(&path, "earlier line\n").unwrap();
+        let file = open_log_file(&path).unwrap();
+        let subscriber = build(EnvFilter::new("info"), std::io::sink, false, Some(file));
+        tracing::subscriber::with_default(subscriber, || tracing::warn!("later line"));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("earlier line\n"), "{text}");
+        assert!(text.contains("later line"), "{text}");
+    }
+
+    #[test]
+    fn symlinked_log_file_is_refused_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        fs::write(&target, "").unwrap();
+        let path = tmp.path().join("a.log");
+        symlink(&target, &path).unwrap();
+        let err = format!("{:#}", open_log_file(&path).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}

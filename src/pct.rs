@@ -1,10 +1,31 @@
 //! The one way the daemon changes a container: `pct set`, run without a shell, argv only.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::config::MIN_VMID;
 
 /// `pct set` gets 30 s before it is killed.
 pub const PCT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a child's stderr kept; the rest is read and dropped so the child never blocks on a
+/// full pipe.
+pub const STDERR_KEEP_BYTES: usize = 64 * 1024;
+
+/// How often a running child is checked for exit.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long to wait for stderr to reach EOF after the child exited: a grandchild that inherited
+/// the pipe must not hang the daemon.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
 
 /// What to set on one container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,9 +38,29 @@ pub struct SetArgs {
 }
 
 /// The argv after the program name: `["set", "101", "-cores", "4", "-memory", "2048"]`, naming only
-/// the options that change. `None` when vmid is below 100 or nothing is set.
+/// the options that change; `delete_cores` adds `["-delete", "cores"]`. `None` when vmid is below
+/// 100, nothing is set, or `cores` is both set and deleted.
 pub fn set_argv(vmid: u32, args: &SetArgs) -> Option<Vec<String>> {
-    todo!()
+    if vmid < MIN_VMID {
+        return None;
+    }
+    if args.delete_cores && args.cores.is_some() {
+        return None;
+    }
+    let mut argv = vec!["set".to_string(), vmid.to_string()];
+    if let Some(cores) = args.cores {
+        argv.extend(["-cores".to_string(), cores.to_string()]);
+    }
+    if args.delete_cores {
+        argv.extend(["-delete".to_string(), "cores".to_string()]);
+    }
+    if let Some(mb) = args.memory_mb {
+        argv.extend(["-memory".to_string(), mb.to_string()]);
+    }
+    if argv.len() == 2 {
+        return None;
+    }
+    Some(argv)
 }
 
 /// Result of one `pct` run. Only `Ok` (exit status 0) counts as a change.
@@ -27,11 +68,52 @@ pub fn set_argv(vmid: u32, args: &SetArgs) -> Option<Vec<String>> {
 pub enum PctOutcome {
     Ok,
     /// Non-zero exit or killed by a signal; `code` is `None` for a signal.
-    Failed { code: Option<i32>, stderr: String },
+    Failed {
+        code: Option<i32>,
+        stderr: String,
+    },
     /// Ran past the timeout; it was killed and reaped.
     TimedOut,
     /// Could not be started (missing binary, permissions).
     SpawnError(String),
+}
+
+impl PctOutcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, PctOutcome::Ok)
+    }
+}
+
+/// One line, at most `max_chars` characters, of a child's stderr, for logs and notifications:
+/// the last non-empty lines (where `pct` puts the reason), joined with ` | `.
+pub fn pct_stderr_excerpt(stderr: &str, max_chars: usize) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut picked: Vec<&str> = Vec::new();
+    let mut len = 0;
+    for line in lines.iter().rev() {
+        let add = line.chars().count() + if picked.is_empty() { 0 } else { 3 };
+        if !picked.is_empty() && len + add > max_chars {
+            break;
+        }
+        picked.push(line);
+        len += add;
+    }
+    picked.reverse();
+    let joined = picked.join(" | ");
+    if joined.chars().count() <= max_chars {
+        return joined;
+    }
+    if max_chars == 0 {
+        return String::new();
+    }
+    // A single overlong line: keep its end, where the error usually is.
+    let skip = joined.chars().count() - (max_chars - 1);
+    let tail: String = joined.chars().skip(skip).collect();
+    format!("…{tail}")
 }
 
 /// Runs `pct` with an argv. The production runner spawns the real program; tests record calls.
@@ -47,10 +129,102 @@ pub struct CommandRunner {
     pub timeout: Duration,
 }
 
+impl CommandRunner {
+    /// A runner for the `pct` at `path` with the standard `PCT_TIMEOUT`.
+    pub fn new(path: PathBuf) -> Self {
+        CommandRunner {
+            path,
+            timeout: PCT_TIMEOUT,
+        }
+    }
+}
+
 impl PctRunner for CommandRunner {
     fn run(&mut self, argv: &[String]) -> PctOutcome {
-        todo!()
+        let mut child = match Command::new(&self.path)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout also kills whatever it started.
+            .process_group(0)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                return PctOutcome::SpawnError(format!("cannot run {}: {e}", self.path.display()))
+            }
+        };
+
+        let stderr_rx = child.stderr.take().map(spawn_stderr_reader);
+        let deadline = Instant::now() + self.timeout;
+        let status = match wait_until(&mut child, deadline) {
+            Some(status) => status,
+            None => {
+                kill_and_reap(&mut child);
+                return PctOutcome::TimedOut;
+            }
+        };
+        if status.success() {
+            return PctOutcome::Ok;
+        }
+        let stderr = stderr_rx
+            .and_then(|rx| rx.recv_timeout(STDERR_GRACE).ok())
+            .unwrap_or_default();
+        PctOutcome::Failed {
+            code: status.code(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+        }
     }
+}
+
+/// Reads the pipe to EOF in a thread, keeping the first `STDERR_KEEP_BYTES`.
+fn spawn_stderr_reader(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = STDERR_KEEP_BYTES.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        // The receiver is gone after a timeout; nothing to do then.
+        let _ = tx.send(kept);
+    });
+    rx
+}
+
+/// The exit status, or `None` once `deadline` passes with the child still running.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            // try_wait only fails on a bug (ECHILD); treat it like a hung child so it is killed.
+            Err(_) => return None,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::sleep(POLL_INTERVAL.min(deadline - now));
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // The child is not reaped yet, so its pid (= its group id) cannot have been reused.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Test double: records every argv and answers with `outcome`.
@@ -58,4 +232,301 @@ impl PctRunner for CommandRunner {
 pub struct Recorder {
     pub calls: Vec<Vec<String>>,
     pub outcome: PctOutcome,
+}
+
+impl Recorder {
+    pub fn new(outcome: PctOutcome) -> Self {
+        Recorder {
+            calls: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+impl PctRunner for Recorder {
+    fn run(&mut self, argv: &[String]) -> PctOutcome {
+        self.calls.push(argv.to_vec());
+        self.outcome.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn sv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn set_argv_names_cores_and_memory() {
+        let args = SetArgs {
+            cores: Some(4),
+            delete_cores: false,
+            memory_mb: Some(2048),
+        };
+        assert_eq!(
+            set_argv(101, &args),
+            Some(sv(&["set", "101", "-cores", "4", "-memory", "2048"]))
+        );
+    }
+
+    #[test]
+    fn set_argv_names_only_what_changes() {
+        let mem = SetArgs {
+            memory_mb: Some(1024),
+            ..Default::default()
+        };
+        assert_eq!(
+            set_argv(200, &mem),
+            Some(sv(&["set", "200", "-memory", "1024"]))
+        );
+        let cores = SetArgs {
+            cores: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            set_argv(200, &cores),
+            Some(sv(&["set", "200", "-cores", "2"]))
+        );
+    }
+
+    #[test]
+    fn set_argv_deletes_cores_as_two_arguments() {
+        let args = SetArgs {
+            delete_cores: true,
+            memory_mb: Some(512),
+            ..Default::default()
+        };
+        assert_eq!(
+            set_argv(101, &args),
+            Some(sv(&["set", "101", "-delete", "cores", "-memory", "512"]))
+        );
+    }
+
+    #[test]
+    fn set_argv_refuses_vmid_below_100() {
+        let args = SetArgs {
+            cores: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(set_argv(99, &args), None);
+        assert_eq!(set_argv(0, &args), None);
+        assert!(set_argv(100, &args).is_some());
+    }
+
+    #[test]
+    fn set_argv_refuses_an_empty_change() {
+        assert_eq!(set_argv(101, &SetArgs::default()), None);
+    }
+
+    #[test]
+    fn set_argv_refuses_setting_and_deleting_cores_together() {
+        let args = SetArgs {
+            cores: Some(2),
+            delete_cores: true,
+            memory_mb: None,
+        };
+        assert_eq!(set_argv(101, &args), None);
+    }
+
+    #[test]
+    fn recorder_records_argv_and_answers_its_outcome() {
+        let mut r = Recorder::new(PctOutcome::TimedOut);
+        assert_eq!(
+            r.run(&sv(&["set", "101", "-cores", "2"])),
+            PctOutcome::TimedOut
+        );
+        assert_eq!(
+            r.run(&sv(&["set", "102", "-memory", "512"])),
+            PctOutcome::TimedOut
+        );
+        assert_eq!(
+            r.calls,
+            vec![
+                sv(&["set", "101", "-cores", "2"]),
+                sv(&["set", "102", "-memory", "512"])
+            ]
+        );
+    }
+
+    #[test]
+    fn excerpt_keeps_last_lines_within_the_limit() {
+        let err = "starting\n\nunable to hotplug memory\nconfig locked (backup)\n";
+        assert_eq!(
+            pct_stderr_excerpt(err, 100),
+            "starting | unable to hotplug memory | config locked (backup)"
+        );
+        assert_eq!(pct_stderr_excerpt(err, 22), "config locked (backup)");
+        assert_eq!(pct_stderr_excerpt(err, 10), "… (backup)");
+        assert_eq!(pct_stderr_excerpt(err, 0), "");
+        assert_eq!(pct_stderr_excerpt("", 10), "");
+    }
+
+    /// A fake `pct` for the tests. Only tests use a shell; the daemon spawns `pct` directly.
+    fn fake_pct(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("pct");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Another test thread forking while the script was open for writing makes exec fail with
+    /// ETXTBSY for a moment; retry that one case.
+    fn run_fake(runner: &mut CommandRunner, argv: &[String]) -> PctOutcome {
+        for _ in 0..50 {
+            match runner.run(argv) {
+                PctOutcome::SpawnError(e) if e.contains("busy") => {
+                    thread::sleep(Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        panic!("fake pct stayed busy");
+    }
+
+    #[test]
+    fn runs_program_with_exact_argv_and_reports_ok() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join("argv");
+        let pct = fake_pct(
+            tmp.path(),
+            &format!(
+                "for a in \"$@\"; do printf '%s\\n' \"$a\" >> '{}'; done\necho noise on stdout\nexit 0",
+                record.display()
+            ),
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(10),
+        };
+        let argv = sv(&["set", "101", "-cores", "4", "-memory", "2048"]);
+        assert_eq!(run_fake(&mut runner, &argv), PctOutcome::Ok);
+        assert_eq!(
+            fs::read_to_string(&record).unwrap(),
+            "set\n101\n-cores\n4\n-memory\n2048\n"
+        );
+    }
+
+    #[test]
+    fn argument_with_shell_metacharacters_is_passed_verbatim() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join("argv");
+        let pct = fake_pct(
+            tmp.path(),
+            &format!("printf '%s' \"$1\" > '{}'", record.display()),
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(10),
+        };
+        let argv = sv(&["$(touch pwned); `id` | ;"]);
+        assert_eq!(run_fake(&mut runner, &argv), PctOutcome::Ok);
+        assert_eq!(
+            fs::read_to_string(&record).unwrap(),
+            "$(touch pwned); `id` | ;"
+        );
+        assert!(!tmp.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn non_zero_exit_is_failed_with_code_and_trimmed_stderr() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pct = fake_pct(
+            tmp.path(),
+            "echo 'CT 101 is locked (backup)' >&2\necho >&2\nexit 2",
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(10),
+        };
+        assert_eq!(
+            run_fake(&mut runner, &sv(&["set", "101", "-cores", "2"])),
+            PctOutcome::Failed {
+                code: Some(2),
+                stderr: "CT 101 is locked (backup)".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn death_by_signal_is_failed_without_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pct = fake_pct(tmp.path(), "kill -9 $$");
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(10),
+        };
+        assert_eq!(
+            run_fake(&mut runner, &sv(&["set", "101"])),
+            PctOutcome::Failed {
+                code: None,
+                stderr: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn chatty_stderr_does_not_block_and_is_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pct = fake_pct(
+            tmp.path(),
+            "head -c 300000 /dev/zero | tr '\\0' x >&2\nexit 1",
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(20),
+        };
+        match run_fake(&mut runner, &sv(&["set", "101"])) {
+            PctOutcome::Failed { code, stderr } => {
+                assert_eq!(code, Some(1));
+                assert_eq!(stderr.len(), STDERR_KEEP_BYTES);
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hung_program_is_killed_and_reaped_after_timeout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("pid");
+        let pct = fake_pct(
+            tmp.path(),
+            &format!("echo $$ > '{}'\nexec sleep 10", pidfile.display()),
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_millis(500),
+        };
+        assert_eq!(
+            run_fake(&mut runner, &sv(&["set", "101"])),
+            PctOutcome::TimedOut
+        );
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Reaped: not even a zombie is left under our pid.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("no-such-pct");
+        let mut runner = CommandRunner {
+            path: path.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        match runner.run(&sv(&["set", "101"])) {
+            PctOutcome::SpawnError(msg) => {
+                assert!(msg.contains(&path.display().to_string()), "{msg}")
+            }
+            other => panic!("expected SpawnError, got {other:?}"),
+        }
+    }
 }
