@@ -81,7 +81,13 @@ pub fn apply(
             memory_mb: change.memory_mb.map(|s| s.to),
         };
         let Some(argv) = pct::set_argv(vmid, &args) else {
-            fail(&mut report, target, vmid, &summary, "refused: invalid vmid or empty change".into());
+            fail(
+                &mut report,
+                target,
+                vmid,
+                &summary,
+                "refused: invalid vmid or empty change".into(),
+            );
             continue;
         };
         let command = format!("{} {}", target.pct_display, argv.join(" "));
@@ -97,7 +103,13 @@ pub fn apply(
             .find(|c| c.vmid == vmid)
             .and_then(|c| c.conf.as_ref())
         else {
-            fail(&mut report, target, vmid, &summary, "no conf in snapshot".into());
+            fail(
+                &mut report,
+                target,
+                vmid,
+                &summary,
+                "no conf in snapshot".into(),
+            );
             continue;
         };
         let before = Alloc {
@@ -153,14 +165,20 @@ pub fn apply(
                     warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
                 }
                 let why = match outcome {
-                    PctOutcome::Failed { code: Some(c), stderr } => {
+                    PctOutcome::Failed {
+                        code: Some(c),
+                        stderr,
+                    } => {
                         format!("pct exited with status {c}: {stderr}")
                     }
                     PctOutcome::Failed { code: None, stderr } => {
                         format!("pct was killed by a signal: {stderr}")
                     }
                     PctOutcome::TimedOut => {
-                        format!("pct timed out after {} s and was killed", pct::PCT_TIMEOUT.as_secs())
+                        format!(
+                            "pct timed out after {} s and was killed",
+                            pct::PCT_TIMEOUT.as_secs()
+                        )
                     }
                     PctOutcome::SpawnError(e) => format!("cannot run pct: {e}"),
                     PctOutcome::Ok => unreachable!("handled above"),

@@ -195,7 +195,10 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
     };
     let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
-    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty());
     match key {
         Some(key) if !key.starts_with('[') => {
             let section = section_at(text, line_no);
@@ -269,14 +272,21 @@ impl Config {
         };
 
         if self.poll_interval < 1 {
-            return Err(err(None, "poll_interval", "must be at least 1 second".into()));
+            return Err(err(
+                None,
+                "poll_interval",
+                "must be at least 1 second".into(),
+            ));
         }
         check_levels(&self.top_level_limits(), None, &err)?;
         if !(0.0..100.0).contains(&self.reserve_cpu_percent) || self.reserve_cpu_percent.is_nan() {
             return Err(err(
                 None,
                 "reserve_cpu_percent",
-                format!("must be from 0 to below 100, got {}", self.reserve_cpu_percent),
+                format!(
+                    "must be from 0 to below 100, got {}",
+                    self.reserve_cpu_percent
+                ),
             ));
         }
         for (key, hour) in [
@@ -284,12 +294,17 @@ impl Config {
             ("off_peak_end", self.off_peak_end),
         ] {
             if hour > 23 {
-                return Err(err(None, key, format!("must be an hour from 0 to 23, got {hour}")));
+                return Err(err(
+                    None,
+                    key,
+                    format!("must be an hour from 0 to 23, got {hour}"),
+                ));
             }
         }
-        if !self.gotify_url.is_empty()
-            && !(self.gotify_url.starts_with("http://") || self.gotify_url.starts_with("https://"))
-        {
+        let url_ok = self.gotify_url.is_empty()
+            || self.gotify_url.starts_with("http://")
+            || self.gotify_url.starts_with("https://");
+        if !url_ok {
             return Err(err(
                 None,
                 "gotify_url",
@@ -490,7 +505,10 @@ where
         return Err(err(
             blame("min_memory"),
             "min_memory",
-            format!("must be at least 16 MB (the Proxmox minimum), got {}", l.min_memory),
+            format!(
+                "must be at least 16 MB (the Proxmox minimum), got {}",
+                l.min_memory
+            ),
         ));
     }
     if let Some(max) = l.max_memory {
@@ -533,7 +551,10 @@ mod tests {
         assert_eq!(c.reserve_memory_mb, 2048);
         assert_eq!(c.log_file, PathBuf::from("/var/log/lxc_autoscale.log"));
         assert_eq!(c.lock_file, PathBuf::from("/var/lock/lxc_autoscale.lock"));
-        assert_eq!(c.backup_dir, PathBuf::from("/var/lib/lxc_autoscale/backups"));
+        assert_eq!(
+            c.backup_dir,
+            PathBuf::from("/var/lib/lxc_autoscale/backups")
+        );
         assert_eq!(c.off_peak_start, 22);
         assert_eq!(c.off_peak_end, 6);
         assert!(!c.energy_mode);
@@ -543,7 +564,10 @@ mod tests {
         assert_eq!(c.pve_lxc_dir, PathBuf::from("/etc/pve/lxc"));
         assert_eq!(c.proc_root, PathBuf::from("/proc"));
         assert_eq!(c.pct_path, PathBuf::from("/usr/sbin/pct"));
-        assert_eq!(c.state_file, PathBuf::from("/var/lib/lxc_autoscale/state.json"));
+        assert_eq!(
+            c.state_file,
+            PathBuf::from("/var/lib/lxc_autoscale/state.json")
+        );
     }
 
     const EXAMPLE: &str = include_str!("../lxc_autoscale.conf.example");
@@ -556,13 +580,38 @@ mod tests {
     #[test]
     fn example_config_documents_every_key() {
         let keys = [
-            "poll_interval", "cpu_upper_threshold", "cpu_lower_threshold",
-            "memory_upper_threshold", "memory_lower_threshold", "core_min_increment",
-            "core_max_increment", "memory_min_increment", "min_cores", "max_cores", "min_memory",
-            "max_memory", "min_decrease_chunk", "reserve_cpu_percent", "reserve_memory_mb",
-            "log_file", "lock_file", "backup_dir", "off_peak_start", "off_peak_end", "energy_mode",
-            "gotify_url", "gotify_token", "ignore_lxc", "cgroup_root", "pve_lxc_dir", "proc_root",
-            "pct_path", "state_file", "[tiers.", "containers", "priority",
+            "poll_interval",
+            "cpu_upper_threshold",
+            "cpu_lower_threshold",
+            "memory_upper_threshold",
+            "memory_lower_threshold",
+            "core_min_increment",
+            "core_max_increment",
+            "memory_min_increment",
+            "min_cores",
+            "max_cores",
+            "min_memory",
+            "max_memory",
+            "min_decrease_chunk",
+            "reserve_cpu_percent",
+            "reserve_memory_mb",
+            "log_file",
+            "lock_file",
+            "backup_dir",
+            "off_peak_start",
+            "off_peak_end",
+            "energy_mode",
+            "gotify_url",
+            "gotify_token",
+            "ignore_lxc",
+            "cgroup_root",
+            "pve_lxc_dir",
+            "proc_root",
+            "pct_path",
+            "state_file",
+            "[tiers.",
+            "containers",
+            "priority",
         ];
         for key in keys {
             assert!(EXAMPLE.contains(key), "example lacks {key}");
@@ -641,14 +690,21 @@ mod tests {
 
     #[test]
     fn tier_threshold_is_checked_against_inherited_upper() {
-        let e = err_of("cpu_upper_threshold = 60\n[tiers.db]\ncontainers = [200]\ncpu_lower_threshold = 70\n");
-        assert!(e.contains("key `tiers.db.cpu_lower_threshold` (line 4)"), "{e}");
+        let e = err_of(
+            "cpu_upper_threshold = 60\n[tiers.db]\ncontainers = [200]\ncpu_lower_threshold = 70\n",
+        );
+        assert!(
+            e.contains("key `tiers.db.cpu_lower_threshold` (line 4)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn min_above_max_is_rejected() {
         assert!(err_of("min_cores = 9\n").contains("key `min_cores` (line 1)"));
-        assert!(err_of("min_memory = 4096\nmax_memory = 2048\n").contains("key `min_memory` (line 1)"));
+        assert!(
+            err_of("min_memory = 4096\nmax_memory = 2048\n").contains("key `min_memory` (line 1)")
+        );
         assert!(err_of("core_min_increment = 5\n").contains("key `core_min_increment` (line 1)"));
     }
 

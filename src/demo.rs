@@ -130,8 +130,8 @@ fn rewrite_conf(dir: &Path, argv: &[String]) -> Result<()> {
     };
     anyhow::ensure!(cmd == "set", "unsupported command {cmd}");
     let path = dir.join(format!("{vmid}.conf"));
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let mut main: Vec<String> = Vec::new();
     let mut rest = String::new();
     let mut in_main = true;
@@ -306,7 +306,9 @@ impl Host {
         let avail_kib = total_kib.saturating_sub((used_total_mb + 2048) * 1024);
         write(
             &self.root.join("proc/meminfo"),
-            &format!("MemTotal: {total_kib} kB\nMemFree: {avail_kib} kB\nMemAvailable: {avail_kib} kB\n"),
+            &format!(
+                "MemTotal: {total_kib} kB\nMemFree: {avail_kib} kB\nMemAvailable: {avail_kib} kB\n"
+            ),
         )
     }
 }
@@ -405,7 +407,12 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
             dry_run: false,
             should_stop: &never,
         };
-        let report = apply::apply(&plan.changes, &snap, &mut target, Utc.from_utc_datetime(&now));
+        let report = apply::apply(
+            &plan.changes,
+            &snap,
+            &mut target,
+            Utc.from_utc_datetime(&now),
+        );
         changes += report.applied.len();
         for f in &report.failed {
             let _ = writeln!(text, "  ! {} {}: {}", f.vmid, f.summary, f.error);

@@ -74,7 +74,11 @@ enum Command {
 #[derive(Args, Debug)]
 struct RollbackArgs {
     /// Containers to roll back.
-    #[arg(value_name = "VMID", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "VMID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     vmids: Vec<u32>,
     /// Every container that has a backup.
     #[arg(long)]
@@ -234,7 +238,7 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let _log_guard = logging::init(Some(&cfg.log_file), cli.verbose)?;
+    logging::init(Some(&cfg.log_file), cli.verbose)?;
     if let Some(w) = warn_if_token_exposed(&cli.config, &cfg) {
         warn!("{w}");
     }
@@ -285,10 +289,7 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
     let watchdog = sdnotify::watchdog_interval();
     let mut last_watchdog = Instant::now();
     let mut first = true;
-    loop {
-        let Some(snap) = measure(&cfg, &mut collector, &mut state, &stop) else {
-            break;
-        };
+    while let Some(snap) = measure(&cfg, &mut collector, &mut state, &stop) {
         // The sampling window is not part of the schedule: the interval starts now.
         let cycle_start = Instant::now();
         let plan = policy::decide(&cfg, &snap, &state, local_now());
@@ -401,7 +402,10 @@ fn notify_report(n: &mut Notifier, report: &Report) {
             .map(|a| format!("CT {}: {} ({})", a.change.vmid, a.summary, a.change.reason))
             .collect();
         n.send(
-            &format!("lxc_autoscale: {} container(s) scaled", report.applied.len()),
+            &format!(
+                "lxc_autoscale: {} container(s) scaled",
+                report.applied.len()
+            ),
             &lines.join("\n"),
             5,
         );
@@ -450,7 +454,17 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     }
     println!(
         "{:<12} {:>8} {:>11} {:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8}  containers",
-        "tier", "priority", "cpu lo/up", "mem lo/up", "cores", "core inc", "memory MB", "max mem", "mem inc", "chunk", ""
+        "tier",
+        "priority",
+        "cpu lo/up",
+        "mem lo/up",
+        "cores",
+        "core inc",
+        "memory MB",
+        "max mem",
+        "mem inc",
+        "chunk",
+        ""
     );
     let mut rows = vec![("(default)".to_string(), cfg.top_level_limits(), Vec::new())];
     for (name, tier) in &cfg.tiers {
@@ -620,6 +634,10 @@ fn rollback_one(
     Ok(format!(
         "restored cores {cores}, memory {} MB{}",
         target.memory_mb,
-        if last { " (undid the latest change)" } else { " (baseline)" }
+        if last {
+            " (undid the latest change)"
+        } else {
+            " (baseline)"
+        }
     ))
 }

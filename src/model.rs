@@ -79,7 +79,9 @@ pub const NOAUTOSCALE_TAG: &str = "noautoscale";
 impl CtConf {
     /// Whether the container carries the `noautoscale` tag.
     pub fn opted_out(&self) -> bool {
-        self.tags.iter().any(|t| t.eq_ignore_ascii_case(NOAUTOSCALE_TAG))
+        self.tags
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(NOAUTOSCALE_TAG))
     }
 }
 
@@ -110,14 +112,11 @@ impl State {
     /// The state after `snap`: containers that are gone are dropped, unreadable counters drop the
     /// old sample (a rate across a gap would be a guess).
     pub fn advanced(&self, snap: &Snapshot) -> State {
-        let host = match snap.host.cpu_ticks {
-            Some(ticks) => Some(HostPrev {
-                taken_at_usec: snap.taken_at_usec,
-                boot_time: snap.host.boot_time,
-                cpu_ticks: ticks,
-            }),
-            None => None,
-        };
+        let host = snap.host.cpu_ticks.map(|ticks| HostPrev {
+            taken_at_usec: snap.taken_at_usec,
+            boot_time: snap.host.boot_time,
+            cpu_ticks: ticks,
+        });
         let containers = snap
             .containers
             .iter()

@@ -14,7 +14,10 @@ fn once(host: &FakeHost, extra_config: &str) -> std::process::Output {
 #[test]
 fn scales_up_cores_and_memory_in_one_pct_call_when_both_are_above_upper() {
     let host = FakeHost::new(16);
-    host.add_container(101, "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n");
+    host.add_container(
+        101,
+        "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n",
+    );
     host.set_memory(101, 900, 100);
     host.seed_previous_cycle(&[(101, 95.0, 2)]);
 
@@ -26,7 +29,11 @@ fn scales_up_cores_and_memory_in_one_pct_call_when_both_are_above_upper() {
     assert!(conf.contains("cores: 4\n"), "{conf}");
     assert!(conf.contains("memory: 1800\n"), "{conf}");
     let backups = host.backup_files(101);
-    assert_eq!(backups.len(), 2, "baseline plus one timestamped backup: {backups:?}");
+    assert_eq!(
+        backups.len(),
+        2,
+        "baseline plus one timestamped backup: {backups:?}"
+    );
     assert!(backups.contains(&"baseline.json".to_string()));
 }
 
@@ -59,7 +66,10 @@ fn reads_allocation_from_main_section_only() {
     assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
     let conf = host.conf(101);
     assert!(conf.contains("[pve:pending]\nmemory: 4096"), "{conf}");
-    assert!(conf.contains("[before-upgrade]\ncores: 8\nmemory: 8192"), "{conf}");
+    assert!(
+        conf.contains("[before-upgrade]\ncores: 8\nmemory: 8192"),
+        "{conf}"
+    );
 }
 
 #[test]
@@ -126,7 +136,11 @@ fn garbled_cpu_stat_gives_no_cpu_decision() {
     host.add_container(101, "cores: 8\nmemory: 1024\n");
     host.set_memory(101, 100, 0);
     host.seed_previous_cycle(&[]);
-    std::fs::write(host.cgroup(101).join("cpu.stat"), "usage_usec 12x4\0\nuser_usec -5\n").unwrap();
+    std::fs::write(
+        host.cgroup(101).join("cpu.stat"),
+        "usage_usec 12x4\0\nuser_usec -5\n",
+    )
+    .unwrap();
 
     once(&host, "");
 
@@ -165,7 +179,11 @@ fn failing_pct_is_not_counted_backed_up_or_logged_as_a_change() {
 
     assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
     assert_eq!(host.conf(101), "cores: 2\nmemory: 1024\n");
-    assert!(host.backup_files(101).is_empty(), "{:?}", host.backup_files(101));
+    assert!(
+        host.backup_files(101).is_empty(),
+        "{:?}",
+        host.backup_files(101)
+    );
     let err = stderr(&out);
     assert!(err.contains("pct exited with status 1"), "{err}");
     assert!(err.contains("CT 101 is locked (backup)"), "{err}");
@@ -218,7 +236,10 @@ fn dry_run_logs_the_command_and_makes_no_call_or_backup() {
     let err = stderr(&out);
     assert!(err.contains("dry run: would run"), "{err}");
     assert!(
-        err.contains(&format!("{}/pct set 101 -cores 4 -memory 1800", host.root().display())),
+        err.contains(&format!(
+            "{}/pct set 101 -cores 4 -memory 1800",
+            host.root().display()
+        )),
         "{err}"
     );
     assert_eq!(host.conf(101), "cores: 2\nmemory: 1024\n");
@@ -276,7 +297,11 @@ fn unknown_config_key_refuses_to_start() {
     let cfg = host.write_config("cpu_uper_threshold = 70");
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cpu_uper_threshold"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cpu_uper_threshold"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -295,7 +320,10 @@ fn status_prints_each_container_and_the_next_action_without_calling_pct() {
     let text = common::stdout(&out);
     let row101 = text.lines().find(|l| l.starts_with("101 ")).expect(&text);
     assert!(row101.contains("web"), "{row101}");
-    assert!(row101.contains("cores 2->4, memory 1024->1800 MB"), "{row101}");
+    assert!(
+        row101.contains("cores 2->4, memory 1024->1800 MB"),
+        "{row101}"
+    );
     let row102 = text.lines().find(|l| l.starts_with("102 ")).expect(&text);
     assert!(row102.contains("db"), "{row102}");
     assert!(row102.contains("48.8"), "{row102}");
@@ -315,6 +343,9 @@ fn check_config_prints_effective_tier_settings_without_the_token() {
     assert!(!text.contains("sekrit-token-123"), "{text}");
     let db = text.lines().find(|l| l.starts_with("db ")).expect(&text);
     assert!(db.contains("1-12"), "{db}");
-    let default = text.lines().find(|l| l.starts_with("(default)")).expect(&text);
+    let default = text
+        .lines()
+        .find(|l| l.starts_with("(default)"))
+        .expect(&text);
     assert!(default.contains("1-6"), "{default}");
 }

@@ -69,7 +69,10 @@ fn second_instance_exits_at_once_naming_the_running_pid_and_sigterm_stops_cleanl
     let second = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert_eq!(second.status.code(), Some(1));
     assert!(
-        stderr(&second).contains(&format!("another lxc_autoscale is running (pid {})", daemon.id())),
+        stderr(&second).contains(&format!(
+            "another lxc_autoscale is running (pid {})",
+            daemon.id()
+        )),
         "{}",
         stderr(&second)
     );
@@ -129,7 +132,9 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_on_error() {
     host.write_config("poll_interval = 1");
     signal(&daemon, nix::sys::signal::Signal::SIGHUP);
     wait_for("reload", || log_text(&host).contains("config reloaded"));
-    wait_for("a second cycle", || log_text(&host).matches("cycle done").count() >= 2);
+    wait_for("a second cycle", || {
+        log_text(&host).matches("cycle done").count() >= 2
+    });
 
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
@@ -192,8 +197,13 @@ fn applied_changes_are_sent_to_gotify_with_the_token_in_a_header() {
 
     let req = requests.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(req.starts_with("POST /message HTTP/1.1\r\n"), "{req}");
-    assert!(req.to_ascii_lowercase().contains("x-gotify-key: tok-a1b2c3\r\n"), "{req}");
-    let body: serde_json::Value = serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("x-gotify-key: tok-a1b2c3\r\n"),
+        "{req}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["title"], "lxc_autoscale: 1 container(s) scaled");
     assert!(
         body["message"]
@@ -275,7 +285,10 @@ fn rollback_restores_the_baseline_after_two_changes() {
     cycle(&host, &cfg, 95.0, 4, 1700); // 4 -> 8 cores, 1800 -> 3400 MB
     assert_eq!(
         host.pct_calls(),
-        vec!["set 101 -cores 4 -memory 1800", "set 101 -cores 8 -memory 3400"]
+        vec![
+            "set 101 -cores 4 -memory 1800",
+            "set 101 -cores 8 -memory 3400"
+        ]
     );
     assert_eq!(host.backup_files(101).len(), 3);
 
@@ -296,7 +309,13 @@ fn rollback_last_undoes_only_the_latest_change() {
     cycle(&host, &cfg, 95.0, 2, 900);
     cycle(&host, &cfg, 95.0, 4, 1700);
 
-    let out = host.run(&["rollback", "101", "--last", "--config", cfg.to_str().unwrap()]);
+    let out = host.run(&[
+        "rollback",
+        "101",
+        "--last",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls()[2], "set 101 -cores 4 -memory 1800");

@@ -55,7 +55,11 @@ impl FakeHost {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         let pct = root.join("pct");
-        std::fs::write(&pct, FAKE_PCT.replace("@ROOT@", &root.display().to_string())).unwrap();
+        std::fs::write(
+            &pct,
+            FAKE_PCT.replace("@ROOT@", &root.display().to_string()),
+        )
+        .unwrap();
         std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
         let host = FakeHost { dir, host_cpus };
         host.set_host_ticks(0, 1000);
@@ -224,7 +228,9 @@ impl FakeHost {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lxc_autoscale"));
-        cmd.args(args).env_remove("NOTIFY_SOCKET").env("RUST_LOG", "info");
+        cmd.args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info");
         cmd
     }
 
