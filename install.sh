@@ -200,7 +200,7 @@ main() {
         make_tmp_dir
         local archive="$source_arg"
         case "$source_arg" in
-        http://* | https://* | ftp://*)
+        http://* | https://* | ftp://* | file://*)
             command -v curl >/dev/null 2>&1 || die "curl is needed to download $source_arg"
             info "downloading $source_arg"
             archive="$tmp_dir/release.tar.gz"

@@ -103,6 +103,18 @@ check "systemctl start (not running before)" logged "start lxc_autoscale.service
 check "daemon-reload before enable before start" \
     in_order daemon-reload "enable lxc_autoscale.service" "start lxc_autoscale.service"
 
+echo "== install from a tarball URL (file://, fetched with curl)"
+u="$work/url-root"
+if command -v curl >/dev/null 2>&1; then
+    mkdir "$work/tmp"
+    TMPDIR="$work/tmp" run_in "$work/elsewhere" bash -s -- --tarball "file://$work/release.tar.gz" --prefix "$u" --no-start <"$repo/install.sh"
+    check "tarball URL install exits 0" [ $? -eq 0 ]
+    check "binary installed from the URL" cmp -s "$bin" "$u/usr/local/bin/lxc_autoscale"
+    check "download and unpacked files removed afterwards" [ -z "$(ls -A "$work/tmp")" ]
+else
+    echo "(curl not installed: URL case skipped)"
+fi
+
 echo "== upgrade in checkout mode (--binary) with a user-edited config and existing state"
 cfg="$p/etc/lxc_autoscale/lxc_autoscale.conf"
 sed 's/^poll_interval = 300$/poll_interval = 120/' "$example" >"$cfg"
