@@ -238,6 +238,7 @@ fn in_process(b: &Bench, repeats: usize, failures: &mut Vec<String>) -> InProces
             warm.containers.len()
         ));
     }
+    let parses = collector.conf_parses();
     let mut cpu = Vec::with_capacity(repeats);
     let mut wall = Vec::with_capacity(repeats);
     for _ in 0..repeats {
@@ -256,6 +257,13 @@ fn in_process(b: &Bench, repeats: usize, failures: &mut Vec<String>) -> InProces
             break;
         }
         std::hint::black_box(&plan);
+    }
+    let reparsed = collector.conf_parses() - parses;
+    if reparsed != 0 {
+        failures.push(format!(
+            "N={}: steady cycles parsed {reparsed} unchanged confs again",
+            b.n
+        ));
     }
     InProcess {
         cpu_ms: median(cpu),
