@@ -3,8 +3,9 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
@@ -146,15 +147,13 @@ fn parse_vmid(name: &str) -> Option<u32> {
 /// Reads the figures of one container's cgroup `dir` (`<cgroup_root>/<vmid>/`). `buf` is reused
 /// across files and calls so that a cycle does not allocate per file.
 pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
-    let cgroup_id = std::fs::metadata(dir).ok().map(|m| m.ino());
-    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 16);
-    path.push(dir);
-    let mut read = |name: &str, buf: &mut Vec<u8>| -> bool {
-        path.push(name);
-        let ok = read_into(&path, buf).is_ok();
-        path.pop();
-        ok
+    // The directory is looked up once and its files opened relative to it: the kernel walks the
+    // full path once per container instead of once per file.
+    let Ok(dir) = File::open(dir) else {
+        return CgroupReading::default();
     };
+    let cgroup_id = dir.metadata().ok().map(|m| m.ino());
+    let read = |name: &str, buf: &mut Vec<u8>| -> bool { read_at(&dir, name, buf).is_ok() };
     let cpu = if read(CPU_STAT, buf) {
         utf8(buf).map(parse_cpu_stat).unwrap_or_default()
     } else {
@@ -182,13 +181,63 @@ fn utf8(buf: &[u8]) -> Option<&str> {
     std::str::from_utf8(buf).ok()
 }
 
+/// Bytes asked of the first read of a file: a page, more than the cgroup files read each cycle hold.
+const READ_CHUNK: usize = 4096;
+/// A short read that leaves less than this in the buffer is the end of the file, so no zero-byte
+/// read has to confirm it. Regular files end at a short read; seq_file (cgroupfs, procfs) stops
+/// short of the end only when its page-sized buffer cannot take the next record, which leaves more
+/// than this in the buffer for any file whose records are shorter than this.
+const SHORT_READ_IS_END: usize = 2048;
+
 /// Replaces the contents of `buf` with the file at `path` (at most `MAX_FILE_BYTES`).
 pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    read_file(File::open(path)?, buf)
+}
+
+/// Replaces the contents of `buf` with the file `name` of the open directory `dir` (at most
+/// `MAX_FILE_BYTES`).
+pub fn read_at(dir: &File, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    read_file(unsafe { File::from_raw_fd(fd) }, buf)
+}
+
+/// Reads `file` to its end into `buf`; a small file takes a single read (see `SHORT_READ_IS_END`).
+fn read_file(mut file: File, buf: &mut Vec<u8>) -> io::Result<()> {
+    let max = usize::try_from(MAX_FILE_BYTES).unwrap_or(usize::MAX);
     buf.clear();
-    // Through `Take` the generic read loop is used: `File::read_to_end` would first stat and seek
-    // the file for a size hint, which cgroupfs and procfs do not give anyway.
-    File::open(path)?.take(MAX_FILE_BYTES).read_to_end(buf)?;
-    Ok(())
+    loop {
+        let start = buf.len();
+        let want = READ_CHUNK.max(start).min(max - start);
+        if want == 0 {
+            return Ok(());
+        }
+        buf.resize(start + want, 0);
+        let n = loop {
+            match file.read(&mut buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
+        buf.truncate(start + n);
+        if n == 0 || (n < want && buf.len() < SHORT_READ_IS_END) {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +434,35 @@ mod tests {
         assert_eq!(r.cpu.usage_usec, Some(123_456_789));
         assert_eq!(r.memory_current_bytes, None);
         assert_eq!(r.memory_file_bytes, None);
+    }
+
+    #[test]
+    fn read_into_reads_files_larger_than_one_chunk_and_stops_at_the_bound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        let text: Vec<u8> = (0..3 * READ_CHUNK + 7)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        fs::write(&path, &text).unwrap();
+        let mut buf = Vec::new();
+        read_into(&path, &mut buf).unwrap();
+        assert_eq!(buf, text);
+        let huge = vec![b'x'; MAX_FILE_BYTES as usize + 10];
+        fs::write(&path, &huge).unwrap();
+        read_into(&path, &mut buf).unwrap();
+        assert_eq!(buf.len() as u64, MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn read_at_reads_a_file_of_an_open_directory_and_misses_absent_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(MEMORY_CURRENT), "42\n").unwrap();
+        let dir = File::open(tmp.path()).unwrap();
+        let mut buf = Vec::new();
+        read_at(&dir, MEMORY_CURRENT, &mut buf).unwrap();
+        assert_eq!(buf, b"42\n");
+        let e = read_at(&dir, MEMORY_STAT, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

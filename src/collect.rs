@@ -143,6 +143,11 @@ impl Collector {
             mem_available_kib: mem.mem_available_kib,
         }
     }
+
+    /// Conf files read and parsed so far; a cycle over settled confs adds none.
+    pub fn conf_parses(&self) -> u64 {
+        self.confs.parses()
+    }
 }
 
 /// The file at `path` as text in `buf`; non-UTF-8 content is an error.

@@ -98,6 +98,8 @@ pub fn read_conf(dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
 pub struct ConfCache {
     entries: HashMap<u32, CachedConf>,
     text: String,
+    /// Confs read and parsed since the cache was made: a settled host adds none per cycle.
+    parses: u64,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ impl ConfCache {
         if !fresh {
             self.entries.remove(&vmid);
             let conf = self.parse_file(&path)?;
+            self.parses += 1;
             let now_secs = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -170,6 +173,11 @@ impl ConfCache {
     /// Keeps only the entries whose vmid satisfies `keep` (drop containers no longer running).
     pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
         self.entries.retain(|&vmid, _| keep(vmid));
+    }
+
+    /// Confs read and parsed so far (cache misses).
+    pub fn parses(&self) -> u64 {
+        self.parses
     }
 
     /// Number of cached confs.
@@ -359,6 +367,7 @@ mod tests {
         // Same size and mtime: the cached parse must be served without reading the file.
         write_at(&path, "cores: 4\n", old);
         assert_eq!(cache.get(tmp.path(), 101).unwrap().unwrap().cores, Some(2));
+        assert_eq!(cache.parses(), 1);
     }
 
     #[test]
