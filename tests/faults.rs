@@ -229,7 +229,11 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
     once(&host, &cfg);
 
     assert_eq!(host.conf(101), conf_before);
-    assert!(host.backup_files(101).is_empty(), "{:?}", host.backup_files(101));
+    assert!(
+        host.backup_files(101).is_empty(),
+        "{:?}",
+        host.backup_files(101)
+    );
     let log = log_text(&host);
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("pct exited with status 3"), "{log}");
@@ -242,7 +246,10 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
     assert!(!events.contains("\"scale\""), "{events}");
     let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(msg.contains("1 change(s) failed"), "{msg}");
-    assert!(msg.contains("CT 101: cores 2->4, memory 1024->1800 MB failed"), "{msg}");
+    assert!(
+        msg.contains("CT 101: cores 2->4, memory 1024->1800 MB failed"),
+        "{msg}"
+    );
     assert!(requests.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
@@ -312,7 +319,10 @@ fn container_stopping_between_listing_and_reading_is_skipped_silently() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), vec![FULL_SCALE_UP]);
     let log = log_text(&host);
-    assert!(!log.contains("vmid=102"), "102 should be skipped silently: {log}");
+    assert!(
+        !log.contains("vmid=102"),
+        "102 should be skipped silently: {log}"
+    );
     assert!(log.contains("cycle done containers=1 "), "{log}");
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
 }
@@ -462,7 +472,9 @@ fn garbled(template: &str, garbage: &[u8]) -> Vec<u8> {
 
 #[test]
 fn garbage_in_any_input_file_gives_no_decision_for_that_resource_only() {
-    let cpu_lines: String = (0..16).map(|n| format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n")).collect();
+    let cpu_lines: String = (0..16)
+        .map(|n| format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n"))
+        .collect();
     let stat_template = format!("cpu  {{N}} 0 0 {{N}} 0 0 0 0 0 0\n{cpu_lines}btime {{N}}\n");
     // (file, template, pct calls expected with that file garbled)
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
@@ -471,7 +483,11 @@ fn garbage_in_any_input_file_gives_no_decision_for_that_resource_only() {
             "usage_usec {N}\nuser_usec {N}\n".into(),
             vec!["set 101 -memory 1800"],
         ),
-        ("cgroup/lxc/101/memory.current", "{N}\n".into(), vec!["set 101 -cores 4"]),
+        (
+            "cgroup/lxc/101/memory.current",
+            "{N}\n".into(),
+            vec!["set 101 -cores 4"],
+        ),
         (
             "cgroup/lxc/101/memory.stat",
             "anon 1\nfile {N}\n".into(),
@@ -483,7 +499,11 @@ fn garbage_in_any_input_file_gives_no_decision_for_that_resource_only() {
             "MemTotal: {N} kB\nMemAvailable: {N} kB\n".into(),
             vec!["set 101 -cores 4"],
         ),
-        ("pve/lxc/101.conf", "cores: {N}\nmemory: {N}\n".into(), vec![]),
+        (
+            "pve/lxc/101.conf",
+            "cores: {N}\nmemory: {N}\n".into(),
+            vec![],
+        ),
     ];
     for (file, template, expected) in &cases {
         let mut variants: Vec<(&str, Vec<u8>)> = GARBAGE
@@ -532,7 +552,9 @@ fn conf_with_sections_raw_lxc_keys_comments_and_a_megabyte_of_snapshots_reads_it
 
     assert_eq!(host.pct_calls(), vec![FULL_SCALE_UP]);
     let after = host.conf(101);
-    assert!(after.starts_with("#memory: 99999 (a comment, not a setting)\n# cores: 64\narch: amd64\ncores: 4\n"));
+    assert!(after.starts_with(
+        "#memory: 99999 (a comment, not a setting)\n# cores: 64\narch: amd64\ncores: 4\n"
+    ));
     assert!(after.contains("\n[pve:pending]\ndelete: cores\nmemory: 64\n"));
     assert_eq!(after.matches("\n[snap").count(), n);
 }
@@ -541,7 +563,10 @@ fn conf_with_sections_raw_lxc_keys_comments_and_a_megabyte_of_snapshots_reads_it
 fn conf_without_cores_or_memory_lines_uses_the_proxmox_defaults() {
     // No `cores`: all 16 host CPUs; no `memory`: 512 MB. 95 % of 2 cores is 11.9 % of 16.
     let host = FakeHost::new(16);
-    host.add_container(101, "arch: amd64\nhostname: bare\nrootfs: local:101/disk.raw\n");
+    host.add_container(
+        101,
+        "arch: amd64\nhostname: bare\nrootfs: local:101/disk.raw\n",
+    );
     host.set_memory(101, 256, 0);
     host.seed_previous_cycle(&[(101, 95.0, 2)]);
     let cfg = host.write_config("max_cores = 16");
@@ -635,7 +660,11 @@ fn container_backup_dir_replaced_by_a_file_or_symlink_stops_the_change() {
 
         once(&host, &cfg);
 
-        let why = if plant == "file" { "not a directory" } else { "symlink" };
+        let why = if plant == "file" {
+            "not a directory"
+        } else {
+            "symlink"
+        };
         assert_not_applied_and_reported(&host, &requests, why);
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
@@ -685,7 +714,9 @@ fn missing_log_directory_is_created() {
 
     once(&host, &cfg);
 
-    assert!(std::fs::read_to_string(&log).unwrap().contains("cycle done"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("cycle done"));
     assert_eq!(host.pct_calls(), vec![FULL_SCALE_UP]);
 }
 
@@ -767,7 +798,7 @@ fn with_headroom_for_one_the_higher_tier_wins_every_time() {
 }
 
 #[test]
-fn backup_timestamps_in_the_past_do_not_break_later_backups() {
+fn backup_taken_after_the_clock_stepped_back_is_still_the_latest() {
     // The clock went backwards between two changes: the backup of the second must still be
     // written, next to the first, and the baseline kept.
     let tmp = tempfile::tempdir().unwrap();
@@ -783,4 +814,7 @@ fn backup_timestamps_in_the_past_do_not_break_later_backups() {
     store.record(101, &alloc(3), &alloc(4), earlier).unwrap();
     assert_eq!(store.list(101).unwrap().len(), 2);
     assert_eq!(store.baseline(101).unwrap().unwrap().before, alloc(2));
+    // `latest` (and so `rollback --last` and pruning) goes by write order, not by the clock.
+    let (_, latest) = store.latest(101).unwrap().unwrap();
+    assert_eq!(latest.after, Some(alloc(4)));
 }
