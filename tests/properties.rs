@@ -55,8 +55,8 @@ proptest! {
         let parsed = parse_conf(&text);
         if let Ok(conf) = &parsed {
             prop_assert!(conf.memory_mb >= 1);
-            prop_assert!(conf.cores.is_none_or(|c| c >= 1));
-            prop_assert!(conf.cpulimit.is_none_or(|l| l.is_finite() && l >= 0.0));
+            prop_assert!(conf.cores.map_or(true, |c| c >= 1));
+            prop_assert!(conf.cpulimit.map_or(true, |l| l.is_finite() && l >= 0.0));
         }
         let with_snapshot = format!("{text}\n[snap1]\ncores: 0\nmemory: garbage\n");
         prop_assert_eq!(parse_conf(&with_snapshot), parsed);
@@ -157,7 +157,7 @@ proptest! {
             prop_assert!(cfg.validate().is_ok());
             let l = cfg.limits_for(101);
             prop_assert!(l.min_cores >= 1 && l.min_cores <= l.max_cores);
-            prop_assert!(l.max_memory.is_none_or(|m| m >= l.min_memory));
+            prop_assert!(l.max_memory.map_or(true, |m| m >= l.min_memory));
         }
     }
 }

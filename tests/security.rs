@@ -24,7 +24,11 @@ fn log_text(host: &FakeHost) -> String {
 }
 
 fn mode_of(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 fn overloaded(host: &FakeHost, vmid: u32) {
@@ -145,7 +149,7 @@ fn no_shell_is_ever_started_and_only_pct_rs_spawns_processes() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
+        if path.extension().map_or(true, |e| e != "rs") {
             continue;
         }
         let code = production_code(&path);
@@ -199,8 +203,10 @@ fn listener(status: u16) -> (String, mpsc::Receiver<(String, String)>) {
             let mut body = vec![0u8; len];
             let _ = reader.read_exact(&mut body);
             let _ = stream.write_all(
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")
-                    .as_bytes(),
+                format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                )
+                .as_bytes(),
             );
             let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
         }
@@ -234,11 +240,17 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert_output_clean("daemon run (gotify 500)", &run);
     let (head, body) = requests.recv_timeout(Duration::from_secs(20)).unwrap();
-    assert!(head.contains(TOKEN), "the token travels in the header: {head}");
+    assert!(
+        head.contains(TOKEN),
+        "the token travels in the header: {head}"
+    );
     assert_no_token("notification body", &body);
 
     // Gotify unreachable: the transport error is logged, without the token.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cfg = host.write_config(&with_token(&format!("http://{dead}")));
     host.seed_previous_cycle(&[(101, 95.0, 4), (102, 95.0, 2)]);
     let run = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
@@ -292,7 +304,10 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
         }
     }
 
-    for file in ["var/log/lxc_autoscale.log", "var/log/lxc_autoscale.events.jsonl"] {
+    for file in [
+        "var/log/lxc_autoscale.log",
+        "var/log/lxc_autoscale.events.jsonl",
+    ] {
         let path = host.path(file);
         if let Ok(text) = std::fs::read_to_string(&path) {
             assert_no_token(file, &text);
@@ -374,7 +389,11 @@ fn state_and_backups_are_private_files_in_private_directories() {
     let files = host.backup_files(101);
     assert_eq!(files.len(), 2);
     for f in files {
-        assert_eq!(mode_of(&host.path(&format!("var/backups/101/{f}"))), 0o600, "{f}");
+        assert_eq!(
+            mode_of(&host.path(&format!("var/backups/101/{f}"))),
+            0o600,
+            "{f}"
+        );
     }
 }
 
@@ -454,7 +473,10 @@ fn rollback_refuses_tampered_backups_naming_the_file_and_runs_no_pct() {
             r#"{"vmid":101,"timestamp":"2025-01-01T00:00:00Z","before":{"cores":0,"memory_mb":1024,"swap_mb":null},"after":null}"#,
         ),
         ("garbage", "\0\u{1}garbage{{{"),
-        ("truncated", r#"{"vmid":101,"timestamp":"2025-01-01T00:00:00Z","bef"#),
+        (
+            "truncated",
+            r#"{"vmid":101,"timestamp":"2025-01-01T00:00:00Z","bef"#,
+        ),
         ("empty", ""),
     ];
     for (what, text) in cases {
@@ -471,7 +493,10 @@ fn rollback_refuses_tampered_backups_naming_the_file_and_runs_no_pct() {
         assert_eq!(out.status.code(), Some(1), "{what}");
         let err = stderr(&out);
         assert!(err.contains("rollback failed"), "{what}: {err}");
-        assert!(err.contains(&baseline.display().to_string()), "{what}: {err}");
+        assert!(
+            err.contains(&baseline.display().to_string()),
+            "{what}: {err}"
+        );
         assert!(host.pct_calls().is_empty(), "{what}");
         assert_eq!(host.conf(101), "cores: 4\nmemory: 2048\n");
     }

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(n) = parse_u64(text) {
         let digits = text.trim_ascii().trim_start_matches('0');
-        let expected = if digits.is_empty() { "0".to_string() } else { digits.to_string() };
+        let expected = if digits.is_empty() {
+            "0".to_string()
+        } else {
+            digits.to_string()
+        };
         assert_eq!(n.to_string(), expected, "parse_u64 invented a number");
     }
     match parse_limit(text) {

@@ -13,13 +13,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(cfg.validate().is_ok(), "parse accepted an invalid config");
-    let mut vmids: Vec<u32> = cfg.tiers.values().flat_map(|t| t.containers.clone()).collect();
+    let mut vmids: Vec<u32> = cfg
+        .tiers
+        .values()
+        .flat_map(|t| t.containers.clone())
+        .collect();
     vmids.push(100);
     for vmid in vmids {
         let l = cfg.limits_for(vmid);
         assert!(l.min_cores >= 1 && l.min_cores <= l.max_cores);
         assert!(l.cpu_lower_threshold < l.cpu_upper_threshold);
         assert!(l.memory_lower_threshold < l.memory_upper_threshold);
-        assert!(l.max_memory.is_none_or(|m| m >= l.min_memory));
+        assert!(l.max_memory.map_or(true, |m| m >= l.min_memory));
     }
 });

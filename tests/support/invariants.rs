@@ -35,13 +35,17 @@ pub fn check_plan(cfg: &Config, snap: &Snapshot, state: &State, plan: &Plan) -> 
         .host
         .cpus
         .map(|n| f64::from(n) * (100.0 - cfg.reserve_cpu_percent) / 100.0);
-    let cpu_headroom = match (usable_cores, measure::host_busy_cores(&snap.host, host_prev)) {
+    let cpu_headroom = match (
+        usable_cores,
+        measure::host_busy_cores(&snap.host, host_prev),
+    ) {
         (Some(usable), Some(busy)) => Some(usable - busy),
         _ => None,
     };
-    let memory_headroom_mb = snap.host.mem_available_kib.map(|kib| {
-        i128::from(kib / 1024) - i128::from(cfg.reserve_memory_mb)
-    });
+    let memory_headroom_mb = snap
+        .host
+        .mem_available_kib
+        .map(|kib| i128::from(kib / 1024) - i128::from(cfg.reserve_memory_mb));
 
     let mut seen = std::collections::BTreeSet::new();
     let mut cores_up_total: u64 = 0;

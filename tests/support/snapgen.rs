@@ -86,9 +86,7 @@ fn config(b: &mut Bytes) -> Config {
     cfg.max_cores = cfg.min_cores + b.range(0, 64) as u32;
     cfg.memory_min_increment = b.range(1, 4096);
     cfg.min_memory = b.range(16, 4096);
-    cfg.max_memory = b
-        .maybe()
-        .then(|| cfg.min_memory + b.range(0, 65536));
+    cfg.max_memory = b.maybe().then(|| cfg.min_memory + b.range(0, 65536));
     cfg.min_decrease_chunk = b.range(1, 2048);
     cfg.reserve_cpu_percent = b.range(0, 99) as f64;
     cfg.reserve_memory_mb = b.range(0, 65536);
@@ -96,7 +94,8 @@ fn config(b: &mut Bytes) -> Config {
     cfg.off_peak_start = b.range(0, 23) as u32;
     cfg.off_peak_end = b.range(0, 23) as u32;
     for i in 0..b.range(0, 3) {
-        cfg.ignore_lxc.push(100 + u32::from(b.u8() % 16) + 16 * i as u32);
+        cfg.ignore_lxc
+            .push(100 + u32::from(b.u8() % 16) + 16 * i as u32);
     }
     cfg.ignore_lxc.sort_unstable();
     cfg.ignore_lxc.dedup();
@@ -197,7 +196,11 @@ pub fn case(data: &[u8]) -> Option<Case> {
     if b.maybe() {
         state.host = Some(HostPrev {
             taken_at_usec: prev_taken(&mut b),
-            boot_time: if b.u8() % 8 == 0 { Some(BOOT_B) } else { Some(BOOT_A) },
+            boot_time: if b.u8() % 8 == 0 {
+                Some(BOOT_B)
+            } else {
+                Some(BOOT_A)
+            },
             cpu_ticks: ticks_prev,
         });
     }
