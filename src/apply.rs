@@ -164,30 +164,31 @@ pub fn apply(
                 if let Err(e) = target.backups.discard(&recorded) {
                     warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
                 }
-                let why = match outcome {
-                    PctOutcome::Failed {
-                        code: Some(c),
-                        stderr,
-                    } => {
-                        format!("pct exited with status {c}: {stderr}")
-                    }
-                    PctOutcome::Failed { code: None, stderr } => {
-                        format!("pct was killed by a signal: {stderr}")
-                    }
-                    PctOutcome::TimedOut => {
-                        format!(
-                            "pct timed out after {} s and was killed",
-                            pct::PCT_TIMEOUT.as_secs()
-                        )
-                    }
-                    PctOutcome::SpawnError(e) => format!("cannot run pct: {e}"),
-                    PctOutcome::Ok => unreachable!("handled above"),
-                };
+                let why = failure_text(outcome);
                 fail(&mut report, target, vmid, &summary, why);
             }
         }
     }
     report
+}
+
+/// Why a `pct` run did not change anything, for logs and notifications.
+fn failure_text(outcome: PctOutcome) -> String {
+    match outcome {
+        PctOutcome::Ok => "pct reported success".into(),
+        PctOutcome::Failed {
+            code: Some(c),
+            stderr,
+        } => format!("pct exited with status {c}: {stderr}"),
+        PctOutcome::Failed { code: None, stderr } => {
+            format!("pct was killed by a signal: {stderr}")
+        }
+        PctOutcome::TimedOut => format!(
+            "pct timed out after {} s and was killed",
+            pct::PCT_TIMEOUT.as_secs()
+        ),
+        PctOutcome::SpawnError(e) => format!("cannot run pct: {e}"),
+    }
 }
 
 fn fail(report: &mut Report, target: &Target<'_>, vmid: u32, summary: &str, error: String) {
