@@ -140,8 +140,9 @@ impl BackupStore {
             before: before.clone(),
             after: Some(after.clone()),
         };
-        let written =
-            free_stamp_path(&dir, now).and_then(|path| write_backup(&path, &backup).map(|()| path));
+        let newest = self.list(vmid)?.pop();
+        let written = free_stamp_path(&dir, now, newest.as_deref())
+            .and_then(|path| write_backup(&path, &backup).map(|()| path));
         match written {
             Ok(path) => Ok(Recorded {
                 path,
@@ -297,11 +298,26 @@ fn is_stamp_file_name(name: &str) -> bool {
         && b[22] == b'Z'
 }
 
-/// A path for a backup taken at `now` that no file uses yet. `_NNN` sorts after `.json`, so a
-/// collision still lists after the first file of the same microsecond.
-fn free_stamp_path(dir: &Path, now: DateTime<Utc>) -> Result<PathBuf> {
-    let stamp = now.format(STAMP_FORMAT).to_string();
-    for n in 0..1000u32 {
+/// A path for a backup taken at `now` that no file uses yet and that sorts after `newest` (the
+/// newest backup file of the container). `_NNN` sorts after `.json`, so a collision still lists
+/// after the first file of the same microsecond.
+///
+/// A clock that stepped back would otherwise name this backup before older ones; `latest`,
+/// `prune` and `rollback --last` go by name, so they would pick or keep the wrong file. Then the
+/// newest name's stamp is reused with the next suffix (the file's `timestamp` field stays true).
+fn free_stamp_path(dir: &Path, now: DateTime<Utc>, newest: Option<&Path>) -> Result<PathBuf> {
+    let mut stamp = now.format(STAMP_FORMAT).to_string();
+    let mut first = 0u32;
+    if let Some((newest_stamp, newest_n)) = newest
+        .and_then(|p| p.file_name()?.to_str())
+        .and_then(split_stamp_file_name)
+    {
+        if newest_stamp.as_str() >= stamp.as_str() {
+            stamp = newest_stamp;
+            first = newest_n + 1;
+        }
+    }
+    for n in first..1000u32 {
         let name = if n == 0 {
             format!("{stamp}{JSON_EXT}")
         } else {
@@ -315,6 +331,18 @@ fn free_stamp_path(dir: &Path, now: DateTime<Utc>) -> Result<PathBuf> {
         }
     }
     bail!("no free backup file name for {stamp} in {}", dir.display())
+}
+
+/// `(stamp, suffix)` of a timestamped backup file name; suffix 0 when there is none.
+fn split_stamp_file_name(name: &str) -> Option<(String, u32)> {
+    if !is_stamp_file_name(name) {
+        return None;
+    }
+    let stem = name.strip_suffix(JSON_EXT)?;
+    match stem.split_once('_') {
+        Some((stamp, n)) => Some((stamp.to_string(), n.parse().ok()?)),
+        None => Some((stem.to_string(), 0)),
+    }
 }
 
 fn write_backup(path: &Path, backup: &Backup) -> Result<()> {
@@ -493,6 +521,44 @@ mod tests {
         assert_eq!(store.list(101).unwrap(), vec![a.path, b.path]);
         let (_, latest) = store.latest(101).unwrap().unwrap();
         assert_eq!(latest.after, Some(alloc(Some(3), 512)));
+    }
+
+    #[test]
+    fn backup_taken_after_the_clock_stepped_back_still_sorts_last() {
+        let (_tmp, store) = store();
+        store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .unwrap();
+        let earlier = t0() - Duration::seconds(600);
+        let b = store
+            .record(101, &alloc(Some(2), 512), &alloc(Some(3), 512), earlier)
+            .unwrap();
+        let c = store
+            .record(101, &alloc(Some(3), 512), &alloc(Some(4), 512), earlier)
+            .unwrap();
+        assert_eq!(
+            b.path.file_name().unwrap(),
+            "20240501T123000.123456Z_001.json"
+        );
+        assert_eq!(
+            c.path.file_name().unwrap(),
+            "20240501T123000.123456Z_002.json"
+        );
+        let (path, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(path, c.path);
+        assert_eq!(latest.after, Some(alloc(Some(4), 512)));
+        // The file still tells when it was really taken.
+        assert_eq!(latest.timestamp, "2024-05-01T12:20:00.123456Z");
+        // Once the clock is past the newest name again, names follow the clock.
+        let d = store
+            .record(
+                101,
+                &alloc(Some(4), 512),
+                &alloc(Some(5), 512),
+                t0() + Duration::seconds(1),
+            )
+            .unwrap();
+        assert_eq!(d.path.file_name().unwrap(), "20240501T123001.123456Z.json");
     }
 
     #[test]

@@ -206,6 +206,13 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
                 Some(s) => format!("{s}.{key}"),
                 None => key.to_string(),
             };
+            // toml echoes some values ("invalid type: integer `123`"): never the token's.
+            let message = if key == "gotify_token" {
+                "invalid value, not shown because it is a secret (write it as a quoted string)"
+                    .to_string()
+            } else {
+                message
+            };
             anyhow::Error::new(ConfigError {
                 key: full,
                 line: Some(line_no),

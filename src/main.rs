@@ -444,7 +444,10 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     println!(
         "gotify {}",
         if cfg.gotify_enabled() {
-            format!("on ({}, token set)", cfg.gotify_url)
+            format!(
+                "on ({}, token set)",
+                lxc_autoscale::notify::redact_url(&cfg.gotify_url, &cfg.gotify_token)
+            )
         } else {
             "off".into()
         }

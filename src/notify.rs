@@ -153,6 +153,16 @@ fn userinfo_of(url: &str) -> Option<&str> {
     Some(&authority[..at]).filter(|u| !u.is_empty())
 }
 
+/// `url` fit to print: no password in its userinfo, and no copy of `token` (e.g. in a query).
+pub fn redact_url(url: &str, token: &str) -> String {
+    let url = redact_userinfo(url);
+    if token.is_empty() {
+        url
+    } else {
+        url.replace(token, REDACTED)
+    }
+}
+
 fn redact_userinfo(url: &str) -> String {
     match userinfo_of(url) {
         Some(userinfo) => url.replacen(userinfo, REDACTED, 1),

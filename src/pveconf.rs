@@ -21,12 +21,16 @@ pub fn conf_path(dir: &Path, vmid: u32) -> PathBuf {
 }
 
 /// Parses the main section of a conf. Unparseable values of the keys we use give an error that
-/// names the key; unknown keys, comments and raw `lxc.*` keys are ignored.
+/// names the key; unknown keys, comments and raw `lxc.*` keys are ignored. A main section without
+/// a single `key: value` line is an error: Proxmox always writes some (`arch`, `rootfs`, ...), so
+/// an empty or garbled file must not be read as the defaults (512 MB), which would shrink a larger
+/// container on bad data.
 pub fn parse_conf(text: &str) -> Result<CtConf, String> {
     let mut conf = CtConf {
         memory_mb: DEFAULT_MEMORY_MB,
         ..CtConf::default()
     };
+    let mut has_setting = false;
     for line in text.lines() {
         let line = line.trim_ascii();
         if line.starts_with('[') {
@@ -39,6 +43,7 @@ pub fn parse_conf(text: &str) -> Result<CtConf, String> {
             continue;
         };
         let (key, value) = (key.trim_ascii_end(), value.trim_ascii());
+        has_setting = true;
         let bad = || format!("key `{key}`: invalid value `{value}`");
         match key {
             "cores" => {
@@ -71,6 +76,9 @@ pub fn parse_conf(text: &str) -> Result<CtConf, String> {
             "hostname" => conf.hostname = non_empty(value),
             _ => {}
         }
+    }
+    if !has_setting {
+        return Err("no `key: value` line in the main section (empty or garbled conf)".into());
     }
     Ok(conf)
 }
@@ -239,10 +247,21 @@ mod tests {
         assert!(c.tags.is_empty());
         assert_eq!(c.lock, None);
         assert_eq!(c.hostname, None);
-        assert_eq!(
-            parse_conf("").unwrap(),
-            parse_conf("arch: amd64\n").unwrap()
-        );
+    }
+
+    #[test]
+    fn conf_without_any_setting_in_the_main_section_is_an_error() {
+        for text in [
+            "",
+            "\n\n",
+            "# comment: only\n",
+            "\0\0\0\0",
+            "lxc.apparmor.profile: unconfined\n",
+            "no colon here\n[pve:pending]\nmemory: 4096\n",
+        ] {
+            let err = parse_conf(text).unwrap_err();
+            assert!(err.contains("no `key: value` line"), "{text:?}: {err}");
+        }
     }
 
     #[test]
