@@ -106,6 +106,7 @@ mod tests {
             cpu_usage_usec: usage,
             memory_current_bytes: None,
             memory_file_bytes: None,
+            extra: Default::default(),
         }
     }
 
@@ -115,6 +116,7 @@ mod tests {
             boot_time: boot,
             cgroup_id,
             cpu_usage_usec: usage,
+            counters: Default::default(),
         }
     }
 
