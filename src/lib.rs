@@ -15,6 +15,7 @@ pub mod hostproc;
 pub mod lock;
 pub mod logging;
 pub mod measure;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod pct;

@@ -226,7 +226,7 @@ pub struct Note {
 }
 
 /// Why a container is not managed this cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Managed {
     Yes,
