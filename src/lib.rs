@@ -20,6 +20,7 @@ pub mod model;
 pub mod notify;
 pub mod pct;
 pub mod policy;
+pub mod prometheus;
 pub mod pveconf;
 pub mod sdnotify;
 pub mod state;
