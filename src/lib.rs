@@ -22,5 +22,6 @@ pub mod pct;
 pub mod policy;
 pub mod prometheus;
 pub mod pveconf;
+pub mod replay;
 pub mod sdnotify;
 pub mod state;
