@@ -264,9 +264,9 @@ fn rootfs_usage(cfg: &Config, pid: u32, vmid: u32) -> (Option<u64>, Option<u64>)
     path.push("root");
     match nix::sys::statvfs::statvfs(&path) {
         Ok(st) => {
-            let frag = u64::from(st.fragment_size());
-            let blocks = u64::from(st.blocks());
-            let free = u64::from(st.blocks_free());
+            let frag: u64 = st.fragment_size();
+            let blocks: u64 = st.blocks();
+            let free: u64 = st.blocks_free();
             (
                 blocks.checked_sub(free).and_then(|b| b.checked_mul(frag)),
                 blocks.checked_mul(frag),

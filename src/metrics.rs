@@ -22,6 +22,8 @@ const METRICS_FILE_MODE: u32 = 0o640;
 /// One line of the history file, told apart by `"kind"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Nearly every record is a container line, so boxing would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Host(HostRecord),
     Container(ContainerRecord),

@@ -544,21 +544,58 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
-fn columns(
+/// One block of report columns.
+struct Cols {
     changes: u32,
     over: f64,
     cpu_over: f64,
     mem_over: f64,
-    cs: Option<f64>,
-    ms: Option<f64>,
+    cpu_slack: Option<f64>,
+    mem_slack: Option<f64>,
     cores: u32,
     mb: u64,
-) -> String {
-    format!(
-        "{changes:>7} {over:>9.1} {cpu_over:>8.1} {mem_over:>8.1} {:>9} {:>9} {cores:>6} {mb:>8}",
-        pct(cs),
-        pct(ms)
-    )
+}
+
+impl Cols {
+    fn of(c: &CtSummary) -> Cols {
+        Cols {
+            changes: c.changes,
+            over: c.overload_min,
+            cpu_over: c.cpu_overload_min,
+            mem_over: c.memory_overload_min,
+            cpu_slack: c.cpu_slack,
+            mem_slack: c.memory_slack,
+            cores: c.peak_cores,
+            mb: c.peak_memory_mb,
+        }
+    }
+
+    fn total(t: &Total) -> Cols {
+        Cols {
+            changes: t.changes,
+            over: t.overload_min,
+            cpu_over: t.cpu_overload_min,
+            mem_over: t.memory_overload_min,
+            cpu_slack: t.cpu_slack,
+            mem_slack: t.memory_slack,
+            cores: t.peak_cores,
+            mb: t.peak_memory_mb,
+        }
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "{:>7} {:>9.1} {:>8.1} {:>8.1} {:>9} {:>9} {:>6} {:>8}",
+            self.changes,
+            self.over,
+            self.cpu_over,
+            self.mem_over,
+            pct(self.cpu_slack),
+            pct(self.mem_slack),
+            self.cores,
+            self.mb
+        )
+    }
 }
 
 const COLUMNS_HEADER: &str =
@@ -616,23 +653,10 @@ pub fn render(history: &History, runs: &[(String, Run)]) -> String {
         for (_, run) in runs {
             match run.summary.containers.iter().find(|c| c.vmid == vmid) {
                 Some(c) => {
-                    let _ = write!(
-                        out,
-                        " |    {}",
-                        columns(
-                            c.changes,
-                            c.overload_min,
-                            c.cpu_overload_min,
-                            c.memory_overload_min,
-                            c.cpu_slack,
-                            c.memory_slack,
-                            c.peak_cores,
-                            c.peak_memory_mb
-                        )
-                    );
+                    let _ = write!(out, " |   {}", Cols::of(c).render());
                 }
                 None => {
-                    let _ = write!(out, " |    {:>w$}", "-", w = COLUMNS_HEADER.len());
+                    let _ = write!(out, " |   {:>w$}", "-", w = COLUMNS_HEADER.len());
                 }
             }
         }
@@ -641,24 +665,14 @@ pub fn render(history: &History, runs: &[(String, Run)]) -> String {
     let _ = write!(out, "{:<6} {:<16} {:<10}", "total", "", "");
     for (_, run) in runs {
         let t = &run.summary.total;
-        let _ = write!(
-            out,
-            " |    {}",
-            columns(
-                t.changes,
-                t.overload_min,
-                t.cpu_overload_min,
-                t.memory_overload_min,
-                t.cpu_slack,
-                t.memory_slack,
-                t.peak_cores,
-                t.peak_memory_mb
-            )
-        );
+        let _ = write!(out, " |   {}", Cols::total(t).render());
     }
     out.push('\n');
     out
 }
+
+/// A chart: unit, allocated line, used line (x in hours).
+type Panel<'a> = (&'a str, Vec<(f64, f64)>, Vec<(f64, f64)>);
 
 /// Draws, per container, CPU (allocated CPUs against demand cores) and memory (allocated MB
 /// against used MB) over time, into an SVG file at `path`.
@@ -681,7 +695,7 @@ pub fn plot(path: &Path, run: &Run) -> Result<()> {
     let hours = |ts: i64| (ts - start) as f64 / 3.6e9;
     for (i, (vmid, points)) in run.series.iter().enumerate() {
         let x_max = points.last().map_or(1.0, |p| hours(p.ts_usec)).max(1e-3);
-        let panels: [(&str, Vec<(f64, f64)>, Vec<(f64, f64)>); 2] = [
+        let panels: [Panel; 2] = [
             (
                 "cores",
                 points
@@ -744,4 +758,75 @@ pub fn plot(path: &Path, run: &Run) -> Result<()> {
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_grouped_into_cycles_by_timestamp_in_time_order() {
+        let text = concat!(
+            r#"{"kind":"container","ts_usec":20,"vmid":102}"#,
+            "\n",
+            r#"{"kind":"host","ts_usec":10,"cpus":4}"#,
+            "\n",
+            r#"{"kind":"container","ts_usec":10,"vmid":102}"#,
+            "\n",
+            r#"{"kind":"container","ts_usec":10,"vmid":101}"#,
+            "\n",
+        );
+        let h = parse_history(text, 300).unwrap();
+        assert_eq!(h.format, "metrics jsonl");
+        let shape: Vec<(i64, bool, Vec<u32>)> = h
+            .cycles
+            .iter()
+            .map(|c| {
+                (
+                    c.ts_usec,
+                    c.host.is_some(),
+                    c.containers.iter().map(|r| r.vmid).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(10, true, vec![101, 102]), (20, false, vec![102])]
+        );
+    }
+
+    #[test]
+    fn ml_timestamps_are_read_as_epoch_seconds_or_dates() {
+        let ts = |v: serde_json::Value| ml_timestamp_usec(&v);
+        assert_eq!(ts(serde_json::json!(1.5)), Some(1_500_000));
+        assert_eq!(
+            ts(serde_json::json!("1970-01-01T00:00:02Z")),
+            Some(2_000_000)
+        );
+        assert_eq!(
+            ts(serde_json::json!("1970-01-01 00:00:03")),
+            Some(3_000_000)
+        );
+        assert_eq!(ts(serde_json::json!("yesterday")), None);
+    }
+
+    #[test]
+    fn ml_file_that_is_not_an_array_of_objects_is_rejected() {
+        assert!(parse_history("[1, 2]", 300).is_err());
+        assert!(parse_history("[{\"101\": ", 300).is_err());
+    }
+
+    #[test]
+    fn replay_without_host_lines_is_not_held_back_by_headroom() {
+        let text = concat!(
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":1024,"cpu_percent":95.0,"memory_used_mb":100.0}"#,
+            "\n"
+        );
+        let h = parse_history(text, 300).unwrap();
+        let r = run(&Config::default(), &h);
+        let c = &r.summary.containers[0];
+        assert_eq!((c.start_cores, c.end_cores, c.changes), (2, 4, 1));
+        assert_eq!(c.cpu_overload_min, 5.0);
+        assert!(r.summary.notes[0].contains("no host lines"));
+    }
 }

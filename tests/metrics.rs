@@ -24,7 +24,7 @@ fn setup(extra: &str) -> (FakeHost, PathBuf) {
     let host = FakeHost::new(8);
     host.add_container(101, "cores: 2\nhostname: web\nmemory: 1024\nswap: 512\n");
     host.add_container(102, "cores: 4\nhostname: db\nmemory: 4096\n");
-    let cfg = host.write_config(&format!("[tiers.db]\ncontainers = [102]\n{extra}"));
+    let cfg = host.write_config(&format!("{extra}\n[tiers.db]\ncontainers = [102]\n"));
     (host, cfg)
 }
 
@@ -397,4 +397,235 @@ fn plot_writes_an_svg_with_a_chart_per_container_and_resource() {
     ] {
         assert!(text.contains(caption), "{caption}");
     }
+}
+
+fn valid_metric_name(n: &str) -> bool {
+    // [a-zA-Z_:][a-zA-Z0-9_:]*
+    let mut b = n.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+fn valid_label_name(n: &str) -> bool {
+    // [a-zA-Z_][a-zA-Z0-9_]*, and names starting with __ are reserved.
+    let mut b = n.bytes();
+    !n.starts_with("__")
+        && b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// One sample line of the text exposition format: name, labels (unescaped), value.
+fn parse_sample(line: &str) -> (String, Vec<(String, String)>, f64) {
+    let b = line.as_bytes();
+    let mut i = line
+        .find(['{', ' '])
+        .unwrap_or_else(|| panic!("no value: {line}"));
+    let name = &line[..i];
+    assert!(valid_metric_name(name), "bad metric name {name:?}");
+    let mut labels = Vec::new();
+    if b[i] == b'{' {
+        i += 1;
+        while b[i] != b'}' {
+            let eq = i + line[i..].find('=').expect(line);
+            let label = &line[i..eq];
+            assert!(
+                valid_label_name(label),
+                "bad label name {label:?} in {line}"
+            );
+            assert_eq!(b[eq + 1], b'"', "unquoted label value in {line}");
+            i = eq + 2;
+            let mut value = String::new();
+            loop {
+                match b[i] {
+                    b'\\' => {
+                        value.push(match b[i + 1] {
+                            b'\\' => '\\',
+                            b'"' => '"',
+                            b'n' => '\n',
+                            other => panic!("bad escape \\{} in {line}", other as char),
+                        });
+                        i += 2;
+                    }
+                    b'"' => break,
+                    _ => {
+                        let ch = line[i..].chars().next().unwrap();
+                        value.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            labels.push((label.to_string(), value));
+            i += 1;
+            match b[i] {
+                b',' => i += 1,
+                b'}' => {}
+                _ => panic!("expected , or }} in {line}"),
+            }
+        }
+        i += 1;
+    }
+    let value = line[i..]
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space before value: {line}"));
+    let v: f64 = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value {v:?} in {line}")),
+    };
+    (name.to_string(), labels, v)
+}
+
+/// Checks the whole file: HELP then TYPE before a family's samples, each family once, counters
+/// named `_total`, unique series. Returns (name, labels) -> value.
+fn parse_exposition(text: &str) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+    assert!(text.ends_with('\n'), "file must end with a newline");
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut helped: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect(line);
+            assert!(valid_metric_name(name), "{line}");
+            assert!(!help.is_empty(), "{line}");
+            assert!(!helped.contains(&name.to_string()), "HELP twice: {line}");
+            helped.push(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect(line);
+            assert!(
+                helped.last().is_some_and(|h| h == name),
+                "TYPE without HELP: {line}"
+            );
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "TYPE twice: {line}"
+            );
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter without _total: {name}");
+            }
+            current = Some(name.to_string());
+        } else if line.starts_with('#') || line.is_empty() {
+            continue;
+        } else {
+            let (name, mut labels, value) = parse_sample(line);
+            assert_eq!(
+                current.as_deref(),
+                Some(name.as_str()),
+                "sample outside its family: {line}"
+            );
+            assert!(value.is_finite(), "{line}");
+            labels.sort();
+            assert!(
+                samples.insert((name, labels), value).is_none(),
+                "duplicate series: {line}"
+            );
+        }
+    }
+    samples
+}
+
+#[test]
+fn prometheus_textfile_parses_under_the_exposition_format_rules() {
+    let (host, cfg) = setup("prometheus_textfile = \"@ROOT@/prom/lxc_autoscale.prom\"\n");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("@ROOT@", &host.root().display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::create_dir_all(host.path("prom")).unwrap();
+    // A hostname that needs escaping in a label value.
+    std::fs::write(
+        host.path("pve/lxc/102.conf"),
+        "cores: 4\nhostname: d\"b\\x\nmemory: 4096\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.cgroup(101).join("io.pressure"),
+        "some avg10=12.50 avg60=0 avg300=0 total=1\n",
+    )
+    .unwrap();
+    cycle(&host, &cfg, &LOADS[0]);
+    cycle(&host, &cfg, &LOADS[1]);
+
+    let path = host.path("prom/lxc_autoscale.prom");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let samples = parse_exposition(&text);
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        let mut l: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.sort();
+        *samples
+            .get(&(name.to_string(), l))
+            .unwrap_or_else(|| panic!("{name} {labels:?} missing in\n{text}"))
+    };
+    let web = [("vmid", "101"), ("name", "web"), ("tier", "")];
+    assert_eq!(get("lxc_autoscale_container_cores", &web), 4.0);
+    assert_eq!(
+        get("lxc_autoscale_container_memory_bytes", &web),
+        1800.0 * 1048576.0
+    );
+    assert_eq!(
+        get("lxc_autoscale_container_memory_used_bytes", &web),
+        1100.0 * 1048576.0
+    );
+    let ratio = get("lxc_autoscale_container_cpu_usage_ratio", &web);
+    assert!((ratio - 2.5 / 4.0).abs() < 1e-3, "{ratio}");
+    assert_eq!(
+        get(
+            "lxc_autoscale_container_pressure_some_avg10_ratio",
+            &[
+                ("vmid", "101"),
+                ("name", "web"),
+                ("tier", ""),
+                ("resource", "io")
+            ]
+        ),
+        0.125
+    );
+    let db = [("vmid", "102"), ("name", "d\"b\\x"), ("tier", "db")];
+    assert_eq!(get("lxc_autoscale_container_cores", &db), 1.0);
+    // Each --once run is a new daemon: its counters cover that run (cycle 2 changed nothing).
+    assert_eq!(
+        get(
+            "lxc_autoscale_scaling_actions_total",
+            &[("resource", "cpu"), ("direction", "up")]
+        ),
+        0.0
+    );
+    assert_eq!(get("lxc_autoscale_pct_failures_total", &[]), 0.0);
+    assert_eq!(get("lxc_autoscale_host_cpus", &[]), 8.0);
+    assert!(get("lxc_autoscale_cycle_duration_seconds", &[]) >= 0.0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn status_json_holds_the_plan_and_the_rich_figures() {
+    let (host, cfg) = setup("");
+    std::fs::write(host.cgroup(101).join("pids.current"), "9\n").unwrap();
+    host.seed_previous_cycle(&[(101, 95.0, 2), (102, 10.0, 4)]);
+    host.set_memory(101, 900, 0);
+    let out = host.run(&["status", "--json", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["changes"][0]["vmid"], 101);
+    assert_eq!(v["observations"].as_array().unwrap().len(), 2);
+    assert_eq!(v["host"]["cpus"], 8);
+    assert_eq!(v["containers"][0]["vmid"], 101);
+    assert_eq!(v["containers"][0]["pids"], 9);
+    assert_eq!(v["containers"][0]["memory_used_mb"], 900.0);
+    assert!(host.pct_calls().is_empty());
 }
