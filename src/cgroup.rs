@@ -20,6 +20,23 @@ pub const MEMORY_STAT: &str = "memory.stat";
 /// Key of the page cache in `memory.stat`, bytes.
 pub const MEMORY_STAT_FILE: &str = "file";
 
+/// `memory.swap.current`: swap in use, bytes.
+pub const MEMORY_SWAP_CURRENT: &str = "memory.swap.current";
+/// `memory.events`: `low`, `high`, `max`, `oom`, `oom_kill` counters.
+pub const MEMORY_EVENTS: &str = "memory.events";
+/// Key of the OOM-kill counter in `memory.events`.
+pub const MEMORY_EVENTS_OOM_KILL: &str = "oom_kill";
+/// `pids.current`: tasks in the cgroup.
+pub const PIDS_CURRENT: &str = "pids.current";
+/// `io.stat`: `MAJ:MIN rbytes=N wbytes=N rios=N ...` per device.
+pub const IO_STAT: &str = "io.stat";
+/// PSI files: `some avg10=P avg60=P avg300=P total=N` and a `full` line. Percent of wall time.
+pub const CPU_PRESSURE: &str = "cpu.pressure";
+pub const MEMORY_PRESSURE: &str = "memory.pressure";
+pub const IO_PRESSURE: &str = "io.pressure";
+/// The container's own root cgroup below the limiting one; its `cgroup.procs` lists init first.
+pub const NS_CGROUP_PROCS: &str = "ns/cgroup.procs";
+
 /// Upper bound on what is read from one cgroup or procfs file, bytes. Real files are a few KiB;
 /// the bound keeps a broken or hostile file from growing the reused buffer without limit.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -51,6 +68,78 @@ pub struct CgroupReading {
     pub memory_current_bytes: Option<u64>,
     /// `file` of `memory.stat` (page cache), bytes.
     pub memory_file_bytes: Option<u64>,
+}
+
+/// Figures of `<cgroup_root>/<vmid>/` recorded for history and export. `None` when the file is
+/// missing (controller not enabled), unreadable or garbled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExtraReading {
+    /// `memory.swap.current`, bytes.
+    pub swap_current_bytes: Option<u64>,
+    /// `oom_kill` of `memory.events`, a counter.
+    pub oom_kill: Option<u64>,
+    /// `pids.current`.
+    pub pids_current: Option<u64>,
+    /// `io.stat`, summed over devices.
+    pub io: IoTotals,
+    /// `some avg10` of `cpu.pressure`, `memory.pressure`, `io.pressure`, percent.
+    pub psi_cpu_some_avg10: Option<f64>,
+    pub psi_memory_some_avg10: Option<f64>,
+    pub psi_io_some_avg10: Option<f64>,
+    /// First pid of `ns/cgroup.procs`: the container's init as the host sees it.
+    pub init_pid: Option<u32>,
+}
+
+/// `rbytes` and `wbytes` of `io.stat` summed over every device line, bytes. An empty file (no I/O
+/// yet) sums to 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    pub read_bytes: Option<u64>,
+    pub write_bytes: Option<u64>,
+}
+
+/// Parses `io.stat`. A garbled `rbytes=`/`wbytes=` value makes that total `None` (a partial sum
+/// would look like a counter going backwards).
+pub fn parse_io_stat(text: &str) -> IoTotals {
+    let mut read = Some(0u64);
+    let mut write = Some(0u64);
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        if fields.next().is_none() {
+            continue;
+        }
+        for field in fields {
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
+            let total = match key {
+                "rbytes" => &mut read,
+                "wbytes" => &mut write,
+                _ => continue,
+            };
+            *total = total.and_then(|t| t.checked_add(parse_u64(value)?));
+        }
+    }
+    IoTotals {
+        read_bytes: read,
+        write_bytes: write,
+    }
+}
+
+/// `avg10` of the `some` line of a PSI file (`some avg10=1.23 avg60=... total=N`), percent.
+pub fn parse_psi_some_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let value = line
+        .split_ascii_whitespace()
+        .find_map(|f| f.strip_prefix("avg10="))?;
+    let pct: f64 = value.parse().ok()?;
+    (pct.is_finite() && (0.0..=100.0).contains(&pct)).then_some(pct)
+}
+
+/// The first pid listed in a `cgroup.procs` file.
+pub fn parse_first_pid(text: &str) -> Option<u32> {
+    let pid = parse_u64(text.lines().next()?)?;
+    u32::try_from(pid).ok().filter(|&p| p > 0)
 }
 
 /// Parses `cpu.stat` text. Unknown lines are ignored; garbage values give `None` for that field.
@@ -174,6 +263,47 @@ pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
         cpu,
         memory_current_bytes,
         memory_file_bytes,
+    }
+}
+
+/// Reads the history-only figures of one container's cgroup `dir`, reusing `buf`.
+pub fn read_extra(dir: &Path, buf: &mut Vec<u8>) -> ExtraReading {
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 24);
+    path.push(dir);
+    ExtraReading {
+        swap_current_bytes: read_parsed(&mut path, MEMORY_SWAP_CURRENT, buf, parse_u64),
+        oom_kill: read_parsed(&mut path, MEMORY_EVENTS, buf, |t| {
+            parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
+        }),
+        pids_current: read_parsed(&mut path, PIDS_CURRENT, buf, parse_u64),
+        io: read_parsed(&mut path, IO_STAT, buf, |t| Some(parse_io_stat(t))).unwrap_or_default(),
+        psi_cpu_some_avg10: read_parsed(&mut path, CPU_PRESSURE, buf, parse_psi_some_avg10),
+        psi_memory_some_avg10: read_parsed(&mut path, MEMORY_PRESSURE, buf, parse_psi_some_avg10),
+        psi_io_some_avg10: read_parsed(&mut path, IO_PRESSURE, buf, parse_psi_some_avg10),
+        init_pid: read_parsed(&mut path, NS_CGROUP_PROCS, buf, parse_first_pid),
+    }
+}
+
+/// Reads `dir/name` (with `path` holding `dir`) into `buf` and parses it; `None` when unreadable.
+fn read_parsed<T>(
+    path: &mut PathBuf,
+    name: &str,
+    buf: &mut Vec<u8>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    path.push(name);
+    let ok = read_into(path, buf).is_ok();
+    path.pop();
+    if name.contains('/') {
+        // `push` of a relative path with a slash adds several components; pop the rest.
+        for _ in 1..name.split('/').count() {
+            path.pop();
+        }
+    }
+    if ok {
+        utf8(buf).and_then(parse)
+    } else {
+        None
     }
 }
 
@@ -473,5 +603,96 @@ mod tests {
         let mut buf = b"a much longer previous content".to_vec();
         read_into(&path, &mut buf).unwrap();
         assert_eq!(buf, b"short");
+    }
+
+    #[test]
+    fn io_stat_sums_read_and_write_bytes_over_devices() {
+        let text = "8:0 rbytes=1000 wbytes=200 rios=3 wios=4 dbytes=0 dios=0\n\
+                    253:1 rbytes=24 wbytes=6 rios=1 wios=1 dbytes=0 dios=0\n";
+        assert_eq!(
+            parse_io_stat(text),
+            IoTotals {
+                read_bytes: Some(1024),
+                write_bytes: Some(206),
+            }
+        );
+    }
+
+    #[test]
+    fn io_stat_of_a_cgroup_without_io_is_zero() {
+        assert_eq!(
+            parse_io_stat(""),
+            IoTotals {
+                read_bytes: Some(0),
+                write_bytes: Some(0),
+            }
+        );
+    }
+
+    #[test]
+    fn io_stat_garbled_value_gives_none_for_that_total_only() {
+        let t = parse_io_stat("8:0 rbytes=12x wbytes=5\n8:16 rbytes=1 wbytes=5 extra\n");
+        assert_eq!(t.read_bytes, None);
+        assert_eq!(t.write_bytes, Some(10));
+    }
+
+    #[test]
+    fn psi_reads_some_avg10_and_ignores_the_full_line() {
+        let text = "some avg10=1.50 avg60=0.20 avg300=0.00 total=123456\n\
+                    full avg10=9.00 avg60=0.00 avg300=0.00 total=1\n";
+        assert_eq!(parse_psi_some_avg10(text), Some(1.5));
+        assert_eq!(
+            parse_psi_some_avg10("full avg10=9.00 avg60=0.00 avg300=0.00 total=1\n"),
+            None
+        );
+        assert_eq!(parse_psi_some_avg10("some avg10=abc total=1\n"), None);
+        assert_eq!(parse_psi_some_avg10("some avg10=-1.0 total=1\n"), None);
+        assert_eq!(parse_psi_some_avg10(""), None);
+    }
+
+    #[test]
+    fn first_pid_is_the_first_line_of_cgroup_procs() {
+        assert_eq!(parse_first_pid("4242\n4300\n"), Some(4242));
+        assert_eq!(parse_first_pid(""), None);
+        assert_eq!(parse_first_pid("0\n"), None);
+        assert_eq!(parse_first_pid("x\n"), None);
+    }
+
+    #[test]
+    fn read_extra_reads_each_file_and_leaves_missing_ones_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fs::create_dir_all(dir.join("ns")).unwrap();
+        fs::write(dir.join(MEMORY_SWAP_CURRENT), "4096\n").unwrap();
+        fs::write(
+            dir.join(MEMORY_EVENTS),
+            "low 0\nhigh 3\nmax 2\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        fs::write(dir.join(PIDS_CURRENT), "37\n").unwrap();
+        fs::write(dir.join(IO_STAT), "8:0 rbytes=10 wbytes=20 rios=1 wios=1\n").unwrap();
+        fs::write(
+            dir.join(MEMORY_PRESSURE),
+            "some avg10=2.25 avg60=0 avg300=0 total=5\n",
+        )
+        .unwrap();
+        fs::write(dir.join(NS_CGROUP_PROCS), "777\n778\n").unwrap();
+        let r = read_extra(&dir, &mut Vec::new());
+        assert_eq!(
+            r,
+            ExtraReading {
+                swap_current_bytes: Some(4096),
+                oom_kill: Some(1),
+                pids_current: Some(37),
+                io: IoTotals {
+                    read_bytes: Some(10),
+                    write_bytes: Some(20),
+                },
+                psi_cpu_some_avg10: None,
+                psi_memory_some_avg10: Some(2.25),
+                psi_io_some_avg10: None,
+                init_pid: Some(777),
+            }
+        );
     }
 }

@@ -1,13 +1,14 @@
 //! Reads one `Snapshot` from the host's files. Spawns no process.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cgroup;
 use crate::config::Config;
 use crate::hostproc;
-use crate::model::{ContainerSample, EpochUsec, HostSample, Snapshot};
+use crate::model::{ContainerExtra, ContainerSample, Counters, EpochUsec, HostSample, Snapshot};
 use crate::pveconf::{conf_path, ConfCache};
 
 /// Reads the host and every running container. Keeps buffers and a cache of parsed conf files
@@ -17,11 +18,22 @@ pub struct Collector {
     confs: ConfCache,
     /// Contents of the file being parsed; reused so that a cycle does not allocate per file.
     buf: Vec<u8>,
+    /// Whether to read the history-only figures (`ContainerSample::extra`). Off, they stay `None`
+    /// and a cycle reads only what the decision needs.
+    pub read_extra: bool,
 }
 
+/// Under `<net_class_root>/<iface>/`: the interface's byte counters.
+const NET_RX_BYTES: &str = "statistics/rx_bytes";
+const NET_TX_BYTES: &str = "statistics/tx_bytes";
+
 impl Collector {
+    /// A collector that reads every figure, history-only ones included.
     pub fn new() -> Self {
-        Collector::default()
+        Collector {
+            read_extra: true,
+            ..Collector::default()
+        }
     }
 
     /// One snapshot. `now_usec` is stamped as the time of the reading. Per-container problems
@@ -47,12 +59,45 @@ impl Collector {
         let mut containers = Vec::with_capacity(vmids.len());
         let mut dir = cfg.cgroup_root.clone();
         let mut name = String::new();
+        let veths = if self.read_extra {
+            list_veths(&cfg.net_class_root)
+        } else {
+            Vec::new()
+        };
         for &vmid in vmids {
             name.clear();
             // Writing into a String cannot fail.
             let _ = write!(name, "{vmid}");
             dir.push(&name);
             let reading = cgroup::read_container(&dir, &mut self.buf);
+            let extra = if self.read_extra && reading.cgroup_id.is_some() {
+                let x = cgroup::read_extra(&dir, &mut self.buf);
+                let (rootfs_used_bytes, rootfs_total_bytes) = x
+                    .init_pid
+                    .map_or((None, None), |pid| rootfs_usage(cfg, pid, vmid));
+                let (net_rx_bytes, net_tx_bytes) =
+                    self.net_bytes(&cfg.net_class_root, &veths, vmid);
+                ContainerExtra {
+                    counters: Counters {
+                        nr_throttled: reading.cpu.nr_throttled,
+                        throttled_usec: reading.cpu.throttled_usec,
+                        oom_kill: x.oom_kill,
+                        io_read_bytes: x.io.read_bytes,
+                        io_write_bytes: x.io.write_bytes,
+                        net_rx_bytes,
+                        net_tx_bytes,
+                    },
+                    swap_current_bytes: x.swap_current_bytes,
+                    pids_current: x.pids_current,
+                    psi_cpu_some_avg10: x.psi_cpu_some_avg10,
+                    psi_memory_some_avg10: x.psi_memory_some_avg10,
+                    psi_io_some_avg10: x.psi_io_some_avg10,
+                    rootfs_used_bytes,
+                    rootfs_total_bytes,
+                }
+            } else {
+                ContainerExtra::default()
+            };
             dir.pop();
             if reading.cgroup_id.is_none() {
                 // Listed a moment ago, gone now: the container stopped, so it is not running.
@@ -86,6 +131,7 @@ impl Collector {
                 cpu_usage_usec: reading.cpu.usage_usec,
                 memory_current_bytes: reading.memory_current_bytes,
                 memory_file_bytes: reading.memory_file_bytes,
+                extra,
             });
         }
         self.confs.retain(|vmid| vmids.binary_search(&vmid).is_ok());
@@ -95,6 +141,42 @@ impl Collector {
             host,
             containers,
         }
+    }
+
+    /// Bytes received and sent by container `vmid` (its view), summed over its veth peers in
+    /// `veths`. `None` when it has no veth or one counter is unreadable: a partial sum would look
+    /// like a counter that went backwards.
+    fn net_bytes(
+        &mut self,
+        root: &Path,
+        veths: &[(u32, OsString)],
+        vmid: u32,
+    ) -> (Option<u64>, Option<u64>) {
+        let start = veths.partition_point(|(v, _)| *v < vmid);
+        let mine = veths[start..].iter().take_while(|(v, _)| *v == vmid);
+        let mut host_rx = Some(0u64);
+        let mut host_tx = Some(0u64);
+        let mut any = false;
+        let mut path = PathBuf::from(root);
+        for (_, iface) in mine {
+            any = true;
+            path.push(iface);
+            for (file, total) in [(NET_RX_BYTES, &mut host_rx), (NET_TX_BYTES, &mut host_tx)] {
+                path.push(file);
+                let value = read_text(&path, &mut self.buf)
+                    .ok()
+                    .and_then(cgroup::parse_u64);
+                *total = total.zip(value).and_then(|(t, v)| t.checked_add(v));
+                path.pop();
+                path.pop();
+            }
+            path.pop();
+        }
+        if !any {
+            return (None, None);
+        }
+        // The host side of a veth pair receives what the container sends.
+        (host_tx, host_rx)
     }
 
     /// Host figures. Problems are gathered into one warning so that a broken procfs logs once per
@@ -150,6 +232,58 @@ impl Collector {
     }
 }
 
+/// Host-side veth interfaces of containers under `root`, as (vmid, name) sorted by vmid. A missing
+/// or unreadable `root` gives none (no network figures).
+fn list_veths(root: &Path) -> Vec<(u32, OsString)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        tracing::debug!(path = %root.display(), "cannot list network interfaces");
+        return Vec::new();
+    };
+    let mut veths: Vec<(u32, OsString)> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let vmid = name.to_str().and_then(parse_veth_name)?;
+            Some((vmid, name))
+        })
+        .collect();
+    veths.sort_unstable();
+    veths
+}
+
+/// The vmid of a Proxmox container veth name, `veth<vmid>i<N>`.
+pub fn parse_veth_name(name: &str) -> Option<u32> {
+    let (vmid, n) = name.strip_prefix("veth")?.split_once('i')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(vmid) || !digits(n) || vmid.starts_with('0') {
+        return None;
+    }
+    let vmid: u32 = vmid.parse().ok()?;
+    (vmid >= crate::config::MIN_VMID).then_some(vmid)
+}
+
+/// Used and total bytes of the filesystem at `<proc_root>/<pid>/root`. Quietly `None` when it
+/// cannot be read (the process exited, no permission): the figure is optional.
+fn rootfs_usage(cfg: &Config, pid: u32, vmid: u32) -> (Option<u64>, Option<u64>) {
+    let mut path = cfg.proc_root.clone();
+    path.push(pid.to_string());
+    path.push("root");
+    match nix::sys::statvfs::statvfs(&path) {
+        Ok(st) => {
+            let frag: u64 = st.fragment_size();
+            let blocks: u64 = st.blocks();
+            let free: u64 = st.blocks_free();
+            (
+                blocks.checked_sub(free).and_then(|b| b.checked_mul(frag)),
+                blocks.checked_mul(frag),
+            )
+        }
+        Err(e) => {
+            tracing::debug!(vmid, path = %path.display(), error = %e, "cannot stat container rootfs");
+            (None, None)
+        }
+    }
+}
+
 /// The file at `path` as text in `buf`; non-UTF-8 content is an error.
 fn read_text<'a>(path: &Path, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
     cgroup::read_into(path, buf)?;
@@ -181,6 +315,7 @@ mod tests {
             cfg.cgroup_root = tmp.path().join("cgroup/lxc");
             cfg.pve_lxc_dir = tmp.path().join("pve");
             cfg.proc_root = tmp.path().join("proc");
+            cfg.net_class_root = tmp.path().join("no-net");
             fs::create_dir_all(&cfg.cgroup_root).unwrap();
             fs::create_dir_all(cfg.cgroup_root.join("lxc.monitor")).unwrap();
             fs::create_dir_all(&cfg.pve_lxc_dir).unwrap();
@@ -267,6 +402,7 @@ mod tests {
                 cpu_usage_usec: Some(5_000_000),
                 memory_current_bytes: Some(1_073_741_824),
                 memory_file_bytes: Some(268_435_456),
+                extra: ContainerExtra::default(),
             }
         );
         assert_eq!(snap.containers[0].conf.as_ref().unwrap().cores, None);
@@ -373,5 +509,85 @@ mod tests {
         let snap = Collector::new().collect(&cfg, 0);
         assert!(snap.containers.is_empty());
         assert_eq!(snap.host.cpus, Some(2));
+    }
+
+    #[test]
+    fn veth_names_give_the_vmid_of_proxmox_container_interfaces_only() {
+        assert_eq!(parse_veth_name("veth101i0"), Some(101));
+        assert_eq!(parse_veth_name("veth4000i12"), Some(4000));
+        for name in [
+            "veth101",
+            "veth99i0",
+            "veth0101i0",
+            "vethi0",
+            "veth101i",
+            "eth0",
+            "veth101i0x",
+        ] {
+            assert_eq!(parse_veth_name(name), None, "{name}");
+        }
+    }
+
+    fn veth(root: &Path, name: &str, rx: &str, tx: &str) {
+        let dir = root.join(name).join("statistics");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("rx_bytes"), rx).unwrap();
+        fs::write(dir.join("tx_bytes"), tx).unwrap();
+    }
+
+    #[test]
+    fn network_bytes_are_summed_over_veths_from_the_container_view() {
+        let mut h = FakeHost::new();
+        h.cfg.net_class_root = h.tmp.path().join("net");
+        h.cgroup(101, 10);
+        h.cgroup(102, 10);
+        h.cgroup(103, 10);
+        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
+        veth(&h.cfg.net_class_root, "veth101i1", "5\n", "7\n");
+        veth(&h.cfg.net_class_root, "veth1010i0", "9\n", "9\n");
+        veth(&h.cfg.net_class_root, "veth102i0", "garbage\n", "3\n");
+        let snap = Collector::new().collect(&h.cfg, 0);
+        let c = |i: usize| snap.containers[i].extra.counters;
+        // The host side receives what the container sends.
+        assert_eq!(c(0).net_rx_bytes, Some(1007));
+        assert_eq!(c(0).net_tx_bytes, Some(105));
+        assert_eq!(c(1).net_tx_bytes, None);
+        assert_eq!(c(1).net_rx_bytes, Some(3));
+        assert_eq!((c(2).net_rx_bytes, c(2).net_tx_bytes), (None, None));
+    }
+
+    #[test]
+    fn extra_figures_are_read_only_when_asked_for() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        fs::write(dir.join(cgroup::PIDS_CURRENT), "12\n").unwrap();
+        let mut c = Collector::new();
+        assert_eq!(
+            c.collect(&h.cfg, 0).containers[0].extra.pids_current,
+            Some(12)
+        );
+        c.read_extra = false;
+        assert_eq!(
+            c.collect(&h.cfg, 0).containers[0].extra,
+            ContainerExtra::default()
+        );
+    }
+
+    #[test]
+    fn rootfs_is_measured_through_the_init_pid_and_skipped_when_unreadable() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        let dir2 = h.cgroup(102, 10);
+        fs::create_dir_all(dir.join("ns")).unwrap();
+        fs::create_dir_all(dir2.join("ns")).unwrap();
+        fs::write(dir.join(cgroup::NS_CGROUP_PROCS), "4242\n").unwrap();
+        fs::write(dir2.join(cgroup::NS_CGROUP_PROCS), "4243\n").unwrap();
+        fs::create_dir_all(h.cfg.proc_root.join("4242/root")).unwrap();
+        let snap = Collector::new().collect(&h.cfg, 0);
+        let x = snap.containers[0].extra;
+        let total = x.rootfs_total_bytes.unwrap();
+        assert!(total > 0 && x.rootfs_used_bytes.unwrap() <= total);
+        let y = snap.containers[1].extra;
+        assert_eq!((y.rootfs_used_bytes, y.rootfs_total_bytes), (None, None));
     }
 }

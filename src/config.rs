@@ -67,6 +67,14 @@ pub struct Config {
     pub pct_path: PathBuf,
     /// Previous samples, kept across restarts.
     pub state_file: PathBuf,
+    /// Where host-side network interfaces are listed (`<net_class_root>/veth<vmid>i<N>/`).
+    pub net_class_root: PathBuf,
+    /// JSON-lines history, one line per container and one host line per cycle. Empty = off.
+    pub metrics_file: PathBuf,
+    /// MB (MiB) at which `metrics_file` is rotated to `<metrics_file>.1`.
+    pub metrics_max_mb: u64,
+    /// Prometheus text file for node_exporter's textfile collector, rewritten each cycle. Empty = off.
+    pub prometheus_textfile: PathBuf,
 
     /// VMID -> tier name, filled by `finish()`.
     #[serde(skip)]
@@ -147,6 +155,10 @@ impl Default for Config {
             proc_root: PathBuf::from("/proc"),
             pct_path: PathBuf::from("/usr/sbin/pct"),
             state_file: PathBuf::from("/var/lib/lxc_autoscale/state.json"),
+            net_class_root: PathBuf::from("/sys/class/net"),
+            metrics_file: PathBuf::from("/var/lib/lxc_autoscale/metrics.jsonl"),
+            metrics_max_mb: 64,
+            prometheus_textfile: PathBuf::new(),
             tier_index: HashMap::new(),
         }
     }
@@ -295,6 +307,9 @@ impl Config {
                     self.reserve_cpu_percent
                 ),
             ));
+        }
+        if self.metrics_max_mb < 1 {
+            return Err(err(None, "metrics_max_mb", "must be at least 1 MB".into()));
         }
         for (key, hour) in [
             ("off_peak_start", self.off_peak_start),
@@ -616,6 +631,10 @@ mod tests {
             "proc_root",
             "pct_path",
             "state_file",
+            "net_class_root",
+            "metrics_file",
+            "metrics_max_mb",
+            "prometheus_textfile",
             "[tiers.",
             "containers",
             "priority",
@@ -739,6 +758,24 @@ mod tests {
     fn zero_poll_interval_is_rejected() {
         let e = err_of("poll_interval = 0\n");
         assert!(e.contains("key `poll_interval` (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn zero_metrics_max_mb_is_rejected() {
+        let e = err_of("metrics_max_mb = 0\n");
+        assert!(e.contains("key `metrics_max_mb` (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn metrics_outputs_default_to_history_on_and_prometheus_off() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.metrics_file,
+            PathBuf::from("/var/lib/lxc_autoscale/metrics.jsonl")
+        );
+        assert_eq!(c.metrics_max_mb, 64);
+        assert_eq!(c.prometheus_textfile, PathBuf::new());
+        assert_eq!(c.net_class_root, PathBuf::from("/sys/class/net"));
     }
 
     #[test]

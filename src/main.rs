@@ -17,10 +17,12 @@ use lxc_autoscale::collect::Collector;
 use lxc_autoscale::config::{self, Config, DEFAULT_CONFIG_PATH};
 use lxc_autoscale::events::EventLog;
 use lxc_autoscale::lock::{Lock, LockError};
+use lxc_autoscale::metrics::{self, CycleInfo, MetricsLog};
 use lxc_autoscale::model::{Plan, Snapshot, State};
 use lxc_autoscale::notify::Notifier;
 use lxc_autoscale::pct::{CommandRunner, PctOutcome, PctRunner, SetArgs, PCT_TIMEOUT};
-use lxc_autoscale::{demo, logging, pct, policy, sdnotify, state};
+use lxc_autoscale::prometheus::{self, ActionCounters};
+use lxc_autoscale::{demo, logging, pct, policy, replay, sdnotify, state};
 
 /// With no usable previous sample, CPU is measured over this window so the first cycle can act.
 const SAMPLE_WINDOW: Duration = Duration::from_secs(2);
@@ -69,6 +71,24 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         cycles: u32,
     },
+    /// Replay a recorded metrics history through the decision with a config, in simulated time.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// History to replay: the daemon's metrics JSON lines, or the ML sibling's lxc_metrics.json.
+    #[arg(long, value_name = "FILE")]
+    metrics: PathBuf,
+    /// A second config to replay with, printed side by side with --config.
+    #[arg(long, value_name = "OTHER.conf")]
+    compare: Option<PathBuf>,
+    /// Draw allocation against usage per container into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +116,7 @@ fn main() -> ExitCode {
         Some(Command::Status { json }) => status(&cli.config, *json),
         Some(Command::Rollback(args)) => rollback(&cli, args),
         Some(Command::Demo { cycles }) => demo::run(*cycles, &mut std::io::stdout()),
+        Some(Command::Replay(args)) => run_replay(&cli.config, args),
     };
     match result {
         Ok(code) => code,
@@ -204,10 +225,11 @@ fn measure(
     collector: &mut Collector,
     state: &mut State,
     stop: &dyn Fn() -> bool,
-) -> Option<Snapshot> {
+) -> Option<(Snapshot, Duration)> {
+    let started = Instant::now();
     let snap = collector.collect(cfg, now_usec());
     if !needs_sample_window(cfg, &snap, state, snap.taken_at_usec) {
-        return Some(snap);
+        return Some((snap, started.elapsed()));
     }
     info!(
         window_secs = SAMPLE_WINDOW.as_secs(),
@@ -226,7 +248,9 @@ fn measure(
         return None;
     }
     *state = merged;
-    Some(collector.collect(cfg, now_usec()))
+    let started = Instant::now();
+    let snap = collector.collect(cfg, now_usec());
+    Some((snap, started.elapsed()))
 }
 
 fn run_daemon(cli: &Cli) -> Result<ExitCode> {
@@ -263,6 +287,9 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
         }
     };
     let mut collector = Collector::new();
+    collector.read_extra = wants_metrics(&cfg);
+    let mut metrics_log = MetricsLog::from_config(&cfg);
+    let mut counters = ActionCounters::default();
     let mut notifier = Notifier::from_config(&cfg);
     let mut events = EventLog::beside(&cfg.log_file);
     let mut runner = CommandRunner {
@@ -289,7 +316,7 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
     let watchdog = sdnotify::watchdog_interval();
     let mut last_watchdog = Instant::now();
     let mut first = true;
-    while let Some(snap) = measure(&cfg, &mut collector, &mut state, &stop) {
+    while let Some((snap, collect_time)) = measure(&cfg, &mut collector, &mut state, &stop) {
         // The sampling window is not part of the schedule: the interval starts now.
         let cycle_start = Instant::now();
         let plan = policy::decide(&cfg, &snap, &state, local_now());
@@ -308,6 +335,21 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
             };
             apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
         };
+        counters.add_report(&report);
+        let cycle = CycleInfo {
+            duration_secs: Some((collect_time + cycle_start.elapsed()).as_secs_f64()),
+            changes: plan.changes.len(),
+            failures: report.failed.len(),
+        };
+        export_metrics(
+            &cfg,
+            metrics_log.as_ref(),
+            &snap,
+            &plan,
+            &state,
+            cycle,
+            &counters,
+        );
         state = state.advanced(&snap);
         if let Err(e) = state::write_state(&cfg.state_file, &state) {
             warn!(path = %cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
@@ -360,6 +402,8 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
                         notifier = Notifier::from_config(&new);
                         events = EventLog::beside(&new.log_file);
                         runner.path = new.pct_path.clone();
+                        metrics_log = MetricsLog::from_config(&new);
+                        collector.read_extra = wants_metrics(&new);
                         cfg = new;
                         info!(config = %cli.config.display(), poll_interval = cfg.poll_interval, "config reloaded");
                     }
@@ -392,6 +436,40 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
     }
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether any output uses the history-only figures.
+fn wants_metrics(cfg: &Config) -> bool {
+    !cfg.metrics_file.as_os_str().is_empty() || !cfg.prometheus_textfile.as_os_str().is_empty()
+}
+
+/// Appends the history lines and rewrites the Prometheus file. Failures are warnings: the export
+/// never stops the scaling.
+fn export_metrics(
+    cfg: &Config,
+    log: Option<&MetricsLog>,
+    snap: &Snapshot,
+    plan: &Plan,
+    state: &State,
+    cycle: CycleInfo,
+    counters: &ActionCounters,
+) {
+    let prom = &cfg.prometheus_textfile;
+    if log.is_none() && prom.as_os_str().is_empty() {
+        return;
+    }
+    let (host, containers) = metrics::records(cfg, snap, plan, state, cycle);
+    if let Some(log) = log {
+        if let Err(e) = log.append(&metrics::encode(&host, &containers)) {
+            warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
+        }
+    }
+    if !prom.as_os_str().is_empty() {
+        let text = prometheus::render(&host, &containers, counters);
+        if let Err(e) = prometheus::write(prom, &text) {
+            warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
+        }
+    }
 }
 
 fn notify_report(n: &mut Notifier, report: &Report) {
@@ -506,10 +584,24 @@ fn status(path: &Path, json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let mut state = state::read_state(&cfg.state_file).unwrap_or_default();
     let mut collector = Collector::new();
-    let snap = measure(&cfg, &mut collector, &mut state, &|| false).expect("never stopped");
+    let (snap, collect_time) =
+        measure(&cfg, &mut collector, &mut state, &|| false).expect("never stopped");
     let plan = policy::decide(&cfg, &snap, &state, local_now());
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let cycle = CycleInfo {
+            duration_secs: Some(collect_time.as_secs_f64()),
+            changes: plan.changes.len(),
+            failures: 0,
+        };
+        let (host, containers) = metrics::records(&cfg, &snap, &plan, &state, cycle);
+        let out = serde_json::json!({
+            "changes": plan.changes,
+            "notes": plan.notes,
+            "observations": plan.observations,
+            "host": host,
+            "containers": containers,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", render_status(&plan));
     }
@@ -548,6 +640,38 @@ pub fn render_status(plan: &Plan) -> String {
         );
     }
     out
+}
+
+fn run_replay(config_path: &Path, args: &ReplayArgs) -> Result<ExitCode> {
+    let cfg = load_config(config_path)?;
+    let history = replay::load_history(&args.metrics, cfg.poll_interval)?;
+    let mut runs = vec![(
+        config_path.display().to_string(),
+        replay::run(&cfg, &history),
+    )];
+    if let Some(other) = &args.compare {
+        let other_cfg = load_config(other)?;
+        runs.push((
+            other.display().to_string(),
+            replay::run(&other_cfg, &history),
+        ));
+    }
+    if args.json {
+        let out: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|(path, r)| serde_json::json!({"config": path, "summary": r.summary}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", replay::render(&history, &runs));
+    }
+    if let Some(svg) = &args.plot {
+        replay::plot(svg, &runs[0].1)?;
+        if !args.json {
+            println!("plot written to {}", svg.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode> {

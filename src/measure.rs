@@ -1,6 +1,8 @@
 //! Pure arithmetic that turns counters into rates and usage. No IO, no clock.
 
-use crate::model::{ContainerPrev, ContainerSample, CtConf, EpochUsec, HostPrev, HostSample};
+use crate::model::{
+    ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
+};
 
 /// Bytes in one Proxmox MB (a MiB).
 const BYTES_PER_MB: f64 = 1_048_576.0;
@@ -81,6 +83,77 @@ pub fn host_busy_cores(cur: &HostSample, prev: Option<&HostPrev>) -> Option<f64>
     Some(busy as f64 / total as f64 * f64::from(cpus))
 }
 
+/// Changes of a container's history-only counters since the previous cycle. Every figure is
+/// `None` when there is no usable window (see `counter_window_usec`) or when its counter is
+/// missing on either side or went backwards: never 0 for "unknown".
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CounterRates {
+    /// CFS periods throttled in the window (Δ`nr_throttled`).
+    pub throttled_periods: Option<u64>,
+    /// Δ`throttled_usec` / Δwall: share of the window the cgroup spent throttled, 0–1 (a little
+    /// above 1 is possible from jitter).
+    pub throttled_ratio: Option<f64>,
+    /// Processes OOM-killed in the window (Δ`oom_kill`).
+    pub oom_kills: Option<u64>,
+    pub io_read_bytes_per_sec: Option<f64>,
+    pub io_write_bytes_per_sec: Option<f64>,
+    /// Container view: bytes it received per second.
+    pub net_rx_bytes_per_sec: Option<f64>,
+    /// Container view: bytes it sent per second.
+    pub net_tx_bytes_per_sec: Option<f64>,
+}
+
+/// µs between `prev` and `cur` when counters can be compared across them: same cgroup (no
+/// restart), same known host boot, the clock moved forward, and the window is under
+/// `max_age_usec`. The same rules as `cpu_percent`.
+pub fn counter_window_usec(
+    cur: &ContainerSample,
+    now_usec: EpochUsec,
+    host_boot_time: Option<u64>,
+    prev: Option<&ContainerPrev>,
+    max_age_usec: i64,
+) -> Option<i64> {
+    let prev = prev?;
+    if cur.cgroup_id? != prev.cgroup_id {
+        return None;
+    }
+    match (prev.boot_time, host_boot_time) {
+        (Some(before), Some(now)) if before == now => {}
+        _ => return None,
+    }
+    let wall_usec = now_usec.checked_sub(prev.taken_at_usec)?;
+    (wall_usec > 0 && wall_usec < max_age_usec).then_some(wall_usec)
+}
+
+/// The history-only rates of `cur` against `prev`.
+pub fn counter_rates(
+    cur: &ContainerSample,
+    now_usec: EpochUsec,
+    host_boot_time: Option<u64>,
+    prev: Option<&ContainerPrev>,
+    max_age_usec: i64,
+) -> CounterRates {
+    let (Some(prev), Some(wall_usec)) = (
+        prev,
+        counter_window_usec(cur, now_usec, host_boot_time, prev, max_age_usec),
+    ) else {
+        return CounterRates::default();
+    };
+    let (now, before): (&Counters, &Counters) = (&cur.extra.counters, &prev.counters);
+    let delta = |f: fn(&Counters) -> Option<u64>| f(now)?.checked_sub(f(before)?);
+    let wall_secs = wall_usec as f64 / 1e6;
+    let per_sec = |f: fn(&Counters) -> Option<u64>| delta(f).map(|d| d as f64 / wall_secs);
+    CounterRates {
+        throttled_periods: delta(|c| c.nr_throttled),
+        throttled_ratio: delta(|c| c.throttled_usec).map(|d| d as f64 / wall_usec as f64),
+        oom_kills: delta(|c| c.oom_kill),
+        io_read_bytes_per_sec: per_sec(|c| c.io_read_bytes),
+        io_write_bytes_per_sec: per_sec(|c| c.io_write_bytes),
+        net_rx_bytes_per_sec: per_sec(|c| c.net_rx_bytes),
+        net_tx_bytes_per_sec: per_sec(|c| c.net_tx_bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +179,7 @@ mod tests {
             cpu_usage_usec: usage,
             memory_current_bytes: None,
             memory_file_bytes: None,
+            extra: Default::default(),
         }
     }
 
@@ -115,6 +189,7 @@ mod tests {
             boot_time: boot,
             cgroup_id,
             cpu_usage_usec: usage,
+            counters: Default::default(),
         }
     }
 
@@ -423,5 +498,85 @@ mod tests {
             host_busy_cores(&host(Some(8), 2_001, 11_000, Some(BOOT)), Some(&p)),
             None
         );
+    }
+
+    fn with_counters(cgroup_id: u64, counters: Counters) -> ContainerSample {
+        let mut c = sample(Some(cgroup_id), Some(0));
+        c.extra.counters = counters;
+        c
+    }
+
+    fn counters(base: u64) -> Counters {
+        Counters {
+            nr_throttled: Some(base),
+            throttled_usec: Some(base * 1000),
+            oom_kill: Some(base / 10),
+            io_read_bytes: Some(base * 100),
+            io_write_bytes: Some(base * 200),
+            net_rx_bytes: Some(base * 300),
+            net_tx_bytes: Some(base * 400),
+        }
+    }
+
+    #[test]
+    fn counter_rates_are_deltas_over_the_window() {
+        let mut p = prev(0, Some(BOOT), 7, 0);
+        p.counters = counters(10);
+        let cur = with_counters(7, counters(1010));
+        // 10 s window.
+        let r = counter_rates(&cur, 10_000_000, Some(BOOT), Some(&p), MAX_AGE);
+        assert_eq!(
+            r,
+            CounterRates {
+                throttled_periods: Some(1000),
+                throttled_ratio: Some(0.1),
+                oom_kills: Some(100),
+                io_read_bytes_per_sec: Some(10_000.0),
+                io_write_bytes_per_sec: Some(20_000.0),
+                net_rx_bytes_per_sec: Some(30_000.0),
+                net_tx_bytes_per_sec: Some(40_000.0),
+            }
+        );
+    }
+
+    #[test]
+    fn counter_that_went_backwards_gives_none_not_zero() {
+        let mut p = prev(0, Some(BOOT), 7, 0);
+        p.counters = counters(10);
+        let mut now = counters(20);
+        now.io_read_bytes = Some(5);
+        let r = counter_rates(
+            &with_counters(7, now),
+            10_000_000,
+            Some(BOOT),
+            Some(&p),
+            MAX_AGE,
+        );
+        assert_eq!(r.io_read_bytes_per_sec, None);
+        assert_eq!(r.io_write_bytes_per_sec, Some(200.0));
+    }
+
+    #[test]
+    fn counter_rates_are_none_after_restart_reboot_or_without_previous_counter() {
+        let mut p = prev(0, Some(BOOT), 7, 0);
+        p.counters = counters(10);
+        let cur = with_counters(7, counters(20));
+        let restarted = with_counters(8, counters(20));
+        assert_eq!(
+            counter_rates(&restarted, 10_000_000, Some(BOOT), Some(&p), MAX_AGE),
+            CounterRates::default()
+        );
+        assert_eq!(
+            counter_rates(&cur, 10_000_000, Some(BOOT + 1), Some(&p), MAX_AGE),
+            CounterRates::default()
+        );
+        assert_eq!(
+            counter_rates(&cur, MAX_AGE, Some(BOOT), Some(&p), MAX_AGE),
+            CounterRates::default()
+        );
+        p.counters.oom_kill = None;
+        let r = counter_rates(&cur, 10_000_000, Some(BOOT), Some(&p), MAX_AGE);
+        assert_eq!(r.oom_kills, None);
+        assert_eq!(r.throttled_periods, Some(10));
     }
 }

@@ -53,6 +53,57 @@ pub struct ContainerSample {
     pub memory_current_bytes: Option<u64>,
     /// `file` of `memory.stat` (page cache), bytes.
     pub memory_file_bytes: Option<u64>,
+    /// Figures recorded for history and export only; the decision does not use them.
+    pub extra: ContainerExtra,
+}
+
+/// Figures of one container beyond what the decision needs. Each is `None` when its file is
+/// missing, unreadable or garbled (a cgroup without the controller, a container without network).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ContainerExtra {
+    /// Monotonic counters, turned into rates against the previous cycle.
+    pub counters: Counters,
+    /// `memory.swap.current`, bytes.
+    pub swap_current_bytes: Option<u64>,
+    /// `pids.current`: processes and threads in the container.
+    pub pids_current: Option<u64>,
+    /// `some avg10=` of `cpu.pressure`, percent of wall time (0–100).
+    pub psi_cpu_some_avg10: Option<f64>,
+    /// `some avg10=` of `memory.pressure`, percent.
+    pub psi_memory_some_avg10: Option<f64>,
+    /// `some avg10=` of `io.pressure`, percent.
+    pub psi_io_some_avg10: Option<f64>,
+    /// Used bytes of the filesystem at `/proc/<init pid>/root`.
+    pub rootfs_used_bytes: Option<u64>,
+    /// Size in bytes of that filesystem.
+    pub rootfs_total_bytes: Option<u64>,
+}
+
+/// Monotonic counters of a container. They reset when the container restarts; a counter that went
+/// backwards or a new cgroup gives no rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// `nr_throttled` of `cpu.stat`: CFS periods in which the cgroup was throttled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nr_throttled: Option<u64>,
+    /// `throttled_usec` of `cpu.stat`, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_usec: Option<u64>,
+    /// `oom_kill` of `memory.events`: processes killed by the OOM killer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill: Option<u64>,
+    /// `rbytes=` of `io.stat`, summed over devices, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_read_bytes: Option<u64>,
+    /// `wbytes=` of `io.stat`, summed over devices, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_write_bytes: Option<u64>,
+    /// Bytes the container received: `tx_bytes` of its host-side `veth<vmid>i<N>` peers, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_bytes: Option<u64>,
+    /// Bytes the container sent: `rx_bytes` of its host-side `veth<vmid>i<N>` peers, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_bytes: Option<u64>,
 }
 
 /// The allocation of a container: the main section of its Proxmox conf.
@@ -106,6 +157,9 @@ pub struct ContainerPrev {
     pub boot_time: Option<u64>,
     pub cgroup_id: u64,
     pub cpu_usage_usec: u64,
+    /// Counters for the recorded rates; absent in state files of older versions.
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 impl State {
@@ -128,6 +182,7 @@ impl State {
                         boot_time: snap.host.boot_time,
                         cgroup_id: c.cgroup_id?,
                         cpu_usage_usec: c.cpu_usage_usec?,
+                        counters: c.extra.counters,
                     },
                 ))
             })
@@ -171,7 +226,7 @@ pub struct Note {
 }
 
 /// Why a container is not managed this cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Managed {
     Yes,

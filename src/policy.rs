@@ -657,6 +657,7 @@ mod tests {
                     boot_time: Some(BOOT),
                     cgroup_id,
                     cpu_usage_usec: PREV_USAGE,
+                    counters: Default::default(),
                 },
             );
             self.snap.containers.push(ContainerSample {
@@ -671,6 +672,7 @@ mod tests {
                 cpu_usage_usec: Some(PREV_USAGE + delta),
                 memory_current_bytes: Some((used_mb * MB as f64).round() as u64 + file),
                 memory_file_bytes: Some(file),
+                extra: Default::default(),
             });
             self.snap.containers.last_mut().unwrap()
         }

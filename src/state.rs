@@ -68,6 +68,7 @@ mod tests {
                 boot_time: Some(1_699_000_000),
                 cgroup_id: 4242,
                 cpu_usage_usec: 123_456,
+                counters: Default::default(),
             },
         );
         s

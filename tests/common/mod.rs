@@ -81,7 +81,8 @@ impl FakeHost {
         let text = format!(
             "cgroup_root = \"{r}/cgroup/lxc\"\npve_lxc_dir = \"{r}/pve/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
-             log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n{extra}\n"
+             log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n"
         );
         let path = self.path("lxc_autoscale.conf");
         std::fs::write(&path, text).unwrap();

@@ -1,0 +1,378 @@
+//! The Prometheus text file for node_exporter's textfile collector, rewritten atomically each
+//! cycle. Text exposition format 0.0.4; base units (bytes, seconds, ratios 0–1); counters `_total`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::apply::Report;
+use crate::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
+
+/// Mode of the text file: node_exporter runs as its own user and must read it.
+const TEXTFILE_MODE: u32 = 0o644;
+
+/// Counters kept across the cycles of one daemon run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActionCounters {
+    pub cpu_up: u64,
+    pub cpu_down: u64,
+    pub memory_up: u64,
+    pub memory_down: u64,
+    /// `pct` calls that did not succeed (non-zero exit, timeout, spawn error).
+    pub pct_failures: u64,
+}
+
+impl ActionCounters {
+    /// Counts the changes `pct` confirmed and the ones that failed.
+    pub fn add_report(&mut self, report: &Report) {
+        for a in &report.applied {
+            if let Some(s) = a.change.cores {
+                if s.to > s.from {
+                    self.cpu_up += 1;
+                } else if s.to < s.from {
+                    self.cpu_down += 1;
+                }
+            }
+            if let Some(s) = a.change.memory_mb {
+                if s.to > s.from {
+                    self.memory_up += 1;
+                } else if s.to < s.from {
+                    self.memory_down += 1;
+                }
+            }
+        }
+        self.pct_failures += report.failed.len() as u64;
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One metric family being written: HELP and TYPE come first, then the samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64) {
+        // A non-finite figure is a measuring bug; leaving the sample out beats exporting NaN.
+        if !value.is_finite() {
+            return;
+        }
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+type Getter = fn(&ContainerRecord) -> Option<f64>;
+
+/// Per-container gauges: (name, help, value).
+const CONTAINER_GAUGES: &[(&str, &str, Getter)] = &[
+    (
+        "lxc_autoscale_container_cores",
+        "Cores allocated (host CPUs when the conf sets none).",
+        |c| c.cores.map(f64::from),
+    ),
+    (
+        "lxc_autoscale_container_cpu_limit_cores",
+        "CPUs the container may use: cpulimit when it binds, else cores.",
+        |c| c.effective_cpus,
+    ),
+    (
+        "lxc_autoscale_container_memory_bytes",
+        "Memory allocated.",
+        |c| c.memory_mb.map(|m| (m * BYTES_PER_MB) as f64),
+    ),
+    (
+        "lxc_autoscale_container_cpu_usage_ratio",
+        "CPU used as a share of the CPUs the container may use, over the last cycle.",
+        |c| c.cpu_percent.map(|p| p / 100.0),
+    ),
+    (
+        "lxc_autoscale_container_memory_used_bytes",
+        "Memory used, page cache excluded.",
+        |c| c.memory_used_mb.map(|m| m * BYTES_PER_MB as f64),
+    ),
+    (
+        "lxc_autoscale_container_swap_used_bytes",
+        "Swap used.",
+        |c| c.swap_used_bytes.map(|b| b as f64),
+    ),
+    (
+        "lxc_autoscale_container_cpu_throttled_ratio",
+        "Share of the last cycle the container spent CPU-throttled.",
+        |c| c.throttled_ratio,
+    ),
+    (
+        "lxc_autoscale_container_pids",
+        "Tasks in the container.",
+        |c| c.pids.map(|p| p as f64),
+    ),
+    (
+        "lxc_autoscale_container_io_read_bytes_per_second",
+        "Block I/O read rate over the last cycle.",
+        |c| c.io_read_bytes_per_sec,
+    ),
+    (
+        "lxc_autoscale_container_io_write_bytes_per_second",
+        "Block I/O write rate over the last cycle.",
+        |c| c.io_write_bytes_per_sec,
+    ),
+    (
+        "lxc_autoscale_container_network_receive_bytes_per_second",
+        "Bytes the container received per second over the last cycle.",
+        |c| c.net_rx_bytes_per_sec,
+    ),
+    (
+        "lxc_autoscale_container_network_transmit_bytes_per_second",
+        "Bytes the container sent per second over the last cycle.",
+        |c| c.net_tx_bytes_per_sec,
+    ),
+    (
+        "lxc_autoscale_container_rootfs_used_bytes",
+        "Used bytes of the container's root filesystem.",
+        |c| c.rootfs_used_bytes.map(|b| b as f64),
+    ),
+    (
+        "lxc_autoscale_container_rootfs_size_bytes",
+        "Size of the container's root filesystem.",
+        |c| c.rootfs_total_bytes.map(|b| b as f64),
+    ),
+];
+
+/// The whole text file for one cycle.
+pub fn render(
+    host: &HostRecord,
+    containers: &[ContainerRecord],
+    counters: &ActionCounters,
+) -> String {
+    let mut out = String::with_capacity(1024 + containers.len() * 2048);
+    let labels: Vec<String> = containers
+        .iter()
+        .map(|c| {
+            format!(
+                "vmid=\"{}\",name=\"{}\",tier=\"{}\"",
+                c.vmid,
+                escape_label(c.name.as_deref().unwrap_or("")),
+                escape_label(c.tier.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
+    for (name, help, get) in CONTAINER_GAUGES {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for (c, l) in containers.iter().zip(&labels) {
+            if let Some(v) = get(c) {
+                f.sample(name, l, v);
+            }
+        }
+    }
+    let psi = "lxc_autoscale_container_pressure_some_avg10_ratio";
+    let mut f = Family::new(
+        &mut out,
+        psi,
+        "gauge",
+        "PSI some avg10: share of the last 10 s some task of the container waited for the resource.",
+    );
+    for (c, l) in containers.iter().zip(&labels) {
+        for (resource, v) in [
+            ("cpu", c.psi_cpu_some_avg10),
+            ("memory", c.psi_memory_some_avg10),
+            ("io", c.psi_io_some_avg10),
+        ] {
+            if let Some(v) = v {
+                f.sample(psi, &format!("{l},resource=\"{resource}\""), v / 100.0);
+            }
+        }
+    }
+
+    let host_gauges: [(&str, &str, Option<f64>); 6] = [
+        (
+            "lxc_autoscale_host_cpus",
+            "Host CPUs.",
+            host.cpus.map(f64::from),
+        ),
+        (
+            "lxc_autoscale_host_busy_cores",
+            "Host CPUs busy over the last cycle.",
+            host.busy_cores,
+        ),
+        (
+            "lxc_autoscale_host_memory_total_bytes",
+            "Host MemTotal.",
+            host.mem_total_kib.map(|k| (k * 1024) as f64),
+        ),
+        (
+            "lxc_autoscale_host_memory_available_bytes",
+            "Host MemAvailable.",
+            host.mem_available_kib.map(|k| (k * 1024) as f64),
+        ),
+        (
+            "lxc_autoscale_cycle_duration_seconds",
+            "Time the last cycle took to collect, decide and apply.",
+            host.cycle_secs,
+        ),
+        (
+            "lxc_autoscale_last_cycle_timestamp_seconds",
+            "When the last cycle read its counters, seconds since the epoch.",
+            Some(host.ts_usec as f64 / 1e6),
+        ),
+    ];
+    for (name, help, value) in host_gauges {
+        if let Some(v) = value {
+            Family::new(&mut out, name, "gauge", help).sample(name, "", v);
+        }
+    }
+    let name = "lxc_autoscale_containers";
+    Family::new(
+        &mut out,
+        name,
+        "gauge",
+        "Running containers seen in the last cycle.",
+    )
+    .sample(name, "", host.containers as f64);
+
+    let name = "lxc_autoscale_scaling_actions_total";
+    let mut f = Family::new(
+        &mut out,
+        name,
+        "counter",
+        "Scaling actions pct confirmed since the daemon started.",
+    );
+    for (resource, direction, n) in [
+        ("cpu", "up", counters.cpu_up),
+        ("cpu", "down", counters.cpu_down),
+        ("memory", "up", counters.memory_up),
+        ("memory", "down", counters.memory_down),
+    ] {
+        f.sample(
+            name,
+            &format!("resource=\"{resource}\",direction=\"{direction}\""),
+            n as f64,
+        );
+    }
+    let name = "lxc_autoscale_pct_failures_total";
+    Family::new(
+        &mut out,
+        name,
+        "counter",
+        "pct calls that failed since the daemon started.",
+    )
+    .sample(name, "", counters.pct_failures as f64);
+    out
+}
+
+/// Writes `text` to `path` atomically (readers never see half a file).
+pub fn write(path: &Path, text: &str) -> Result<()> {
+    crate::fsutil::write_atomic(path, text.as_bytes(), TEXTFILE_MODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Applied, Failure};
+    use crate::model::{Change, Step};
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(escape_label("web-1"), "web-1");
+    }
+
+    #[test]
+    fn counters_count_confirmed_directions_and_failures() {
+        let change = |cores: Option<(u32, u32)>, mem: Option<(u64, u64)>| Applied {
+            change: Change {
+                vmid: 101,
+                cores: cores.map(|(from, to)| Step { from, to }),
+                memory_mb: mem.map(|(from, to)| Step { from, to }),
+                reason: String::new(),
+            },
+            summary: String::new(),
+        };
+        let report = Report {
+            applied: vec![
+                change(Some((2, 4)), Some((2048, 1024))),
+                change(Some((4, 2)), None),
+                change(None, Some((512, 1024))),
+            ],
+            failed: vec![Failure {
+                vmid: 102,
+                summary: String::new(),
+                error: String::new(),
+            }],
+            ..Report::default()
+        };
+        let mut c = ActionCounters::default();
+        c.add_report(&report);
+        c.add_report(&report);
+        assert_eq!(
+            c,
+            ActionCounters {
+                cpu_up: 2,
+                cpu_down: 2,
+                memory_up: 2,
+                memory_down: 2,
+                pct_failures: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn render_gives_help_type_and_labelled_samples_in_base_units() {
+        let host = HostRecord {
+            ts_usec: 1_500_000,
+            cpus: Some(8),
+            cycle_secs: Some(0.25),
+            containers: 1,
+            ..HostRecord::default()
+        };
+        let ct = ContainerRecord {
+            vmid: 101,
+            name: Some("we\"b".into()),
+            cores: Some(2),
+            memory_mb: Some(1024),
+            cpu_percent: Some(50.0),
+            psi_io_some_avg10: Some(12.5),
+            ..ContainerRecord::default()
+        };
+        let text = render(&host, &[ct], &ActionCounters::default());
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        has("# TYPE lxc_autoscale_container_cores gauge");
+        has(r#"lxc_autoscale_container_cores{vmid="101",name="we\"b",tier=""} 2"#);
+        has(r#"lxc_autoscale_container_memory_bytes{vmid="101",name="we\"b",tier=""} 1073741824"#);
+        has(r#"lxc_autoscale_container_cpu_usage_ratio{vmid="101",name="we\"b",tier=""} 0.5"#);
+        has(
+            r#"lxc_autoscale_container_pressure_some_avg10_ratio{vmid="101",name="we\"b",tier="",resource="io"} 0.125"#,
+        );
+        has("lxc_autoscale_cycle_duration_seconds 0.25");
+        has("lxc_autoscale_last_cycle_timestamp_seconds 1.5");
+        has("# TYPE lxc_autoscale_scaling_actions_total counter");
+        has(r#"lxc_autoscale_scaling_actions_total{resource="memory",direction="down"} 0"#);
+        has("lxc_autoscale_pct_failures_total 0");
+        assert!(
+            !text.contains("lxc_autoscale_container_swap_used_bytes{"),
+            "{text}"
+        );
+    }
+}
