@@ -266,41 +266,36 @@ pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
     }
 }
 
-/// Reads the history-only figures of one container's cgroup `dir`, reusing `buf`.
+/// Reads the history-only figures of one container's cgroup `dir`, reusing `buf`. A vanished
+/// directory gives all `None`.
 pub fn read_extra(dir: &Path, buf: &mut Vec<u8>) -> ExtraReading {
-    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 24);
-    path.push(dir);
+    let Ok(dir) = File::open(dir) else {
+        return ExtraReading::default();
+    };
+    // Opened relative to the directory, like `read_container`: one path walk per container.
     ExtraReading {
-        swap_current_bytes: read_parsed(&mut path, MEMORY_SWAP_CURRENT, buf, parse_u64),
-        oom_kill: read_parsed(&mut path, MEMORY_EVENTS, buf, |t| {
+        swap_current_bytes: read_parsed(&dir, MEMORY_SWAP_CURRENT, buf, parse_u64),
+        oom_kill: read_parsed(&dir, MEMORY_EVENTS, buf, |t| {
             parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
         }),
-        pids_current: read_parsed(&mut path, PIDS_CURRENT, buf, parse_u64),
-        io: read_parsed(&mut path, IO_STAT, buf, |t| Some(parse_io_stat(t))).unwrap_or_default(),
-        psi_cpu_some_avg10: read_parsed(&mut path, CPU_PRESSURE, buf, parse_psi_some_avg10),
-        psi_memory_some_avg10: read_parsed(&mut path, MEMORY_PRESSURE, buf, parse_psi_some_avg10),
-        psi_io_some_avg10: read_parsed(&mut path, IO_PRESSURE, buf, parse_psi_some_avg10),
-        init_pid: read_parsed(&mut path, NS_CGROUP_PROCS, buf, parse_first_pid),
+        pids_current: read_parsed(&dir, PIDS_CURRENT, buf, parse_u64),
+        io: read_parsed(&dir, IO_STAT, buf, |t| Some(parse_io_stat(t))).unwrap_or_default(),
+        psi_cpu_some_avg10: read_parsed(&dir, CPU_PRESSURE, buf, parse_psi_some_avg10),
+        psi_memory_some_avg10: read_parsed(&dir, MEMORY_PRESSURE, buf, parse_psi_some_avg10),
+        psi_io_some_avg10: read_parsed(&dir, IO_PRESSURE, buf, parse_psi_some_avg10),
+        init_pid: read_parsed(&dir, NS_CGROUP_PROCS, buf, parse_first_pid),
     }
 }
 
-/// Reads `dir/name` (with `path` holding `dir`) into `buf` and parses it; `None` when unreadable.
+/// Reads `name` (relative to the open `dir`, may contain `/`) into `buf` and parses it; `None`
+/// when unreadable.
 fn read_parsed<T>(
-    path: &mut PathBuf,
+    dir: &File,
     name: &str,
     buf: &mut Vec<u8>,
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Option<T> {
-    path.push(name);
-    let ok = read_into(path, buf).is_ok();
-    path.pop();
-    if name.contains('/') {
-        // `push` of a relative path with a slash adds several components; pop the rest.
-        for _ in 1..name.split('/').count() {
-            path.pop();
-        }
-    }
-    if ok {
+    if read_at(dir, name, buf).is_ok() {
         utf8(buf).and_then(parse)
     } else {
         None

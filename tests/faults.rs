@@ -132,6 +132,7 @@ fn sample(vmid: u32, cores: u32, memory_mb: u64) -> ContainerSample {
         cpu_usage_usec: Some(0),
         memory_current_bytes: Some(0),
         memory_file_bytes: Some(0),
+        extra: Default::default(),
     }
 }
 
@@ -416,6 +417,7 @@ fn decide_makes_no_cpu_decision_when_the_clock_did_not_move_forward() {
             boot_time: Some(BTIME),
             cgroup_id: 7,
             cpu_usage_usec: 0,
+            counters: Default::default(),
         },
     );
     let now = NaiveDate::from_ymd_opt(2025, 1, 15)
@@ -439,6 +441,7 @@ fn decide_makes_no_cpu_decision_when_the_clock_did_not_move_forward() {
                 cpu_usage_usec: Some(570_000_000),
                 memory_current_bytes: Some(512 * MIB),
                 memory_file_bytes: Some(0),
+                extra: Default::default(),
             }],
         };
         let plan = policy::decide(&cfg, &snap, &state, now);

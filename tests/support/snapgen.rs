@@ -251,6 +251,7 @@ pub fn case(data: &[u8]) -> Option<Case> {
                     boot_time: if b.u8() % 8 == 0 { None } else { Some(BOOT_A) },
                     cgroup_id: 1 + u64::from(b.u8() % 2),
                     cpu_usage_usec: prev_usage,
+                    counters: Default::default(),
                 },
             );
         }
@@ -261,6 +262,7 @@ pub fn case(data: &[u8]) -> Option<Case> {
             cpu_usage_usec,
             memory_current_bytes,
             memory_file_bytes,
+            extra: Default::default(),
         });
     }
     containers.sort_by_key(|c| c.vmid);
