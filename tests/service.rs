@@ -104,6 +104,33 @@ fn stale_lock_file_from_a_killed_process_does_not_block() {
 }
 
 #[test]
+fn sigterm_during_a_pct_call_stops_right_after_it_and_skips_the_rest() {
+    let host = FakeHost::new(16);
+    for vmid in [101, 102] {
+        host.add_container(vmid, "cores: 2\nmemory: 1024\n");
+        host.set_memory(vmid, 900, 0);
+    }
+    host.seed_previous_cycle(&[(101, 95.0, 2), (102, 95.0, 2)]);
+    std::fs::write(host.path("pct.slow"), "").unwrap();
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = spawn_daemon(&host, &cfg);
+    wait_for("the first pct call to start", || {
+        !host.pct_calls().is_empty()
+    });
+
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+    // The in-flight call finished and counts; the second container was not started on.
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    assert!(host.conf(101).contains("cores: 4\n"));
+    assert_eq!(host.conf(102), "cores: 2\nmemory: 1024\n");
+    let log = log_text(&host);
+    assert!(log.contains("scaled"), "{log}");
+    assert!(log.contains("lxc_autoscale stopping"), "{log}");
+}
+
+#[test]
 fn sigint_also_stops_the_daemon_with_status_zero() {
     let host = idle_host();
     let cfg = host.write_config("poll_interval = 3600");

@@ -22,6 +22,9 @@ fi
 if [ -f "@ROOT@/pct.hang" ]; then
   sleep 60
 fi
+if [ -f "@ROOT@/pct.slow" ]; then
+  sleep 2
+fi
 [ "$1" = set ] || exit 2
 conf="@ROOT@/pve/lxc/$2.conf"
 shift 2
