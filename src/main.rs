@@ -18,7 +18,7 @@ use lxc_autoscale::config::{self, Config, DEFAULT_CONFIG_PATH};
 use lxc_autoscale::events::EventLog;
 use lxc_autoscale::lock::{Lock, LockError};
 use lxc_autoscale::metrics::{self, CycleInfo, MetricsLog};
-use lxc_autoscale::model::{Plan, Snapshot, State};
+use lxc_autoscale::model::{Managed, Plan, Snapshot, State};
 use lxc_autoscale::notify::Notifier;
 use lxc_autoscale::pct::{CommandRunner, PctOutcome, PctRunner, SetArgs, PCT_TIMEOUT};
 use lxc_autoscale::prometheus::{self, ActionCounters};
@@ -320,9 +320,7 @@ fn run_daemon(cli: &Cli) -> Result<ExitCode> {
         // The sampling window is not part of the schedule: the interval starts now.
         let cycle_start = Instant::now();
         let plan = policy::decide(&cfg, &snap, &state, local_now());
-        for note in &plan.notes {
-            info!(vmid = note.vmid, "{}", note.reason);
-        }
+        log_notes(&plan);
         let backups = BackupStore::new(cfg.backup_dir.clone());
         let report = {
             let mut target = Target {
@@ -468,6 +466,28 @@ fn export_metrics(
         let text = prometheus::render(&host, &containers, counters);
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
+        }
+    }
+}
+
+/// Logs the plan's notes. Containers the admin excluded on purpose repeat the same note every
+/// cycle, so theirs go to debug; everything else is news.
+fn log_notes(plan: &Plan) {
+    for note in &plan.notes {
+        // Observations are in VMID order.
+        let excluded = plan
+            .observations
+            .binary_search_by_key(&note.vmid, |o| o.vmid)
+            .is_ok_and(|i| {
+                matches!(
+                    plan.observations[i].managed,
+                    Managed::Ignored | Managed::OptedOut
+                )
+            });
+        if excluded {
+            tracing::debug!(vmid = note.vmid, "{}", note.reason);
+        } else {
+            info!(vmid = note.vmid, "{}", note.reason);
         }
     }
 }
