@@ -313,7 +313,9 @@ fn container_stopping_between_listing_and_reading_is_skipped_silently() {
     // Opening for writing blocks until the daemon opens the FIFO to read it.
     let mut fifo = std::fs::OpenOptions::new().write(true).open(&stat).unwrap();
     std::fs::remove_dir_all(host.cgroup(102)).unwrap();
-    write!(fifo, "usage_usec {usage}\nuser_usec {usage}\n").unwrap();
+    // One write: the reader takes a short read as the end of the file, as cgroupfs files end.
+    fifo.write_all(format!("usage_usec {usage}\nuser_usec {usage}\n").as_bytes())
+        .unwrap();
     drop(fifo);
     let out = child.wait_with_output().unwrap();
 
