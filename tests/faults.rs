@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use common::{stderr, FakeHost, BTIME, MIB, WINDOW_SECS};
+use common::{gotify_listener, stderr, FakeHost, HttpRequest, BTIME, MIB, WINDOW_SECS};
 use lxc_autoscale::apply::{self, Target};
 use lxc_autoscale::backup::BackupStore;
 use lxc_autoscale::config::Config;
@@ -65,40 +65,6 @@ fn overloaded_host() -> FakeHost {
 }
 
 const FULL_SCALE_UP: &str = "set 101 -cores 4 -memory 1800";
-
-/// A listener on 127.0.0.1 that answers every request with `status` and reports each request.
-fn gotify_listener(status: u16) -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            );
-            let _ = stream.write_all(reply.as_bytes());
-            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-        }
-    });
-    (url, rx)
-}
 
 // ---- pct hangs -------------------------------------------------------------------------------
 
@@ -245,7 +211,7 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
     .unwrap();
     assert!(events.contains("\"failure\""), "{events}");
     assert!(!events.contains("\"scale\""), "{events}");
-    let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap().body;
     assert!(msg.contains("1 change(s) failed"), "{msg}");
     assert!(
         msg.contains("CT 101: cores 2->4, memory 1024->1800 MB failed"),
@@ -602,14 +568,18 @@ fn conf_with_a_main_section_of_only_comments_is_not_read_as_defaults() {
 
 // ---- backup_dir unusable ---------------------------------------------------------------------
 
-fn assert_not_applied_and_reported(host: &FakeHost, requests: &mpsc::Receiver<String>, why: &str) {
+fn assert_not_applied_and_reported(
+    host: &FakeHost,
+    requests: &mpsc::Receiver<HttpRequest>,
+    why: &str,
+) {
     assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
     assert!(host.conf(101).contains("cores: 2\n"));
     let log = log_text(host);
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("not applied: backup failed"), "{log}");
     assert!(log.contains(why), "{log}");
-    let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap().body;
     assert!(msg.contains("1 change(s) failed"), "{msg}");
     assert!(msg.contains("not applied: backup failed"), "{msg}");
 }

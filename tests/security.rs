@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{stderr, stdout, FakeHost};
+use common::{gotify_listener, stderr, stdout, FakeHost};
 use lxc_autoscale::apply::{self, Target};
 use lxc_autoscale::backup::BackupStore;
 use lxc_autoscale::model::{Change, ContainerSample, CtConf, Snapshot, Step};
@@ -177,43 +175,6 @@ fn no_shell_is_ever_started_and_only_pct_rs_spawns_processes() {
 
 // ---- the Gotify token ------------------------------------------------------------------------
 
-/// A listener that answers `status` and reports each request's head and body.
-fn listener(status: u16) -> (String, mpsc::Receiver<(String, String)>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut head, mut len) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream.write_all(
-                format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-                )
-                .as_bytes(),
-            );
-            let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
-        }
-    });
-    (url, rx)
-}
-
 fn assert_no_token(what: &str, text: &str) {
     assert!(!text.contains(TOKEN), "token leaked into {what}: {text}");
 }
@@ -231,7 +192,7 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
     host.set_memory(102, 900, 0);
     host.seed_previous_cycle(&[(101, 95.0, 2), (102, 95.0, 2)]);
     // 102's change fails, so the failure path (error text, failure notification) runs too.
-    let (url, requests) = listener(500);
+    let (url, requests) = gotify_listener(500);
     let with_token = |url: &str| format!("gotify_url = \"{url}\"\ngotify_token = \"{TOKEN}\"");
     let cfg = host.write_config(&with_token(&url));
     std::fs::write(host.path("pct.fail"), "").unwrap();
@@ -239,7 +200,8 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
     let run = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_output_clean("daemon run (gotify 500)", &run);
-    let (head, body) = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    let common::HttpRequest { head, body } =
+        requests.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(
         head.contains(TOKEN),
         "the token travels in the header: {head}"
@@ -340,7 +302,7 @@ fn daemon_warns_when_a_config_holding_a_token_is_readable_by_others() {
     let host = FakeHost::new(16);
     host.add_container(101, "cores: 2\nmemory: 1024\n");
     host.seed_previous_cycle(&[(101, 50.0, 2)]);
-    let (url, _requests) = listener(200);
+    let (url, _requests) = gotify_listener(200);
     let cfg = host.write_config(&format!(
         "gotify_url = \"{url}\"\ngotify_token = \"{TOKEN}\""
     ));

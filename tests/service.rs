@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{stderr, FakeHost};
+use common::{gotify_listener, stderr, FakeHost};
 
 /// Polls `cond` until it holds; panics with `what` after a generous deadline (not a timing
 /// assertion: only a hang fails).
@@ -167,42 +165,6 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_on_error() {
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
 }
 
-/// A one-shot HTTP server on 127.0.0.1 that records each request and answers `status`.
-fn gotify_listener(status: u16) -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).unwrap();
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            );
-            let _ = stream.write_all(reply.as_bytes());
-            let _ = tx.send(format!("{head}{}", String::from_utf8_lossy(&body)));
-        }
-    });
-    (url, rx)
-}
-
 fn overloaded_host() -> FakeHost {
     let host = FakeHost::new(16);
     host.add_container(101, "cores: 2\nmemory: 1024\n");
@@ -223,14 +185,14 @@ fn applied_changes_are_sent_to_gotify_with_the_token_in_a_header() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let req = requests.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(req.starts_with("POST /message HTTP/1.1\r\n"), "{req}");
+    let (head, body) = (req.head, req.body);
+    assert!(head.starts_with("POST /message HTTP/1.1\r\n"), "{head}");
     assert!(
-        req.to_ascii_lowercase()
+        head.to_ascii_lowercase()
             .contains("x-gotify-key: tok-a1b2c3\r\n"),
-        "{req}"
+        "{head}"
     );
-    let body: serde_json::Value =
-        serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["title"], "lxc_autoscale: 1 container(s) scaled");
     assert!(
         body["message"]
@@ -286,12 +248,12 @@ fn daemon_mode_notifies_start_and_stop() {
         "poll_interval = 3600\ngotify_url = \"{url}\"\ngotify_token = \"t0k\""
     ));
     let mut daemon = spawn_daemon(&host, &cfg);
-    let started = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    let started = requests.recv_timeout(Duration::from_secs(20)).unwrap().body;
     assert!(started.contains("lxc_autoscale started"), "{started}");
     wait_for("first cycle", || log_text(&host).contains("cycle done"));
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
-    let stopped = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+    let stopped = requests.recv_timeout(Duration::from_secs(10)).unwrap().body;
     assert!(stopped.contains("lxc_autoscale stopped"), "{stopped}");
 }
 

@@ -2,9 +2,12 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::mpsc;
 
 pub const MIB: u64 = 1024 * 1024;
 pub const BTIME: u64 = 1_700_000_000;
@@ -249,4 +252,50 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One HTTP request as a Gotify server saw it.
+pub struct HttpRequest {
+    /// Request line and headers, each ending in CRLF, plus the blank line.
+    pub head: String,
+    pub body: String,
+}
+
+/// A Gotify stand-in on 127.0.0.1: answers every request with `status` and reports each one.
+/// Returns its base URL.
+pub fn gotify_listener(status: u16) -> (String, mpsc::Receiver<HttpRequest>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut head, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            let _ = stream.write_all(reply.as_bytes());
+            let _ = tx.send(HttpRequest {
+                head,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+    });
+    (url, rx)
 }
