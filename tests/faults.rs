@@ -29,10 +29,6 @@ fn once(host: &FakeHost, cfg: &Path) -> Output {
     out
 }
 
-fn log_text(host: &FakeHost) -> String {
-    std::fs::read_to_string(host.path("var/log/lxc_autoscale.log")).unwrap_or_default()
-}
-
 /// The fake host's config with `key` set to `value` (a TOML literal) instead of its default line.
 fn config_with(host: &FakeHost, key: &str, value: &str, extra: &str) -> PathBuf {
     let path = host.write_config(extra);
@@ -201,7 +197,7 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
         "{:?}",
         host.backup_files(101)
     );
-    let log = log_text(&host);
+    let log = host.log_text();
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("pct exited with status 3"), "{log}");
     assert!(!log.contains(" scaled"), "{log}");
@@ -229,7 +225,7 @@ fn pct_killed_by_a_signal_records_no_change() {
     once(&host, &cfg);
 
     assert!(host.backup_files(101).is_empty());
-    assert!(log_text(&host).contains("pct was killed by a signal"));
+    assert!(host.log_text().contains("pct was killed by a signal"));
 }
 
 #[test]
@@ -287,7 +283,7 @@ fn container_stopping_between_listing_and_reading_is_skipped_silently() {
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), vec![FULL_SCALE_UP]);
-    let log = log_text(&host);
+    let log = host.log_text();
     assert!(
         !log.contains("vmid=102"),
         "102 should be skipped silently: {log}"
@@ -308,7 +304,7 @@ fn cgroup_directory_without_files_gives_no_decision_and_no_error() {
     once(&host, &cfg);
 
     assert!(host.pct_calls().is_empty());
-    assert!(!log_text(&host).contains("ERROR"));
+    assert!(!host.log_text().contains("ERROR"));
 }
 
 // ---- counters and clock go backwards ---------------------------------------------------------
@@ -563,7 +559,7 @@ fn conf_with_a_main_section_of_only_comments_is_not_read_as_defaults() {
     once(&host, &cfg);
 
     assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
-    assert!(log_text(&host).contains("101.conf"));
+    assert!(host.log_text().contains("101.conf"));
 }
 
 // ---- backup_dir unusable ---------------------------------------------------------------------
@@ -575,7 +571,7 @@ fn assert_not_applied_and_reported(
 ) {
     assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
     assert!(host.conf(101).contains("cores: 2\n"));
-    let log = log_text(host);
+    let log = host.log_text();
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("not applied: backup failed"), "{log}");
     assert!(log.contains(why), "{log}");

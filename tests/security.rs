@@ -17,10 +17,6 @@ use lxc_autoscale::pct::{self, PctOutcome, Recorder, SetArgs};
 
 const TOKEN: &str = "AsEcReT-t0ken-9f8e7d";
 
-fn log_text(host: &FakeHost) -> String {
-    std::fs::read_to_string(host.path("var/log/lxc_autoscale.log")).unwrap_or_default()
-}
-
 fn mode_of(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap()
@@ -106,7 +102,7 @@ fn cgroup_dirs_and_confs_named_below_100_are_never_managed() {
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
-    assert!(log_text(&host).contains("cycle done containers=1 "));
+    assert!(host.log_text().contains("cycle done containers=1 "));
 }
 
 #[test]
@@ -308,10 +304,10 @@ fn daemon_warns_when_a_config_holding_a_token_is_readable_by_others() {
     ));
     for (mode, warned) in [(0o644, true), (0o640, true), (0o604, true), (0o600, false)] {
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
-        let before = log_text(&host).len();
+        let before = host.log_text().len();
         let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
         assert!(out.status.success(), "{}", stderr(&out));
-        let new_log = log_text(&host)[before..].to_string();
+        let new_log = host.log_text()[before..].to_string();
         assert_eq!(
             new_log.contains("holds gotify_token but is readable by group or others"),
             warned,
@@ -328,9 +324,9 @@ fn daemon_warns_when_a_config_holding_a_token_is_readable_by_others() {
     // Without a token the mode does not matter.
     let cfg = host.write_config("");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let before = log_text(&host).len();
+    let before = host.log_text().len();
     host.run(&["--once", "--config", cfg.to_str().unwrap()]);
-    assert!(!log_text(&host)[before..].contains("readable by group or others"));
+    assert!(!host.log_text()[before..].contains("readable by group or others"));
 }
 
 // ---- private files, no symlinks --------------------------------------------------------------

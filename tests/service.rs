@@ -30,10 +30,6 @@ fn spawn_daemon(host: &FakeHost, cfg: &std::path::Path) -> Child {
         .unwrap()
 }
 
-fn log_text(host: &FakeHost) -> String {
-    std::fs::read_to_string(host.path("var/log/lxc_autoscale.log")).unwrap_or_default()
-}
-
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
@@ -62,7 +58,7 @@ fn second_instance_exits_at_once_naming_the_running_pid_and_sigterm_stops_cleanl
     let host = idle_host();
     let cfg = host.write_config("poll_interval = 3600");
     let mut daemon = spawn_daemon(&host, &cfg);
-    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
 
     let second = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert_eq!(second.status.code(), Some(1));
@@ -85,7 +81,7 @@ fn second_instance_exits_at_once_naming_the_running_pid_and_sigterm_stops_cleanl
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     let status = wait_exit(&mut daemon);
     assert_eq!(status.code(), Some(0));
-    assert!(log_text(&host).contains("lxc_autoscale stopping"));
+    assert!(host.log_text().contains("lxc_autoscale stopping"));
 
     // The lock is released: a new run gets it.
     let third = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
@@ -123,7 +119,7 @@ fn sigterm_during_a_pct_call_stops_right_after_it_and_skips_the_rest() {
     assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
     assert!(host.conf(101).contains("cores: 4\n"));
     assert_eq!(host.conf(102), "cores: 2\nmemory: 1024\n");
-    let log = log_text(&host);
+    let log = host.log_text();
     assert!(log.contains("scaled"), "{log}");
     assert!(log.contains("lxc_autoscale stopping"), "{log}");
 }
@@ -133,7 +129,7 @@ fn sigint_also_stops_the_daemon_with_status_zero() {
     let host = idle_host();
     let cfg = host.write_config("poll_interval = 3600");
     let mut daemon = spawn_daemon(&host, &cfg);
-    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
     signal(&daemon, nix::sys::signal::Signal::SIGINT);
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
 }
@@ -143,22 +139,23 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_on_error() {
     let host = idle_host();
     let cfg = host.write_config("poll_interval = 3600");
     let mut daemon = spawn_daemon(&host, &cfg);
-    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
 
     host.write_config("poll_interval = 0");
     signal(&daemon, nix::sys::signal::Signal::SIGHUP);
     wait_for("reload failure", || {
-        log_text(&host).contains("config reload failed; keeping the running config")
+        host.log_text()
+            .contains("config reload failed; keeping the running config")
     });
-    assert!(log_text(&host).contains("poll_interval"));
+    assert!(host.log_text().contains("poll_interval"));
 
     // Still alive, still on the old config; a valid config with a 1 s interval is picked up
     // and the next cycle comes a second later.
     host.write_config("poll_interval = 1");
     signal(&daemon, nix::sys::signal::Signal::SIGHUP);
-    wait_for("reload", || log_text(&host).contains("config reloaded"));
+    wait_for("reload", || host.log_text().contains("config reloaded"));
     wait_for("a second cycle", || {
-        log_text(&host).matches("cycle done").count() >= 2
+        host.log_text().matches("cycle done").count() >= 2
     });
 
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
@@ -205,7 +202,7 @@ fn applied_changes_are_sent_to_gotify_with_the_token_in_a_header() {
     // --once sends no start/stop messages: nothing else arrives.
     assert!(requests.recv_timeout(Duration::from_millis(300)).is_err());
     assert!(!stderr(&out).contains("tok-A1b2C3"));
-    assert!(!log_text(&host).contains("tok-A1b2C3"));
+    assert!(!host.log_text().contains("tok-A1b2C3"));
 }
 
 #[test]
@@ -226,7 +223,7 @@ fn gotify_down_is_logged_without_the_token_and_the_change_still_applies() {
     let err = stderr(&out);
     assert!(err.to_ascii_lowercase().contains("gotify"), "{err}");
     assert!(!err.contains("tok-Z9y8X7"), "{err}");
-    assert!(!log_text(&host).contains("tok-Z9y8X7"));
+    assert!(!host.log_text().contains("tok-Z9y8X7"));
 }
 
 #[test]
@@ -250,7 +247,7 @@ fn daemon_mode_notifies_start_and_stop() {
     let mut daemon = spawn_daemon(&host, &cfg);
     let started = requests.recv_timeout(Duration::from_secs(20)).unwrap().body;
     assert!(started.contains("lxc_autoscale started"), "{started}");
-    wait_for("first cycle", || log_text(&host).contains("cycle done"));
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
     let stopped = requests.recv_timeout(Duration::from_secs(10)).unwrap().body;

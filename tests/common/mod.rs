@@ -209,6 +209,11 @@ impl FakeHost {
         self.set_host_ticks(busy, total);
     }
 
+    /// The daemon's human-readable log (`log_file`), empty until it exists.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.path("var/log/lxc_autoscale.log")).unwrap_or_default()
+    }
+
     /// Every argv the fake `pct` received, one string each.
     pub fn pct_calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("pct.calls"))
