@@ -18,10 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{FakeHost, WINDOW_SECS};
-use lxc_autoscale::collect::Collector;
 use lxc_autoscale::config::{self, Config};
-use lxc_autoscale::model::State;
-use lxc_autoscale::{policy, state};
+use lxc_autoscale::decide::policy;
+use lxc_autoscale::read::collect::Collector;
+use lxc_autoscale::read::snapshot::State;
+use lxc_autoscale::record::state;
 
 /// CPUs of the fake host: enough headroom that every 10 % change is granted in full.
 const HOST_CPUS: u32 = 512;

@@ -1,27 +1,15 @@
 //! lxc_autoscale: right-sizes CPU cores and memory of running LXC containers on a Proxmox VE node.
 //!
-//! A cycle is `collect` (read files into a `Snapshot`) -> `policy::decide` (pure, gives a `Plan`)
-//! -> `apply` (backups, `pct set`, logs, notifications).
+//! A cycle is `read` (files into a `Snapshot`) -> `decide` (pure, gives a `Plan`) -> `act`
+//! (backups, `pct set`, notifications) + `record` (state, events, metrics). `service` runs that
+//! loop; `commands` are the one-shot subcommands. An import only ever runs down this list:
+//! commands/service -> act/record -> decide -> read -> config/fsutil.
 
-pub mod apply;
-pub mod backup;
-pub mod cgroup;
-pub mod collect;
+pub mod act;
+pub mod commands;
 pub mod config;
-pub mod demo;
-pub mod events;
+pub mod decide;
 pub mod fsutil;
-pub mod hostproc;
-pub mod lock;
-pub mod logging;
-pub mod measure;
-pub mod metrics;
-pub mod model;
-pub mod notify;
-pub mod pct;
-pub mod policy;
-pub mod prometheus;
-pub mod pveconf;
-pub mod replay;
-pub mod sdnotify;
-pub mod state;
+pub mod read;
+pub mod record;
+pub mod service;

@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use common::{gotify_listener, stderr, FakeHost, HttpRequest, BTIME, MIB, WINDOW_SECS};
-use lxc_autoscale::apply::{self, Target};
-use lxc_autoscale::backup::BackupStore;
+use lxc_autoscale::act::apply::{self, Target};
+use lxc_autoscale::act::backup::BackupStore;
+use lxc_autoscale::act::pct::{CommandRunner, PctOutcome, PctRunner};
 use lxc_autoscale::config::Config;
-use lxc_autoscale::model::{
-    Change, ContainerPrev, ContainerSample, CtConf, HostSample, Snapshot, State, Step,
+use lxc_autoscale::decide::plan::{Change, Step};
+use lxc_autoscale::decide::policy;
+use lxc_autoscale::read::snapshot::{
+    ContainerPrev, ContainerSample, CtConf, HostSample, Snapshot, State,
 };
-use lxc_autoscale::pct::{CommandRunner, PctOutcome, PctRunner};
-use lxc_autoscale::policy;
 
 fn once(host: &FakeHost, cfg: &Path) -> Output {
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
@@ -201,7 +202,7 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("pct exited with status 3"), "{log}");
     assert!(!log.contains(" scaled"), "{log}");
-    let events = std::fs::read_to_string(lxc_autoscale::events::event_path_for(
+    let events = std::fs::read_to_string(lxc_autoscale::record::events::event_path_for(
         &host.path("var/log/lxc_autoscale.log"),
     ))
     .unwrap();
@@ -774,7 +775,7 @@ fn backup_taken_after_the_clock_stepped_back_is_still_the_latest() {
     // written, next to the first, and the baseline kept.
     let tmp = tempfile::tempdir().unwrap();
     let store = BackupStore::new(tmp.path().join("b"));
-    let alloc = |c| lxc_autoscale::backup::Alloc {
+    let alloc = |c| lxc_autoscale::act::backup::Alloc {
         cores: Some(c),
         memory_mb: 1024,
         swap_mb: None,

@@ -7,11 +7,12 @@ mod invariants;
 #[path = "support/snapgen.rs"]
 mod snapgen;
 
-use lxc_autoscale::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
-use lxc_autoscale::hostproc::{parse_meminfo, parse_stat};
-use lxc_autoscale::model::CpuTicks;
-use lxc_autoscale::pveconf::parse_conf;
-use lxc_autoscale::{config, policy};
+use lxc_autoscale::config;
+use lxc_autoscale::decide::policy;
+use lxc_autoscale::read::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
+use lxc_autoscale::read::hostproc::{parse_meminfo, parse_stat};
+use lxc_autoscale::read::pveconf::parse_conf;
+use lxc_autoscale::read::snapshot::CpuTicks;
 use proptest::prelude::*;
 
 /// Text that looks like kernel or conf files: keys, digits, signs, `max`, separators, NUL,

@@ -10,10 +10,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{gotify_listener, stderr, stdout, FakeHost};
-use lxc_autoscale::apply::{self, Target};
-use lxc_autoscale::backup::BackupStore;
-use lxc_autoscale::model::{Change, ContainerSample, CtConf, Snapshot, Step};
-use lxc_autoscale::pct::{self, PctOutcome, Recorder, SetArgs};
+use lxc_autoscale::act::apply::{self, Target};
+use lxc_autoscale::act::backup::BackupStore;
+use lxc_autoscale::act::pct::{self, PctOutcome, Recorder, SetArgs};
+use lxc_autoscale::decide::plan::{Change, Step};
+use lxc_autoscale::read::snapshot::{ContainerSample, CtConf, Snapshot};
 
 const TOKEN: &str = "AsEcReT-t0ken-9f8e7d";
 
@@ -140,13 +141,21 @@ fn production_code(path: &Path) -> String {
 #[test]
 fn no_shell_is_ever_started_and_only_pct_rs_spawns_processes() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().map_or(true, |e| e != "rs") {
-            continue;
+    let mut files = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
         }
-        let code = production_code(&path);
+    }
+    let mut checked = 0;
+    for path in &files {
+        let code = production_code(path);
         for needle in ["\"sh\"", "/bin/sh", "bash", "\"-c\"", "system("] {
             assert!(
                 !code.contains(needle),
@@ -162,9 +171,9 @@ fn no_shell_is_ever_started_and_only_pct_rs_spawns_processes() {
         }
         checked += 1;
     }
-    assert!(checked >= 15, "only {checked} files checked");
+    assert!(checked >= 25, "only {checked} files checked");
     // pct.rs spawns the configured program itself, with an argv.
-    let pct = production_code(&src.join("pct.rs"));
+    let pct = production_code(&src.join("act").join("pct.rs"));
     assert_eq!(pct.matches("Command::new(").count(), 1);
     assert!(pct.contains("Command::new(&self.path)"));
 }
@@ -385,7 +394,7 @@ fn symlink_planted_at_the_state_path_is_refused_and_its_target_untouched() {
 fn symlinked_backup_files_are_never_written_through_nor_read() {
     let tmp = tempfile::tempdir().unwrap();
     let store = BackupStore::new(tmp.path().join("backups"));
-    let alloc = |cores| lxc_autoscale::backup::Alloc {
+    let alloc = |cores| lxc_autoscale::act::backup::Alloc {
         cores: Some(cores),
         memory_mb: 1024,
         swap_mb: None,

@@ -16,14 +16,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, TimeZone, Utc};
-use lxc_autoscale::apply::{self, Target};
-use lxc_autoscale::backup::{Alloc, BackupStore};
-use lxc_autoscale::collect::Collector;
+use lxc_autoscale::act::apply::{self, Target};
+use lxc_autoscale::act::backup::{Alloc, BackupStore};
+use lxc_autoscale::act::pct::{PctOutcome, PctRunner};
 use lxc_autoscale::config::{Config, TierConfig};
-use lxc_autoscale::events::EventLog;
-use lxc_autoscale::model::State;
-use lxc_autoscale::pct::{PctOutcome, PctRunner};
-use lxc_autoscale::{policy, state};
+use lxc_autoscale::decide::policy;
+use lxc_autoscale::read::collect::Collector;
+use lxc_autoscale::read::snapshot::State;
+use lxc_autoscale::record::events::EventLog;
+use lxc_autoscale::record::state;
 
 const MIB: u64 = 1024 * 1024;
 const BTIME: u64 = 1_700_000_000;
@@ -251,7 +252,7 @@ impl Soak {
 
     /// Reads back the allocation pct wrote into the conf (the simulation follows the conf).
     fn sync_from_conf(&mut self, vmid: u32) {
-        let conf = lxc_autoscale::pveconf::read_conf(&self.cfg.pve_lxc_dir, vmid)
+        let conf = lxc_autoscale::read::pveconf::read_conf(&self.cfg.pve_lxc_dir, vmid)
             .unwrap()
             .unwrap();
         let ct = self.cts.get_mut(&vmid).unwrap();
@@ -501,7 +502,9 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     for vmid in backups.vmids().unwrap() {
         let b = backups.baseline(vmid).unwrap().expect("baseline");
         assert_eq!(b.before, soak.first_alloc[&vmid]);
-        assert!(backups.list(vmid).unwrap().len() <= lxc_autoscale::backup::KEEP_PER_CONTAINER);
+        assert!(
+            backups.list(vmid).unwrap().len() <= lxc_autoscale::act::backup::KEEP_PER_CONTAINER
+        );
     }
     figures
 }

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lxc_autoscale::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
+use lxc_autoscale::read::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
 
 fuzz_target!(|data: &[u8]| {
     // The collector turns non-UTF-8 into "no figure" before parsing.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lxc_autoscale::pveconf::parse_conf;
+use lxc_autoscale::read::pveconf::parse_conf;
 
 fuzz_target!(|data: &[u8]| {
     // The daemon reads confs with `read_to_string`: non-UTF-8 is a read error before parsing.

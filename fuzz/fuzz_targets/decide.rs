@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lxc_autoscale::policy;
+use lxc_autoscale::decide::policy;
 
 #[path = "../../tests/support/invariants.rs"]
 mod invariants;

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lxc_autoscale::hostproc::{parse_meminfo, parse_stat};
+use lxc_autoscale::read::hostproc::{parse_meminfo, parse_stat};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,8 +3,9 @@
 //! property tests and the soak; cheap enough to call on every cycle.
 
 use lxc_autoscale::config::Config;
-use lxc_autoscale::measure;
-use lxc_autoscale::model::{Plan, Snapshot, State};
+use lxc_autoscale::decide::plan::Plan;
+use lxc_autoscale::read::measure;
+use lxc_autoscale::read::snapshot::{Snapshot, State};
 
 /// Slack for float sums of core grants.
 const CORE_EPSILON: f64 = 1e-6;

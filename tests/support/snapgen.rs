@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use lxc_autoscale::config::{Config, TierConfig};
-use lxc_autoscale::model::{
+use lxc_autoscale::read::snapshot::{
     ContainerPrev, ContainerSample, CpuTicks, CtConf, HostPrev, HostSample, Snapshot, State,
 };
 

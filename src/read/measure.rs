@@ -1,6 +1,6 @@
 //! Pure arithmetic that turns counters into rates and usage. No IO, no clock.
 
-use crate::model::{
+use crate::read::snapshot::{
     ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
 };
 
@@ -157,7 +157,7 @@ pub fn counter_rates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::CpuTicks;
+    use crate::read::snapshot::CpuTicks;
 
     const BOOT: u64 = 1_700_000_000;
     const MAX_AGE: i64 = 600_000_000;

@@ -16,12 +16,14 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::metrics::{self, ContainerRecord, HostRecord, Record, BYTES_PER_MB};
-use crate::model::{
-    ContainerPrev, ContainerSample, CpuTicks, CtConf, HostPrev, HostSample, Managed, Snapshot,
-    State, NOAUTOSCALE_TAG,
+use crate::decide::plan::Managed;
+use crate::decide::policy;
+use crate::read::snapshot::{
+    ContainerPrev, ContainerSample, CpuTicks, CtConf, HostPrev, HostSample, Snapshot, State,
+    NOAUTOSCALE_TAG,
 };
-use crate::{measure, policy, pveconf};
+use crate::read::{measure, pveconf};
+use crate::record::metrics::{self, ContainerRecord, HostRecord, Record, BYTES_PER_MB};
 
 /// Length of the synthetic sampling window; only the ratio usage/window matters.
 const WINDOW_USEC: i64 = 1_000_000;

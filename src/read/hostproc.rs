@@ -1,7 +1,7 @@
 //! Host figures from procfs: `<proc_root>/stat` and `<proc_root>/meminfo`.
 
-use crate::cgroup::parse_u64;
-use crate::model::CpuTicks;
+use crate::read::cgroup::parse_u64;
+use crate::read::snapshot::CpuTicks;
 
 /// `<proc_root>/stat`: CPU ticks (USER_HZ), CPU lines and `btime`.
 pub const STAT: &str = "stat";

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::MIN_VMID;
 use crate::fsutil::{ensure_private_dir, write_atomic};
-use crate::model::CtConf;
+use crate::read::snapshot::CtConf;
 
 /// Timestamped backups kept per container, besides the baseline.
 pub const KEEP_PER_CONTAINER: usize = 20;

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cgroup;
 use crate::config::Config;
-use crate::hostproc;
-use crate::model::{ContainerExtra, ContainerSample, Counters, EpochUsec, HostSample, Snapshot};
-use crate::pveconf::{conf_path, ConfCache};
+use crate::read::cgroup;
+use crate::read::hostproc;
+use crate::read::pveconf::{conf_path, ConfCache};
+use crate::read::snapshot::{
+    ContainerExtra, ContainerSample, Counters, EpochUsec, HostSample, Snapshot,
+};
 
 /// Reads the host and every running container. Keeps buffers and a cache of parsed conf files
 /// (re-parsed only when mtime or size changes) across cycles.
@@ -293,7 +295,7 @@ fn read_text<'a>(path: &Path, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CpuTicks, CtConf};
+    use crate::read::snapshot::{CpuTicks, CtConf};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::path::PathBuf;

@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
-use crate::backup::{Alloc, BackupStore};
-use crate::events::EventLog;
-use crate::model::{Change, Snapshot};
-use crate::pct::{self, PctOutcome, PctRunner, SetArgs};
+use crate::act::backup::{Alloc, BackupStore};
+use crate::act::pct::{self, PctOutcome, PctRunner, SetArgs};
+use crate::decide::plan::Change;
+use crate::read::snapshot::Snapshot;
+use crate::record::events::EventLog;
 
 /// Where and how a plan is applied.
 pub struct Target<'a> {

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::cgroup::parse_u64;
-use crate::model::CtConf;
+use crate::read::cgroup::parse_u64;
+use crate::read::snapshot::CtConf;
 
 /// Proxmox's memory when the `memory` line is absent, MB.
 pub const DEFAULT_MEMORY_MB: u64 = 512;

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::fsutil;
-use crate::model::State;
+use crate::read::snapshot::State;
 
 /// Refuse to read a state file larger than this: it is a few hundred bytes per container.
 const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -47,7 +47,7 @@ pub fn write_state(path: &Path, state: &State) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ContainerPrev, CpuTicks, HostPrev};
+    use crate::read::snapshot::{ContainerPrev, CpuTicks, HostPrev};
 
     fn sample() -> State {
         let mut s = State {

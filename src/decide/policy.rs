@@ -10,10 +10,9 @@ use std::cmp::Ordering;
 use chrono::{NaiveDateTime, Timelike};
 
 use crate::config::{Config, Limits};
-use crate::measure;
-use crate::model::{
-    Change, ContainerSample, CtConf, Managed, Note, Observation, Plan, Snapshot, State, Step,
-};
+use crate::decide::plan::{Change, Managed, Note, Observation, Plan, Step};
+use crate::read::measure;
+use crate::read::snapshot::{ContainerSample, CtConf, Snapshot, State};
 
 const USEC_PER_SEC: u64 = 1_000_000;
 
@@ -573,7 +572,7 @@ mod tests {
 
     use super::*;
     use crate::config::{self, TierConfig};
-    use crate::model::{ContainerPrev, CpuTicks, HostPrev, HostSample};
+    use crate::read::snapshot::{ContainerPrev, CpuTicks, HostPrev, HostSample};
 
     const BOOT: u64 = 1_700_000_000;
     const PREV_AT: i64 = 1_700_000_000_000_000;

@@ -9,13 +9,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-use crate::apply::{self, Target};
-use crate::backup::BackupStore;
-use crate::collect::Collector;
+use crate::act::apply::{self, Target};
+use crate::act::backup::BackupStore;
+use crate::act::pct::{PctOutcome, PctRunner};
 use crate::config::{self, Config};
-use crate::model::{Plan, State};
-use crate::pct::{PctOutcome, PctRunner};
-use crate::policy;
+use crate::decide::plan::Plan;
+use crate::decide::policy;
+use crate::read::collect::Collector;
+use crate::read::snapshot::State;
 
 /// Simulated time between cycles.
 const STEP_SECS: i64 = 3600;
@@ -253,7 +254,7 @@ impl Host {
     fn allocation(&self, vmid: u32) -> Result<(u32, u64)> {
         let path = self.root.join(format!("pve/lxc/{vmid}.conf"));
         let text = std::fs::read_to_string(&path)?;
-        let conf = crate::pveconf::parse_conf(&text)
+        let conf = crate::read::pveconf::parse_conf(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok((conf.cores.unwrap_or(HOST_CPUS), conf.memory_mb))
     }

@@ -11,8 +11,9 @@ use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::measure::{self, CounterRates};
-use crate::model::{EpochUsec, Managed, Plan, Snapshot, State};
+use crate::decide::plan::{Managed, Plan};
+use crate::read::measure::{self, CounterRates};
+use crate::read::snapshot::{EpochUsec, Snapshot, State};
 
 /// Bytes in one config MB (MiB).
 pub const BYTES_PER_MB: u64 = 1024 * 1024;
@@ -341,7 +342,8 @@ pub fn parse_history(text: &str) -> Result<Vec<Record>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ContainerSample, CtConf, HostSample, Observation};
+    use crate::decide::plan::Observation;
+    use crate::read::snapshot::{ContainerSample, CtConf, HostSample};
 
     fn container(ts: i64, vmid: u32) -> ContainerRecord {
         ContainerRecord {

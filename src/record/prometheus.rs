@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::apply::Report;
-use crate::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
+use crate::act::apply::Report;
+use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
 /// Mode of the text file: node_exporter runs as its own user and must read it.
 const TEXTFILE_MODE: u32 = 0o644;
@@ -290,8 +290,8 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::{Applied, Failure};
-    use crate::model::{Change, Step};
+    use crate::act::apply::{Applied, Failure};
+    use crate::decide::plan::{Change, Step};
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {

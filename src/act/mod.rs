@@ -1,0 +1,6 @@
+//! Carrying out a plan: backups first, then `pct`, then notifications.
+
+pub mod apply;
+pub mod backup;
+pub mod notify;
+pub mod pct;

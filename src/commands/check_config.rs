@@ -1,0 +1,86 @@
+//! `check-config`: validate the config and print the effective settings of each tier.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::service::daemon::{load_config, warn_if_token_exposed};
+
+pub fn run(path: &Path) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    println!("config {} is valid", path.display());
+    if let Some(w) = warn_if_token_exposed(path, &cfg) {
+        println!("warning: {w}");
+    }
+    println!(
+        "poll_interval {} s, reserve {}% cpu and {} MB memory, energy mode {}",
+        cfg.poll_interval,
+        cfg.reserve_cpu_percent,
+        cfg.reserve_memory_mb,
+        if cfg.energy_mode {
+            format!("on {:02}:00-{:02}:00", cfg.off_peak_start, cfg.off_peak_end)
+        } else {
+            "off".into()
+        }
+    );
+    println!(
+        "gotify {}",
+        if cfg.gotify_enabled() {
+            format!(
+                "on ({}, token set)",
+                crate::act::notify::redact_url(&cfg.gotify_url, &cfg.gotify_token)
+            )
+        } else {
+            "off".into()
+        }
+    );
+    if !cfg.ignore_lxc.is_empty() {
+        println!("ignored: {:?}", cfg.ignore_lxc);
+    }
+    println!(
+        "{:<12} {:>8} {:>11} {:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8}  containers",
+        "tier",
+        "priority",
+        "cpu lo/up",
+        "mem lo/up",
+        "cores",
+        "core inc",
+        "memory MB",
+        "max mem",
+        "mem inc",
+        "chunk",
+        ""
+    );
+    let mut rows = vec![("(default)".to_string(), cfg.top_level_limits(), Vec::new())];
+    for (name, tier) in &cfg.tiers {
+        let limits = cfg.tier_limits(name).expect("tier exists");
+        rows.push((name.clone(), limits, tier.containers.clone()));
+    }
+    for (name, l, containers) in rows {
+        println!(
+            "{:<12} {:>8} {:>11} {:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8}  {}",
+            name,
+            l.priority,
+            format!("{}/{}", l.cpu_lower_threshold, l.cpu_upper_threshold),
+            format!("{}/{}", l.memory_lower_threshold, l.memory_upper_threshold),
+            format!("{}-{}", l.min_cores, l.max_cores),
+            format!("{}-{}", l.core_min_increment, l.core_max_increment),
+            format!("{}-", l.min_memory),
+            l.max_memory.map_or("host".into(), |m| m.to_string()),
+            l.memory_min_increment,
+            l.min_decrease_chunk,
+            "",
+            if containers.is_empty() {
+                "(all others)".to_string()
+            } else {
+                containers
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

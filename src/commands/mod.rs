@@ -1,0 +1,8 @@
+//! One-shot subcommands.
+
+pub mod check_config;
+pub mod demo;
+pub mod replay;
+pub mod replay_cmd;
+pub mod rollback;
+pub mod status;

@@ -1,0 +1,76 @@
+//! `status`: every running container and what the next cycle would do. Takes no lock.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::act::apply;
+use crate::decide::plan::Plan;
+use crate::decide::policy;
+use crate::read::collect::Collector;
+use crate::record::metrics::{self, CycleInfo};
+use crate::record::state;
+use crate::service::daemon::{load_config, local_now, measure};
+
+pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let mut state = state::read_state(&cfg.state_file).unwrap_or_default();
+    let mut collector = Collector::new();
+    let (snap, collect_time) =
+        measure(&cfg, &mut collector, &mut state, &|| false).expect("never stopped");
+    let plan = policy::decide(&cfg, &snap, &state, local_now());
+    if json {
+        let cycle = CycleInfo {
+            duration_secs: Some(collect_time.as_secs_f64()),
+            changes: plan.changes.len(),
+            failures: 0,
+        };
+        let (host, containers) = metrics::records(&cfg, &snap, &plan, &state, cycle);
+        let out = serde_json::json!({
+            "changes": plan.changes,
+            "notes": plan.notes,
+            "observations": plan.observations,
+            "host": host,
+            "containers": containers,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", render_status(&plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `status` table.
+pub fn render_status(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<16} {:<10} {:>5} {:>8} {:>6} {:>6}  next cycle",
+        "vmid", "name", "tier", "cores", "mem MB", "cpu%", "mem%"
+    );
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for o in &plan.observations {
+        let next = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
+            format!("{} ({})", apply::describe(c), c.reason)
+        } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
+            n.reason.clone()
+        } else {
+            "no change".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:<16} {:<10} {:>5} {:>8} {:>6} {:>6}  {}",
+            o.vmid,
+            o.name.as_deref().unwrap_or("-"),
+            o.tier.as_deref().unwrap_or("-"),
+            o.cores.map_or("-".into(), |c| c.to_string()),
+            o.memory_mb.map_or("-".into(), |m| m.to_string()),
+            pct(o.cpu_percent),
+            pct(o.memory_percent),
+            next
+        );
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! Pure decisions: `Config`, `Snapshot`, `State`, now -> `Plan`. Nothing here does IO.
+
+pub mod plan;
+pub mod policy;

@@ -1,0 +1,6 @@
+//! What the daemon remembers and exports: state, the event log, metrics history, Prometheus.
+
+pub mod events;
+pub mod metrics;
+pub mod prometheus;
+pub mod state;
