@@ -95,6 +95,8 @@ fn sample(vmid: u32, cores: u32, memory_mb: u64) -> ContainerSample {
         cpu_usage_usec: Some(0),
         memory_current_bytes: Some(0),
         memory_file_bytes: Some(0),
+        memory_shmem_bytes: Some(0),
+        memory_inactive_file_bytes: Some(0),
         extra: Default::default(),
     }
 }
@@ -406,6 +408,8 @@ fn decide_makes_no_cpu_decision_when_the_clock_did_not_move_forward() {
                 cpu_usage_usec: Some(570_000_000),
                 memory_current_bytes: Some(512 * MIB),
                 memory_file_bytes: Some(0),
+                memory_shmem_bytes: Some(0),
+                memory_inactive_file_bytes: Some(0),
                 extra: Default::default(),
             }],
         };

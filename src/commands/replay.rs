@@ -309,6 +309,8 @@ pub fn run(cfg: &Config, history: &History) -> Run {
                 cpu_usage_usec: demand.map(|d| (d * WINDOW_USEC as f64).round() as u64),
                 memory_current_bytes: used.map(|u| (u * BYTES_PER_MB as f64).round() as u64),
                 memory_file_bytes: used.map(|_| 0),
+                memory_shmem_bytes: used.map(|_| 0),
+                memory_inactive_file_bytes: used.map(|_| 0),
                 extra: Default::default(),
             });
             state.containers.insert(

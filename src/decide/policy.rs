@@ -671,6 +671,8 @@ mod tests {
                 cpu_usage_usec: Some(PREV_USAGE + delta),
                 memory_current_bytes: Some((used_mb * MB as f64).round() as u64 + file),
                 memory_file_bytes: Some(file),
+                memory_shmem_bytes: Some(0),
+                memory_inactive_file_bytes: Some(file),
                 extra: Default::default(),
             });
             self.snap.containers.last_mut().unwrap()

@@ -17,8 +17,14 @@ pub const CPU_STAT: &str = "cpu.stat";
 pub const MEMORY_CURRENT: &str = "memory.current";
 /// `memory.stat`: `anon N`, `file N`, ... in bytes.
 pub const MEMORY_STAT: &str = "memory.stat";
-/// Key of the page cache in `memory.stat`, bytes.
+/// Key of the page cache in `memory.stat`, bytes. It includes `shmem`.
 pub const MEMORY_STAT_FILE: &str = "file";
+/// Key of tmpfs and shared memory in `memory.stat`, bytes: counted in `file`, but not reclaimable
+/// without swap.
+pub const MEMORY_STAT_SHMEM: &str = "shmem";
+/// Key of the inactive page cache in `memory.stat`, bytes; `memory.current − inactive_file` is the
+/// kernel's working set.
+pub const MEMORY_STAT_INACTIVE_FILE: &str = "inactive_file";
 
 /// `memory.swap.current`: swap in use, bytes.
 pub const MEMORY_SWAP_CURRENT: &str = "memory.swap.current";
@@ -66,8 +72,35 @@ pub struct CgroupReading {
     pub cpu: CpuStat,
     /// `memory.current`, bytes.
     pub memory_current_bytes: Option<u64>,
-    /// `file` of `memory.stat` (page cache), bytes.
-    pub memory_file_bytes: Option<u64>,
+    /// `memory.stat`, bytes.
+    pub memory_stat: MemoryStat,
+}
+
+/// The keys of `memory.stat` the decision uses, bytes. Each is `None` when absent or garbled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStat {
+    /// `file`: page cache, `shmem` included.
+    pub file_bytes: Option<u64>,
+    /// `shmem`: tmpfs, `/dev/shm` and SysV shared memory.
+    pub shmem_bytes: Option<u64>,
+    /// `inactive_file`: page cache the kernel would reclaim first.
+    pub inactive_file_bytes: Option<u64>,
+}
+
+/// Reads `file`, `shmem` and `inactive_file` from `memory.stat` text in one pass; other lines
+/// are ignored.
+pub fn parse_memory_stat(text: &str) -> MemoryStat {
+    let mut stat = MemoryStat::default();
+    for (key, value) in text.lines().filter_map(key_value) {
+        let slot = match key {
+            MEMORY_STAT_FILE => &mut stat.file_bytes,
+            MEMORY_STAT_SHMEM => &mut stat.shmem_bytes,
+            MEMORY_STAT_INACTIVE_FILE => &mut stat.inactive_file_bytes,
+            _ => continue,
+        };
+        *slot = value.and_then(parse_u64);
+    }
+    stat
 }
 
 /// Figures of `<cgroup_root>/<vmid>/` recorded for history and export. `None` when the file is
@@ -253,16 +286,16 @@ pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
     } else {
         None
     };
-    let memory_file_bytes = if read(MEMORY_STAT, buf) {
-        utf8(buf).and_then(|t| parse_keyed(t, MEMORY_STAT_FILE))
+    let memory_stat = if read(MEMORY_STAT, buf) {
+        utf8(buf).map(parse_memory_stat).unwrap_or_default()
     } else {
-        None
+        MemoryStat::default()
     };
     CgroupReading {
         cgroup_id,
         cpu,
         memory_current_bytes,
-        memory_file_bytes,
+        memory_stat,
     }
 }
 
@@ -465,6 +498,29 @@ mod tests {
     }
 
     #[test]
+    fn memory_stat_reads_file_shmem_and_inactive_file_and_skips_other_keys() {
+        let text = "anon 100\nfile 3000\nfile_mapped 7\nshmem 2000\nactive_file 600\n\
+                    inactive_file 400\nunknown_key 9\n";
+        assert_eq!(
+            parse_memory_stat(text),
+            MemoryStat {
+                file_bytes: Some(3000),
+                shmem_bytes: Some(2000),
+                inactive_file_bytes: Some(400),
+            }
+        );
+    }
+
+    #[test]
+    fn memory_stat_with_garbled_or_missing_shmem_gives_none_for_it() {
+        let s = parse_memory_stat("file 3000\nshmem lots\n");
+        assert_eq!(s.file_bytes, Some(3000));
+        assert_eq!(s.shmem_bytes, None);
+        assert_eq!(s.inactive_file_bytes, None);
+        assert_eq!(parse_memory_stat("anon 1\n"), MemoryStat::default());
+    }
+
+    #[test]
     fn keyed_finds_the_exact_key_not_a_prefix() {
         let text = "anon 1000\nfile_mapped 5\nfile 2048\nfile_dirty 1\ninactive_file 77\n";
         assert_eq!(parse_keyed(text, "file"), Some(2048));
@@ -536,7 +592,8 @@ mod tests {
         assert_eq!(r.cgroup_id, Some(fs::metadata(&dir).unwrap().ino()));
         assert_eq!(r.cpu.usage_usec, Some(123_456_789));
         assert_eq!(r.memory_current_bytes, Some(536_870_912));
-        assert_eq!(r.memory_file_bytes, Some(134_217_728));
+        assert_eq!(r.memory_stat.file_bytes, Some(134_217_728));
+        assert_eq!(r.memory_stat.shmem_bytes, None);
     }
 
     #[test]
@@ -558,7 +615,7 @@ mod tests {
         assert!(r.cgroup_id.is_some());
         assert_eq!(r.cpu.usage_usec, Some(123_456_789));
         assert_eq!(r.memory_current_bytes, None);
-        assert_eq!(r.memory_file_bytes, None);
+        assert_eq!(r.memory_stat, MemoryStat::default());
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Collector {
                 cgroup_id: reading.cgroup_id,
                 cpu_usage_usec: reading.cpu.usage_usec,
                 memory_current_bytes: reading.memory_current_bytes,
-                memory_file_bytes: reading.memory_file_bytes,
+                memory_file_bytes: reading.memory_stat.file_bytes,
+                memory_shmem_bytes: reading.memory_stat.shmem_bytes,
+                memory_inactive_file_bytes: reading.memory_stat.inactive_file_bytes,
                 extra,
             });
         }
@@ -345,7 +347,11 @@ mod tests {
             )
             .unwrap();
             fs::write(dir.join(cgroup::MEMORY_CURRENT), "1073741824\n").unwrap();
-            fs::write(dir.join(cgroup::MEMORY_STAT), "anon 5\nfile 268435456\n").unwrap();
+            fs::write(
+                dir.join(cgroup::MEMORY_STAT),
+                "anon 5\nfile 268435456\nshmem 67108864\ninactive_file 134217728\n",
+            )
+            .unwrap();
             dir
         }
 
@@ -404,6 +410,8 @@ mod tests {
                 cpu_usage_usec: Some(5_000_000),
                 memory_current_bytes: Some(1_073_741_824),
                 memory_file_bytes: Some(268_435_456),
+                memory_shmem_bytes: Some(67_108_864),
+                memory_inactive_file_bytes: Some(134_217_728),
                 extra: ContainerExtra::default(),
             }
         );

@@ -179,6 +179,8 @@ mod tests {
             cpu_usage_usec: usage,
             memory_current_bytes: None,
             memory_file_bytes: None,
+            memory_shmem_bytes: None,
+            memory_inactive_file_bytes: None,
             extra: Default::default(),
         }
     }

@@ -51,8 +51,12 @@ pub struct ContainerSample {
     pub cpu_usage_usec: Option<u64>,
     /// `memory.current`, bytes.
     pub memory_current_bytes: Option<u64>,
-    /// `file` of `memory.stat` (page cache), bytes.
+    /// `file` of `memory.stat` (page cache, `shmem` included), bytes.
     pub memory_file_bytes: Option<u64>,
+    /// `shmem` of `memory.stat` (tmpfs, shared memory: not reclaimable without swap), bytes.
+    pub memory_shmem_bytes: Option<u64>,
+    /// `inactive_file` of `memory.stat`, bytes.
+    pub memory_inactive_file_bytes: Option<u64>,
     /// Figures recorded for history and export only; the decision does not use them.
     pub extra: ContainerExtra,
 }

@@ -262,6 +262,8 @@ pub fn case(data: &[u8]) -> Option<Case> {
             cpu_usage_usec,
             memory_current_bytes,
             memory_file_bytes,
+            memory_shmem_bytes: memory_file_bytes.map(|_| 0),
+            memory_inactive_file_bytes: memory_file_bytes,
             extra: Default::default(),
         });
     }
