@@ -63,7 +63,7 @@ pub struct Observation {
     pub memory_mb: Option<u64>,
     /// Percent of the effective CPU allocation, over the sampling window.
     pub cpu_percent: Option<f64>,
-    /// Used memory (`memory.current` − (`file` − `shmem`)) in MB.
+    /// Used memory (current − page cache) in MB.
     pub memory_used_mb: Option<f64>,
     /// Used memory as a percent of `memory_mb`.
     pub memory_percent: Option<f64>,
