@@ -290,7 +290,12 @@ impl Host {
             )?;
             write(
                 &dir.join("memory.stat"),
-                &format!("anon {}\nfile {}\n", used_mb * MIB, cache_mb * MIB),
+                &format!(
+                    "anon {}\nfile {}\nshmem 0\ninactive_file {}\n",
+                    used_mb * MIB,
+                    cache_mb * MIB,
+                    cache_mb * MIB
+                ),
             )?;
         }
         let dt_ticks = u64::try_from(dt_secs).unwrap_or(0) * USER_HZ;

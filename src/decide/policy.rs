@@ -19,6 +19,12 @@ use crate::read::snapshot::{self, ContainerSample, Snapshot, State};
 /// Tolerance for float noise in the roundings: 2 × 0.5 / 0.5 must give 2 cores, not 3.
 const EPSILON: f64 = 1e-9;
 
+/// A memory cut never goes below the kernel's working set (`memory.current − inactive_file`) plus
+/// this share of it, and never by less than `WORKING_SET_MARGIN_MIN_MB`: active page cache that
+/// is squeezed out comes straight back as refaults, and a process inside may be about to grow.
+const WORKING_SET_MARGIN: f64 = 0.10;
+const WORKING_SET_MARGIN_MIN_MB: f64 = 64.0;
+
 /// Whether energy mode is in force at local `hour`: `[off_peak_start, off_peak_end)`, wrapping past
 /// midnight when start > end. Always false unless `energy_mode` is set.
 ///
@@ -251,6 +257,7 @@ fn assess(
         )
     });
     let memory_used_mb = measure::memory_used_mb(c);
+    let working_set_mb = measure::memory_working_set_mb(c);
     let memory_mb = conf.map(|k| k.memory_mb);
     let memory_percent = match (memory_used_mb, memory_mb) {
         (Some(used), Some(mb)) if mb > 0 => Some(used / mb as f64 * 100.0),
@@ -301,7 +308,8 @@ fn assess(
     };
     let memory_move = match (memory_mb, memory_used_mb, memory_percent) {
         (Some(mb), Some(used), Some(pct)) => {
-            plan_memory(&limits, mb, used, pct, host.energy, &mut note)
+            let floor = cut_floor_mb(used, working_set_mb);
+            plan_memory(&limits, mb, (used, floor), pct, host.energy, &mut note)
         }
         _ => {
             note(Reason::NotMeasured {
@@ -398,11 +406,20 @@ fn plan_cores(
     })
 }
 
+/// The lowest MB a cut may reach: used memory, and the working set plus its margin. Without a
+/// working set (no `inactive_file`) the margin is taken over used memory.
+fn cut_floor_mb(used_mb: f64, working_set_mb: Option<f64>) -> u64 {
+    let base = working_set_mb.unwrap_or(used_mb).max(0.0);
+    let margin = (base * WORKING_SET_MARGIN).max(WORKING_SET_MARGIN_MIN_MB);
+    (base + margin).max(used_mb).ceil() as u64
+}
+
 /// The memory a container should move to, before host headroom. `None` = no change.
+/// `(used_mb, floor_mb)`: used memory, and the lowest a cut may go (`cut_floor_mb`).
 fn plan_memory(
     l: &Limits,
     memory_mb: u64,
-    used_mb: f64,
+    (used_mb, floor_mb): (f64, u64),
     pct: f64,
     energy: bool,
     note: &mut impl FnMut(Reason),
@@ -445,7 +462,7 @@ fn plan_memory(
     };
     let target = (size_for(used_mb, target_percent) as u64)
         .max(l.min_memory)
-        .max(used_mb.ceil() as u64);
+        .max(floor_mb);
     if memory_mb <= target {
         return None;
     }
@@ -1369,6 +1386,58 @@ mod tests {
             vec!["memory not measured this cycle: memory unchanged"]
         );
         assert_eq!(observation(&plan, 101).memory_percent, None);
+    }
+
+    #[test]
+    fn missing_or_garbled_shmem_or_file_gives_no_memory_change() {
+        for garble in [
+            |c: &mut ContainerSample| c.memory_shmem_bytes = None,
+            |c: &mut ContainerSample| c.memory_file_bytes = None,
+            |c: &mut ContainerSample| c.memory_shmem_bytes = Some(51 * MB),
+        ] {
+            let mut w = World::roomy();
+            garble(w.ct(101, 2, 4096, 50.0, 100.0));
+            let plan = w.decide(&Config::default());
+            assert_eq!(memory_of(&plan, 101), None);
+            assert_eq!(
+                notes_of(&plan, 101),
+                vec!["memory not measured this cycle: memory unchanged"]
+            );
+        }
+    }
+
+    #[test]
+    fn tmpfs_heavy_container_is_not_cut() {
+        // 4096 MB, 3500 MB charged, 3000 MB of it tmpfs: used is 3500 MB (85.4 %), not 500 MB.
+        let mut w = World::roomy();
+        let c = w.ct(101, 2, 4096, 50.0, 0.0);
+        c.memory_current_bytes = Some(3500 * MB);
+        c.memory_file_bytes = Some(3000 * MB);
+        c.memory_shmem_bytes = Some(3000 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(observation(&plan, 101).memory_used_mb, Some(3500.0));
+        // Above the upper threshold: grown to fit 3500 MB at 50 %, never cut.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 7000)));
+    }
+
+    #[test]
+    fn memory_cut_never_goes_below_working_set_plus_margin() {
+        // Used 300 MB of 8192 (3.7 %), but 2000 MB of active page cache: working set 2300 MB.
+        let mut w = World::roomy();
+        let c = w.ct(101, 2, 8192, 50.0, 300.0);
+        c.memory_current_bytes = Some(2300 * MB);
+        c.memory_file_bytes = Some(2000 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let plan = w.decide(&Config::default());
+        // Floor 2300 + 10 % = 2530 MB; cuts in whole 512 MB chunks, at most half: 8192 -> 4096.
+        assert_eq!(memory_of(&plan, 101), Some((8192, 4096)));
+        w.conf(101).memory_mb = 4096;
+        let plan = w.decide(&Config::default());
+        // 4096 - 2530 = 1566 MB of room: three chunks, 4096 -> 2560 MB, still above 2530.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 2560)));
+        w.conf(101).memory_mb = 2560;
+        assert_eq!(memory_of(&w.decide(&Config::default()), 101), None);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub struct ContainerRecord {
     /// Percent of `effective_cpus` over the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
-    /// `memory.current` − page cache, MB.
+    /// `memory.current` − (`file` − `shmem`), MB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_used_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
