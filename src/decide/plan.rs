@@ -102,6 +102,8 @@ pub enum Reason {
         to: u64,
         cut: bool,
     },
+    /// Asked for through the API by `caller` (peer address or `uid N`).
+    Requested { caller: String },
     /// No readable conf for a running container.
     NoConf,
     /// Listed in `ignore_lxc`.
@@ -151,6 +153,7 @@ impl Reason {
         match self {
             Reason::Ignored | Reason::OptedOut => Level::Debug,
             Reason::Scaled { .. }
+            | Reason::Requested { .. }
             | Reason::NoConf
             | Reason::Locked { .. }
             | Reason::CoresUnknown
@@ -236,6 +239,7 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::Requested { caller } => write!(f, "requested through the api by {caller}"),
             Reason::NoConf => f.write_str("no readable conf: not managed"),
             Reason::Ignored => f.write_str("listed in ignore_lxc: not managed"),
             Reason::OptedOut => f.write_str("tagged noautoscale: not managed"),

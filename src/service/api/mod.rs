@@ -4,12 +4,15 @@
 
 pub mod auth;
 pub mod conf;
+pub mod exec;
 pub mod http;
 pub mod openapi;
 pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod tasks;
 pub mod validate;
+pub mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
