@@ -340,7 +340,7 @@ fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan
         let decision = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
             apply::describe(c)
         } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
-            n.reason.clone()
+            n.reason.to_string()
         } else {
             "-".into()
         };

@@ -1,7 +1,7 @@
 //! Pure arithmetic that turns counters into rates and usage. No IO, no clock.
 
 use crate::read::snapshot::{
-    ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
+    self, ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
 };
 
 /// Bytes in one Proxmox MB (a MiB).
@@ -43,10 +43,7 @@ pub fn cpu_percent(
         _ => return None,
     }
     let used_usec = usage_usec.checked_sub(prev.cpu_usage_usec)?;
-    let wall_usec = now_usec.checked_sub(prev.taken_at_usec)?;
-    if wall_usec <= 0 || wall_usec >= max_age_usec {
-        return None;
-    }
+    let wall_usec = snapshot::fresh_window_usec(prev.taken_at_usec, now_usec, max_age_usec)?;
     if !(effective_cpus.is_finite() && effective_cpus > 0.0) {
         return None;
     }
@@ -137,8 +134,7 @@ pub fn counter_window_usec(
         (Some(before), Some(now)) if before == now => {}
         _ => return None,
     }
-    let wall_usec = now_usec.checked_sub(prev.taken_at_usec)?;
-    (wall_usec > 0 && wall_usec < max_age_usec).then_some(wall_usec)
+    snapshot::fresh_window_usec(prev.taken_at_usec, now_usec, max_age_usec)
 }
 
 /// The history-only rates of `cur` against `prev`.
