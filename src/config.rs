@@ -583,9 +583,10 @@ impl Config {
         }
     }
 
-    /// Whether Gotify notifications are configured.
+    /// Whether Gotify notifications are on: both `gotify_url` and `gotify_token` set to something
+    /// other than blanks. The one rule for `check-config` and the notifier.
     pub fn gotify_enabled(&self) -> bool {
-        !self.gotify_url.is_empty() && !self.gotify_token.is_empty()
+        !self.gotify_url.trim().is_empty() && !self.gotify_token.trim().is_empty()
     }
 }
 

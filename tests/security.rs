@@ -71,7 +71,7 @@ fn vmids_below_100_never_reach_an_argv() {
         vmid: 42,
         cores: Some(Step { from: 2, to: 4 }),
         memory_mb: None,
-        reason: "test".into(),
+        reasons: Vec::new(),
     };
     let mut target = Target {
         pct: &mut recorder,

@@ -304,7 +304,7 @@ impl Soak {
             let mut cpu_stat =
                 format!("usage_usec {}\nuser_usec 0\nsystem_usec 0\n", ct.usage_usec);
             let mut current = format!("{}\n", used_bytes + cache_bytes);
-            let mut mem_stat = format!("anon {used_bytes}\nfile {cache_bytes}\n");
+            let mut mem_stat = format!("anon {used_bytes}\nfile {cache_bytes}\nshmem 0\n");
             let mut garble_conf = false;
             match fault {
                 0..=999 => cpu_stat = "usage_usec \0\u{fffd}max\n".into(),

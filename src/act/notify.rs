@@ -85,7 +85,7 @@ impl fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier for `gotify_url` with `gotify_token`, or `None` unless both are set.
     pub fn from_config(config: &Config) -> Option<Notifier> {
-        if config.gotify_url.trim().is_empty() || config.gotify_token.trim().is_empty() {
+        if !config.gotify_enabled() {
             return None;
         }
         Some(Notifier::new(&config.gotify_url, &config.gotify_token))
@@ -427,6 +427,13 @@ mod tests {
         assert_eq!(n.endpoint(), "https://gotify.example/message");
         c.gotify_url.clear();
         assert!(Notifier::from_config(&c).is_none());
+        c.gotify_url = "https://gotify.example".into();
+        c.gotify_token = " \t".into();
+        assert!(Notifier::from_config(&c).is_none());
+        assert!(
+            !c.gotify_enabled(),
+            "check-config must agree with the notifier"
+        );
     }
 
     #[test]

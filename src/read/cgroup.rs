@@ -62,9 +62,9 @@ pub enum Limit {
     Max,
 }
 
-/// What one read of `<cgroup_root>/<vmid>/` gave. Every figure is `None` when its file is missing,
-/// unreadable or garbled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What one read of `<cgroup_root>/<vmid>/` gave: the figures read on every cycle. Every figure is
+/// `None` when its file is missing, unreadable or garbled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupReading {
     /// Inode of the cgroup directory: a new one means the container restarted.
     pub cgroup_id: Option<u64>,
@@ -74,6 +74,22 @@ pub struct CgroupReading {
     pub memory_current_bytes: Option<u64>,
     /// `memory.stat`, bytes.
     pub memory_stat: MemoryStat,
+    /// `oom_kill` of `memory.events`, a counter.
+    pub oom_kill: Option<u64>,
+    /// `cpu.pressure`, percent.
+    pub psi_cpu: Psi,
+    /// `memory.pressure`, percent.
+    pub psi_memory: Psi,
+}
+
+/// The `avg10=` figures of a PSI file, percent of wall time (0–100). `None` when the line is
+/// absent or garbled (`full` of `cpu.pressure` exists only on kernels from 5.13 on).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Psi {
+    /// `some avg10=`: share of time at least one task was stalled.
+    pub some_avg10: Option<f64>,
+    /// `full avg10=`: share of time every non-idle task was stalled at once.
+    pub full_avg10: Option<f64>,
 }
 
 /// The keys of `memory.stat` the decision uses, bytes. Each is `None` when absent or garbled.
@@ -103,21 +119,17 @@ pub fn parse_memory_stat(text: &str) -> MemoryStat {
     stat
 }
 
-/// Figures of `<cgroup_root>/<vmid>/` recorded for history and export. `None` when the file is
-/// missing (controller not enabled), unreadable or garbled.
+/// Figures of `<cgroup_root>/<vmid>/` recorded for history and export only. `None` when the file
+/// is missing (controller not enabled), unreadable or garbled.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExtraReading {
     /// `memory.swap.current`, bytes.
     pub swap_current_bytes: Option<u64>,
-    /// `oom_kill` of `memory.events`, a counter.
-    pub oom_kill: Option<u64>,
     /// `pids.current`.
     pub pids_current: Option<u64>,
     /// `io.stat`, summed over devices.
     pub io: IoTotals,
-    /// `some avg10` of `cpu.pressure`, `memory.pressure`, `io.pressure`, percent.
-    pub psi_cpu_some_avg10: Option<f64>,
-    pub psi_memory_some_avg10: Option<f64>,
+    /// `some avg10` of `io.pressure`, percent.
     pub psi_io_some_avg10: Option<f64>,
     /// First pid of `ns/cgroup.procs`: the container's init as the host sees it.
     pub init_pid: Option<u32>,
@@ -161,12 +173,25 @@ pub fn parse_io_stat(text: &str) -> IoTotals {
 
 /// `avg10` of the `some` line of a PSI file (`some avg10=1.23 avg60=... total=N`), percent.
 pub fn parse_psi_some_avg10(text: &str) -> Option<f64> {
-    let line = text.lines().find(|l| l.starts_with("some "))?;
-    let value = line
-        .split_ascii_whitespace()
-        .find_map(|f| f.strip_prefix("avg10="))?;
-    let pct: f64 = value.parse().ok()?;
-    (pct.is_finite() && (0.0..=100.0).contains(&pct)).then_some(pct)
+    parse_psi(text).some_avg10
+}
+
+/// `avg10` of the `some` and `full` lines of a PSI file, percent. Other lines are ignored.
+pub fn parse_psi(text: &str) -> Psi {
+    let mut psi = Psi::default();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let slot = match fields.next() {
+            Some("some") => &mut psi.some_avg10,
+            Some("full") => &mut psi.full_avg10,
+            _ => continue,
+        };
+        *slot = fields
+            .find_map(|f| f.strip_prefix("avg10="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|p| p.is_finite() && (0.0..=100.0).contains(p));
+    }
+    psi
 }
 
 /// The first pid listed in a `cgroup.procs` file.
@@ -291,15 +316,24 @@ pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
     } else {
         MemoryStat::default()
     };
+    let oom_kill = read_parsed(&dir, MEMORY_EVENTS, buf, |t| {
+        parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
+    });
+    let psi = |name, buf: &mut Vec<u8>| {
+        read_parsed(&dir, name, buf, |t| Some(parse_psi(t))).unwrap_or_default()
+    };
     CgroupReading {
         cgroup_id,
         cpu,
         memory_current_bytes,
         memory_stat,
+        oom_kill,
+        psi_cpu: psi(CPU_PRESSURE, buf),
+        psi_memory: psi(MEMORY_PRESSURE, buf),
     }
 }
 
-/// Reads the history-only figures of one container's cgroup `dir`, reusing `buf`. A vanished
+/// Reads the history-only figures (swap, pids, io, io pressure, init pid) of one container's cgroup `dir`, reusing `buf`. A vanished
 /// directory gives all `None`.
 pub fn read_extra(dir: &Path, buf: &mut Vec<u8>) -> ExtraReading {
     let Ok(dir) = File::open(dir) else {
@@ -308,13 +342,8 @@ pub fn read_extra(dir: &Path, buf: &mut Vec<u8>) -> ExtraReading {
     // Opened relative to the directory, like `read_container`: one path walk per container.
     ExtraReading {
         swap_current_bytes: read_parsed(&dir, MEMORY_SWAP_CURRENT, buf, parse_u64),
-        oom_kill: read_parsed(&dir, MEMORY_EVENTS, buf, |t| {
-            parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
-        }),
         pids_current: read_parsed(&dir, PIDS_CURRENT, buf, parse_u64),
         io: read_parsed(&dir, IO_STAT, buf, |t| Some(parse_io_stat(t))).unwrap_or_default(),
-        psi_cpu_some_avg10: read_parsed(&dir, CPU_PRESSURE, buf, parse_psi_some_avg10),
-        psi_memory_some_avg10: read_parsed(&dir, MEMORY_PRESSURE, buf, parse_psi_some_avg10),
         psi_io_some_avg10: read_parsed(&dir, IO_PRESSURE, buf, parse_psi_some_avg10),
         init_pid: read_parsed(&dir, NS_CGROUP_PROCS, buf, parse_first_pid),
     }
@@ -711,37 +740,102 @@ mod tests {
     }
 
     #[test]
+    fn psi_reads_some_and_full_avg10_and_tolerates_extra_lines() {
+        let text = "some avg10=1.50 avg60=0.20 avg300=0.00 total=123456\n\
+                    full avg10=9.25 avg60=0.00 avg300=0.00 total=1\n\
+                    future avg10=50.00\n";
+        assert_eq!(
+            parse_psi(text),
+            Psi {
+                some_avg10: Some(1.5),
+                full_avg10: Some(9.25),
+            }
+        );
+    }
+
+    #[test]
+    fn psi_without_full_line_or_with_garbled_values_gives_none_for_those() {
+        assert_eq!(
+            parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+            Psi {
+                some_avg10: Some(0.0),
+                full_avg10: None,
+            }
+        );
+        assert_eq!(
+            parse_psi("some avg10=abc total=1\nfull avg10=100.01 total=2\n"),
+            Psi::default()
+        );
+        assert_eq!(
+            parse_psi("some avg60=1.00 total=1\nfull avg10=NaN total=2\n"),
+            Psi::default()
+        );
+        assert_eq!(parse_psi(""), Psi::default());
+    }
+
+    fn write_every_cycle_files(dir: &Path) {
+        fs::write(
+            dir.join(MEMORY_EVENTS),
+            "low 0\nhigh 3\nmax 2\noom 1\noom_kill 4\noom_group_kill 0\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(CPU_PRESSURE),
+            "some avg10=12.50 avg60=0 avg300=0 total=5\nfull avg10=3.00 avg60=0 avg300=0 total=2\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(MEMORY_PRESSURE),
+            "some avg10=2.25 avg60=0 avg300=0 total=5\nfull avg10=1.75 avg60=0 avg300=0 total=2\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn read_container_reads_oom_kills_and_cpu_and_memory_pressure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fake_cgroup(&dir);
+        write_every_cycle_files(&dir);
+        let r = read_container(&dir, &mut Vec::new());
+        assert_eq!(r.cpu.nr_throttled, Some(3));
+        assert_eq!(r.cpu.throttled_usec, Some(4500));
+        assert_eq!(r.oom_kill, Some(4));
+        assert_eq!(
+            r.psi_cpu,
+            Psi {
+                some_avg10: Some(12.5),
+                full_avg10: Some(3.0),
+            }
+        );
+        assert_eq!(
+            r.psi_memory,
+            Psi {
+                some_avg10: Some(2.25),
+                full_avg10: Some(1.75),
+            }
+        );
+    }
+
+    #[test]
     fn read_extra_reads_each_file_and_leaves_missing_ones_none() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("101");
         fs::create_dir_all(dir.join("ns")).unwrap();
         fs::write(dir.join(MEMORY_SWAP_CURRENT), "4096\n").unwrap();
-        fs::write(
-            dir.join(MEMORY_EVENTS),
-            "low 0\nhigh 3\nmax 2\noom 1\noom_kill 1\noom_group_kill 0\n",
-        )
-        .unwrap();
         fs::write(dir.join(PIDS_CURRENT), "37\n").unwrap();
         fs::write(dir.join(IO_STAT), "8:0 rbytes=10 wbytes=20 rios=1 wios=1\n").unwrap();
-        fs::write(
-            dir.join(MEMORY_PRESSURE),
-            "some avg10=2.25 avg60=0 avg300=0 total=5\n",
-        )
-        .unwrap();
         fs::write(dir.join(NS_CGROUP_PROCS), "777\n778\n").unwrap();
         let r = read_extra(&dir, &mut Vec::new());
         assert_eq!(
             r,
             ExtraReading {
                 swap_current_bytes: Some(4096),
-                oom_kill: Some(1),
                 pids_current: Some(37),
                 io: IoTotals {
                     read_bytes: Some(10),
                     write_bytes: Some(20),
                 },
-                psi_cpu_some_avg10: None,
-                psi_memory_some_avg10: Some(2.25),
                 psi_io_some_avg10: None,
                 init_pid: Some(777),
             }

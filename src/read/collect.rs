@@ -20,8 +20,9 @@ pub struct Collector {
     confs: ConfCache,
     /// Contents of the file being parsed; reused so that a cycle does not allocate per file.
     buf: Vec<u8>,
-    /// Whether to read the history-only figures (`ContainerSample::extra`). Off, they stay `None`
-    /// and a cycle reads only what the decision needs.
+    /// Whether to read the history-only figures of `ContainerSample::extra` (io, pids, swap,
+    /// network, rootfs, io pressure). Off, they stay `None`; the figures the decision needs
+    /// (throttling, OOM kills, cpu and memory pressure) are read either way.
     pub read_extra: bool,
 }
 
@@ -72,34 +73,24 @@ impl Collector {
             let _ = write!(name, "{vmid}");
             dir.push(&name);
             let reading = cgroup::read_container(&dir, &mut self.buf);
-            let extra = if self.read_extra && reading.cgroup_id.is_some() {
+            let mut extra = every_cycle_extra(&reading);
+            if self.read_extra && reading.cgroup_id.is_some() {
                 let x = cgroup::read_extra(&dir, &mut self.buf);
                 let (rootfs_used_bytes, rootfs_total_bytes) = x
                     .init_pid
                     .map_or((None, None), |pid| rootfs_usage(cfg, pid, vmid));
                 let (net_rx_bytes, net_tx_bytes) =
                     self.net_bytes(&cfg.net_class_root, &veths, vmid);
-                ContainerExtra {
-                    counters: Counters {
-                        nr_throttled: reading.cpu.nr_throttled,
-                        throttled_usec: reading.cpu.throttled_usec,
-                        oom_kill: x.oom_kill,
-                        io_read_bytes: x.io.read_bytes,
-                        io_write_bytes: x.io.write_bytes,
-                        net_rx_bytes,
-                        net_tx_bytes,
-                    },
-                    swap_current_bytes: x.swap_current_bytes,
-                    pids_current: x.pids_current,
-                    psi_cpu_some_avg10: x.psi_cpu_some_avg10,
-                    psi_memory_some_avg10: x.psi_memory_some_avg10,
-                    psi_io_some_avg10: x.psi_io_some_avg10,
-                    rootfs_used_bytes,
-                    rootfs_total_bytes,
-                }
-            } else {
-                ContainerExtra::default()
-            };
+                extra.counters.io_read_bytes = x.io.read_bytes;
+                extra.counters.io_write_bytes = x.io.write_bytes;
+                extra.counters.net_rx_bytes = net_rx_bytes;
+                extra.counters.net_tx_bytes = net_tx_bytes;
+                extra.swap_current_bytes = x.swap_current_bytes;
+                extra.pids_current = x.pids_current;
+                extra.psi_io_some_avg10 = x.psi_io_some_avg10;
+                extra.rootfs_used_bytes = rootfs_used_bytes;
+                extra.rootfs_total_bytes = rootfs_total_bytes;
+            }
             dir.pop();
             if reading.cgroup_id.is_none() {
                 // Listed a moment ago, gone now: the container stopped, so it is not running.
@@ -233,6 +224,24 @@ impl Collector {
     /// Conf files read and parsed so far; a cycle over settled confs adds none.
     pub fn conf_parses(&self) -> u64 {
         self.confs.parses()
+    }
+}
+
+/// The figures of `ContainerExtra` read on every cycle, whatever `read_extra` says: the decision
+/// and its model use them.
+fn every_cycle_extra(reading: &cgroup::CgroupReading) -> ContainerExtra {
+    ContainerExtra {
+        counters: Counters {
+            nr_throttled: reading.cpu.nr_throttled,
+            throttled_usec: reading.cpu.throttled_usec,
+            oom_kill: reading.oom_kill,
+            ..Counters::default()
+        },
+        psi_cpu_some_avg10: reading.psi_cpu.some_avg10,
+        psi_cpu_full_avg10: reading.psi_cpu.full_avg10,
+        psi_memory_some_avg10: reading.psi_memory.some_avg10,
+        psi_memory_full_avg10: reading.psi_memory.full_avg10,
+        ..ContainerExtra::default()
     }
 }
 
@@ -567,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn extra_figures_are_read_only_when_asked_for() {
+    fn history_figures_are_read_only_when_asked_for() {
         let h = FakeHost::new();
         let dir = h.cgroup(101, 10);
         fs::write(dir.join(cgroup::PIDS_CURRENT), "12\n").unwrap();
@@ -581,6 +590,50 @@ mod tests {
             c.collect(&h.cfg, 0).containers[0].extra,
             ContainerExtra::default()
         );
+    }
+
+    #[test]
+    fn throttling_oom_kills_and_cpu_and_memory_pressure_are_read_with_history_off() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        fs::write(
+            dir.join(cgroup::CPU_STAT),
+            "usage_usec 10\nnr_periods 9\nnr_throttled 7\nthrottled_usec 3500\n",
+        )
+        .unwrap();
+        fs::write(dir.join(cgroup::MEMORY_EVENTS), "oom 3\noom_kill 2\n").unwrap();
+        fs::write(
+            dir.join(cgroup::CPU_PRESSURE),
+            "some avg10=40.00 avg60=0 avg300=0 total=1\nfull avg10=5.50 avg60=0 avg300=0 total=1\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(cgroup::MEMORY_PRESSURE),
+            "some avg10=8.00 avg60=0 avg300=0 total=1\nfull avg10=6.25 avg60=0 avg300=0 total=1\n",
+        )
+        .unwrap();
+        fs::write(dir.join(cgroup::PIDS_CURRENT), "12\n").unwrap();
+        let mut c = Collector::new();
+        c.read_extra = false;
+        let expected = ContainerExtra {
+            counters: Counters {
+                nr_throttled: Some(7),
+                throttled_usec: Some(3500),
+                oom_kill: Some(2),
+                ..Counters::default()
+            },
+            psi_cpu_some_avg10: Some(40.0),
+            psi_cpu_full_avg10: Some(5.5),
+            psi_memory_some_avg10: Some(8.0),
+            psi_memory_full_avg10: Some(6.25),
+            ..ContainerExtra::default()
+        };
+        assert_eq!(c.collect(&h.cfg, 0).containers[0].extra, expected);
+        c.read_extra = true;
+        let with_history = c.collect(&h.cfg, 0).containers[0].extra;
+        assert_eq!(with_history.counters.oom_kill, Some(2));
+        assert_eq!(with_history.psi_memory_full_avg10, Some(6.25));
+        assert_eq!(with_history.pids_current, Some(12));
     }
 
     #[test]

@@ -57,29 +57,40 @@ pub struct ContainerSample {
     pub memory_shmem_bytes: Option<u64>,
     /// `inactive_file` of `memory.stat`, bytes.
     pub memory_inactive_file_bytes: Option<u64>,
-    /// Figures recorded for history and export only; the decision does not use them.
+    /// Further figures: some are read on every cycle (for the decision and its model), the rest
+    /// only when history or export asks for them.
     pub extra: ContainerExtra,
 }
 
-/// Figures of one container beyond what the decision needs. Each is `None` when its file is
-/// missing, unreadable or garbled (a cgroup without the controller, a container without network).
+/// Figures of one container beyond CPU usage and memory. Each is `None` when its file is missing,
+/// unreadable or garbled (a cgroup without the controller, a container without network).
+///
+/// Read on every cycle, whatever the history settings: `counters.nr_throttled`,
+/// `counters.throttled_usec`, `counters.oom_kill` and the `cpu`/`memory` pressure figures. Read
+/// only when history, metrics or Prometheus is on (`Collector::read_extra`), `None` otherwise:
+/// `counters.io_*`, `counters.net_*`, `swap_current_bytes`, `pids_current`, `psi_io_some_avg10`
+/// and the rootfs figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ContainerExtra {
     /// Monotonic counters, turned into rates against the previous cycle.
     pub counters: Counters,
-    /// `memory.swap.current`, bytes.
+    /// `memory.swap.current`, bytes. History only.
     pub swap_current_bytes: Option<u64>,
-    /// `pids.current`: processes and threads in the container.
+    /// `pids.current`: processes and threads in the container. History only.
     pub pids_current: Option<u64>,
-    /// `some avg10=` of `cpu.pressure`, percent of wall time (0–100).
+    /// `some avg10=` of `cpu.pressure`, percent of wall time (0–100). Every cycle.
     pub psi_cpu_some_avg10: Option<f64>,
-    /// `some avg10=` of `memory.pressure`, percent.
+    /// `full avg10=` of `cpu.pressure`, percent; `None` on kernels before 5.13. Every cycle.
+    pub psi_cpu_full_avg10: Option<f64>,
+    /// `some avg10=` of `memory.pressure`, percent. Every cycle.
     pub psi_memory_some_avg10: Option<f64>,
-    /// `some avg10=` of `io.pressure`, percent.
+    /// `full avg10=` of `memory.pressure`, percent. Every cycle.
+    pub psi_memory_full_avg10: Option<f64>,
+    /// `some avg10=` of `io.pressure`, percent. History only.
     pub psi_io_some_avg10: Option<f64>,
-    /// Used bytes of the filesystem at `/proc/<init pid>/root`.
+    /// Used bytes of the filesystem at `/proc/<init pid>/root`. History only.
     pub rootfs_used_bytes: Option<u64>,
-    /// Size in bytes of that filesystem.
+    /// Size in bytes of that filesystem. History only.
     pub rootfs_total_bytes: Option<u64>,
 }
 
@@ -87,25 +98,27 @@ pub struct ContainerExtra {
 /// backwards or a new cgroup gives no rate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// `nr_throttled` of `cpu.stat`: CFS periods in which the cgroup was throttled.
+    /// `nr_throttled` of `cpu.stat`: CFS periods in which the cgroup was throttled. Every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nr_throttled: Option<u64>,
-    /// `throttled_usec` of `cpu.stat`, µs.
+    /// `throttled_usec` of `cpu.stat`, µs. Every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_usec: Option<u64>,
-    /// `oom_kill` of `memory.events`: processes killed by the OOM killer.
+    /// `oom_kill` of `memory.events`: processes killed by the OOM killer. Every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kill: Option<u64>,
-    /// `rbytes=` of `io.stat`, summed over devices, bytes.
+    /// `rbytes=` of `io.stat`, summed over devices, bytes. History only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_read_bytes: Option<u64>,
-    /// `wbytes=` of `io.stat`, summed over devices, bytes.
+    /// `wbytes=` of `io.stat`, summed over devices, bytes. History only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_write_bytes: Option<u64>,
-    /// Bytes the container received: `tx_bytes` of its host-side `veth<vmid>i<N>` peers, summed.
+    /// Bytes the container received: `tx_bytes` of its host-side `veth<vmid>i<N>` peers,
+    /// summed. History only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_rx_bytes: Option<u64>,
     /// Bytes the container sent: `rx_bytes` of its host-side `veth<vmid>i<N>` peers, summed.
+    /// History only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_tx_bytes: Option<u64>,
 }
@@ -166,7 +179,32 @@ pub struct ContainerPrev {
     pub counters: Counters,
 }
 
+/// How old a previous sample may be for a rate to be taken from it: 2 × `poll_interval`, µs. A
+/// gap longer than that (downtime, a stalled cycle) would average over something else.
+pub fn max_sample_age_usec(poll_interval_secs: u64) -> i64 {
+    i64::try_from(poll_interval_secs.saturating_mul(2_000_000)).unwrap_or(i64::MAX)
+}
+
+/// The one freshness rule: µs from `taken_at_usec` to `now_usec` when a sample taken then can
+/// serve as the previous one: taken before now (a sample stamped in the future cannot) and less
+/// than `max_age_usec` ago.
+pub fn fresh_window_usec(
+    taken_at_usec: EpochUsec,
+    now_usec: EpochUsec,
+    max_age_usec: i64,
+) -> Option<i64> {
+    let window = now_usec.checked_sub(taken_at_usec)?;
+    (window > 0 && window < max_age_usec).then_some(window)
+}
+
 impl State {
+    /// The host sample when it is fresh at `now_usec` (see `fresh_window_usec`).
+    pub fn fresh_host(&self, now_usec: EpochUsec, max_age_usec: i64) -> Option<&HostPrev> {
+        self.host
+            .as_ref()
+            .filter(|p| fresh_window_usec(p.taken_at_usec, now_usec, max_age_usec).is_some())
+    }
+
     /// The state after `snap`: containers that are gone are dropped, unreadable counters drop the
     /// old sample (a rate across a gap would be a guess).
     pub fn advanced(&self, snap: &Snapshot) -> State {
@@ -192,5 +230,30 @@ impl State {
             })
             .collect();
         State { host, containers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_fresh_only_when_before_now_and_under_twice_the_interval() {
+        let max = max_sample_age_usec(300);
+        assert_eq!(max, 600_000_000);
+        let now = 1_000_000_000_000;
+        assert_eq!(
+            fresh_window_usec(now - 300_000_000, now, max),
+            Some(300_000_000)
+        );
+        assert_eq!(
+            fresh_window_usec(now - 599_999_999, now, max),
+            Some(599_999_999)
+        );
+        assert_eq!(fresh_window_usec(now - 600_000_000, now, max), None);
+        assert_eq!(fresh_window_usec(now, now, max), None);
+        assert_eq!(fresh_window_usec(now + 1, now, max), None);
+        assert_eq!(fresh_window_usec(i64::MIN, now, max), None);
+        assert_eq!(max_sample_age_usec(u64::MAX), i64::MAX);
     }
 }

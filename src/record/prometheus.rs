@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::act::apply::Report;
+use crate::decide::plan::Change;
 use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
 /// Mode of the text file: node_exporter runs as its own user and must read it.
@@ -24,17 +24,17 @@ pub struct ActionCounters {
 }
 
 impl ActionCounters {
-    /// Counts the changes `pct` confirmed and the ones that failed.
-    pub fn add_report(&mut self, report: &Report) {
-        for a in &report.applied {
-            if let Some(s) = a.change.cores {
+    /// Counts the changes `pct` confirmed and the `pct` calls that failed.
+    pub fn add<'a>(&mut self, applied: impl IntoIterator<Item = &'a Change>, failed: usize) {
+        for change in applied {
+            if let Some(s) = change.cores {
                 if s.to > s.from {
                     self.cpu_up += 1;
                 } else if s.to < s.from {
                     self.cpu_down += 1;
                 }
             }
-            if let Some(s) = a.change.memory_mb {
+            if let Some(s) = change.memory_mb {
                 if s.to > s.from {
                     self.memory_up += 1;
                 } else if s.to < s.from {
@@ -42,7 +42,7 @@ impl ActionCounters {
                 }
             }
         }
-        self.pct_failures += report.failed.len() as u64;
+        self.pct_failures += failed as u64;
     }
 }
 
@@ -290,8 +290,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::act::apply::{Applied, Failure};
-    use crate::decide::plan::{Change, Step};
+    use crate::decide::plan::Step;
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {
@@ -301,31 +300,20 @@ mod tests {
 
     #[test]
     fn counters_count_confirmed_directions_and_failures() {
-        let change = |cores: Option<(u32, u32)>, mem: Option<(u64, u64)>| Applied {
-            change: Change {
-                vmid: 101,
-                cores: cores.map(|(from, to)| Step { from, to }),
-                memory_mb: mem.map(|(from, to)| Step { from, to }),
-                reason: String::new(),
-            },
-            summary: String::new(),
+        let change = |cores: Option<(u32, u32)>, mem: Option<(u64, u64)>| Change {
+            vmid: 101,
+            cores: cores.map(|(from, to)| Step { from, to }),
+            memory_mb: mem.map(|(from, to)| Step { from, to }),
+            reasons: Vec::new(),
         };
-        let report = Report {
-            applied: vec![
-                change(Some((2, 4)), Some((2048, 1024))),
-                change(Some((4, 2)), None),
-                change(None, Some((512, 1024))),
-            ],
-            failed: vec![Failure {
-                vmid: 102,
-                summary: String::new(),
-                error: String::new(),
-            }],
-            ..Report::default()
-        };
+        let applied = [
+            change(Some((2, 4)), Some((2048, 1024))),
+            change(Some((4, 2)), None),
+            change(None, Some((512, 1024))),
+        ];
         let mut c = ActionCounters::default();
-        c.add_report(&report);
-        c.add_report(&report);
+        c.add(&applied, 1);
+        c.add(&applied, 1);
         assert_eq!(
             c,
             ActionCounters {

@@ -14,10 +14,10 @@ use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::{self, Config};
-use crate::decide::plan::{Managed, Plan};
+use crate::decide::plan::{Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
-use crate::read::snapshot::{Snapshot, State};
+use crate::read::snapshot::{self, Snapshot, State};
 use crate::record::events::EventLog;
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
@@ -86,10 +86,8 @@ impl Signals {
 
 /// Whether some container lacks a previous sample a rate could be taken from.
 fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State, now_usec: i64) -> bool {
-    let max_age = i64::try_from(cfg.poll_interval)
-        .unwrap_or(i64::MAX / 2_000_000)
-        .saturating_mul(2_000_000);
-    let fresh = |taken: i64| now_usec > taken && now_usec.saturating_sub(taken) < max_age;
+    let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
+    let fresh = |taken: i64| snapshot::fresh_window_usec(taken, now_usec, max_age).is_some();
     let host_ok = state
         .host
         .is_some_and(|h| h.boot_time == snap.host.boot_time && fresh(h.taken_at_usec));
@@ -251,7 +249,10 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             };
             apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
         };
-        counters.add_report(&report);
+        counters.add(
+            report.applied.iter().map(|a| &a.change),
+            report.failed.len(),
+        );
         let cycle = CycleInfo {
             duration_secs: Some(
                 collect_time
@@ -397,24 +398,12 @@ fn export_metrics(
     }
 }
 
-/// Logs the plan's notes. Containers the admin excluded on purpose repeat the same note every
-/// cycle, so theirs go to debug; everything else is news.
+/// Logs the plan's notes at the level their reason asks for.
 fn log_notes(plan: &Plan) {
     for note in &plan.notes {
-        // Observations are in VMID order.
-        let excluded = plan
-            .observations
-            .binary_search_by_key(&note.vmid, |o| o.vmid)
-            .is_ok_and(|i| {
-                matches!(
-                    plan.observations[i].managed,
-                    Managed::Ignored | Managed::OptedOut
-                )
-            });
-        if excluded {
-            tracing::debug!(vmid = note.vmid, "{}", note.reason);
-        } else {
-            info!(vmid = note.vmid, "{}", note.reason);
+        match note.reason.log_level() {
+            Level::Debug => tracing::debug!(vmid = note.vmid, "{}", note.reason),
+            Level::Info => info!(vmid = note.vmid, "{}", note.reason),
         }
     }
 }
@@ -424,7 +413,7 @@ fn notify_report(n: &mut Notifier, report: &Report) {
         let lines: Vec<String> = report
             .applied
             .iter()
-            .map(|a| format!("CT {}: {} ({})", a.change.vmid, a.summary, a.change.reason))
+            .map(|a| format!("CT {}: {} ({})", a.change.vmid, a.summary, a.change.why()))
             .collect();
         n.send(
             &format!(
