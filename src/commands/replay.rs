@@ -248,6 +248,7 @@ struct Sim {
 }
 
 /// Replays `history` with `cfg`.
+#[allow(clippy::too_many_lines)] // split by h12's rework, in progress
 pub fn run(cfg: &Config, history: &History) -> Run {
     let mut notes = history.notes.clone();
     let has_host = history.cycles.iter().any(|c| c.host.is_some());

@@ -166,6 +166,7 @@ pub struct DaemonOpts {
 }
 
 /// Runs the daemon (or one cycle with `once`) until SIGTERM or SIGINT.
+#[allow(clippy::too_many_lines)] // split by h14's rework, in progress
 pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     let mut cfg = match load_config(&cli.config) {
         Ok(c) => c,
