@@ -147,42 +147,11 @@ pub fn bind(listen: &ApiListen) -> Result<Option<Listener>> {
     }
 }
 
-/// The socket's directory: created 0755 when missing; must be a directory owned by us and not
-/// writable by group or others.
-pub fn ensure_socket_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(dir)
-            .with_context(|| format!("api.listen: cannot create {}", dir.display())),
-        Err(e) => Err(e).with_context(|| format!("api.listen: cannot stat {}", dir.display())),
-        Ok(m) if !m.file_type().is_dir() => {
-            bail!("api.listen: {} is not a directory", dir.display())
-        }
-        Ok(m) if m.uid() != nix::unistd::geteuid().as_raw() => {
-            bail!(
-                "api.listen: {} is owned by uid {}, not by this daemon",
-                dir.display(),
-                m.uid()
-            )
-        }
-        Ok(m) if m.mode() & 0o022 != 0 => {
-            bail!(
-                "api.listen: {} is writable by group or others (mode {:o})",
-                dir.display(),
-                m.mode() & 0o777
-            )
-        }
-        Ok(_) => Ok(()),
-    }
-}
-
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     let dir = path
         .parent()
         .context("api.listen: the socket path has no directory")?;
-    ensure_socket_dir(dir)?;
+    crate::fsutil::ensure_runtime_dir(dir).context("api.listen")?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).with_context(|| {
             format!("api.listen: cannot remove stale socket {}", path.display())
