@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,14 +90,23 @@ fn parse_reply(out: &[u8]) -> Reply {
     }
 }
 
-fn request(addr: &Addr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Reply {
+fn request(
+    addr: &Addr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     if !body.is_empty() {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(&body);
@@ -161,7 +170,10 @@ impl Daemon {
     /// Everything the daemon wrote: log, events, stderr.
     fn all_output(&mut self) -> String {
         let mut text = self.host.log_text();
-        text.push_str(&std::fs::read_to_string(self.host.path("var/log/lxc_autoscale.json")).unwrap_or_default());
+        text.push_str(
+            &std::fs::read_to_string(self.host.path("var/log/lxc_autoscale.json"))
+                .unwrap_or_default(),
+        );
         if let Some(mut e) = self.child.stderr.take() {
             let _ = self.child.kill();
             let mut s = String::new();
@@ -187,9 +199,16 @@ impl Daemon {
 /// running with a snapshot; `extra_conf` goes to the config before the `[api]` table.
 fn fake_host() -> FakeHost {
     let host = FakeHost::new(4);
-    std::fs::write(host.path("pct"), API_PCT.replace("@ROOT@", &host.root().display().to_string())).unwrap();
+    std::fs::write(
+        host.path("pct"),
+        API_PCT.replace("@ROOT@", &host.root().display().to_string()),
+    )
+    .unwrap();
     host.add_container(101, "hostname: web1\ncores: 1\nmemory: 512\ntags: web\nrootfs: local:101/vm-101-disk-0.raw,size=8G\n");
-    host.add_container(102, "cores: 1\nmemory: 512\n\n[before]\nsnaptime: 1700000000\n");
+    host.add_container(
+        102,
+        "cores: 1\nmemory: 512\n\n[before]\nsnaptime: 1700000000\n",
+    );
     host.seed_previous_cycle(&[]);
     let token = host.path("api.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -198,7 +217,11 @@ fn fake_host() -> FakeHost {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the daemon with `[api]` lines on TCP (with the token) or on a Unix socket.
@@ -210,8 +233,14 @@ fn start(host: FakeHost, tcp: bool, top: &str, api: &str) -> Daemon {
         let p = host.path("run/api.sock");
         (format!("unix:{}", p.display()), Addr::Unix(p))
     };
-    let token_line = if tcp { format!("token_file = \"{}\"\n", host.path("api.token").display()) } else { String::new() };
-    let cfg = host.write_config(&format!("poll_interval = 3600\n{top}\n[api]\nlisten = \"{listen}\"\n{token_line}{api}\n"));
+    let token_line = if tcp {
+        format!("token_file = \"{}\"\n", host.path("api.token").display())
+    } else {
+        String::new()
+    };
+    let cfg = host.write_config(&format!(
+        "poll_interval = 3600\n{top}\n[api]\nlisten = \"{listen}\"\n{token_line}{api}\n"
+    ));
     let child = host
         .command(&["--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -236,7 +265,9 @@ fn tcp_daemon(api: &str) -> Daemon {
 #[test]
 fn unix_socket_is_0600_and_serves_without_a_token() {
     let d = start(fake_host(), false, "", "");
-    let Addr::Unix(p) = &d.addr else { unreachable!() };
+    let Addr::Unix(p) = &d.addr else {
+        unreachable!()
+    };
     let meta = std::fs::symlink_metadata(p).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -265,18 +296,31 @@ fn stale_socket_is_replaced_and_a_regular_file_is_refused() {
     let host = fake_host();
     std::fs::create_dir_all(host.path("run")).unwrap();
     std::fs::write(host.path("run/api.sock"), "not a socket").unwrap();
-    let cfg = host.write_config(&format!("[api]\nlisten = \"unix:{}\"\n", host.path("run/api.sock").display()));
+    let cfg = host.write_config(&format!(
+        "[api]\nlisten = \"unix:{}\"\n",
+        host.path("run/api.sock").display()
+    ));
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     let err = common::stderr(&out);
-    assert!(err.contains("api.listen") && err.contains("is not a socket"), "{err}");
-    assert_eq!(std::fs::read_to_string(host.path("run/api.sock")).unwrap(), "not a socket");
+    assert!(
+        err.contains("api.listen") && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path("run/api.sock")).unwrap(),
+        "not a socket"
+    );
 }
 
 #[test]
 fn token_file_open_to_others_refuses_start_naming_the_key() {
     let host = fake_host();
-    std::fs::set_permissions(host.path("api.token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        host.path("api.token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let cfg = host.write_config(&format!(
         "[api]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\n",
         free_port(),
@@ -293,18 +337,49 @@ fn token_file_open_to_others_refuses_start_naming_the_key() {
 fn missing_token_is_401_wrong_403_query_string_401_and_health_is_open() {
     let d = tcp_daemon("");
     assert_eq!(request(&d.addr, "GET", "/health", &[], None).status, 200);
-    assert_eq!(request(&d.addr, "GET", "/health/check", &[], None).status, 200);
+    assert_eq!(
+        request(&d.addr, "GET", "/health/check", &[], None).status,
+        200
+    );
     let r = request(&d.addr, "GET", "/containers", &[], None);
     assert_eq!(r.status, 401);
     assert_eq!(r.body["status"], "error");
-    let r = request(&d.addr, "GET", "/containers", &[("Authorization", "Bearer nope")], None);
+    let r = request(
+        &d.addr,
+        "GET",
+        "/containers",
+        &[("Authorization", "Bearer nope")],
+        None,
+    );
     assert_eq!(r.status, 403);
-    let r = request(&d.addr, "GET", &format!("/containers?token={TOKEN}&api_key={TOKEN}"), &[], None);
+    let r = request(
+        &d.addr,
+        "GET",
+        &format!("/containers?token={TOKEN}&api_key={TOKEN}"),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 401);
     let body = json!({"lxc_id": 101, "cores": 2});
-    assert_eq!(request(&d.addr, "POST", "/scale/cores", &[("X-API-Key", "nope")], Some(&body)).status, 403);
-    assert_eq!(request(&d.addr, "POST", "/scale/cores", &[], Some(&body)).status, 401);
-    assert_eq!(request(&d.addr, "GET", "/containers", &[("X-API-Key", TOKEN)], None).status, 200);
+    assert_eq!(
+        request(
+            &d.addr,
+            "POST",
+            "/scale/cores",
+            &[("X-API-Key", "nope")],
+            Some(&body)
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        request(&d.addr, "POST", "/scale/cores", &[], Some(&body)).status,
+        401
+    );
+    assert_eq!(
+        request(&d.addr, "GET", "/containers", &[("X-API-Key", TOKEN)], None).status,
+        200
+    );
     assert_eq!(get(&d.addr, "/containers").status, 200);
     assert!(d.pct_calls().is_empty());
 }
@@ -313,14 +388,37 @@ fn missing_token_is_401_wrong_403_query_string_401_and_health_is_open() {
 fn eleventh_failure_gets_429_with_retry_after_but_the_right_token_is_served() {
     let d = tcp_daemon("");
     for _ in 0..10 {
-        assert_eq!(request(&d.addr, "GET", "/containers", &[("X-API-Key", "wrong")], None).status, 403);
+        assert_eq!(
+            request(
+                &d.addr,
+                "GET",
+                "/containers",
+                &[("X-API-Key", "wrong")],
+                None
+            )
+            .status,
+            403
+        );
     }
-    let r = request(&d.addr, "GET", "/containers", &[("X-API-Key", "wrong")], None);
+    let r = request(
+        &d.addr,
+        "GET",
+        "/containers",
+        &[("X-API-Key", "wrong")],
+        None,
+    );
     assert_eq!(r.status, 429);
     let secs = r.body["retry_after_seconds"].as_u64().unwrap();
     assert!((1..=60).contains(&secs), "{secs}");
-    assert!(r.head.contains(&format!("Retry-After: {secs}")), "{}", r.head);
-    assert_eq!(request(&d.addr, "GET", "/containers", &[], None).status, 429);
+    assert!(
+        r.head.contains(&format!("Retry-After: {secs}")),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        request(&d.addr, "GET", "/containers", &[], None).status,
+        429
+    );
     assert_eq!(get(&d.addr, "/containers").status, 200);
 }
 
@@ -334,21 +432,38 @@ fn scale_cores_and_ram_run_the_exact_argv_with_a_backup_and_the_caller_in_the_ev
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(d.pct_calls(), ["set 101 -cores 3", "set 101 -memory 1024"]);
     assert!(d.host.conf(101).contains("cores: 3\n") && d.host.conf(101).contains("memory: 1024\n"));
-    assert_eq!(d.host.backup_files(101).len(), 2);
+    let backups = d.host.backup_files(101);
+    assert_eq!(backups.len(), 3, "{backups:?}");
+    assert!(
+        backups.contains(&"baseline.json".to_string()),
+        "{backups:?}"
+    );
     let events = std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap();
     assert!(events.contains("cores 1->3 by 127.0.0.1"), "{events}");
-    assert!(events.contains("memory 512->1024 MB by 127.0.0.1"), "{events}");
+    assert!(
+        events.contains("memory 512->1024 MB by 127.0.0.1"),
+        "{events}"
+    );
 }
 
 #[test]
 fn scale_over_the_unix_socket_records_the_uid() {
     let d = start(fake_host(), false, "", "");
-    let r = request(&d.addr, "POST", "/scale/cores", &[], Some(&json!({"container_id": 101, "cores": 2})));
+    let r = request(
+        &d.addr,
+        "POST",
+        "/scale/cores",
+        &[],
+        Some(&json!({"container_id": 101, "cores": 2})),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(d.pct_calls(), ["set 101 -cores 2"]);
     let uid = nix::unistd::geteuid().as_raw();
     let events = std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap();
-    assert!(events.contains(&format!("cores 1->2 by uid {uid}")), "{events}");
+    assert!(
+        events.contains(&format!("cores 1->2 by uid {uid}")),
+        "{events}"
+    );
 }
 
 #[test]
@@ -365,64 +480,133 @@ fn memory_below_the_working_set_is_409_without_pct() {
 #[test]
 fn snapshot_create_and_list() {
     let d = tcp_daemon("");
-    let r = post(&d.addr, "/snapshot/create", json!({"lxc_id": 101, "snapshot_name": "pre-upgrade", "description": "before 8.2"}));
+    let r = post(
+        &d.addr,
+        "/snapshot/create",
+        json!({"lxc_id": 101, "snapshot_name": "pre-upgrade", "description": "before 8.2"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post(&d.addr, "/snapshot/create", json!({"lxc_id": 102, "snapshot_name": "s2"}));
+    let r = post(
+        &d.addr,
+        "/snapshot/create",
+        json!({"lxc_id": 102, "snapshot_name": "s2"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(d.pct_calls(), ["snapshot 101 pre-upgrade -description before 8.2", "snapshot 102 s2"]);
+    assert_eq!(
+        d.pct_calls(),
+        [
+            "snapshot 101 pre-upgrade -description before 8.2",
+            "snapshot 102 s2"
+        ]
+    );
     let r = get(&d.addr, "/snapshot/list?lxc_id=102");
-    let names: Vec<&str> = r.body["data"]["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r.body["data"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["before", "s2"]);
     let r = get(&d.addr, "/resource/vm/config?vm_id=101");
     assert_eq!(r.body["data"]["rootfs_size"], "8G");
     assert_eq!(r.body["data"]["tags"], json!(["web"]));
 }
 
-#[test]
-fn refusals_have_their_exact_status_code_and_never_reach_pct() {
+/// `METHOD PATH CODE BODY`: each request is refused with exactly that code.
+const REFUSALS: &str = r#"
+POST /scale/cores 422 {"lxc_id": 99, "cores": 2}
+POST /scale/cores 400 {"lxc_id": "101; rm -rf /", "cores": 2}
+POST /scale/cores 422 {"lxc_id": 101, "cores": 5}
+POST /scale/cores 400 {"lxc_id": 101, "cores": "2"}
+POST /scale/ram 422 {"lxc_id": 101, "memory": 8}
+POST /scale/cores 404 {"lxc_id": 999, "cores": 2}
+POST /scale/cores 409 {"lxc_id": 103, "cores": 2}
+POST /scale/ram 409 {"lxc_id": 103, "memory": 1024}
+POST /snapshot/create 409 {"lxc_id": 103, "snapshot_name": "s1"}
+POST /snapshot/create 422 {"lxc_id": 101, "snapshot_name": "-purge"}
+POST /snapshot/create 422 {"lxc_id": 101, "snapshot_name": "vzdump"}
+POST /snapshot/create 409 {"lxc_id": 102, "snapshot_name": "before"}
+POST /snapshot/create 422 {"lxc_id": 101, "snapshot_name": "ok1", "description": "-x"}
+POST /scale/storage/increase 403 {"lxc_id": 101, "disk_size": 5}
+POST /snapshot/rollback 403 {"lxc_id": 102, "snapshot_name": "before", "confirm": 102}
+POST /clone/create 403 {"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "web2"}
+DELETE /clone/delete 409 {"lxc_id": 104, "confirm": 104}
+DELETE /clone/delete 409 {"lxc_id": 105, "confirm": 105}
+DELETE /clone/delete 409 {"lxc_id": 106, "confirm": 106}
+DELETE /clone/delete 422 {"lxc_id": 104, "confirm": 101}
+DELETE /scale/cores 405 {"lxc_id": 101, "cores": 2}
+POST /nowhere 404 {}
+"#;
+
+/// 103 locked, 104 untagged, 105 a protected clone, 106 a locked clone; destroy allowed.
+fn refusal_host() -> Daemon {
     let host = fake_host();
     host.add_container(103, "cores: 1\nmemory: 512\nlock: backup\n");
     host.add_container(104, "cores: 1\nmemory: 512\n");
-    host.add_container(105, "cores: 1\nmemory: 512\ntags: autoscale-clone\nprotection: 1\n");
+    let clone = "cores: 1\nmemory: 512\ntags: autoscale-clone\n";
+    host.add_container(105, &format!("{clone}protection: 1\n"));
+    host.add_container(106, &format!("{clone}lock: snapshot\n"));
     host.seed_previous_cycle(&[]);
-    let d = start(host, true, "", "allow_destroy = true\n");
-    let a = &d.addr;
-    let cases: Vec<(&str, &str, Value, u16)> = vec![
-        ("POST", "/scale/cores", json!({"lxc_id": 99, "cores": 2}), 422),
-        ("POST", "/scale/cores", json!({"lxc_id": "101; rm -rf /", "cores": 2}), 400),
-        ("POST", "/scale/cores", json!({"lxc_id": 101, "cores": 5}), 422),
-        ("POST", "/scale/cores", json!({"lxc_id": 101, "cores": "2"}), 400),
-        ("POST", "/scale/ram", json!({"lxc_id": 101, "memory": 8}), 422),
-        ("POST", "/scale/cores", json!({"lxc_id": 999, "cores": 2}), 404),
-        ("POST", "/scale/cores", json!({"lxc_id": 103, "cores": 2}), 409),
-        ("POST", "/snapshot/create", json!({"lxc_id": 101, "snapshot_name": "-purge"}), 422),
-        ("POST", "/snapshot/create", json!({"lxc_id": 101, "snapshot_name": "vzdump"}), 422),
-        ("POST", "/snapshot/create", json!({"lxc_id": 102, "snapshot_name": "before"}), 409),
-        ("POST", "/snapshot/create", json!({"lxc_id": 101, "snapshot_name": "ok1", "description": "-x"}), 422),
-        ("POST", "/scale/storage/increase", json!({"lxc_id": 101, "disk_size": 5}), 403),
-        ("POST", "/snapshot/rollback", json!({"lxc_id": 102, "snapshot_name": "before", "confirm": 102}), 403),
-        ("POST", "/clone/create", json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "web2"}), 403),
-        ("DELETE", "/clone/delete", json!({"lxc_id": 104, "confirm": 104}), 409),
-        ("DELETE", "/clone/delete", json!({"lxc_id": 105, "confirm": 105}), 409),
-        ("DELETE", "/clone/delete", json!({"lxc_id": 104, "confirm": 101}), 422),
-        ("DELETE", "/scale/cores", json!({"lxc_id": 101, "cores": 2}), 405),
-        ("POST", "/nowhere", json!({}), 404),
-    ];
-    for (method, path, body, code) in cases {
-        let r = request(a, method, path, &[BEARER], Some(&body));
-        assert_eq!(r.status, code, "{method} {path} {body}: {}", r.body);
-        assert_eq!(r.body["status"], "error", "{method} {path}");
+    start(host, true, "", "allow_destroy = true\n")
+}
+
+#[test]
+fn refusals_have_their_exact_status_code_and_never_reach_pct() {
+    let d = refusal_host();
+    for line in REFUSALS.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(4, ' ');
+        let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+        let code: u16 = parts.next().unwrap().parse().unwrap();
+        let body: Value = serde_json::from_str(parts.next().unwrap()).unwrap();
+        let r = request(&d.addr, method, path, &[BEARER], Some(&body));
+        assert_eq!(r.status, code, "{line}: {}", r.body);
+        assert_eq!(r.body["status"], "error", "{line}");
     }
-    let r = post(a, "/snapshot/create", json!({"lxc_id": 5, "snapshot_name": "-purge"}));
-    let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let r = post(
+        &d.addr,
+        "/snapshot/create",
+        json!({"lxc_id": 5, "snapshot_name": "-purge"}),
+    );
+    let fields: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["lxc_id", "snapshot_name"]);
-    let r = post(a, "/scale/storage/increase", json!({"lxc_id": 101, "disk_size": 5}));
-    assert!(r.body["message"].as_str().unwrap().contains("api.allow_storage"), "{}", r.body);
-    assert_eq!(get(a, "/resource/lxc/status?lxc_id=99").status, 422);
-    assert_eq!(get(a, "/resource/lxc/status?lxc_id=101;id").status, 400);
-    let bad_json = format!("POST /scale/cores HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{{\"lx");
+    let r = post(
+        &d.addr,
+        "/scale/storage/increase",
+        json!({"lxc_id": 101, "disk_size": 5}),
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.allow_storage"),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&d.addr, "/resource/lxc/status?lxc_id=99").status, 422);
+    assert_eq!(
+        get(&d.addr, "/resource/lxc/status?lxc_id=101;id").status,
+        400
+    );
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+#[test]
+fn malformed_json_wrong_type_and_a_10_mb_body_are_400_415_413_without_pct() {
+    let d = tcp_daemon("");
+    let a = &d.addr;
+    let head = |ct: &str, len: usize| {
+        format!("POST /scale/cores HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n")
+    };
+    let bad_json = head("application/json", 4) + "{\"lx";
     assert_eq!(raw(a, bad_json.as_bytes()).status, 400);
-    let text = format!("POST /scale/cores HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}");
+    let not_object = head("application/json", 5) + "[101]";
+    assert_eq!(raw(a, not_object.as_bytes()).status, 400);
+    let text = head("text/plain", 2) + "{}";
     assert_eq!(raw(a, text.as_bytes()).status, 415);
     assert_eq!(huge_body(a).status, 413);
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
@@ -449,21 +633,67 @@ fn tasks_run_the_exact_argv_and_report_their_state() {
     let host = fake_host();
     host.add_container(105, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
     host.seed_previous_cycle(&[]);
-    std::fs::write(host.path("vmlist"), r#"{"version":1,"ids":{"300":{"node":"b","type":"lxc","version":1}}}"#).unwrap();
+    std::fs::write(
+        host.path("vmlist"),
+        r#"{"version":1,"ids":{"300":{"node":"b","type":"lxc","version":1}}}"#,
+    )
+    .unwrap();
     let top = format!("pve_vmlist = \"{}\"", host.path("vmlist").display());
     let api = "allow_storage = true\nallow_snapshot_rollback = true\nallow_clone = true\nallow_destroy = true\n";
     let d = start(host, true, &top, api);
     let a = &d.addr;
-    let t = d.task(&post(a, "/scale/storage/increase", json!({"lxc_id": 101, "disk_size": 5})));
+    let t = d.task(&post(
+        a,
+        "/scale/storage/increase",
+        json!({"lxc_id": 101, "disk_size": 5}),
+    ));
     assert_eq!(t["state"], "ok", "{t}");
-    let t = d.task(&post(a, "/snapshot/rollback", json!({"lxc_id": 102, "snapshot_name": "before", "confirm": 102})));
+    let t = d.task(&post(
+        a,
+        "/snapshot/rollback",
+        json!({"lxc_id": 102, "snapshot_name": "before", "confirm": 102}),
+    ));
     assert_eq!(t["state"], "ok", "{t}");
-    assert_eq!(post(a, "/clone/create", json!({"lxc_id": 101, "new_vm_id": 300, "hostname": "web2"})).status, 409);
-    assert_eq!(post(a, "/clone/create", json!({"lxc_id": 101, "new_lxc_id": 102, "new_lxc_name": "web2"})).status, 409);
-    assert_eq!(post(a, "/clone/create", json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "-web"})).status, 422);
-    let t = d.task(&post(a, "/clone/create", json!({"lxc_id": 101, "new_vm_id": 201, "new_vm_name": "web2"})));
+    assert_eq!(
+        post(
+            a,
+            "/clone/create",
+            json!({"lxc_id": 101, "new_vm_id": 300, "hostname": "web2"})
+        )
+        .status,
+        409
+    );
+    assert_eq!(
+        post(
+            a,
+            "/clone/create",
+            json!({"lxc_id": 101, "new_lxc_id": 102, "new_lxc_name": "web2"})
+        )
+        .status,
+        409
+    );
+    assert_eq!(
+        post(
+            a,
+            "/clone/create",
+            json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "-web"})
+        )
+        .status,
+        422
+    );
+    let t = d.task(&post(
+        a,
+        "/clone/create",
+        json!({"lxc_id": 101, "new_vm_id": 201, "new_vm_name": "web2"}),
+    ));
     assert_eq!(t["state"], "ok", "{t}");
-    let t = d.task(&request(a, "DELETE", "/clone/delete", &[BEARER], Some(&json!({"lxc_id": 105, "confirm": 105}))));
+    let t = d.task(&request(
+        a,
+        "DELETE",
+        "/clone/delete",
+        &[BEARER],
+        Some(&json!({"lxc_id": 105, "confirm": 105})),
+    ));
     assert_eq!(t["state"], "ok", "{t}");
     assert_eq!(
         d.pct_calls(),
@@ -487,10 +717,17 @@ fn a_failed_task_says_pct_exit_status_and_stderr_and_the_clone_snapshot_is_still
     let host = fake_host();
     std::fs::write(host.path("pct.fail.clone"), "").unwrap();
     let d = start(host, true, "", "allow_clone = true\n");
-    let t = d.task(&post(&d.addr, "/clone/create", json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "web2"})));
+    let t = d.task(&post(
+        &d.addr,
+        "/clone/create",
+        json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "web2"}),
+    ));
     assert_eq!(t["state"], "failed");
     let msg = t["message"].as_str().unwrap();
-    assert!(msg.contains("exit status 5") && msg.contains("unable to clone CT 101"), "{msg}");
+    assert!(
+        msg.contains("exit status 5") && msg.contains("unable to clone CT 101"),
+        "{msg}"
+    );
     assert_eq!(
         d.pct_calls(),
         [
@@ -504,32 +741,48 @@ fn a_failed_task_says_pct_exit_status_and_stderr_and_the_clone_snapshot_is_still
 #[test]
 fn routes_and_openapi_list_every_route() {
     let d = tcp_daemon("");
-    let routes = get(&d.addr, "/routes").body["data"].as_array().unwrap().clone();
+    let routes = get(&d.addr, "/routes").body["data"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(routes.len() >= 20);
     let doc = get(&d.addr, "/openapi.json").body;
     assert_eq!(doc["openapi"], "3.0.3");
     for r in &routes {
-        let (m, p) = (r["method"].as_str().unwrap().to_ascii_lowercase(), r["path"].as_str().unwrap());
-        assert!(doc["paths"][p][&m].is_object(), "{m} {p} missing from openapi.json");
+        let (m, p) = (
+            r["method"].as_str().unwrap().to_ascii_lowercase(),
+            r["path"].as_str().unwrap(),
+        );
+        assert!(
+            doc["paths"][p][&m].is_object(),
+            "{m} {p} missing from openapi.json"
+        );
     }
     let t = get(&d.addr, "/metrics");
     assert_eq!(t.status, 200);
-    assert!(t.body.as_str().unwrap().contains("lxc_autoscale_"), "{:?}", t.body);
+    assert!(
+        t.body.as_str().unwrap().contains("lxc_autoscale_"),
+        "{:?}",
+        t.body
+    );
 }
 
 #[test]
 fn a_slow_client_does_not_block_others_and_fifty_concurrent_clients_are_answered() {
     let d = tcp_daemon("");
-    let Addr::Tcp(a) = d.addr.clone() else { unreachable!() };
+    let Addr::Tcp(a) = d.addr.clone() else {
+        unreachable!()
+    };
     // Holds a connection open with half a request.
     let mut slow = TcpStream::connect(&a).unwrap();
-    slow.write_all(b"GET /containers HTTP/1.1\r\nAuthorization: Bea").unwrap();
+    slow.write_all(b"GET /containers HTTP/1.1\r\nAuthorization: Bea")
+        .unwrap();
     assert_eq!(get(&d.addr, "/resource/lxc/status?lxc_id=102").status, 200);
     let handles: Vec<_> = (0..50)
         .map(|i| {
             let addr = d.addr.clone();
             std::thread::spawn(move || {
-                let vmid = 101 + (i % 2);
+                let vmid: u32 = 101 + (i % 2);
                 let r = get(&addr, &format!("/resource/lxc/status?lxc_id={vmid}"));
                 (vmid, r.status, r.body["data"]["vmid"].as_u64())
             })
@@ -550,12 +803,30 @@ fn sigterm_during_a_change_lets_it_finish_answers_503_while_tasks_drain_then_rem
     let d = start(host, false, "", "allow_storage = true\n");
     let mut d = d;
     let a = d.addr.clone();
-    let task = request(&a, "POST", "/scale/storage/increase", &[], Some(&json!({"lxc_id": 102, "disk_size": 1})));
+    let task = request(
+        &a,
+        "POST",
+        "/scale/storage/increase",
+        &[],
+        Some(&json!({"lxc_id": 102, "disk_size": 1})),
+    );
     assert_eq!(task.status, 202);
-    wait_for("resize to start", || d.pct_calls().iter().any(|c| c.starts_with("resize")));
+    wait_for("resize to start", || {
+        d.pct_calls().iter().any(|c| c.starts_with("resize"))
+    });
     let a2 = a.clone();
-    let change = std::thread::spawn(move || request(&a2, "POST", "/scale/cores", &[], Some(&json!({"lxc_id": 101, "cores": 2}))));
-    wait_for("pct set to start", || d.pct_calls().iter().any(|c| c.starts_with("set")));
+    let change = std::thread::spawn(move || {
+        request(
+            &a2,
+            "POST",
+            "/scale/cores",
+            &[],
+            Some(&json!({"lxc_id": 101, "cores": 2})),
+        )
+    });
+    wait_for("pct set to start", || {
+        d.pct_calls().iter().any(|c| c.starts_with("set"))
+    });
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let r = change.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
@@ -574,7 +845,11 @@ fn sigterm_during_a_change_lets_it_finish_answers_503_while_tasks_drain_then_rem
     assert_eq!(d.pct_calls(), ["resize 102 rootfs +1G", "set 101 -cores 2"]);
     let Addr::Unix(p) = &a else { unreachable!() };
     assert!(!p.exists(), "socket left behind");
-    assert!(d.host.log_text().contains("api task done"), "{}", d.host.log_text());
+    assert!(
+        d.host.log_text().contains("api task done"),
+        "{}",
+        d.host.log_text()
+    );
 }
 
 #[test]
@@ -589,7 +864,10 @@ fn recommend_mode_never_runs_pct_on_its_own_but_shows_the_plan() {
     assert_eq!(changes.len(), 1, "{}", r.body);
     assert_eq!(changes[0]["vmid"], 110);
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
-    assert_eq!(post(&d.addr, "/scale/cores", json!({"lxc_id": 110, "cores": 3})).status, 200);
+    assert_eq!(
+        post(&d.addr, "/scale/cores", json!({"lxc_id": 110, "cores": 3})).status,
+        200
+    );
     assert_eq!(d.pct_calls(), ["set 110 -cores 3"]);
 }
 
@@ -597,14 +875,23 @@ fn recommend_mode_never_runs_pct_on_its_own_but_shows_the_plan() {
 fn the_token_never_appears_in_logs_events_errors_or_notifications() {
     let (url, rx) = common::gotify_listener(200);
     let host = fake_host();
-    let mut d = start(host, true, &format!("gotify_url = \"{url}\"\ngotify_token = \"gtok\""), "");
+    let mut d = start(
+        host,
+        true,
+        &format!("gotify_url = \"{url}\"\ngotify_token = \"gtok\""),
+        "",
+    );
     let a = d.addr.clone();
     request(&a, "GET", &format!("/containers?token={TOKEN}"), &[], None);
-    request(&a, "GET", "/containers", &[("Authorization", &format!("Bearer {TOKEN}x"))], None);
+    request(
+        &a,
+        "GET",
+        "/containers",
+        &[("Authorization", &format!("Bearer {TOKEN}x"))],
+        None,
+    );
     let r = post(&a, "/scale/cores", json!({"lxc_id": 101, "cores": 2}));
     assert_eq!(r.status, 200);
-    let r = post(&a, "/snapshot/create", json!({"lxc_id": 101, "snapshot_name": TOKEN.replace('-', "_").replacen("tok", "t", 1)}));
-    assert_eq!(r.status, 200, "{}", r.body);
     std::fs::write(d.host.path("pct.fail.set"), "").unwrap();
     let r = post(&a, "/scale/cores", json!({"lxc_id": 101, "cores": 3}));
     assert_eq!(r.status, 500);
@@ -621,6 +908,3 @@ fn the_token_never_appears_in_logs_events_errors_or_notifications() {
     let all = d.all_output() + &sent;
     assert!(!all.contains(TOKEN), "token leaked");
 }
-
-#[allow(dead_code)]
-fn unused(_: &Path) {}

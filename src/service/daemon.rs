@@ -22,6 +22,9 @@ use crate::record::events::EventLog;
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
+use crate::service::api::exec::LoopCtx;
+use crate::service::api::runtime::{ApiMsg, ApiRuntime};
+use crate::service::api::view;
 use crate::service::lock::{Lock, LockError};
 use crate::service::{logging, sdnotify};
 
@@ -192,6 +195,16 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         }
         Err(e) => return Err(anyhow::anyhow!("{e:#}")),
     };
+    let (api_tx, api_rx) = std::sync::mpsc::channel::<ApiMsg>();
+    let api = match ApiRuntime::start(&cfg, api_tx, |m| m) {
+        Ok(a) => a,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "api cannot start");
+            eprintln!("lxc_autoscale: error: {e:#}");
+            eprintln!("lxc_autoscale: refusing to start");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let signals = Signals::install()?;
     let stop = || signals.stopping();
     let daemon = !cli.once;
@@ -248,7 +261,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                 dry_run: cli.dry_run,
                 should_stop: &stop,
             };
-            apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
+            let changes = api_changes(api.as_ref(), &cfg, &plan);
+            let report = apply::apply(&changes, &snap, &mut target, chrono::Utc::now());
+            if let Some(api) = &api {
+                api.release(&changes);
+            }
+            report
         };
         counters.add(
             report.applied.iter().map(|a| &a.change),
@@ -272,6 +290,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             cycle,
             &counters,
         );
+        if let Some(api) = &api {
+            let extras = Default::default();
+            api.publish(view::build(
+                &cfg, &snap, &plan, &state, cycle, &counters, &extras,
+            ));
+        }
         state = state.advanced(&snap);
         if let Err(e) = state::write_state(&cfg.state_file, &state) {
             warn!(path = %cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
@@ -325,6 +349,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                         if let Some(w) = warn_if_token_exposed(&cli.config, &new) {
                             warn!("{w}");
                         }
+                        if let Some(api) = &api {
+                            api.reload(&new);
+                        }
                         notifier = Notifier::from_config(&new);
                         events = EventLog::beside(&new.log_file);
                         runner.path = new.pct_path.clone();
@@ -347,7 +374,27 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                 }
             }
             let left = next.map_or(TICK, |next| next.saturating_duration_since(Instant::now()));
-            std::thread::sleep(left.min(TICK));
+            let Some(api) = &api else {
+                std::thread::sleep(left.min(TICK));
+                continue;
+            };
+            if let Ok(msg) = api_rx.recv_timeout(left.min(TICK)) {
+                {
+                    let backups = BackupStore::new(cfg.backup_dir.clone());
+                    let mut ctx = LoopCtx {
+                        pve_lxc_dir: &cfg.pve_lxc_dir,
+                        pct: &mut runner,
+                        pct_display: cfg.pct_path.display().to_string(),
+                        backups: &backups,
+                        events: Some(&events),
+                        notifier: notifier.as_mut(),
+                        counters: &mut counters,
+                        host_cpus: api.shared.view().host_cpus,
+                        tasks: &api.shared.tasks,
+                    };
+                    api.handle(msg, &mut ctx);
+                }
+            }
         }
         if signals.stopping() {
             break;
@@ -355,6 +402,26 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     }
 
     sdnotify::notify("STOPPING=1");
+    if let Some(api) = &api {
+        api.begin_drain();
+        api.wait_tasks();
+        let backups = BackupStore::new(cfg.backup_dir.clone());
+        while let Ok(msg) = api_rx.try_recv() {
+            let mut ctx = LoopCtx {
+                pve_lxc_dir: &cfg.pve_lxc_dir,
+                pct: &mut runner,
+                pct_display: cfg.pct_path.display().to_string(),
+                backups: &backups,
+                events: Some(&events),
+                notifier: notifier.as_mut(),
+                counters: &mut counters,
+                host_cpus: None,
+                tasks: &api.shared.tasks,
+            };
+            api.handle(msg, &mut ctx);
+        }
+        api.close();
+    }
     info!("lxc_autoscale stopping");
     if daemon {
         if let Some(n) = notifier.as_mut() {
@@ -363,6 +430,25 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     }
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan's changes the loop may apply: none in `recommend` mode, and none on a container an
+/// API task holds (claimed until `release`).
+fn api_changes(
+    api: Option<&ApiRuntime>,
+    cfg: &Config,
+    plan: &Plan,
+) -> Vec<crate::decide::plan::Change> {
+    if cfg.scaling == config::Scaling::Recommend {
+        for c in &plan.changes {
+            info!(vmid = c.vmid, change = %apply::describe(c), reason = %c.why(), "recommend mode: would change");
+        }
+        return Vec::new();
+    }
+    match api {
+        Some(api) => api.claim_changes(&plan.changes),
+        None => plan.changes.clone(),
+    }
 }
 
 /// Whether any output uses the history-only figures.

@@ -44,7 +44,11 @@ pub struct Done {
 pub fn run_quick(m: Mutation, ctx: &mut LoopCtx) -> Option<Done> {
     let vmid = m.op.vmid();
     if ctx.tasks.claim(&[vmid]).is_err() {
-        let _ = m.reply.send(error(409, &format!("a task on container {vmid} is running"), Vec::new()));
+        let _ = m.reply.send(error(
+            409,
+            &format!("a task on container {vmid} is running"),
+            Vec::new(),
+        ));
         return None;
     }
     let result = run_claimed(&m, ctx);
@@ -59,9 +63,20 @@ pub fn run_quick(m: Mutation, ctx: &mut LoopCtx) -> Option<Done> {
 
 fn fresh_conf(ctx: &LoopCtx, vmid: u32) -> Result<CtConf, Response> {
     match pveconf::read_conf(ctx.pve_lxc_dir, vmid) {
-        Ok(Some(c)) if c.lock.is_some() => Err(error(409, &format!("container {vmid} is locked ({})", c.lock.unwrap_or_default()), Vec::new())),
+        Ok(Some(c)) if c.lock.is_some() => Err(error(
+            409,
+            &format!(
+                "container {vmid} is locked ({})",
+                c.lock.unwrap_or_default()
+            ),
+            Vec::new(),
+        )),
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(error(404, &format!("container {vmid} does not exist"), Vec::new())),
+        Ok(None) => Err(error(
+            404,
+            &format!("container {vmid} does not exist"),
+            Vec::new(),
+        )),
         Err(e) => Err(error(500, &format!("{e:#}"), Vec::new())),
     }
 }
@@ -69,39 +84,89 @@ fn fresh_conf(ctx: &LoopCtx, vmid: u32) -> Result<CtConf, Response> {
 fn run_claimed(m: &Mutation, ctx: &mut LoopCtx) -> Result<(Response, Done), Response> {
     let vmid = m.op.vmid();
     let conf = fresh_conf(ctx, vmid)?;
-    let reasons = vec![Reason::Requested { caller: m.caller.clone() }];
+    let reasons = vec![Reason::Requested {
+        caller: m.caller.clone(),
+    }];
     let (change, held) = match &m.op {
-        Quick::Cores { cores, hold_secs, .. } => {
+        Quick::Cores {
+            cores, hold_secs, ..
+        } => {
             let from = conf.cores.or(ctx.host_cpus).unwrap_or(*cores);
-            let c = Change { vmid, cores: Some(Step { from, to: *cores }), memory_mb: None, reasons };
+            let c = Change {
+                vmid,
+                cores: Some(Step { from, to: *cores }),
+                memory_mb: None,
+                reasons,
+            };
             (c, ("cores", *hold_secs))
         }
-        Quick::Memory { memory_mb, hold_secs, .. } => {
-            let step = Step { from: conf.memory_mb, to: *memory_mb };
-            let c = Change { vmid, cores: None, memory_mb: Some(step), reasons };
+        Quick::Memory {
+            memory_mb,
+            hold_secs,
+            ..
+        } => {
+            let step = Step {
+                from: conf.memory_mb,
+                to: *memory_mb,
+            };
+            let c = Change {
+                vmid,
+                cores: None,
+                memory_mb: Some(step),
+                reasons,
+            };
             (c, ("memory", *hold_secs))
         }
-        Quick::Snapshot { name, description, .. } => {
+        Quick::Snapshot {
+            name, description, ..
+        } => {
             let resp = snapshot(ctx, vmid, name, description.as_deref(), &m.caller)?;
             return Ok((resp, Done { vmid, held: None }));
         }
     };
     let report = apply_one(ctx, &change, conf);
-    ctx.counters.add(report.applied.iter().map(|a| &a.change), report.failed.len());
+    ctx.counters.add(
+        report.applied.iter().map(|a| &a.change),
+        report.failed.len(),
+    );
     if let Some(f) = report.failed.first() {
-        notify(ctx, &format!("lxc_autoscale: CT {vmid} API change failed"), &format!("{} by {}: {}", f.summary, m.caller, f.error), 8);
-        return Err(error(500, &format!("container {vmid}: {}", f.error), Vec::new()));
+        notify(
+            ctx,
+            &format!("lxc_autoscale: CT {vmid} API change failed"),
+            &format!("{} by {}: {}", f.summary, m.caller, f.error),
+            8,
+        );
+        return Err(error(
+            500,
+            &format!("container {vmid}: {}", f.error),
+            Vec::new(),
+        ));
     }
     let summary = apply::describe(&change);
     record(ctx, vmid, "api", &format!("{summary} by {}", m.caller));
-    notify(ctx, &format!("lxc_autoscale: CT {vmid} changed through the API"), &format!("{summary} by {}", m.caller), 5);
+    notify(
+        ctx,
+        &format!("lxc_autoscale: CT {vmid} changed through the API"),
+        &format!("{summary} by {}", m.caller),
+        5,
+    );
     let data = json!({"lxc_id": vmid, "cores": change.cores, "memory": change.memory_mb, "hold_seconds": held.1});
-    Ok((ok(200, data), Done { vmid, held: Some(held) }))
+    Ok((
+        ok(200, data),
+        Done {
+            vmid,
+            held: Some(held),
+        },
+    ))
 }
 
 fn apply_one(ctx: &mut LoopCtx, change: &Change, conf: CtConf) -> Report {
     let snap = Snapshot {
-        containers: vec![ContainerSample { vmid: change.vmid, conf: Some(conf), ..ContainerSample::default() }],
+        containers: vec![ContainerSample {
+            vmid: change.vmid,
+            conf: Some(conf),
+            ..ContainerSample::default()
+        }],
         ..Snapshot::default()
     };
     let mut target = Target {
@@ -112,10 +177,21 @@ fn apply_one(ctx: &mut LoopCtx, change: &Change, conf: CtConf) -> Report {
         dry_run: false,
         should_stop: &|| false,
     };
-    apply::apply(std::slice::from_ref(change), &snap, &mut target, chrono::Utc::now())
+    apply::apply(
+        std::slice::from_ref(change),
+        &snap,
+        &mut target,
+        chrono::Utc::now(),
+    )
 }
 
-fn snapshot(ctx: &mut LoopCtx, vmid: u32, name: &str, description: Option<&str>, caller: &str) -> Result<Response, Response> {
+fn snapshot(
+    ctx: &mut LoopCtx,
+    vmid: u32,
+    name: &str,
+    description: Option<&str>,
+    caller: &str,
+) -> Result<Response, Response> {
     let argv = pct::snapshot_argv(vmid, name, description)
         .ok_or_else(|| error(422, "snapshot_name: not a valid argument", Vec::new()))?;
     let outcome = ctx.pct.run(&argv);
@@ -123,12 +199,31 @@ fn snapshot(ctx: &mut LoopCtx, vmid: u32, name: &str, description: Option<&str>,
         ctx.counters.add(std::iter::empty(), 1);
         let why = super::tasks::outcome_text(&outcome);
         warn!(vmid, snapshot = name, error = %why, "api snapshot failed");
-        record(ctx, vmid, "failure", &format!("snapshot {name} by {caller}: {why}"));
-        return Err(error(500, &format!("container {vmid}: pct snapshot: {why}"), Vec::new()));
+        record(
+            ctx,
+            vmid,
+            "failure",
+            &format!("snapshot {name} by {caller}: {why}"),
+        );
+        return Err(error(
+            500,
+            &format!("container {vmid}: pct snapshot: {why}"),
+            Vec::new(),
+        ));
     }
     info!(vmid, snapshot = name, caller, "snapshot created");
-    record(ctx, vmid, "snapshot", &format!("snapshot {name} by {caller}"));
-    notify(ctx, &format!("lxc_autoscale: CT {vmid} snapshot"), &format!("snapshot {name} created by {caller}"), 5);
+    record(
+        ctx,
+        vmid,
+        "snapshot",
+        &format!("snapshot {name} by {caller}"),
+    );
+    notify(
+        ctx,
+        &format!("lxc_autoscale: CT {vmid} snapshot"),
+        &format!("snapshot {name} created by {caller}"),
+        5,
+    );
     Ok(ok(200, json!({"lxc_id": vmid, "snapshot_name": name})))
 }
 
@@ -150,15 +245,31 @@ fn notify(ctx: &mut LoopCtx, title: &str, text: &str, priority: u8) {
 pub fn task_finished(done: &TaskDone, ctx: &mut LoopCtx) {
     let t = &done.info;
     let ran: Vec<String> = done.ran.iter().map(|a| a.join(" ")).collect();
-    let text = format!("{} by {}: {} (ran: {})", t.kind, t.caller, t.message, ran.join(", "));
+    let text = format!(
+        "{} by {}: {} (ran: {})",
+        t.kind,
+        t.caller,
+        t.message,
+        ran.join(", ")
+    );
     if t.state == TaskState::Ok {
         info!(vmid = t.vmid, task = %t.id, kind = t.kind, caller = %t.caller, "api task done");
         record(ctx, t.vmid, t.kind, &text);
-        notify(ctx, &format!("lxc_autoscale: CT {} {} done", t.vmid, t.kind), &text, 5);
+        notify(
+            ctx,
+            &format!("lxc_autoscale: CT {} {} done", t.vmid, t.kind),
+            &text,
+            5,
+        );
     } else {
         ctx.counters.add(std::iter::empty(), 1);
         warn!(vmid = t.vmid, task = %t.id, kind = t.kind, error = %t.message, "api task failed");
         record(ctx, t.vmid, "failure", &text);
-        notify(ctx, &format!("lxc_autoscale: CT {} {} failed", t.vmid, t.kind), &text, 8);
+        notify(
+            ctx,
+            &format!("lxc_autoscale: CT {} {} failed", t.vmid, t.kind),
+            &text,
+            8,
+        );
     }
 }

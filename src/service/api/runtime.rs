@@ -85,7 +85,9 @@ impl ApiRuntime {
         }
         match Settings::from_config(cfg) {
             Ok(s) => self.shared.set_settings(s),
-            Err(e) => warn!(error = %format!("{e:#}"), "api settings not reloaded; keeping the running ones"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "api settings not reloaded; keeping the running ones")
+            }
         }
     }
 
@@ -97,7 +99,10 @@ impl ApiRuntime {
             .filter(|c| {
                 let free = self.shared.tasks.claim(&[c.vmid]).is_ok();
                 if !free {
-                    info!(vmid = c.vmid, "an api task on this container is running: not changed this cycle");
+                    info!(
+                        vmid = c.vmid,
+                        "an api task on this container is running: not changed this cycle"
+                    );
                 }
                 free
             })
@@ -114,7 +119,9 @@ impl ApiRuntime {
     pub fn handle(&self, msg: ApiMsg, ctx: &mut LoopCtx) -> Option<exec::Done> {
         match msg {
             ApiMsg::Mutation(m) if self.shared.draining.load(Ordering::SeqCst) => {
-                let _ = m.reply.send(error(503, "the daemon is stopping", Vec::new()));
+                let _ = m
+                    .reply
+                    .send(error(503, "the daemon is stopping", Vec::new()));
                 None
             }
             ApiMsg::Mutation(m) => exec::run_quick(m, ctx),
@@ -134,11 +141,18 @@ impl ApiRuntime {
     pub fn wait_tasks(&self) -> bool {
         let running = self.shared.tasks.running();
         if running > 0 {
-            info!(running, bound_secs = TASK_DRAIN.as_secs(), "waiting for api tasks before stopping");
+            info!(
+                running,
+                bound_secs = TASK_DRAIN.as_secs(),
+                "waiting for api tasks before stopping"
+            );
         }
         let idle = self.shared.tasks.wait_idle(TASK_DRAIN);
         if !idle {
-            warn!(running = self.shared.tasks.running(), "api tasks still running; stopping without them");
+            warn!(
+                running = self.shared.tasks.running(),
+                "api tasks still running; stopping without them"
+            );
         }
         idle
     }

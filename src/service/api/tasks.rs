@@ -187,6 +187,8 @@ impl Tasks {
                 let ran = session.ran;
                 let info = tasks.finish(info, &vmids, result);
                 done(TaskDone { info, ran });
+                // Counted as running until the loop has its report, so a drain waits for both.
+                tasks.ended();
             });
         if spawned.is_err() {
             // No thread: give the claim back so the containers are not held forever.
@@ -246,10 +248,14 @@ impl Tasks {
         for v in vmids {
             inner.busy.remove(v);
         }
-        inner.running -= 1;
         drop(inner);
         self.changed.notify_all();
         info
+    }
+
+    fn ended(&self) {
+        self.lock().running -= 1;
+        self.changed.notify_all();
     }
 
     /// Waits until no task runs or `bound` passes; true when none runs.

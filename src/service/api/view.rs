@@ -32,7 +32,12 @@ pub fn build(
         let vmid = rec.vmid;
         let mut data = serde_json::to_value(rec).unwrap_or(Value::Null);
         data["planned"] = json!(plan.changes.iter().find(|c| c.vmid == vmid));
-        let notes: Vec<_> = plan.notes.iter().filter(|n| n.vmid == vmid).map(|n| &n.reason).collect();
+        let notes: Vec<_> = plan
+            .notes
+            .iter()
+            .filter(|n| n.vmid == vmid)
+            .map(|n| &n.reason)
+            .collect();
         data["notes"] = json!(notes);
         if let Some(extra) = extras.get(&vmid) {
             data["daemon"] = extra.clone();
