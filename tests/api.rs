@@ -238,8 +238,13 @@ fn start(host: FakeHost, tcp: bool, top: &str, api: &str) -> Daemon {
     } else {
         String::new()
     };
+    let poll = if top.contains("poll_interval") {
+        ""
+    } else {
+        "poll_interval = 3600\n"
+    };
     let cfg = host.write_config(&format!(
-        "poll_interval = 3600\n{top}\n[api]\nlisten = \"{listen}\"\n{token_line}{api}\n"
+        "{poll}{top}\n[api]\nlisten = \"{listen}\"\n{token_line}{api}\n"
     ));
     let child = host
         .command(&["--config", cfg.to_str().unwrap()])
@@ -907,4 +912,92 @@ fn the_token_never_appears_in_logs_events_errors_or_notifications() {
     assert!(sent.contains("changed through the API"), "{sent}");
     let all = d.all_output() + &sent;
     assert!(!all.contains(TOKEN), "token leaked");
+}
+
+/// The `timestamp` (seconds since the epoch) of the last event of `action` on `vmid`.
+fn event_secs(d: &Daemon, vmid: u32, action: &str) -> Option<i64> {
+    let text =
+        std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| {
+            (e["container_id"] == vmid && e["action"] == action).then(|| {
+                chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp()
+            })
+        })
+        .next_back()
+}
+
+#[test]
+fn an_api_hold_keeps_the_autoscaler_off_the_change_until_it_ends() {
+    // 101 is idle: without the hold the next cycle would take the added cores back.
+    let d = start(fake_host(), true, "poll_interval = 1", "");
+    let r = post(
+        &d.addr,
+        "/scale/cores",
+        json!({"lxc_id": 101, "cores": 3, "hold_seconds": 3}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let until_secs = r.body["data"]["hold_until_usec"].as_i64().unwrap() / 1_000_000;
+    wait_for("a cycle that skips the held cores", || {
+        d.host.log_text().contains("cpu on hold until")
+            && d.host.log_text().contains("by 127.0.0.1: cores unchanged")
+    });
+    wait_for("the autoscaler to scale 101 again", || {
+        let events =
+            std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap_or_default();
+        events.matches("\"action\":\"scale\"").count() >= 2
+    });
+    let calls = d.pct_calls();
+    assert_eq!(calls[0], "set 101 -cores 3");
+    assert!(
+        calls[1].starts_with("set 101 -cores ") && calls[1] != calls[0],
+        "{calls:?}"
+    );
+    let scaled_at = event_secs(&d, 101, "scale").expect("a scale event");
+    let api_at = event_secs(&d, 101, "api").expect("an api event");
+    assert!(
+        api_at <= until_secs && scaled_at >= until_secs,
+        "api {api_at}, hold until {until_secs}, scaled {scaled_at}"
+    );
+}
+
+#[test]
+fn a_change_made_outside_the_daemon_is_held_and_shown() {
+    let d = start(
+        fake_host(),
+        true,
+        "poll_interval = 1",
+        "manual_hold = 3600\n",
+    );
+    wait_for("a cycle that saw the conf", || {
+        d.host.log_text().matches("cycle done").count() >= 2
+    });
+    let conf = d.host.conf(101).replace("cores: 1\n", "cores: 3\n");
+    std::fs::write(d.host.path("pve/lxc/101.conf"), conf).unwrap();
+    wait_for("the hold on the hand-made change", || {
+        d.host
+            .log_text()
+            .contains("changed outside the daemon: on hold")
+            && d.host
+                .log_text()
+                .contains("by outside the daemon: cores unchanged")
+    });
+    let r = get(&d.addr, "/containers");
+    assert_eq!(
+        r.body["data"]["daemon"]["101"]["hold"]["by"], "outside the daemon",
+        "{}",
+        r.body
+    );
+    assert!(r.body["data"]["daemon"]["101"]["hold"]["cores_until"].is_string());
+    let cfg = d.host.path("lxc_autoscale.conf");
+    let status = d.host.run(&["status", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        common::stdout(&status).contains("on hold until"),
+        "{}",
+        common::stdout(&status)
+    );
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }

@@ -623,6 +623,7 @@ mod tests {
                         },
                     }),
                     containers: BTreeMap::new(),
+                    ..State::default()
                 },
             }
         }

@@ -14,6 +14,7 @@ use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::{self, Config};
+use crate::decide::hold;
 use crate::decide::plan::{Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
@@ -24,7 +25,7 @@ use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::api::exec::LoopCtx;
 use crate::service::api::runtime::{ApiMsg, ApiRuntime};
-use crate::service::api::view;
+use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::{logging, sdnotify};
 
@@ -249,7 +250,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     while let Some((snap, collect_time)) = measure(&cfg, &mut collector, &mut state, &stop) {
         // The sampling window is not part of the schedule: the interval starts now.
         let cycle_start = Instant::now();
+        holds::note_outside_changes(&mut state, &snap, cfg.api.manual_hold);
         let plan = policy::decide(&cfg, &snap, &state, local_now());
+        let plan = hold::skip_held(plan, &state.holds, snap.taken_at_usec);
         log_notes(&plan);
         let backups = BackupStore::new(cfg.backup_dir.clone());
         let report = {
@@ -291,12 +294,13 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             &counters,
         );
         if let Some(api) = &api {
-            let extras = Default::default();
+            let extras = holds::extras(&state, snap.taken_at_usec);
             api.publish(view::build(
                 &cfg, &snap, &plan, &state, cycle, &counters, &extras,
             ));
         }
         state = state.advanced(&snap);
+        holds::note_applied(&mut state, &report.applied);
         if let Err(e) = state::write_state(&cfg.state_file, &state) {
             warn!(path = %cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
         }
@@ -392,7 +396,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                         host_cpus: api.shared.view().host_cpus,
                         tasks: &api.shared.tasks,
                     };
-                    api.handle(msg, &mut ctx);
+                    if let Some(done) = api.handle(msg, &mut ctx) {
+                        holds::note_api_change(&mut state, &done, now_usec());
+                        if let Err(e) = state::write_state(&cfg.state_file, &state) {
+                            warn!(path = %cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
+                        }
+                    }
                 }
             }
         }

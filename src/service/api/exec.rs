@@ -13,7 +13,7 @@ use crate::act::apply::{self, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{self, PctRunner};
-use crate::decide::plan::{Change, Reason, Step};
+use crate::decide::plan::{Change, Reason, Resource, Step};
 use crate::read::pveconf;
 use crate::read::snapshot::{ContainerSample, CtConf, Snapshot};
 use crate::record::events::EventLog;
@@ -36,8 +36,13 @@ pub struct LoopCtx<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Done {
     pub vmid: u32,
-    /// `cores` or `memory` for a scale, `None` for a snapshot.
-    pub held: Option<(&'static str, u64)>,
+    /// The resource a scale changed and the end of its hold (µs since the epoch); `None` for a
+    /// snapshot or a hold of 0 seconds.
+    pub hold: Option<(Resource, i64)>,
+    /// The conf's new `cores` / `memory`, when set.
+    pub cores: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub caller: String,
 }
 
 /// Runs one quick change and answers its caller.
@@ -84,21 +89,86 @@ fn fresh_conf(ctx: &LoopCtx, vmid: u32) -> Result<CtConf, Response> {
 fn run_claimed(m: &Mutation, ctx: &mut LoopCtx) -> Result<(Response, Done), Response> {
     let vmid = m.op.vmid();
     let conf = fresh_conf(ctx, vmid)?;
+    let Some((change, held)) = scale_change(m, &conf, ctx.host_cpus) else {
+        let Quick::Snapshot {
+            name, description, ..
+        } = &m.op
+        else {
+            unreachable!("scale_change covers every scale")
+        };
+        let resp = snapshot(ctx, vmid, name, description.as_deref(), &m.caller)?;
+        let done = Done {
+            vmid,
+            hold: None,
+            cores: None,
+            memory_mb: None,
+            caller: m.caller.clone(),
+        };
+        return Ok((resp, done));
+    };
+    let report = apply_one(ctx, &change, conf);
+    ctx.counters.add(
+        report.applied.iter().map(|a| &a.change),
+        report.failed.len(),
+    );
+    if let Some(f) = report.failed.first() {
+        let text = format!("{} by {}: {}", f.summary, m.caller, f.error);
+        notify(
+            ctx,
+            &format!("lxc_autoscale: CT {vmid} API change failed"),
+            &text,
+            8,
+        );
+        return Err(error(
+            500,
+            &format!("container {vmid}: {}", f.error),
+            Vec::new(),
+        ));
+    }
+    let summary = apply::describe(&change);
+    record(ctx, vmid, "api", &format!("{summary} by {}", m.caller));
+    let title = format!("lxc_autoscale: CT {vmid} changed through the API");
+    notify(ctx, &title, &format!("{summary} by {}", m.caller), 5);
+    let secs = i64::try_from(held.1).unwrap_or(i64::MAX / 2_000_000);
+    let until = chrono::Utc::now()
+        .timestamp_micros()
+        .saturating_add(secs.saturating_mul(1_000_000));
+    let hold_until = chrono::DateTime::from_timestamp_micros(until).map(|t| t.to_rfc3339());
+    let data = json!({"lxc_id": vmid, "cores": change.cores, "memory": change.memory_mb,
+        "hold_seconds": held.1, "hold_until": hold_until, "hold_until_usec": until});
+    let done = Done {
+        vmid,
+        hold: (held.1 > 0).then_some((held.0, until)),
+        cores: change.cores.map(|s| s.to),
+        memory_mb: change.memory_mb.map(|s| s.to),
+        caller: m.caller.clone(),
+    };
+    Ok((ok(200, data), done))
+}
+
+/// The `Change` of a scale, with the resource and seconds to hold; `None` for a snapshot.
+fn scale_change(
+    m: &Mutation,
+    conf: &CtConf,
+    host_cpus: Option<u32>,
+) -> Option<(Change, (Resource, u64))> {
+    let vmid = m.op.vmid();
     let reasons = vec![Reason::Requested {
         caller: m.caller.clone(),
     }];
-    let (change, held) = match &m.op {
+    match &m.op {
         Quick::Cores {
             cores, hold_secs, ..
         } => {
-            let from = conf.cores.or(ctx.host_cpus).unwrap_or(*cores);
+            let from = conf.cores.or(host_cpus).unwrap_or(*cores);
+            let step = Step { from, to: *cores };
             let c = Change {
                 vmid,
-                cores: Some(Step { from, to: *cores }),
+                cores: Some(step),
                 memory_mb: None,
                 reasons,
             };
-            (c, ("cores", *hold_secs))
+            Some((c, (Resource::Cpu, *hold_secs)))
         }
         Quick::Memory {
             memory_mb,
@@ -115,49 +185,10 @@ fn run_claimed(m: &Mutation, ctx: &mut LoopCtx) -> Result<(Response, Done), Resp
                 memory_mb: Some(step),
                 reasons,
             };
-            (c, ("memory", *hold_secs))
+            Some((c, (Resource::Memory, *hold_secs)))
         }
-        Quick::Snapshot {
-            name, description, ..
-        } => {
-            let resp = snapshot(ctx, vmid, name, description.as_deref(), &m.caller)?;
-            return Ok((resp, Done { vmid, held: None }));
-        }
-    };
-    let report = apply_one(ctx, &change, conf);
-    ctx.counters.add(
-        report.applied.iter().map(|a| &a.change),
-        report.failed.len(),
-    );
-    if let Some(f) = report.failed.first() {
-        notify(
-            ctx,
-            &format!("lxc_autoscale: CT {vmid} API change failed"),
-            &format!("{} by {}: {}", f.summary, m.caller, f.error),
-            8,
-        );
-        return Err(error(
-            500,
-            &format!("container {vmid}: {}", f.error),
-            Vec::new(),
-        ));
+        Quick::Snapshot { .. } => None,
     }
-    let summary = apply::describe(&change);
-    record(ctx, vmid, "api", &format!("{summary} by {}", m.caller));
-    notify(
-        ctx,
-        &format!("lxc_autoscale: CT {vmid} changed through the API"),
-        &format!("{summary} by {}", m.caller),
-        5,
-    );
-    let data = json!({"lxc_id": vmid, "cores": change.cores, "memory": change.memory_mb, "hold_seconds": held.1});
-    Ok((
-        ok(200, data),
-        Done {
-            vmid,
-            held: Some(held),
-        },
-    ))
 }
 
 fn apply_one(ctx: &mut LoopCtx, change: &Change, conf: CtConf) -> Report {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod conf;
 pub mod exec;
+pub mod holds;
 pub mod http;
 pub mod openapi;
 pub mod routes;
