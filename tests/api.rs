@@ -252,8 +252,13 @@ fn start(host: FakeHost, tcp: bool, top: &str, api: &str) -> Daemon {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let d = Daemon { host, child, addr };
+    let mut d = Daemon { host, child, addr };
     wait_for("the first cycle", || {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = d.child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the daemon exited with {status}: {err}");
+        }
         let ok = match &d.addr {
             Addr::Tcp(a) => TcpStream::connect(a).is_ok(),
             Addr::Unix(p) => UnixStream::connect(p).is_ok(),
@@ -639,11 +644,11 @@ fn tasks_run_the_exact_argv_and_report_their_state() {
     host.add_container(105, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
     host.seed_previous_cycle(&[]);
     std::fs::write(
-        host.path("vmlist"),
+        host.path("pve/.vmlist"),
         r#"{"version":1,"ids":{"300":{"node":"b","type":"lxc","version":1}}}"#,
     )
     .unwrap();
-    let top = format!("pve_vmlist = \"{}\"", host.path("vmlist").display());
+    let top = format!("pve_vmlist = \"{}\"", host.path("pve/.vmlist").display());
     let api = "allow_storage = true\nallow_snapshot_rollback = true\nallow_clone = true\nallow_destroy = true\n";
     let d = start(host, true, &top, api);
     let a = &d.addr;

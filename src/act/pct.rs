@@ -145,67 +145,6 @@ pub fn set_tags_argv(vmid: u32, tags: &[String]) -> Option<Vec<String>> {
     argv_of(vmid, "set", &[], &[("tags", &tags.join(";"))])
 }
 
-#[cfg(test)]
-mod api_argv_tests {
-    use super::*;
-
-    fn sv(v: &[&str]) -> Option<Vec<String>> {
-        Some(v.iter().map(|s| s.to_string()).collect())
-    }
-
-    #[test]
-    fn api_commands_have_exact_argv() {
-        assert_eq!(
-            snapshot_argv(101, "before", None),
-            sv(&["snapshot", "101", "before"])
-        );
-        assert_eq!(
-            snapshot_argv(101, "before", Some("by ops")),
-            sv(&["snapshot", "101", "before", "-description", "by ops"])
-        );
-        assert_eq!(
-            delsnapshot_argv(101, "s1"),
-            sv(&["delsnapshot", "101", "s1"])
-        );
-        assert_eq!(rollback_argv(101, "s1"), sv(&["rollback", "101", "s1"]));
-        assert_eq!(resize_argv(101, 5), sv(&["resize", "101", "rootfs", "+5G"]));
-        assert_eq!(
-            clone_argv(101, 205, "web2", Some("autoscale-clone-205")),
-            sv(&[
-                "clone",
-                "101",
-                "205",
-                "-hostname",
-                "web2",
-                "-snapname",
-                "autoscale-clone-205"
-            ])
-        );
-        assert_eq!(
-            clone_argv(101, 205, "web2", None),
-            sv(&["clone", "101", "205", "-hostname", "web2"])
-        );
-        assert_eq!(stop_argv(101), sv(&["stop", "101"]));
-        assert_eq!(destroy_argv(205), sv(&["destroy", "205", "-purge", "1"]));
-        assert_eq!(
-            set_tags_argv(205, &["prod".into(), CLONE_TAG.into()]),
-            sv(&["set", "205", "-tags", "prod;autoscale-clone"])
-        );
-    }
-
-    #[test]
-    fn no_outside_value_starting_with_a_dash_reaches_argv() {
-        assert_eq!(snapshot_argv(101, "-purge", None), None);
-        assert_eq!(snapshot_argv(101, "s1", Some("-x")), None);
-        assert_eq!(rollback_argv(101, "--force"), None);
-        assert_eq!(clone_argv(101, 205, "-web", None), None);
-        assert_eq!(set_tags_argv(205, &["-x".into()]), None);
-        assert_eq!(set_tags_argv(205, &["a;b".into()]), None);
-        assert_eq!(stop_argv(99), None);
-        assert_eq!(clone_argv(101, 99, "web", None), None);
-        assert_eq!(resize_argv(101, 0), None);
-    }
-}
 // --- end of the REST API's argv ---
 
 /// Result of one `pct` run. Only `Ok` (exit status 0) counts as a change.
@@ -738,5 +677,68 @@ mod tests {
             b"first second"
         );
         drop(tx);
+    }
+}
+
+// The REST API's argv builders (above, next to `set_argv`).
+#[cfg(test)]
+mod api_argv_tests {
+    use super::*;
+
+    fn sv(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn api_commands_have_exact_argv() {
+        assert_eq!(
+            snapshot_argv(101, "before", None),
+            sv(&["snapshot", "101", "before"])
+        );
+        assert_eq!(
+            snapshot_argv(101, "before", Some("by ops")),
+            sv(&["snapshot", "101", "before", "-description", "by ops"])
+        );
+        assert_eq!(
+            delsnapshot_argv(101, "s1"),
+            sv(&["delsnapshot", "101", "s1"])
+        );
+        assert_eq!(rollback_argv(101, "s1"), sv(&["rollback", "101", "s1"]));
+        assert_eq!(resize_argv(101, 5), sv(&["resize", "101", "rootfs", "+5G"]));
+        assert_eq!(
+            clone_argv(101, 205, "web2", Some("autoscale-clone-205")),
+            sv(&[
+                "clone",
+                "101",
+                "205",
+                "-hostname",
+                "web2",
+                "-snapname",
+                "autoscale-clone-205"
+            ])
+        );
+        assert_eq!(
+            clone_argv(101, 205, "web2", None),
+            sv(&["clone", "101", "205", "-hostname", "web2"])
+        );
+        assert_eq!(stop_argv(101), sv(&["stop", "101"]));
+        assert_eq!(destroy_argv(205), sv(&["destroy", "205", "-purge", "1"]));
+        assert_eq!(
+            set_tags_argv(205, &["prod".into(), CLONE_TAG.into()]),
+            sv(&["set", "205", "-tags", "prod;autoscale-clone"])
+        );
+    }
+
+    #[test]
+    fn no_outside_value_starting_with_a_dash_reaches_argv() {
+        assert_eq!(snapshot_argv(101, "-purge", None), None);
+        assert_eq!(snapshot_argv(101, "s1", Some("-x")), None);
+        assert_eq!(rollback_argv(101, "--force"), None);
+        assert_eq!(clone_argv(101, 205, "-web", None), None);
+        assert_eq!(set_tags_argv(205, &["-x".into()]), None);
+        assert_eq!(set_tags_argv(205, &["a;b".into()]), None);
+        assert_eq!(stop_argv(99), None);
+        assert_eq!(clone_argv(101, 99, "web", None), None);
+        assert_eq!(resize_argv(101, 0), None);
     }
 }
