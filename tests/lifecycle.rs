@@ -98,7 +98,9 @@ fn systemd_hears_watchdog_during_a_pct_call_then_ready_status_reloading_and_stop
         .spawn()
         .unwrap();
 
-    wait_for("the pct call to start", || host.path("pct.started").exists());
+    wait_for("the pct call to start", || {
+        host.path("pct.started").exists()
+    });
     // The loop is inside the pct call, which cannot end before the gate opens: every message
     // now is a ping, and they keep coming.
     for _ in 0..3 {
@@ -141,7 +143,8 @@ fn sigterm_during_the_sampling_window_stops_before_the_cycle() {
         .spawn()
         .unwrap();
     wait_for("the sampling window", || {
-        host.log_text().contains("measuring cpu over a short window")
+        host.log_text()
+            .contains("measuring cpu over a short window")
     });
 
     signal(&daemon, Signal::SIGTERM);

@@ -168,6 +168,14 @@ pub fn render(
     counters: &ActionCounters,
 ) -> String {
     let mut out = String::with_capacity(1024 + containers.len() * 2048);
+    render_containers(&mut out, containers);
+    render_host(&mut out, host);
+    render_counters(&mut out, counters);
+    out
+}
+
+/// The per-container families.
+fn render_containers(out: &mut String, containers: &[ContainerRecord]) {
     let labels: Vec<String> = containers
         .iter()
         .map(|c| {
@@ -180,7 +188,7 @@ pub fn render(
         })
         .collect();
     for (name, help, get) in CONTAINER_GAUGES {
-        let mut f = Family::new(&mut out, name, "gauge", help);
+        let mut f = Family::new(out, name, "gauge", help);
         for (c, l) in containers.iter().zip(&labels) {
             if let Some(v) = get(c) {
                 f.sample(name, l, v);
@@ -189,7 +197,7 @@ pub fn render(
     }
     let psi = "lxc_autoscale_container_pressure_some_avg10_ratio";
     let mut f = Family::new(
-        &mut out,
+        out,
         psi,
         "gauge",
         "PSI some avg10: share of the last 10 s some task of the container waited for the resource.",
@@ -205,7 +213,10 @@ pub fn render(
             }
         }
     }
+}
 
+/// The host families and the containers seen.
+fn render_host(out: &mut String, host: &HostRecord) {
     let host_gauges: [(&str, &str, Option<f64>); 6] = [
         (
             "lxc_autoscale_host_cpus",
@@ -240,21 +251,24 @@ pub fn render(
     ];
     for (name, help, value) in host_gauges {
         if let Some(v) = value {
-            Family::new(&mut out, name, "gauge", help).sample(name, "", v);
+            Family::new(out, name, "gauge", help).sample(name, "", v);
         }
     }
     let name = "lxc_autoscale_containers";
     Family::new(
-        &mut out,
+        out,
         name,
         "gauge",
         "Running containers seen in the last cycle.",
     )
     .sample(name, "", host.containers as f64);
+}
 
+/// The action counters since the daemon started.
+fn render_counters(out: &mut String, counters: &ActionCounters) {
     let name = "lxc_autoscale_scaling_actions_total";
     let mut f = Family::new(
-        &mut out,
+        out,
         name,
         "counter",
         "Scaling actions pct confirmed since the daemon started.",
@@ -273,13 +287,12 @@ pub fn render(
     }
     let name = "lxc_autoscale_pct_failures_total";
     Family::new(
-        &mut out,
+        out,
         name,
         "counter",
         "pct calls that failed since the daemon started.",
     )
     .sample(name, "", counters.pct_failures as f64);
-    out
 }
 
 /// Writes `text` to `path` atomically (readers never see half a file).

@@ -145,6 +145,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         }
     };
     logging::init(Some(&cfg.log_file), cli.verbose)?;
+    for w in cfg.warnings() {
+        warn!(config = %cli.config.display(), "{w}");
+    }
     if let Some(w) = warn_if_token_exposed(&cli.config, &cfg) {
         warn!("{w}");
     }
@@ -276,7 +279,11 @@ impl<'a> Daemon<'a> {
             report.failed.len(),
         );
         let cycle = CycleInfo {
-            duration_secs: Some((collect_time + cycle_start.elapsed()).as_secs_f64()),
+            duration_secs: Some(
+                collect_time
+                    .saturating_add(cycle_start.elapsed())
+                    .as_secs_f64(),
+            ),
             changes: plan.changes.len(),
             failures: report.failed.len(),
         };
@@ -352,12 +359,9 @@ impl<'a> Daemon<'a> {
             if self.inbox.stopping() {
                 return Next::Stop;
             }
-            let interval = Duration::from_secs(self.cfg.poll_interval);
-            // An interval too long for the clock means "not in this process's lifetime".
-            let due = cycle_start
-                .checked_add(interval)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-            if Instant::now() >= due {
+            // Checked: no interval, however long, may panic the daemon (`None` = never).
+            let due = cycle_start.checked_add(Duration::from_secs(self.cfg.poll_interval));
+            if due.is_some_and(|due| Instant::now() >= due) {
                 return Next::Cycle;
             }
             match self.inbox.next(due, self.watchdog.idle_wake()) {
@@ -373,6 +377,9 @@ impl<'a> Daemon<'a> {
         sdnotify::notify_reloading();
         match load_config(&self.opts.config) {
             Ok(new) => {
+                for w in new.warnings() {
+                    warn!(config = %self.opts.config.display(), "{w}");
+                }
                 if new.lock_file != self.cfg.lock_file {
                     warn!("lock_file changes take effect at the next restart");
                 }

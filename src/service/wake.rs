@@ -104,17 +104,19 @@ impl Inbox {
         }
     }
 
-    /// The next message: a deferred one first, else one that arrives before `until` (or before
-    /// `wake`, when given, so the caller can show it is alive). `None` when the time is up.
-    pub fn next(&mut self, until: Instant, wake: Option<Duration>) -> Option<LoopMsg> {
+    /// The next message: a deferred one first, else one that arrives before `until` (`None` =
+    /// no deadline) or before `wake`, when given, so the caller can show it is alive. `None` when
+    /// the time is up.
+    pub fn next(&mut self, until: Option<Instant>, wake: Option<Duration>) -> Option<LoopMsg> {
         if let Some(msg) = self.deferred.pop_front() {
             return Some(msg);
         }
-        let mut left = until.saturating_duration_since(Instant::now());
-        if let Some(wake) = wake {
-            left = left.min(wake);
-        }
-        let msg = self.rx.recv_timeout(left).ok();
+        let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+        let msg = match (left, wake) {
+            (Some(left), Some(wake)) => self.rx.recv_timeout(left.min(wake)).ok(),
+            (Some(t), None) | (None, Some(t)) => self.rx.recv_timeout(t).ok(),
+            (None, None) => self.rx.recv().ok(),
+        };
         if matches!(msg, Some(LoopMsg::Stop)) {
             self.stop.store(true, Ordering::SeqCst);
         }
@@ -140,7 +142,7 @@ mod tests {
         tx.send(LoopMsg::Stop).unwrap();
         // A window far longer than any test: only the Stop can end it.
         assert!(!inbox.wait_window(Duration::from_secs(3600)));
-        let far = Instant::now() + Duration::from_secs(3600);
+        let far = Some(Instant::now() + Duration::from_secs(3600));
         assert!(matches!(inbox.next(far, None), Some(LoopMsg::Reload)));
     }
 
@@ -148,7 +150,7 @@ mod tests {
     fn a_window_without_messages_runs_out() {
         let mut inbox = Inbox::new();
         assert!(inbox.wait_window(Duration::ZERO));
-        assert!(inbox.next(Instant::now(), None).is_none());
+        assert!(inbox.next(Some(Instant::now()), None).is_none());
     }
 
     #[test]
@@ -157,7 +159,7 @@ mod tests {
         let tx = inbox.sender();
         tx.send(LoopMsg::Reload).unwrap();
         tx.send(LoopMsg::Stop).unwrap();
-        let far = Instant::now() + Duration::from_secs(3600);
+        let far = Some(Instant::now() + Duration::from_secs(3600));
         assert!(matches!(inbox.next(far, None), Some(LoopMsg::Reload)));
         assert!(matches!(inbox.next(far, None), Some(LoopMsg::Stop)));
     }
