@@ -106,16 +106,18 @@ fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State, now_usec: i
 
 /// Sleeps up to `d`, waking early when `stop` is set. Returns false when stopped.
 fn sleep_unless(d: Duration, stop: &dyn Fn() -> bool) -> bool {
-    let end = Instant::now() + d;
+    // No end that the clock can represent means "until stopped"; never a panic.
+    let end = Instant::now().checked_add(d);
     loop {
         if stop() {
             return false;
         }
         let now = Instant::now();
-        if now >= end {
+        if end.is_some_and(|end| now >= end) {
             return true;
         }
-        std::thread::sleep((end - now).min(TICK));
+        let left = end.map_or(TICK, |end| end.saturating_duration_since(now));
+        std::thread::sleep(left.min(TICK));
     }
 }
 
@@ -175,6 +177,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         }
     };
     logging::init(Some(&cfg.log_file), cli.verbose)?;
+    for w in cfg.warnings() {
+        warn!(config = %cli.config.display(), "{w}");
+    }
     if let Some(w) = warn_if_token_exposed(&cli.config, &cfg) {
         warn!("{w}");
     }
@@ -250,7 +255,11 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             report.failed.len(),
         );
         let cycle = CycleInfo {
-            duration_secs: Some((collect_time + cycle_start.elapsed()).as_secs_f64()),
+            duration_secs: Some(
+                collect_time
+                    .saturating_add(cycle_start.elapsed())
+                    .as_secs_f64(),
+            ),
             changes: plan.changes.len(),
             failures: report.failed.len(),
         };
@@ -298,14 +307,18 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         // Fixed rate: the next cycle starts one interval after this one started. A reload may
         // change the interval, so the deadline is recomputed on every tick.
         loop {
-            let next = cycle_start + Duration::from_secs(cfg.poll_interval);
-            if signals.stopping() || Instant::now() >= next {
+            // Checked: no interval, however long, may panic the daemon (`None` = never).
+            let next = cycle_start.checked_add(Duration::from_secs(cfg.poll_interval));
+            if signals.stopping() || next.is_some_and(|next| Instant::now() >= next) {
                 break;
             }
             if signals.reload.swap(false, Ordering::Relaxed) {
                 sdnotify::notify("RELOADING=1");
                 match load_config(&cli.config) {
                     Ok(new) => {
+                        for w in new.warnings() {
+                            warn!(config = %cli.config.display(), "{w}");
+                        }
                         if new.lock_file != cfg.lock_file {
                             warn!("lock_file changes take effect at the next restart");
                         }
@@ -333,7 +346,8 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                     last_watchdog = Instant::now();
                 }
             }
-            std::thread::sleep(next.saturating_duration_since(Instant::now()).min(TICK));
+            let left = next.map_or(TICK, |next| next.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.min(TICK));
         }
         if signals.stopping() {
             break;
