@@ -84,38 +84,6 @@ impl PctOutcome {
     }
 }
 
-/// One line, at most `max_chars` characters, of a child's stderr, for logs and notifications:
-/// the last non-empty lines (where `pct` puts the reason), joined with ` | `.
-pub fn pct_stderr_excerpt(stderr: &str, max_chars: usize) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut picked: Vec<&str> = Vec::new();
-    let mut len = 0;
-    for line in lines.iter().rev() {
-        let add = line.chars().count() + if picked.is_empty() { 0 } else { 3 };
-        if !picked.is_empty() && len + add > max_chars {
-            break;
-        }
-        picked.push(line);
-        len += add;
-    }
-    picked.reverse();
-    let joined = picked.join(" | ");
-    if joined.chars().count() <= max_chars {
-        return joined;
-    }
-    if max_chars == 0 {
-        return String::new();
-    }
-    // A single overlong line: keep its end, where the error usually is.
-    let skip = joined.chars().count() - (max_chars - 1);
-    let tail: String = joined.chars().skip(skip).collect();
-    format!("…{tail}")
-}
-
 /// Runs `pct` with an argv. The production runner spawns the real program; tests record calls.
 pub trait PctRunner {
     fn run(&mut self, argv: &[String]) -> PctOutcome;
@@ -371,19 +339,6 @@ mod tests {
                 sv(&["set", "102", "-memory", "512"])
             ]
         );
-    }
-
-    #[test]
-    fn excerpt_keeps_last_lines_within_the_limit() {
-        let err = "starting\n\nunable to hotplug memory\nconfig locked (backup)\n";
-        assert_eq!(
-            pct_stderr_excerpt(err, 100),
-            "starting | unable to hotplug memory | config locked (backup)"
-        );
-        assert_eq!(pct_stderr_excerpt(err, 22), "config locked (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 10), "… (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 0), "");
-        assert_eq!(pct_stderr_excerpt("", 10), "");
     }
 
     /// A fake `pct` for the tests. Only tests use a shell; the daemon spawns `pct` directly.
