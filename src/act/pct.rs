@@ -97,16 +97,6 @@ pub struct CommandRunner {
     pub timeout: Duration,
 }
 
-impl CommandRunner {
-    /// A runner for the `pct` at `path` with the standard `PCT_TIMEOUT`.
-    pub fn new(path: PathBuf) -> Self {
-        CommandRunner {
-            path,
-            timeout: PCT_TIMEOUT,
-        }
-    }
-}
-
 impl PctRunner for CommandRunner {
     fn run(&mut self, argv: &[String]) -> PctOutcome {
         let mut child = match Command::new(&self.path)
