@@ -205,29 +205,6 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Test double: records every argv and answers with `outcome`.
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    pub calls: Vec<Vec<String>>,
-    pub outcome: PctOutcome,
-}
-
-impl Recorder {
-    pub fn new(outcome: PctOutcome) -> Self {
-        Recorder {
-            calls: Vec::new(),
-            outcome,
-        }
-    }
-}
-
-impl PctRunner for Recorder {
-    fn run(&mut self, argv: &[String]) -> PctOutcome {
-        self.calls.push(argv.to_vec());
-        self.outcome.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,26 +286,6 @@ mod tests {
             memory_mb: None,
         };
         assert_eq!(set_argv(101, &args), None);
-    }
-
-    #[test]
-    fn recorder_records_argv_and_answers_its_outcome() {
-        let mut r = Recorder::new(PctOutcome::TimedOut);
-        assert_eq!(
-            r.run(&sv(&["set", "101", "-cores", "2"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.run(&sv(&["set", "102", "-memory", "512"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.calls,
-            vec![
-                sv(&["set", "101", "-cores", "2"]),
-                sv(&["set", "102", "-memory", "512"])
-            ]
-        );
     }
 
     /// A fake `pct` for the tests. Only tests use a shell; the daemon spawns `pct` directly.
