@@ -52,10 +52,15 @@ fn free_port() -> u16 {
 /// Starts the daemon with cycles every second; `addr` = `None` turns the API off.
 fn start(host: &FakeHost, addr: Option<&str>) -> Child {
     let api = match addr {
-        Some(a) => format!("[api]\nlisten = \"{a}\"\ntoken_file = \"{}\"\n", host.path("api.token").display()),
+        Some(a) => format!(
+            "[api]\nlisten = \"{a}\"\ntoken_file = \"{}\"\n",
+            host.path("api.token").display()
+        ),
         None => "[api]\nlisten = \"\"\n".to_string(),
     };
-    let cfg = host.write_config(&format!("poll_interval = 1\nmin_cores = 2\nmetrics_file = \"\"\n{api}"));
+    let cfg = host.write_config(&format!(
+        "poll_interval = 1\nmin_cores = 2\nmetrics_file = \"\"\n{api}"
+    ));
     host.command(&["--config", cfg.to_str().expect("utf-8 path")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -98,7 +103,12 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// `CLIENTS` threads, each sending `per_client` requests for `path(i)`; latencies in ms and the
 /// number of wrong answers.
-fn load(addr: &str, per_client: usize, path: fn(usize) -> String, check: fn(usize, &str) -> bool) -> (Vec<f64>, usize) {
+fn load(
+    addr: &str,
+    per_client: usize,
+    path: fn(usize) -> String,
+    check: fn(usize, &str) -> bool,
+) -> (Vec<f64>, usize) {
     let handles: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let addr = addr.to_string();
@@ -134,7 +144,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn status_path(i: usize) -> String {
-    format!("/resource/lxc/status?lxc_id={}", 100 + i % CONTAINERS as usize)
+    format!(
+        "/resource/lxc/status?lxc_id={}",
+        100 + i % CONTAINERS as usize
+    )
 }
 
 fn status_ok(i: usize, body: &str) -> bool {
@@ -161,7 +174,9 @@ fn verdict(ok: bool) -> &'static str {
 fn rss_without_api(host: &FakeHost, cycles: usize) -> u64 {
     let _ = std::fs::remove_file(host.path("var/log/lxc_autoscale.log"));
     let mut child = start(host, None);
-    wait_for("cycles without the api", || host.log_text().matches("cycle done").count() >= cycles);
+    wait_for("cycles without the api", || {
+        host.log_text().matches("cycle done").count() >= cycles
+    });
     let rss = rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -172,7 +187,11 @@ fn report(name: &str, lat: &mut [f64], target: f64) -> bool {
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
     let ok = p99 <= target;
-    println!("{name:<28} {:>7} {p50:>9.2} {p99:>9.2} {target:>10.1}  {}", lat.len(), verdict(ok));
+    println!(
+        "{name:<28} {:>7} {p50:>9.2} {p99:>9.2} {target:>10.1}  {}",
+        lat.len(),
+        verdict(ok)
+    );
     ok
 }
 
@@ -190,16 +209,28 @@ fn main() {
     let first = cycle_at();
     wait_for("another cycle", || cycle_at() != first);
     let (mut status_lat, wrong_status) = load(&addr, per_client, status_path, status_ok);
-    let (mut containers_lat, wrong_containers) = load(&addr, per_client / 4, containers_path, containers_ok);
+    let (mut containers_lat, wrong_containers) =
+        load(&addr, per_client / 4, containers_path, containers_ok);
     let rss_on = rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
     let rss_off = rss_without_api(&host, 4);
 
     println!("api benchmark: {CONTAINERS} containers, cycles every 1 s, {CLIENTS} concurrent clients on 127.0.0.1");
-    println!("{:<28} {:>7} {:>9} {:>9} {:>10}", "request", "count", "p50 ms", "p99 ms", "target p99");
-    let a = report("GET /resource/lxc/status", &mut status_lat, TARGET_STATUS_P99_MS);
-    let b = report("GET /containers", &mut containers_lat, TARGET_CONTAINERS_P99_MS);
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>10}",
+        "request", "count", "p50 ms", "p99 ms", "target p99"
+    );
+    let a = report(
+        "GET /resource/lxc/status",
+        &mut status_lat,
+        TARGET_STATUS_P99_MS,
+    );
+    let b = report(
+        "GET /containers",
+        &mut containers_lat,
+        TARGET_CONTAINERS_P99_MS,
+    );
     let delta_mb = (rss_on as f64 - rss_off as f64) / 1024.0;
     let c = delta_mb <= TARGET_RSS_DELTA_MB;
     println!(
@@ -208,7 +239,14 @@ fn main() {
         rss_off as f64 / 1024.0,
         verdict(c)
     );
-    println!("targets: {}", if a && b && c { "all met" } else { "some missed" });
+    println!(
+        "targets: {}",
+        if a && b && c {
+            "all met"
+        } else {
+            "some missed"
+        }
+    );
     if wrong_status + wrong_containers > 0 {
         eprintln!("wrong answers: {wrong_status} status, {wrong_containers} containers");
         std::process::exit(1);

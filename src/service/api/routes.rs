@@ -485,6 +485,10 @@ fn task_get(ctx: &Ctx, req: &Request) -> Response {
 
 /// A container a change may be made to: it exists, is not locked and no `pct` call runs on it.
 fn changeable(ctx: &Ctx, vmid: u32) -> Result<ConfFacts, Response> {
+    // Host figures and running containers come from the first cycle.
+    if ctx.shared.view().cycle_at.is_none() {
+        return Err(not_ready());
+    }
     let facts = facts_of(ctx, vmid)?;
     if let Some(lock) = facts.lock() {
         return Err(field_error(

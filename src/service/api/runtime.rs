@@ -54,12 +54,20 @@ pub struct ApiRuntime {
 impl ApiRuntime {
     /// Reads the token, binds the listener and starts the threads; `None` when `api.listen` is
     /// empty. Errors name the key (`api.token_file`, `api.listen`): the daemon refuses to start.
+    /// With `dry_run` every `allow_*` is off and quick changes are refused by the loop.
     pub fn start<M: Send + 'static>(
         cfg: &Config,
+        dry_run: bool,
         tx: Sender<M>,
         wrap: fn(ApiMsg) -> M,
     ) -> Result<Option<ApiRuntime>> {
-        let settings = Settings::from_config(cfg)?;
+        let mut settings = Settings::from_config(cfg)?;
+        if dry_run {
+            settings.api.allow_storage = false;
+            settings.api.allow_snapshot_rollback = false;
+            settings.api.allow_clone = false;
+            settings.api.allow_destroy = false;
+        }
         let Some(listener) = server::bind(&settings.listen())? else {
             return Ok(None);
         };
@@ -129,6 +137,13 @@ impl ApiRuntime {
                 exec::task_finished(&d, ctx);
                 None
             }
+        }
+    }
+
+    /// Answers a quick change with 503 and `why` without running it.
+    pub fn refuse(&self, msg: ApiMsg, why: &str) {
+        if let ApiMsg::Mutation(m) = msg {
+            let _ = m.reply.send(error(503, why, Vec::new()));
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::act::pct::{pct_stderr_excerpt, PctOutcome, PctRunner};
+use crate::act::pct::{PctOutcome, PctRunner};
 
 /// Tasks kept for `GET /tasks/<id>` after they end.
 const KEEP_FINISHED: usize = 256;
@@ -90,15 +90,26 @@ pub fn outcome_text(outcome: &PctOutcome) -> String {
     match outcome {
         PctOutcome::Ok => "exit status 0".into(),
         PctOutcome::Failed { code, stderr } => {
-            let head: String = stderr.lines().take(3).collect::<Vec<_>>().join("\n");
             let status = code.map_or("killed by a signal".to_string(), |c| {
                 format!("exit status {c}")
             });
-            format!("{status}: {}", pct_stderr_excerpt(&head, 400))
+            format!("{status}: {}", first_lines(stderr))
         }
         PctOutcome::TimedOut => "timed out and was killed".into(),
         PctOutcome::SpawnError(e) => e.clone(),
     }
+}
+
+/// The first three non-empty lines of stderr joined by ` | `, at most 400 characters: where
+/// `pct` says what went wrong.
+fn first_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
+    lines.join(" | ").chars().take(400).collect()
 }
 
 #[derive(Default)]
@@ -297,8 +308,16 @@ fn prune(tasks: &mut HashMap<String, TaskInfo>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::act::pct::Recorder;
     use std::sync::mpsc;
+
+    /// Answers every call with `outcome`.
+    struct Fixed(PctOutcome);
+
+    impl PctRunner for Fixed {
+        fn run(&mut self, _: &[String]) -> PctOutcome {
+            self.0.clone()
+        }
+    }
 
     #[test]
     fn a_task_holds_its_containers_until_it_ends_and_reports_failure_text() {
@@ -319,7 +338,7 @@ mod tests {
                 "storage",
                 vec![101],
                 "uid 0".into(),
-                Box::new(Recorder::new(fail)),
+                Box::new(Fixed(fail)),
                 steps,
                 Box::new(move |d| done_tx.send(d).unwrap()),
             )
