@@ -1324,7 +1324,7 @@ mod tests {
 
     #[test]
     fn api_garbled_listen_and_unknown_keys_are_refused() {
-        assert!(err_of("[api]\nlisten = \"localhost\"\n").contains("key `api.listen` (line 2)"));
+        assert!(err_of("[api]\nlisten = \"localhost\"\n").contains("key `api.listen` (line 2"));
         assert!(err_of("[api]\nlisten = \"unix:relative.sock\"\n").contains("api.listen"));
         assert!(err_of("[api]\nallow_everything = true\n").contains("api.allow_everything"));
         assert!(err_of("scaling = \"sometimes\"\n").contains("scaling"));

@@ -252,6 +252,7 @@ impl<'a> Daemon<'a> {
             poll_interval = self.cfg.poll_interval,
             dry_run = self.opts.dry_run,
             once = self.opts.once,
+            api = self.api.as_ref().map_or("off", |_| self.cfg.api.listen.as_str()),
             "lxc_autoscale starting"
         );
         let text = format!("watching containers every {} s", self.cfg.poll_interval);
@@ -428,7 +429,7 @@ impl<'a> Daemon<'a> {
             return;
         };
         api.begin_drain();
-        api.wait_tasks();
+        api.wait_tasks(&|| self.watchdog.progress());
         while let Some(msg) = self.inbox.next(Some(Instant::now()), None) {
             if let LoopMsg::Api(msg) = msg {
                 self.handle_api(msg);

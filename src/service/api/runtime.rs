@@ -73,7 +73,6 @@ impl ApiRuntime {
         };
         let shared = Shared::new(settings, Box::new(ChannelLink { tx, wrap }));
         let handle = server::spawn(listener, Arc::clone(&shared))?;
-        info!(listen = %cfg.api.listen, token = shared.settings().token.is_some(), "api listening");
         Ok(Some(ApiRuntime { shared, handle }))
     }
 
@@ -152,8 +151,9 @@ impl ApiRuntime {
         self.shared.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Waits up to `TASK_DRAIN` for running tasks; true when none is left.
-    pub fn wait_tasks(&self) -> bool {
+    /// Waits up to `TASK_DRAIN` for running tasks, calling `alive` every few seconds (the
+    /// watchdog); true when none is left.
+    pub fn wait_tasks(&self, alive: &dyn Fn()) -> bool {
         let running = self.shared.tasks.running();
         if running > 0 {
             info!(
@@ -162,7 +162,16 @@ impl ApiRuntime {
                 "waiting for api tasks before stopping"
             );
         }
-        let idle = self.shared.tasks.wait_idle(TASK_DRAIN);
+        let end = std::time::Instant::now() + TASK_DRAIN;
+        let mut idle = false;
+        while !idle && std::time::Instant::now() < end {
+            alive();
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            idle = self
+                .shared
+                .tasks
+                .wait_idle(left.min(Duration::from_secs(5)));
+        }
         if !idle {
             warn!(
                 running = self.shared.tasks.running(),
