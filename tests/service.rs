@@ -106,10 +106,17 @@ fn sigterm_during_a_pct_call_stops_right_after_it_and_skips_the_rest() {
     }
     host.seed_previous_cycle(&[(101, 95.0, 2), (102, 95.0, 2)]);
     // The fake pct records its argv, then blocks until the test opens this FIFO.
-    let gate = host.path("pct.gate");
+    let gate = host.path("pct.hold");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let cfg = host.write_config("poll_interval = 3600");
-    let mut daemon = spawn_daemon(&host, &cfg);
+    // At debug the daemon logs when it takes the stop request.
+    let mut daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for("the first pct call to start", || {
         !host.pct_calls().is_empty()
     });

@@ -31,9 +31,9 @@ fi
 if [ -f "@ROOT@/pct.hang" ]; then
   sleep 60
 fi
-if [ -p "@ROOT@/pct.gate" ]; then
+if [ -p "@ROOT@/pct.hold" ]; then
   # Blocks until the test opens the FIFO for writing.
-  read -r _ < "@ROOT@/pct.gate" || true
+  read -r _ < "@ROOT@/pct.hold" || true
 fi
 [ "$1" = set ] || exit 2
 conf="@ROOT@/pve/lxc/$2.conf"
