@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::act::apply::{self, Report, Target};
+use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
@@ -207,6 +207,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     collector.read_extra = wants_metrics(&cfg);
     let mut metrics_log = MetricsLog::from_config(&cfg);
     let mut counters = ActionCounters::default();
+    let mut not_applied = NotApplied::default();
     let mut notifier = Notifier::from_config(&cfg);
     let mut events = EventLog::beside(&cfg.log_file);
     let mut runner = CommandRunner {
@@ -247,6 +248,8 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                 events: Some(&events),
                 dry_run: cli.dry_run,
                 should_stop: &stop,
+                conf_dir: &cfg.pve_lxc_dir,
+                not_applied: &mut not_applied,
             };
             apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
         };
