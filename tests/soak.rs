@@ -29,32 +29,12 @@ use lxc_autoscale::read::{cgroup, hostproc};
 use lxc_autoscale::record::events::EventLog;
 use lxc_autoscale::record::state;
 
+use common::rng::SeededRng;
 use common::{FakeHost, BTIME, MIB};
 
 const HOST_CPUS: u32 = 64;
 const POLL_SECS: i64 = 300;
 const FIRST_VMID: u32 = 100;
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn chance(&mut self, per_million: u64) -> bool {
-        self.next() % 1_000_000 < per_million
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One simulated container.
 struct Ct {
@@ -72,7 +52,7 @@ struct Ct {
 /// A `pct` that rewrites the conf like Proxmox does, and fails at random.
 struct FlakyPct {
     conf_dir: PathBuf,
-    rng: Rng,
+    rng: SeededRng,
     fail_per_million: u64,
     calls: u64,
     failures: u64,
@@ -81,7 +61,7 @@ struct FlakyPct {
 impl PctRunner for FlakyPct {
     fn run(&mut self, argv: &[String]) -> PctOutcome {
         self.calls += 1;
-        if self.rng.chance(self.fail_per_million) {
+        if self.rng.per_million(self.fail_per_million) {
             self.failures += 1;
             return match self.rng.below(3) {
                 0 => PctOutcome::TimedOut,
@@ -116,7 +96,7 @@ impl PctRunner for FlakyPct {
 struct Soak {
     host: FakeHost,
     cfg: Config,
-    rng: Rng,
+    rng: SeededRng,
     cts: BTreeMap<u32, Ct>,
     /// The allocation each container had before the daemon first touched it.
     first_alloc: BTreeMap<u32, Alloc>,
@@ -168,7 +148,7 @@ impl Soak {
             },
         );
         cfg.validate().unwrap();
-        let mut rng = Rng(seed);
+        let mut rng = SeededRng::new(seed);
         let mut cts = BTreeMap::new();
         for i in 0..containers {
             let cores = 1 + rng.below(8) as u32;
@@ -245,14 +225,14 @@ impl Soak {
         let mut busy_usec = 0.0;
         for vmid in vmids {
             let ct = self.cts.get_mut(&vmid).unwrap();
-            if ct.running && self.rng.chance(3_000) {
+            if ct.running && self.rng.per_million(3_000) {
                 ct.running = false;
                 self.host.files.remove_cgroup(vmid).unwrap();
                 figures.stops += 1;
                 continue;
             }
             if !ct.running {
-                if self.rng.chance(50_000) {
+                if self.rng.per_million(50_000) {
                     // A new cgroup directory: a new inode and a counter from zero.
                     ct.running = true;
                     ct.usage_usec = 0;
@@ -276,7 +256,7 @@ impl Soak {
         let ct = self.cts.get_mut(&vmid).unwrap();
         // Loads wander, with the odd spike.
         let cap = f64::from(ct.cores);
-        ct.demand = if self.rng.chance(20_000) {
+        ct.demand = if self.rng.per_million(20_000) {
             cap * 1.5
         } else {
             (ct.demand + (self.rng.unit() - 0.5) * 0.4 * cap).clamp(0.0, cap * 1.5)
@@ -287,7 +267,7 @@ impl Soak {
         ct.usage_usec += (used * dt_usec as f64) as u64;
         let used_bytes = (ct.used_frac * ct.memory_mb as f64) as u64 * MIB;
         let cache_bytes = self.rng.below(256) * MIB;
-        let lock_flip = self.rng.chance(2_000);
+        let lock_flip = self.rng.per_million(2_000);
         let fault = self.rng.below(1_000_000);
         let mut cpu_stat = hostfiles::CpuStatFile {
             usage_usec: ct.usage_usec,
@@ -318,7 +298,7 @@ impl Soak {
             ct.locked = !ct.locked;
         }
         // A container may stop between being listed and being read: its files vanish.
-        let vanish = self.rng.chance(500);
+        let vanish = self.rng.per_million(500);
         let files = &self.host.files;
         files
             .write_cgroup_file(vmid, cgroup::CPU_STAT, cpu_stat.as_bytes())
@@ -364,11 +344,11 @@ impl Soak {
         let mut stat = hostfiles::proc_stat_text(ticks, HOST_CPUS, BTIME);
         let avail_kib = (8 + self.rng.below(120)) * MIB;
         let mut meminfo = hostfiles::meminfo_text(256 * MIB, avail_kib);
-        if self.rng.chance(5_000) {
+        if self.rng.per_million(5_000) {
             meminfo = "MemTotal: -1 kB\n".into();
             faults += 1;
         }
-        if self.rng.chance(5_000) {
+        if self.rng.per_million(5_000) {
             stat = String::from_utf8_lossy(b"cpu \xff\xfe\n").into_owned();
             faults += 1;
         }
@@ -397,7 +377,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     let mut soak = Soak::new(containers, seed);
     let mut pct = FlakyPct {
         conf_dir: soak.cfg.pve_lxc_dir.clone(),
-        rng: Rng(seed ^ 0xdead_beef),
+        rng: SeededRng::new(seed ^ 0xdead_beef),
         fail_per_million: 50_000,
         calls: 0,
         failures: 0,
@@ -456,7 +436,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
 
         state = state.advanced(&snap);
         state::write_state(&soak.cfg.state_file, &state).unwrap();
-        if soak.rng.chance(2_000) {
+        if soak.rng.per_million(2_000) {
             // A torn state file: the daemon would warn and start empty.
             std::fs::write(&soak.cfg.state_file, b"{\"host\": {\"taken").unwrap();
             assert!(state::read_state(&soak.cfg.state_file).is_err());

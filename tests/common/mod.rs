@@ -2,6 +2,8 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
