@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::MIN_VMID;
 use crate::fsutil::{ensure_private_dir, write_atomic};
-use crate::read::snapshot::CtConf;
 
 /// Timestamped backups kept per container, besides the baseline.
 pub const KEEP_PER_CONTAINER: usize = 20;
@@ -47,15 +46,6 @@ pub struct Alloc {
 }
 
 impl Alloc {
-    /// The allocation written in a container's conf.
-    pub fn from_conf(conf: &CtConf) -> Alloc {
-        Alloc {
-            cores: conf.cores,
-            memory_mb: conf.memory_mb,
-            swap_mb: conf.swap_mb,
-        }
-    }
-
     fn validate(&self) -> Result<()> {
         if self.memory_mb < MIN_MEMORY_MB {
             bail!(
@@ -820,23 +810,5 @@ mod tests {
         fs::write(dir.join("12-20240501T123000.123456Z.json"), b"").unwrap();
         fs::write(dir.join("0000000009-2024.json"), b"").unwrap();
         assert_eq!(store.list(101).unwrap(), vec![rec.path]);
-    }
-
-    #[test]
-    fn alloc_from_conf_copies_cores_memory_and_swap() {
-        let conf = CtConf {
-            cores: Some(3),
-            memory_mb: 2048,
-            swap_mb: Some(256),
-            ..Default::default()
-        };
-        assert_eq!(
-            Alloc::from_conf(&conf),
-            Alloc {
-                cores: Some(3),
-                memory_mb: 2048,
-                swap_mb: Some(256)
-            }
-        );
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::mpsc;
 
+use lxc_autoscale::act::pct::{PctOutcome, PctRunner};
 use lxc_autoscale::config::Config;
 use lxc_autoscale::read::hostfiles::{self, CpuStatFile, HostFiles, MemoryStatFile};
 
@@ -285,6 +286,29 @@ impl FakeHost {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+}
+
+/// An in-process `pct` for tests that drive `apply` directly: records every argv and answers
+/// with `outcome`.
+pub struct RecordingPct {
+    pub calls: Vec<Vec<String>>,
+    pub outcome: PctOutcome,
+}
+
+impl RecordingPct {
+    pub fn new(outcome: PctOutcome) -> Self {
+        RecordingPct {
+            calls: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+impl PctRunner for RecordingPct {
+    fn run(&mut self, argv: &[String]) -> PctOutcome {
+        self.calls.push(argv.to_vec());
+        self.outcome.clone()
     }
 }
 
