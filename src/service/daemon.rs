@@ -23,7 +23,7 @@ use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::lock::{Lock, LockError};
-use crate::service::logging;
+use crate::service::logging::{self, LogFile};
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
 
@@ -144,7 +144,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    logging::init(Some(&cfg.log_file), cli.verbose)?;
+    let log = logging::init(Some(&cfg.log_file), cli.verbose)?;
     for w in cfg.warnings() {
         warn!(config = %cli.config.display(), "{w}");
     }
@@ -162,7 +162,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     };
     let inbox = Inbox::new();
     inbox.listen_for_signals()?;
-    let mut daemon = Daemon::new(cli, cfg, inbox, Watchdog::from_env());
+    let mut daemon = Daemon::new(cli, cfg, inbox, Watchdog::from_env(), log);
     daemon.serve();
     drop(lock);
     Ok(ExitCode::SUCCESS)
@@ -184,6 +184,8 @@ struct Daemon<'a> {
     runner: CommandRunner,
     inbox: Inbox,
     watchdog: Watchdog,
+    /// The text log's file, reopened on every reload.
+    log: LogFile,
 }
 
 /// What the loop does after a pause.
@@ -193,7 +195,13 @@ enum Next {
 }
 
 impl<'a> Daemon<'a> {
-    fn new(opts: &'a DaemonOpts, cfg: Config, inbox: Inbox, watchdog: Watchdog) -> Daemon<'a> {
+    fn new(
+        opts: &'a DaemonOpts,
+        cfg: Config,
+        inbox: Inbox,
+        watchdog: Watchdog,
+        log: LogFile,
+    ) -> Daemon<'a> {
         let state = match state::read_state(&cfg.state_file) {
             Ok(s) => s,
             Err(e) => {
@@ -219,6 +227,7 @@ impl<'a> Daemon<'a> {
             cfg,
             inbox,
             watchdog,
+            log,
         }
     }
 
@@ -377,33 +386,49 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// Re-reads the config; on error keeps the running one and says why.
+    /// Re-reads the config; on error keeps the running one and says why. Either way the log file
+    /// is reopened (at the new `log_file`, or at the same path for logrotate's postrotate).
     fn reload(&mut self) {
         sdnotify::notify_reloading();
-        match load_config(&self.opts.config) {
-            Ok(new) => {
-                for w in new.warnings() {
-                    warn!(config = %self.opts.config.display(), "{w}");
-                }
-                if new.lock_file != self.cfg.lock_file {
-                    warn!("lock_file changes take effect at the next restart");
-                }
-                if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
-                    warn!("{w}");
-                }
-                self.notifier = Notifier::from_config(&new);
-                self.events = EventLog::beside(&new.log_file);
-                self.runner.path = new.pct_path.clone();
-                self.metrics_log = MetricsLog::from_config(&new);
-                self.collector.read_extra = wants_metrics(&new);
-                self.cfg = new;
-                info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
-            }
+        let loaded = load_config(&self.opts.config);
+        let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
+        self.reopen_log(&log_path);
+        match loaded {
+            Ok(new) => self.take_config(new),
             Err(e) => {
                 error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
             }
         }
         sdnotify::notify(&[NotifyState::Ready]);
+    }
+
+    fn reopen_log(&mut self, path: &Path) {
+        if self.log.path().is_some_and(|old| old != path) {
+            info!(to = %path.display(), "log_file changed; the log continues there");
+        }
+        if let Err(e) = self.log.reopen(path) {
+            warn!(error = %format!("{e:#}"), "cannot reopen the log file; logging to the open one");
+        }
+    }
+
+    /// Switches every part of the loop to a reloaded config.
+    fn take_config(&mut self, new: Config) {
+        for w in new.warnings() {
+            warn!(config = %self.opts.config.display(), "{w}");
+        }
+        if new.lock_file != self.cfg.lock_file {
+            warn!("lock_file changes take effect at the next restart");
+        }
+        if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
+            warn!("{w}");
+        }
+        self.notifier = Notifier::from_config(&new);
+        self.events = EventLog::beside(&new.log_file);
+        self.runner.path = new.pct_path.clone();
+        self.metrics_log = MetricsLog::from_config(&new);
+        self.collector.read_extra = wants_metrics(&new);
+        self.cfg = new;
+        info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
     }
 }
 

@@ -287,6 +287,72 @@ impl FakeHost {
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
+
+    /// Runs the daemon with `args` under `strace -f` and counts every process it created (fork,
+    /// vfork, clone or clone3 without CLONE_THREAD, in the daemon or any descendant) and every
+    /// `execve` after the daemon's own. Needs strace (`.ci/run` installs it); panics without it,
+    /// since a test that cannot count must not pass.
+    pub fn run_counting_processes(&self, args: &[&str]) -> Traced {
+        let trace = self.path("strace.out");
+        let inner = self.command(args);
+        let output = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=fork,vfork,clone,clone3,execve",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run strace (apt-get install strace): {e}"));
+        let text = std::fs::read_to_string(&trace).unwrap_or_else(|e| {
+            panic!(
+                "strace wrote no trace ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let calls: Vec<&str> = text.lines().filter(|l| !l.contains(" resumed>")).collect();
+        let execs: Vec<&str> = calls
+            .iter()
+            .copied()
+            .filter(|l| l.contains(" execve("))
+            .collect();
+        assert!(
+            execs
+                .first()
+                .is_some_and(|l| l.contains(env!("CARGO_BIN_EXE_lxc_autoscale"))),
+            "the trace does not start with the daemon's exec:\n{text}"
+        );
+        let forks = calls
+            .iter()
+            .filter(|l| {
+                [" fork(", " vfork(", " clone(", " clone3("]
+                    .iter()
+                    .any(|call| l.contains(call))
+                    && !l.contains("CLONE_THREAD")
+            })
+            .count();
+        Traced {
+            output,
+            processes_created: forks,
+            execs_after_start: execs.len() - 1,
+            trace: text,
+        }
+    }
+}
+
+/// A daemon run under strace, see `FakeHost::run_counting_processes`.
+pub struct Traced {
+    pub output: Output,
+    pub processes_created: usize,
+    pub execs_after_start: usize,
+    /// The raw trace, for failure messages.
+    pub trace: String,
 }
 
 /// An in-process `pct` for tests that drive `apply` directly: records every argv and answers
