@@ -9,7 +9,7 @@ use super::http::Response;
 use super::routes::{error, ok};
 use super::tasks::{TaskDone, TaskState, Tasks};
 use super::{Mutation, Quick};
-use crate::act::apply::{self, Report, Target};
+use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{self, PctRunner};
@@ -200,6 +200,7 @@ fn apply_one(ctx: &mut LoopCtx, change: &Change, conf: CtConf) -> Report {
         }],
         ..Snapshot::default()
     };
+    let mut not_applied = NotApplied::default();
     let mut target = Target {
         pct: &mut *ctx.pct,
         pct_display: ctx.pct_display.clone(),
@@ -207,6 +208,9 @@ fn apply_one(ctx: &mut LoopCtx, change: &Change, conf: CtConf) -> Report {
         events: ctx.events,
         dry_run: false,
         should_stop: &|| false,
+        conf_dir: ctx.pve_lxc_dir,
+        // An admin's request is not held back by the autoscaler's back-off: its own, fresh.
+        not_applied: &mut not_applied,
     };
     apply::apply(
         std::slice::from_ref(change),
