@@ -80,6 +80,8 @@ fn vmids_below_100_never_reach_an_argv() {
         events: None,
         dry_run: false,
         should_stop: &|| false,
+        conf_dir: tmp.path(),
+        not_applied: &mut apply::NotApplied::default(),
     };
     let report = apply::apply(&[change], &snap, &mut target, chrono::Utc::now());
     assert!(recorder.calls.is_empty());

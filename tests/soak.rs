@@ -390,6 +390,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     let mut collector = Collector::new();
     let mut state = State::default();
     let mut figures = Figures::default();
+    let mut not_applied = apply::NotApplied::default();
     let mut clock = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
 
     for cycle in 1..=cycles {
@@ -424,6 +425,8 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
                 events: Some(&events),
                 dry_run: false,
                 should_stop: &|| false,
+                conf_dir: &soak.cfg.pve_lxc_dir,
+                not_applied: &mut not_applied,
             };
             apply::apply(&plan.changes, &snap, &mut target, clock)
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{error, info, warn};
 
-use crate::act::apply::{self, Report, Target};
+use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
@@ -178,6 +178,8 @@ struct Daemon<'a> {
     collector: Collector,
     metrics_log: Option<MetricsLog>,
     counters: ActionCounters,
+    /// Containers held back after a change `pct` accepted without applying it.
+    not_applied: NotApplied,
     notifier: Option<Notifier>,
     events: EventLog,
     runner: CommandRunner,
@@ -216,6 +218,7 @@ impl<'a> Daemon<'a> {
             collector,
             metrics_log: MetricsLog::from_config(&cfg),
             counters: ActionCounters::default(),
+            not_applied: NotApplied::default(),
             notifier: Notifier::from_config(&cfg),
             events: EventLog::beside(&cfg.log_file),
             runner: CommandRunner {
@@ -349,6 +352,8 @@ impl<'a> Daemon<'a> {
             events: Some(&self.events),
             dry_run: self.opts.dry_run,
             should_stop: &between_changes,
+            conf_dir: &self.cfg.pve_lxc_dir,
+            not_applied: &mut self.not_applied,
         };
         apply::apply(&plan.changes, snap, &mut target, chrono::Utc::now())
     }
