@@ -638,19 +638,37 @@ fn huge_body(a: &Addr) -> Reply {
     parse_reply(&out)
 }
 
-#[test]
-fn tasks_run_the_exact_argv_and_report_their_state() {
+/// Every `allow_*` on; 105 is a clone; id 300 is taken in the cluster list; 102 has backups.
+fn task_daemon() -> Daemon {
     let host = fake_host();
     host.add_container(105, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
     host.seed_previous_cycle(&[]);
-    std::fs::write(
-        host.path("pve/.vmlist"),
-        r#"{"version":1,"ids":{"300":{"node":"b","type":"lxc","version":1}}}"#,
-    )
-    .unwrap();
+    let vmlist = r#"{"version":1,"ids":{"300":{"node":"b","type":"lxc","version":1}}}"#;
+    std::fs::write(host.path("pve/.vmlist"), vmlist).unwrap();
     let top = format!("pve_vmlist = \"{}\"", host.path("pve/.vmlist").display());
     let api = "allow_storage = true\nallow_snapshot_rollback = true\nallow_clone = true\nallow_destroy = true\n";
-    let d = start(host, true, &top, api);
+    std::fs::create_dir_all(host.path("var/backups/102")).unwrap();
+    std::fs::write(host.path("var/backups/102/baseline.json"), "{}").unwrap();
+    start(host, true, &top, api)
+}
+
+/// The backups of `vmid` were renamed `<vmid>.before-rollback-<UTC>`.
+/// (The loop records a finished task just after its state turns `ok`: waited for.)
+fn assert_backups_set_aside(d: &Daemon, vmid: u32) {
+    let prefix = format!("{vmid}.before-rollback-");
+    wait_for("the backups to be set aside", || {
+        let names: Vec<String> = std::fs::read_dir(d.host.path("var/backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.iter().any(|n| n.starts_with(&prefix))
+    });
+    assert!(!d.host.path(&format!("var/backups/{vmid}")).exists());
+}
+
+#[test]
+fn tasks_run_the_exact_argv_and_report_their_state() {
+    let d = task_daemon();
     let a = &d.addr;
     let t = d.task(&post(
         a,
@@ -664,6 +682,8 @@ fn tasks_run_the_exact_argv_and_report_their_state() {
         json!({"lxc_id": 102, "snapshot_name": "before", "confirm": 102}),
     ));
     assert_eq!(t["state"], "ok", "{t}");
+    // The conf is the snapshot's now: the next change starts a new baseline.
+    assert_backups_set_aside(&d, 102);
     assert_eq!(
         post(
             a,
@@ -718,8 +738,10 @@ fn tasks_run_the_exact_argv_and_report_their_state() {
             "destroy 105 -purge 1",
         ]
     );
-    let events = std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap();
-    assert!(events.contains("clone by 127.0.0.1"), "{events}");
+    wait_for("the events of the tasks, naming the caller", || {
+        let events = std::fs::read_to_string(d.host.path("var/log/lxc_autoscale.json")).unwrap();
+        events.contains("clone by 127.0.0.1") && events.contains("destroy by 127.0.0.1")
+    });
 }
 
 #[test]

@@ -411,6 +411,7 @@ impl<'a> Daemon<'a> {
         let backups = BackupStore::new(self.cfg.backup_dir.clone());
         let mut ctx = LoopCtx {
             pve_lxc_dir: &self.cfg.pve_lxc_dir,
+            backup_dir: &self.cfg.backup_dir,
             pct: &mut self.runner,
             pct_display: self.cfg.pct_path.display().to_string(),
             backups: &backups,

@@ -22,6 +22,8 @@ use crate::record::prometheus::ActionCounters;
 /// What the loop lends a quick change.
 pub struct LoopCtx<'a> {
     pub pve_lxc_dir: &'a std::path::Path,
+    /// `backup_dir`: a rollback sets the container's backups aside.
+    pub backup_dir: &'a std::path::Path,
     pub pct: &'a mut dyn PctRunner,
     pub pct_display: String,
     pub backups: &'a BackupStore,
@@ -279,6 +281,9 @@ fn notify(ctx: &mut LoopCtx, title: &str, text: &str, priority: u8) {
 /// Records a finished task: event, log line, notification.
 pub fn task_finished(done: &TaskDone, ctx: &mut LoopCtx) {
     let t = &done.info;
+    if t.kind == "rollback" && t.state == TaskState::Ok {
+        new_baseline(ctx.backup_dir, t.vmid);
+    }
     let ran: Vec<String> = done.ran.iter().map(|a| a.join(" ")).collect();
     let text = format!(
         "{} by {}: {} (ran: {})",
@@ -306,5 +311,23 @@ pub fn task_finished(done: &TaskDone, ctx: &mut LoopCtx) {
             &text,
             8,
         );
+    }
+}
+
+/// After `pct rollback` the conf is the snapshot's: the container's backups no longer describe
+/// what came before the autoscaler. They are kept, renamed to `<vmid>.before-rollback-<UTC>`, so
+/// the next change starts a new baseline.
+fn new_baseline(backup_dir: &std::path::Path, vmid: u32) {
+    let dir = backup_dir.join(vmid.to_string());
+    if !dir.is_dir() {
+        return;
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let aside = backup_dir.join(format!("{vmid}.before-rollback-{stamp}"));
+    match std::fs::rename(&dir, &aside) {
+        Ok(()) => info!(vmid, kept = %aside.display(), "rolled back: backups start a new baseline"),
+        Err(e) => {
+            warn!(vmid, path = %dir.display(), error = %e, "cannot set the backups aside after a rollback")
+        }
     }
 }
