@@ -606,7 +606,7 @@ fn refusals_have_their_exact_status_code_and_never_reach_pct() {
 }
 
 #[test]
-fn malformed_json_wrong_type_and_a_10_mb_body_are_400_415_413_without_pct() {
+fn malformed_json_wrong_type_a_10_mb_body_and_disabled_destroy_are_400_415_413_403_without_pct() {
     let d = tcp_daemon("");
     let a = &d.addr;
     let head = |ct: &str, len: usize| {
@@ -618,6 +618,13 @@ fn malformed_json_wrong_type_and_a_10_mb_body_are_400_415_413_without_pct() {
     assert_eq!(raw(a, not_object.as_bytes()).status, 400);
     let text = head("text/plain", 2) + "{}";
     assert_eq!(raw(a, text.as_bytes()).status, 415);
+    let destroy = json!({"lxc_id": 101, "confirm": 101});
+    let r = request(a, "DELETE", "/clone/delete", &[BEARER], Some(&destroy));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("api.allow_destroy"));
     assert_eq!(huge_body(a).status, 413);
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
@@ -896,6 +903,15 @@ fn recommend_mode_never_runs_pct_on_its_own_but_shows_the_plan() {
     assert_eq!(changes.len(), 1, "{}", r.body);
     assert_eq!(changes[0]["vmid"], 110);
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    let metrics = get(&d.addr, "/metrics").body;
+    let planned = format!(
+        "lxc_autoscale_container_planned_cores{{vmid=\"110\"}} {}",
+        changes[0]["cores"]["to"]
+    );
+    assert!(
+        metrics.as_str().unwrap().contains(&planned),
+        "{planned} not in {metrics}"
+    );
     assert_eq!(
         post(&d.addr, "/scale/cores", json!({"lxc_id": 110, "cores": 3})).status,
         200

@@ -174,6 +174,41 @@ pub fn render(
     out
 }
 
+/// What the plan would set: one sample per planned resource (`scaling = "recommend"` shows its
+/// recommendations here; in `auto` the cycle applies them). Appended to `render`'s text.
+pub fn render_planned(changes: &[Change]) -> String {
+    let mut out = String::new();
+    let cores = "lxc_autoscale_container_planned_cores";
+    let mut f = Family::new(
+        &mut out,
+        cores,
+        "gauge",
+        "Cores the last cycle's plan would set.",
+    );
+    for c in changes {
+        if let Some(s) = c.cores {
+            f.sample(cores, &format!("vmid=\"{}\"", c.vmid), f64::from(s.to));
+        }
+    }
+    let mem = "lxc_autoscale_container_planned_memory_bytes";
+    let mut f = Family::new(
+        &mut out,
+        mem,
+        "gauge",
+        "Memory the last cycle's plan would set.",
+    );
+    for c in changes {
+        if let Some(s) = c.memory_mb {
+            f.sample(
+                mem,
+                &format!("vmid=\"{}\"", c.vmid),
+                (s.to * BYTES_PER_MB) as f64,
+            );
+        }
+    }
+    out
+}
+
 /// The per-container families.
 fn render_containers(out: &mut String, containers: &[ContainerRecord]) {
     let labels: Vec<String> = containers

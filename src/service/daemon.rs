@@ -568,7 +568,8 @@ fn export_metrics(
         }
     }
     if !prom.as_os_str().is_empty() {
-        let text = prometheus::render(&host, &containers, counters);
+        let mut text = prometheus::render(&host, &containers, counters);
+        text.push_str(&prometheus::render_planned(&plan.changes));
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -63,7 +63,8 @@ pub fn build(
         containers_body,
         status_body,
         node_body: json!({"status": "success", "data": host}).to_string(),
-        metrics_text: prometheus::render(&host, &containers, counters),
+        metrics_text: prometheus::render(&host, &containers, counters)
+            + &prometheus::render_planned(&plan.changes),
         host_cpus: snap.host.cpus,
         host_memory_mb: snap.host.mem_total_kib.map(|k| k / 1024),
         used_mb,
