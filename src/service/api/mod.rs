@@ -23,6 +23,9 @@ use std::sync::{mpsc, Arc, RwLock};
 use anyhow::Result;
 
 use crate::config::{ApiConfig, ApiListen, Config};
+use crate::decide::plan::Change;
+use crate::record::metrics::{ContainerRecord, HostRecord};
+use crate::record::prometheus::{self, ActionCounters};
 
 use self::auth::{FailureLimiter, Token};
 use self::http::Response;
@@ -34,18 +37,45 @@ pub struct View {
     /// RFC 3339 time the last cycle ended; `None` before the first.
     pub cycle_at: Option<String>,
     /// `GET /containers`' whole body.
-    pub containers_body: String,
-    /// `GET /resource/lxc/status`'s body per running container.
-    pub status_body: HashMap<u32, String>,
+    pub containers_body: Arc<str>,
+    /// The figures `GET /resource/lxc/status` serializes on request, per running container.
+    pub status: Arc<StatusInput>,
     /// `GET /resource/node/status`' body.
-    pub node_body: String,
-    /// The Prometheus exposition.
-    pub metrics_text: String,
+    pub node_body: Arc<str>,
+    /// What the Prometheus exposition is rendered from, on request: at 1000 containers the text
+    /// is ~1.7 MB, the records a fifth of that, and scrapes come far less often than cycles.
+    pub metrics: Arc<MetricsInput>,
     pub host_cpus: Option<u32>,
     /// `MemTotal`, MB.
     pub host_memory_mb: Option<u64>,
     /// Measured used memory per container, MB.
     pub used_mb: HashMap<u32, f64>,
+}
+
+/// What `GET /resource/lxc/status` is made of: the records (shared with the metrics), and per
+/// container the index of its record, its notes and the daemon's holds.
+#[derive(Debug, Clone, Default)]
+pub struct StatusInput {
+    pub index: HashMap<u32, usize>,
+    pub notes: HashMap<u32, Vec<crate::decide::plan::Reason>>,
+    pub extras: HashMap<u32, serde_json::Value>,
+}
+
+/// The figures `GET /metrics` renders.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsInput {
+    pub host: HostRecord,
+    pub containers: Vec<ContainerRecord>,
+    pub counters: ActionCounters,
+    pub planned: Vec<Change>,
+}
+
+impl MetricsInput {
+    /// The same text as the Prometheus textfile.
+    pub fn render(&self) -> String {
+        prometheus::render(&self.host, &self.containers, &self.counters)
+            + &prometheus::render_planned(&self.planned)
+    }
 }
 
 /// The API's part of the config, with the token read from its file.

@@ -384,7 +384,7 @@ fn containers(ctx: &Ctx, _: &Request) -> Response {
     if view.cycle_at.is_none() {
         return not_ready();
     }
-    Response::json_text(200, &view.containers_body)
+    Response::shared(200, "application/json", Arc::clone(&view.containers_body))
 }
 
 /// The `lxc_id` of a GET.
@@ -404,8 +404,8 @@ fn lxc_status(ctx: &Ctx, req: &Request) -> Response {
     if view.cycle_at.is_none() {
         return not_ready();
     }
-    match view.status_body.get(&vmid) {
-        Some(body) => Response::json_text(200, body),
+    match super::view::status_body(&view, vmid) {
+        Some(body) => Response::shared(200, "application/json", body),
         None => field_error(
             404,
             "lxc_id",
@@ -462,17 +462,12 @@ fn node_status(ctx: &Ctx, _: &Request) -> Response {
     if view.cycle_at.is_none() {
         return not_ready();
     }
-    Response::json_text(200, &view.node_body)
+    Response::shared(200, "application/json", Arc::clone(&view.node_body))
 }
 
 fn metrics(ctx: &Ctx, _: &Request) -> Response {
-    let view = ctx.shared.view();
-    Response {
-        status: 200,
-        content_type: "text/plain; version=0.0.4",
-        headers: Vec::new(),
-        body: view.metrics_text.clone().into_bytes(),
-    }
+    let text = ctx.shared.view().metrics.render();
+    Response::shared(200, "text/plain; version=0.0.4", Arc::from(text))
 }
 
 fn task_get(ctx: &Ctx, req: &Request) -> Response {
@@ -768,7 +763,7 @@ fn clone_create(ctx: &Ctx, req: &Request) -> Response {
     if let Err(r) = id_free(ctx, new) {
         return r;
     }
-    let running = ctx.shared.view().status_body.contains_key(&src);
+    let running = ctx.shared.view().status.index.contains_key(&src);
     let steps = clone_steps(src, new, name, running, facts.tags());
     start_task(ctx, "clone", vec![src, new], steps)
 }
@@ -847,7 +842,7 @@ fn clone_delete(ctx: &Ctx, req: &Request) -> Response {
             &format!("container {vmid} has protection: 1"),
         );
     }
-    let running = ctx.shared.view().status_body.contains_key(&vmid);
+    let running = ctx.shared.view().status.index.contains_key(&vmid);
     let steps: Steps = Box::new(move |s| {
         if running {
             s.run(&argv(pct::stop_argv(vmid), "stop")?)?;

@@ -20,7 +20,7 @@ use crate::config::ApiListen;
 
 /// Worker threads answering requests. Quick changes wait for the loop inside a worker, so there
 /// are enough for a burst of them next to plenty of reads.
-pub const WORKERS: usize = 32;
+pub const WORKERS: usize = 16;
 /// Accepted connections waiting for a worker; beyond this a client gets 503 at once.
 const QUEUE: usize = 128;
 /// A client has this long to send its whole request.
@@ -87,6 +87,12 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.write(buf),
             Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write_vectored(bufs),
+            Conn::Unix(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
