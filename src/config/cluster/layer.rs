@@ -17,7 +17,7 @@ use super::{key_error, resolve, Membership, NodeOverride, CLUSTER_CONFIG_FILE, S
 
 /// Keys that belong to one node: its host paths, its files, and how it joins the cluster. In
 /// cluster mode only these may be in the local config, and none of them in the cluster-wide one.
-pub const LOCAL_KEYS: [&str; 15] = [
+pub const LOCAL_KEYS: [&str; 17] = [
     "pve_root",
     "cluster",
     "node_name",
@@ -33,6 +33,8 @@ pub const LOCAL_KEYS: [&str; 15] = [
     "metrics_file",
     "metrics_max_mb",
     "prometheus_textfile",
+    "pve_vmlist",
+    "api",
 ];
 
 /// Keys only the secrets file may set.
@@ -148,6 +150,8 @@ fn take_local_keys(cfg: &mut Config, local: &Config) {
     cfg.metrics_max_mb = local.metrics_max_mb;
     cfg.prometheus_textfile
         .clone_from(&local.prometheus_textfile);
+    cfg.pve_vmlist.clone_from(&local.pve_vmlist);
+    cfg.api.clone_from(&local.api);
     cfg.cluster_node.clone_from(&local.cluster_node);
     let mut warnings = local.warnings.clone();
     warnings.append(&mut cfg.warnings);
