@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tracing::debug;
 
 /// A message to the service loop. Handled between cycles, in arrival order; a `Stop` also
 /// interrupts the sampling window and is seen by `apply` between two `pct` calls.
@@ -59,6 +60,11 @@ impl Inbox {
                         LoopMsg::Reload
                     } else {
                         stop.store(true, Ordering::SeqCst);
+                        // After the store: whoever reads this line knows apply will see the stop.
+                        debug!(
+                            signal = sig,
+                            "stop requested: exiting after the pct call in flight, if any"
+                        );
                         LoopMsg::Stop
                     };
                     if tx.send(msg).is_err() {

@@ -22,7 +22,7 @@ pub const WINDOW_SECS: i64 = 300;
 
 /// The fake `pct`. It is a test fixture only: the daemon itself never runs a shell.
 const FAKE_PCT: &str = r#"#!/bin/sh
-# Records argv, optionally fails or hangs, then rewrites the conf's main section like pct set.
+# Records argv, optionally fails, hangs or waits at a gate, then rewrites the conf's main section like pct set.
 printf '%s\n' "$*" >> "@ROOT@/pct.calls"
 if [ -f "@ROOT@/pct.fail" ]; then
   echo "CT $2 is locked (backup)" >&2
@@ -31,8 +31,9 @@ fi
 if [ -f "@ROOT@/pct.hang" ]; then
   sleep 60
 fi
-if [ -f "@ROOT@/pct.slow" ]; then
-  sleep 2
+if [ -p "@ROOT@/pct.hold" ]; then
+  # Blocks until the test opens the FIFO for writing.
+  read -r _ < "@ROOT@/pct.hold" || true
 fi
 [ "$1" = set ] || exit 2
 conf="@ROOT@/pve/lxc/$2.conf"
