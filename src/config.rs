@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
+use cluster::{ClusterMode, NodeOverride};
+
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lxc_autoscale/lxc_autoscale.conf";
 
@@ -90,6 +93,19 @@ pub struct Config {
     pub metrics_max_mb: u64,
     /// Prometheus text file for node_exporter's textfile collector, rewritten each cycle. Empty = off.
     pub prometheus_textfile: PathBuf,
+    /// Root of the Proxmox cluster filesystem (pmxcfs); cluster mode reads everything below it.
+    pub pve_root: PathBuf,
+    /// This node's name in the cluster. Empty = `.members`' `nodename`, else the short hostname.
+    pub node_name: String,
+    /// `auto`: cluster mode when `<pve_root>/.members` lists more than one node; `off`: never.
+    pub cluster: ClusterMode,
+    /// `[nodes."<name>"]` overrides; allowed in the cluster-wide config only (`config::cluster`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeOverride>,
+
+    /// This node's name when cluster mode is on, filled by `config::cluster` at load.
+    #[serde(skip)]
+    pub cluster_node: Option<String>,
 
     /// VMID -> tier name, filled by `finish()`.
     #[serde(skip)]
@@ -180,6 +196,11 @@ impl Default for Config {
             metrics_file: PathBuf::from("/var/lib/lxc_autoscale/metrics.jsonl"),
             metrics_max_mb: 64,
             prometheus_textfile: PathBuf::new(),
+            pve_root: PathBuf::from(cluster::DEFAULT_PVE_ROOT),
+            node_name: String::new(),
+            cluster: ClusterMode::Auto,
+            nodes: BTreeMap::new(),
+            cluster_node: None,
             tier_index: HashMap::new(),
             ignore_index: HashSet::new(),
             warnings: Vec::new(),
@@ -427,7 +448,7 @@ mod spans {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
             let mut entries = Vec::new();
             while let Some(key) = map.next_key::<String>()? {
-                let value = if key == "tiers" {
+                let value = if key == "tiers" || key == "nodes" {
                     let node = map.next_value::<Node>()?;
                     Spanned::new(0..0, node)
                 } else {

@@ -12,7 +12,7 @@ use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::decide::plan::{Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
@@ -30,8 +30,9 @@ use crate::service::wake::{Inbox, LoopMsg};
 /// With no usable previous sample, CPU is measured over this window so the first cycle can act.
 const SAMPLE_WINDOW: Duration = Duration::from_secs(2);
 
+/// The config at `path`, with cluster mode resolved (`read::cluster::load_config`).
 pub fn load_config(path: &Path) -> Result<Config> {
-    config::load(path)
+    crate::read::cluster::load_config(path)
 }
 
 /// Config files holding a token must not be readable by others.

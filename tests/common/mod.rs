@@ -2,6 +2,7 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod rng;
 
 use std::io::{BufRead, BufReader, Read, Write};
