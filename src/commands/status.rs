@@ -25,6 +25,7 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     })
     .expect("never stopped");
     let plan = policy::decide(&cfg, &snap, &state, local_now());
+    let plan = crate::decide::hold::skip_held(plan, &state.holds, snap.taken_at_usec);
     let blocked = unreadable_baselines(&BackupStore::new(cfg.backup_dir.clone()), &plan);
     if json {
         let cycle = CycleInfo {
