@@ -85,7 +85,7 @@ main() {
 
     if [ "$purge" -eq 1 ]; then
         remove "$prefix/etc/lxc_autoscale" "$prefix/var/lib/lxc_autoscale" \
-            "$prefix/var/lock/lxc_autoscale.lock"
+            "$prefix/var/lock/lxc_autoscale.lock" "$prefix/run/lxc_autoscale"
         local log
         for log in "$prefix"/var/log/lxc_autoscale.log* "$prefix"/var/log/lxc_autoscale.json*; do
             remove "$log"

@@ -3,7 +3,7 @@
 //! Memory figures are Proxmox MB, which are MiB. Thresholds are percentages (0–100) and may be
 //! decimals; counts, sizes and hours are integers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,21 @@ use serde::{Deserialize, Serialize};
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lxc_autoscale/lxc_autoscale.conf";
+
+/// Default `lock_file`: in a root-owned 0755 runtime directory (systemd's `RuntimeDirectory`, or
+/// created by the program itself), where no other user can create or lock it first.
+pub const DEFAULT_LOCK_FILE: &str = "/run/lxc_autoscale/lxc_autoscale.lock";
+/// `lock_file` default before 0.2: in the world-writable `/run/lock`. Installed configs still name
+/// it (upgrades never overwrite a config), so it is read as `DEFAULT_LOCK_FILE`, with a warning.
+pub const OLD_DEFAULT_LOCK_FILE: &str = "/var/lock/lxc_autoscale.lock";
+
+/// Longest `poll_interval`: one day. Anything longer is a typo, and bounds all time arithmetic.
+pub const MAX_POLL_INTERVAL_SECS: u64 = 86_400;
+/// Largest config file read. A real config is a few KiB; the cap keeps a huge file from holding
+/// up a start or a reload.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Most entries in one list (`ignore_lxc`, a tier's `containers`) and most tiers.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
 
 /// Smallest VMID Proxmox hands out; lower numbers are reserved.
 pub const MIN_VMID: u32 = 100;
@@ -79,6 +94,12 @@ pub struct Config {
     /// VMID -> tier name, filled by `finish()`.
     #[serde(skip)]
     tier_index: HashMap<u32, String>,
+    /// `ignore_lxc` as a set, filled by `finish()`.
+    #[serde(skip)]
+    ignore_index: HashSet<u32>,
+    /// Things about the file worth a warning that do not make it invalid, filled by `parse()`.
+    #[serde(skip)]
+    warnings: Vec<String>,
 }
 
 /// A `[tiers.NAME]` section. Every `Option` left out inherits the top level.
@@ -141,7 +162,7 @@ impl Default for Config {
             reserve_cpu_percent: 10.0,
             reserve_memory_mb: 2048,
             log_file: PathBuf::from("/var/log/lxc_autoscale.log"),
-            lock_file: PathBuf::from("/var/lock/lxc_autoscale.lock"),
+            lock_file: PathBuf::from(DEFAULT_LOCK_FILE),
             backup_dir: PathBuf::from("/var/lib/lxc_autoscale/backups"),
             off_peak_start: 22,
             off_peak_end: 6,
@@ -160,6 +181,8 @@ impl Default for Config {
             metrics_max_mb: 64,
             prometheus_textfile: PathBuf::new(),
             tier_index: HashMap::new(),
+            ignore_index: HashSet::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -184,17 +207,71 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads and validates the config at `path`. Every error names the path.
+/// Reads and validates the config at `path`. Every error names the path. Only a regular file of
+/// at most `MAX_CONFIG_BYTES` is read: a FIFO, device or directory is refused without blocking.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = read_config_text(path)?;
     parse(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// The text of the config file at `path`, checked to be a regular file of at most
+/// `MAX_CONFIG_BYTES`. Opened with `O_NONBLOCK` and checked with `fstat` on the open file, so
+/// a FIFO never blocks the open and a file swapped in after the check is never read.
+fn read_config_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    if !kind.is_file() {
+        anyhow::bail!(
+            "cannot read config {}: it is {what}; the config must be a regular file",
+            path.display()
+        );
+    }
+    let too_big = || {
+        anyhow::anyhow!(
+            "cannot read config {}: larger than {MAX_CONFIG_BYTES} bytes",
+            path.display()
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // The file may grow after fstat: never read more than the cap.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("cannot read config {}: not UTF-8 text", path.display()))
 }
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> Result<Config> {
     let mut config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
     config.validate_in(Some(text))?;
+    config.upgrade_old_defaults();
     config.finish();
     Ok(config)
 }
@@ -269,11 +346,28 @@ fn find_key_line(text: &str, section: Option<&str>, key: &str) -> Option<usize> 
 }
 
 impl Config {
+    /// Warnings about the file that did not make it invalid; each is to be logged (or printed)
+    /// once per load.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Reads values that only an old default put in a config as today's default.
+    fn upgrade_old_defaults(&mut self) {
+        if self.lock_file == Path::new(OLD_DEFAULT_LOCK_FILE) {
+            self.lock_file = PathBuf::from(DEFAULT_LOCK_FILE);
+            self.warnings.push(format!(
+                "lock_file {OLD_DEFAULT_LOCK_FILE} is the old default in a directory every user can write to; using {DEFAULT_LOCK_FILE} instead (set lock_file to that, or remove the line, to silence this warning)"
+            ));
+        }
+    }
+
     /// Checks every cross-field rule. The first broken rule is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_in(None)
     }
 
+    #[allow(clippy::too_many_lines)] // split by h11's rework, in progress
     fn validate_in(&self, text: Option<&str>) -> Result<(), ConfigError> {
         let err = |section: Option<&str>, key: &str, message: String| {
             let full = match section {
@@ -290,13 +384,17 @@ impl Config {
             }
         };
 
-        if self.poll_interval < 1 {
+        if !(1..=MAX_POLL_INTERVAL_SECS).contains(&self.poll_interval) {
             return Err(err(
                 None,
                 "poll_interval",
-                "must be at least 1 second".into(),
+                format!(
+                    "must be from 1 to {MAX_POLL_INTERVAL_SECS} seconds (one day), got {}",
+                    self.poll_interval
+                ),
             ));
         }
+        self.check_list_sizes(&err)?;
         check_levels(&self.top_level_limits(), None, &err)?;
         if !(0.0..100.0).contains(&self.reserve_cpu_percent) || self.reserve_cpu_percent.is_nan() {
             return Err(err(
@@ -342,12 +440,47 @@ impl Config {
                 ));
             }
         }
+        self.check_tiers(&err)
+    }
 
+    /// Caps every list, so that the checks and the indexes stay small whatever the file holds.
+    fn check_list_sizes<F>(&self, err: &F) -> Result<(), ConfigError>
+    where
+        F: Fn(Option<&str>, &str, String) -> ConfigError,
+    {
+        let too_long =
+            |n: usize| format!("has {n} entries, more than the {MAX_LIST_ENTRIES} allowed");
+        if self.ignore_lxc.len() > MAX_LIST_ENTRIES {
+            return Err(err(None, "ignore_lxc", too_long(self.ignore_lxc.len())));
+        }
+        if self.tiers.len() > MAX_LIST_ENTRIES {
+            return Err(err(None, "tiers", too_long(self.tiers.len())));
+        }
+        for (name, tier) in &self.tiers {
+            if tier.containers.len() > MAX_LIST_ENTRIES {
+                let section = format!("tiers.{name}");
+                return Err(err(
+                    Some(&section),
+                    "containers",
+                    too_long(tier.containers.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each tier's own rules, and that no container is in two tiers or in a tier and
+    /// `ignore_lxc`. Linear in the number of entries: one hash lookup per container.
+    fn check_tiers<F>(&self, err: &F) -> Result<(), ConfigError>
+    where
+        F: Fn(Option<&str>, &str, String) -> ConfigError,
+    {
+        let ignored: HashSet<u32> = self.ignore_lxc.iter().copied().collect();
         let mut seen: HashMap<u32, &str> = HashMap::new();
         for (name, tier) in &self.tiers {
             let section = format!("tiers.{name}");
             let limits = self.merge(Some(name), tier);
-            check_levels(&limits, Some(&section), &err)?;
+            check_levels(&limits, Some(&section), err)?;
             for &vmid in &tier.containers {
                 if vmid < MIN_VMID {
                     return Err(err(
@@ -356,7 +489,7 @@ impl Config {
                         format!("{vmid} is not a VMID (must be {MIN_VMID} or more)"),
                     ));
                 }
-                if self.ignore_lxc.contains(&vmid) {
+                if ignored.contains(&vmid) {
                     return Err(err(
                         Some(&section),
                         "containers",
@@ -379,6 +512,7 @@ impl Config {
 
     /// Builds the VMID -> tier index. Called once after validation.
     fn finish(&mut self) {
+        self.ignore_index = self.ignore_lxc.iter().copied().collect();
         self.tier_index.clear();
         for (name, tier) in &self.tiers {
             for &vmid in &tier.containers {
@@ -402,7 +536,11 @@ impl Config {
 
     /// Whether `ignore_lxc` names this container.
     pub fn is_ignored(&self, vmid: u32) -> bool {
-        self.ignore_lxc.contains(&vmid)
+        if self.ignore_index.is_empty() {
+            // A config built in code without `parse()`.
+            return self.ignore_lxc.contains(&vmid);
+        }
+        self.ignore_index.contains(&vmid)
     }
 
     /// The effective settings for one container.
@@ -446,13 +584,15 @@ impl Config {
         }
     }
 
-    /// Whether Gotify notifications are configured.
+    /// Whether Gotify notifications are on: both `gotify_url` and `gotify_token` set to something
+    /// other than blanks. The one rule for `check-config` and the notifier.
     pub fn gotify_enabled(&self) -> bool {
-        !self.gotify_url.is_empty() && !self.gotify_token.is_empty()
+        !self.gotify_url.trim().is_empty() && !self.gotify_token.trim().is_empty()
     }
 }
 
 /// Rules shared by the top level and each tier (after inheritance).
+#[allow(clippy::too_many_lines)] // split by h11's rework, in progress
 fn check_levels<F>(l: &Limits, section: Option<&str>, err: &F) -> Result<(), ConfigError>
 where
     F: Fn(Option<&str>, &str, String) -> ConfigError,
@@ -572,7 +712,11 @@ mod tests {
         assert_eq!(c.reserve_cpu_percent, 10.0);
         assert_eq!(c.reserve_memory_mb, 2048);
         assert_eq!(c.log_file, PathBuf::from("/var/log/lxc_autoscale.log"));
-        assert_eq!(c.lock_file, PathBuf::from("/var/lock/lxc_autoscale.lock"));
+        assert_eq!(
+            c.lock_file,
+            PathBuf::from("/run/lxc_autoscale/lxc_autoscale.lock")
+        );
+        assert!(c.warnings().is_empty());
         assert_eq!(
             c.backup_dir,
             PathBuf::from("/var/lib/lxc_autoscale/backups")
@@ -816,5 +960,135 @@ mod tests {
         assert_eq!(other.tier, None);
         assert_eq!(other.priority, 0);
         assert_eq!(other.max_cores, 6);
+    }
+
+    #[test]
+    fn old_default_lock_file_is_read_as_the_new_one_with_one_warning() {
+        let c = parse("lock_file = \"/var/lock/lxc_autoscale.lock\"\n").unwrap();
+        assert_eq!(
+            c.lock_file,
+            PathBuf::from("/run/lxc_autoscale/lxc_autoscale.lock")
+        );
+        assert_eq!(
+            c.warnings(),
+            ["lock_file /var/lock/lxc_autoscale.lock is the old default in a directory every user can write to; using /run/lxc_autoscale/lxc_autoscale.lock instead (set lock_file to that, or remove the line, to silence this warning)"]
+        );
+    }
+
+    #[test]
+    fn other_lock_file_values_are_kept_without_warning() {
+        for value in [
+            "/var/lock/other.lock",
+            "/var/lock/lxc_autoscale.lock2",
+            "/run/x/y.lock",
+        ] {
+            let c = parse(&format!("lock_file = \"{value}\"\n")).unwrap();
+            assert_eq!(c.lock_file, PathBuf::from(value));
+            assert!(c.warnings().is_empty(), "{value}");
+        }
+    }
+
+    #[test]
+    fn poll_interval_is_bounded_to_one_day() {
+        assert_eq!(
+            parse("poll_interval = 86400\n").unwrap().poll_interval,
+            86_400
+        );
+        assert_eq!(
+            err_of("poll_interval = 86401\n"),
+            "key `poll_interval` (line 1): must be from 1 to 86400 seconds (one day), got 86401"
+        );
+        assert_eq!(
+            err_of("poll_interval = 9223372036854775807\n"),
+            "key `poll_interval` (line 1): must be from 1 to 86400 seconds (one day), got 9223372036854775807"
+        );
+    }
+
+    #[test]
+    fn load_refuses_a_directory_and_a_device_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        assert_eq!(
+            format!("{:#}", load(&dir).unwrap_err()),
+            format!(
+                "cannot read config {}: it is a directory; the config must be a regular file",
+                dir.display()
+            )
+        );
+        let null = Path::new("/dev/null");
+        assert_eq!(
+            format!("{:#}", load(null).unwrap_err()),
+            "cannot read config /dev/null: it is a device; the config must be a regular file"
+        );
+    }
+
+    #[test]
+    fn load_refuses_a_file_over_one_mib_and_reads_one_of_exactly_one_mib() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("big.conf");
+        let fill = |n: usize| {
+            let mut text = "poll_interval = 60\n#".to_string();
+            text.push_str(&"x".repeat(n - text.len() - 1));
+            text.push('\n');
+            assert_eq!(text.len(), n);
+            text
+        };
+        std::fs::write(&path, fill(1024 * 1024)).unwrap();
+        assert_eq!(load(&path).unwrap().poll_interval, 60);
+        std::fs::write(&path, fill(1024 * 1024 + 1)).unwrap();
+        assert_eq!(
+            format!("{:#}", load(&path).unwrap_err()),
+            format!(
+                "cannot read config {}: larger than 1048576 bytes",
+                path.display()
+            )
+        );
+    }
+
+    fn list(range: std::ops::Range<u32>) -> String {
+        let items: Vec<String> = range.map(|v| v.to_string()).collect();
+        format!("[{}]", items.join(","))
+    }
+
+    #[test]
+    fn lists_of_100_000_entries_are_checked_with_one_lookup_each() {
+        // Disjoint lists of the maximum size: the tier-versus-ignore check is a set lookup per
+        // container, so this is linear; the old nested scan did 10^10 comparisons here.
+        let text = format!(
+            "ignore_lxc = {}\n[tiers.big]\ncontainers = {}\n",
+            list(100..100_100),
+            list(200_000..300_000)
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.is_ignored(100_099));
+        assert!(!c.is_ignored(200_000));
+        assert_eq!(c.tier_of(299_999), Some("big"));
+    }
+
+    #[test]
+    fn list_longer_than_100_000_entries_is_refused_naming_the_key() {
+        assert_eq!(
+            err_of(&format!("ignore_lxc = {}\n", list(100..100_101))),
+            "key `ignore_lxc` (line 1): has 100001 entries, more than the 100000 allowed"
+        );
+        assert_eq!(
+            err_of(&format!(
+                "[tiers.big]\ncontainers = {}\n",
+                list(100..100_101)
+            )),
+            "key `tiers.big.containers` (line 2): has 100001 entries, more than the 100000 allowed"
+        );
+    }
+
+    #[test]
+    fn vmid_in_a_tier_and_a_long_ignore_list_is_found() {
+        let text = format!(
+            "ignore_lxc = {}\n[tiers.a]\ncontainers = [100200, 100050]\n",
+            list(100..100_100)
+        );
+        assert_eq!(
+            err_of(&text),
+            "key `tiers.a.containers` (line 3): container 100050 is also in ignore_lxc"
+        );
     }
 }

@@ -125,6 +125,64 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Mode of a runtime directory such as `/run/lxc_autoscale`: others may enter it, only we write.
+pub const RUNTIME_DIR_MODE: u32 = 0o755;
+
+/// Creates the runtime directory `dir` (lock file, API socket) with mode 0755 when missing, and
+/// checks it: refuses a symlink, a non-directory, a directory owned by anyone but our effective
+/// uid, and one that group or others can write to (they could swap the files in it). Errors name
+/// the path. Missing parents are created with the same mode.
+pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(RUNTIME_DIR_MODE)
+                .create(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            // The umask may have narrowed the mode; 0755 is what readers of the socket need.
+            fs::set_permissions(dir, Permissions::from_mode(RUNTIME_DIR_MODE))
+                .with_context(|| format!("cannot set mode of directory {}", dir.display()))?;
+            fs::symlink_metadata(dir)
+                .with_context(|| format!("cannot inspect directory {}", dir.display()))?
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect directory {}", dir.display()))
+        }
+    };
+    check_runtime_dir(dir, &meta, nix::unistd::geteuid().as_raw())
+}
+
+/// The rules of `ensure_runtime_dir` on an existing entry, for owner `euid`.
+fn check_runtime_dir(dir: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
+    if meta.file_type().is_symlink() {
+        bail!("refusing directory {}: it is a symlink", dir.display());
+    }
+    if !meta.is_dir() {
+        bail!(
+            "refusing directory {}: it is not a directory",
+            dir.display()
+        );
+    }
+    if meta.uid() != euid {
+        bail!(
+            "refusing directory {}: owned by uid {}, not by uid {euid} that runs lxc_autoscale",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "refusing directory {}: group or others can write to it (mode {mode:o}); run: chmod go-w {}",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +281,78 @@ mod tests {
         let err = format!("{:#}", ensure_private_dir(&file).unwrap_err());
         assert!(err.contains("not a directory"), "{err}");
         assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn ensure_runtime_dir_creates_a_0755_dir_owned_by_us() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run").join("lxc_autoscale");
+        ensure_runtime_dir(&dir).unwrap();
+        let meta = fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(mode_of(&dir), 0o755);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        // An existing, correct directory is accepted as it is.
+        ensure_runtime_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn ensure_runtime_dir_refuses_a_symlink_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        symlink(&real, &link).unwrap();
+        assert_eq!(
+            format!("{:#}", ensure_runtime_dir(&link).unwrap_err()),
+            format!("refusing directory {}: it is a symlink", link.display())
+        );
+    }
+
+    #[test]
+    fn ensure_runtime_dir_refuses_a_file_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert_eq!(
+            format!("{:#}", ensure_runtime_dir(&file).unwrap_err()),
+            format!(
+                "refusing directory {}: it is not a directory",
+                file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn ensure_runtime_dir_refuses_group_or_other_write_bits() {
+        let tmp = tempfile::tempdir().unwrap();
+        for mode in [0o775, 0o757, 0o1777] {
+            let dir = tmp.path().join(format!("d{mode:o}"));
+            fs::create_dir(&dir).unwrap();
+            fs::set_permissions(&dir, Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                format!("{:#}", ensure_runtime_dir(&dir).unwrap_err()),
+                format!(
+                    "refusing directory {}: group or others can write to it (mode {mode:o}); run: chmod go-w {}",
+                    dir.display(),
+                    dir.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn ensure_runtime_dir_refuses_another_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = fs::symlink_metadata(tmp.path()).unwrap();
+        let other = meta.uid() + 1;
+        assert_eq!(
+            format!("{:#}", check_runtime_dir(tmp.path(), &meta, other).unwrap_err()),
+            format!(
+                "refusing directory {}: owned by uid {}, not by uid {other} that runs lxc_autoscale",
+                tmp.path().display(),
+                meta.uid()
+            )
+        );
     }
 }

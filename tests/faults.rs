@@ -106,7 +106,7 @@ fn cores_change(vmid: u32, from: u32, to: u32) -> Change {
         vmid,
         cores: Some(Step { from, to }),
         memory_mb: None,
-        reason: "test".into(),
+        reasons: Vec::new(),
     }
 }
 

@@ -629,3 +629,56 @@ fn status_json_holds_the_plan_and_the_rich_figures() {
     assert_eq!(v["containers"][0]["memory_used_mb"], 900.0);
     assert!(host.pct_calls().is_empty());
 }
+
+#[test]
+fn replay_timeline_writes_one_line_per_container_per_cycle() {
+    let (host, cfg, history) = recorded_history();
+    let timeline = host.path("timeline.jsonl");
+    let args = [
+        "--metrics",
+        history.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+    ];
+    let summary = replay_json(&host, &args);
+    let text = std::fs::read_to_string(&timeline).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 5 cycles × 2 containers, in time order then VMID order.
+    assert_eq!(rows.len(), 10);
+    let keys: Vec<(i64, u64)> = rows
+        .iter()
+        .map(|r| (r["ts_usec"].as_i64().unwrap(), r["vmid"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(i64, u64)> = (0..5)
+        .flat_map(|k| {
+            [
+                (T0_USEC + k * STEP_USEC, 101),
+                (T0_USEC + k * STEP_USEC, 102),
+            ]
+        })
+        .collect();
+    assert_eq!(keys, want);
+    // 101 starts at 2 cores / 1024 MB with 900 MB used, and gets 4 cores / 1800 MB for cycle 1.
+    assert_eq!(
+        (rows[0]["cores"].as_f64(), rows[0]["memory_mb"].as_u64()),
+        (Some(2.0), Some(1024))
+    );
+    assert_eq!(rows[0]["used_mb"], 900.0);
+    assert_eq!(
+        (rows[2]["cores"].as_f64(), rows[2]["memory_mb"].as_u64()),
+        (Some(4.0), Some(1800))
+    );
+    // Nothing in this history exceeds its allocation.
+    assert!(rows.iter().all(|r| r["unmet_mb"] == 0.0), "{text}");
+    let t = &summary[0]["summary"]["total"];
+    assert_eq!(
+        t["saturated_minutes"],
+        serde_json::json!({"cpu": 0.0, "memory": 0.0})
+    );
+    assert_eq!(t["container_minutes"], 50.0);
+}

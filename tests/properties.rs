@@ -8,6 +8,7 @@ mod invariants;
 mod snapgen;
 
 use lxc_autoscale::config;
+use lxc_autoscale::decide::plan::Reason;
 use lxc_autoscale::decide::policy;
 use lxc_autoscale::read::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
 use lxc_autoscale::read::hostproc::{parse_meminfo, parse_stat};
@@ -208,7 +209,10 @@ fn generated_cases_exercise_every_kind_of_change() {
                 Some(_) => mem_down += 1,
                 None => {}
             }
-            if c.reason.contains("cut to host headroom") {
+            if c.reasons
+                .iter()
+                .any(|r| matches!(r, Reason::Scaled { cut: true, .. }))
+            {
                 cut += 1;
             }
         }

@@ -71,7 +71,7 @@ fn vmids_below_100_never_reach_an_argv() {
         vmid: 42,
         cores: Some(Step { from: 2, to: 4 }),
         memory_mb: None,
-        reason: "test".into(),
+        reasons: Vec::new(),
     };
     let mut target = Target {
         pct: &mut recorder,
@@ -251,7 +251,27 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
         assert_output_clean(&args.join(" "), &out);
     }
 
-    // Config errors, including a malformed token line, never echo the token.
+    assert_config_errors_hide_token(&host);
+    for file in [
+        "var/log/lxc_autoscale.log",
+        "var/log/lxc_autoscale.events.jsonl",
+    ] {
+        let path = host.path(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            assert_no_token(file, &text);
+        }
+    }
+    for entry in walk(&host.path("var")) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert_no_token(
+            &entry.display().to_string(),
+            &String::from_utf8_lossy(&bytes),
+        );
+    }
+}
+
+/// Config errors, including a malformed token line, never echo the token.
+fn assert_config_errors_hide_token(host: &FakeHost) {
     for bad in [
         format!("gotify_token = \"{TOKEN}\"\npoll_interval = 0\n"),
         format!("gotify_token = {TOKEN}\n"),
@@ -269,23 +289,6 @@ fn gotify_token_never_appears_in_logs_errors_notifications_or_command_output() {
             assert_output_clean(&format!("{} with {bad:?}", args.join(" ")), &out);
             assert!(!stderr(&out).contains("987654321987"), "{}", stderr(&out));
         }
-    }
-
-    for file in [
-        "var/log/lxc_autoscale.log",
-        "var/log/lxc_autoscale.events.jsonl",
-    ] {
-        let path = host.path(file);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            assert_no_token(file, &text);
-        }
-    }
-    for entry in walk(&host.path("var")) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        assert_no_token(
-            &entry.display().to_string(),
-            &String::from_utf8_lossy(&bytes),
-        );
     }
 }
 

@@ -286,62 +286,80 @@ impl Soak {
                     continue;
                 }
             }
-            // Loads wander, with the odd spike.
-            let cap = f64::from(ct.cores);
-            ct.demand = if self.rng.chance(20_000) {
-                cap * 1.5
-            } else {
-                (ct.demand + (self.rng.unit() - 0.5) * 0.4 * cap).clamp(0.0, cap * 1.5)
-            };
-            ct.used_frac = (ct.used_frac + (self.rng.unit() - 0.5) * 0.1).clamp(0.02, 0.97);
-            let used = ct.demand.min(cap);
-            busy_usec += used * dt_usec as f64;
-            ct.usage_usec += (used * dt_usec as f64) as u64;
-            let used_bytes = (ct.used_frac * ct.memory_mb as f64) as u64 * MIB;
-            let cache_bytes = self.rng.below(256) * MIB;
-            let lock_flip = self.rng.chance(2_000);
-            let fault = self.rng.below(1_000_000);
-            let mut cpu_stat =
-                format!("usage_usec {}\nuser_usec 0\nsystem_usec 0\n", ct.usage_usec);
-            let mut current = format!("{}\n", used_bytes + cache_bytes);
-            let mut mem_stat = format!("anon {used_bytes}\nfile {cache_bytes}\n");
-            let mut garble_conf = false;
-            match fault {
-                0..=999 => cpu_stat = "usage_usec \0\u{fffd}max\n".into(),
-                1_000..=1_999 => current = "max\n".into(),
-                2_000..=2_999 => mem_stat = String::new(),
-                3_000..=3_499 => cpu_stat = format!("usage_usec {}\n", ct.usage_usec / 2),
-                3_500..=3_999 => garble_conf = true,
-                _ => {}
-            }
-            if fault < 4_000 {
-                faults += 1;
-            }
-            if lock_flip {
-                ct.locked = !ct.locked;
-            }
-            // A container may stop between being listed and being read: its files vanish.
-            let vanish = self.rng.chance(500);
-            std::fs::write(dir.join("cpu.stat"), cpu_stat).unwrap();
-            std::fs::write(dir.join("memory.current"), current).unwrap();
-            std::fs::write(dir.join("memory.stat"), mem_stat).unwrap();
-            if lock_flip {
-                self.write_conf(vmid);
-            }
-            if garble_conf {
-                let path = self.conf_path(vmid);
-                let good = std::fs::read(&path).unwrap();
-                std::fs::write(&path, b"\0\xff\xfe garbage").unwrap();
-                // Restored next step: a conf is garbled for one cycle only.
-                self.pending_restore.push((path, good));
-            }
-            if vanish {
-                for f in ["cpu.stat", "memory.current", "memory.stat"] {
-                    std::fs::remove_file(dir.join(f)).unwrap();
-                }
-                faults += 1;
-            }
+            let (busy, ct_faults) = self.step_container(vmid, dt_usec);
+            busy_usec += busy;
+            faults += ct_faults;
         }
+        faults + self.step_host(dt_usec, busy_usec)
+    }
+
+    /// Moves one running container forward and writes its cgroup files; returns the CPU time it
+    /// used (usec) and the faults injected.
+    fn step_container(&mut self, vmid: u32, dt_usec: u64) -> (f64, u64) {
+        let dir = self.cgroup(vmid);
+        let mut faults = 0;
+        let ct = self.cts.get_mut(&vmid).unwrap();
+        // Loads wander, with the odd spike.
+        let cap = f64::from(ct.cores);
+        ct.demand = if self.rng.chance(20_000) {
+            cap * 1.5
+        } else {
+            (ct.demand + (self.rng.unit() - 0.5) * 0.4 * cap).clamp(0.0, cap * 1.5)
+        };
+        ct.used_frac = (ct.used_frac + (self.rng.unit() - 0.5) * 0.1).clamp(0.02, 0.97);
+        let used = ct.demand.min(cap);
+        let busy_usec = used * dt_usec as f64;
+        ct.usage_usec += (used * dt_usec as f64) as u64;
+        let used_bytes = (ct.used_frac * ct.memory_mb as f64) as u64 * MIB;
+        let cache_bytes = self.rng.below(256) * MIB;
+        let lock_flip = self.rng.chance(2_000);
+        let fault = self.rng.below(1_000_000);
+        let mut cpu_stat = format!("usage_usec {}\nuser_usec 0\nsystem_usec 0\n", ct.usage_usec);
+        let mut current = format!("{}\n", used_bytes + cache_bytes);
+        let mut mem_stat = format!("anon {used_bytes}\nfile {cache_bytes}\nshmem 0\n");
+        let mut garble_conf = false;
+        match fault {
+            0..=999 => cpu_stat = "usage_usec \0\u{fffd}max\n".into(),
+            1_000..=1_999 => current = "max\n".into(),
+            2_000..=2_999 => mem_stat = String::new(),
+            3_000..=3_499 => cpu_stat = format!("usage_usec {}\n", ct.usage_usec / 2),
+            3_500..=3_999 => garble_conf = true,
+            _ => {}
+        }
+        if fault < 4_000 {
+            faults += 1;
+        }
+        if lock_flip {
+            ct.locked = !ct.locked;
+        }
+        // A container may stop between being listed and being read: its files vanish.
+        let vanish = self.rng.chance(500);
+        std::fs::write(dir.join("cpu.stat"), cpu_stat).unwrap();
+        std::fs::write(dir.join("memory.current"), current).unwrap();
+        std::fs::write(dir.join("memory.stat"), mem_stat).unwrap();
+        if lock_flip {
+            self.write_conf(vmid);
+        }
+        if garble_conf {
+            let path = self.conf_path(vmid);
+            let good = std::fs::read(&path).unwrap();
+            std::fs::write(&path, b"\0\xff\xfe garbage").unwrap();
+            // Restored next step: a conf is garbled for one cycle only.
+            self.pending_restore.push((path, good));
+        }
+        if vanish {
+            for f in ["cpu.stat", "memory.current", "memory.stat"] {
+                std::fs::remove_file(dir.join(f)).unwrap();
+            }
+            faults += 1;
+        }
+        (busy_usec, faults)
+    }
+
+    /// Moves the host counters forward and writes /proc/stat and /proc/meminfo; returns the
+    /// faults injected.
+    fn step_host(&mut self, dt_usec: u64, busy_usec: f64) -> u64 {
+        let mut faults = 0;
         self.host_total += dt_usec / 10_000 * u64::from(HOST_CPUS);
         self.host_busy += (busy_usec / 10_000.0) as u64;
         self.host_busy = self.host_busy.min(self.host_total);
@@ -434,49 +452,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
             };
             apply::apply(&plan.changes, &snap, &mut target, clock)
         };
-        let stamp = clock.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        for a in &report.applied {
-            let vmid = a.change.vmid;
-            let (_, latest) = backups
-                .latest(vmid)
-                .unwrap()
-                .unwrap_or_else(|| panic!("cycle {cycle}: applied change of {vmid} has no backup"));
-            assert_eq!(
-                latest.timestamp, stamp,
-                "cycle {cycle}: backup of {vmid} is not this change's"
-            );
-            let after = latest.after.expect("a change backup has `after`");
-            if let Some(s) = a.change.cores {
-                assert_eq!(after.cores, Some(s.to));
-                assert_eq!(latest.before.cores, Some(s.from));
-            }
-            if let Some(s) = a.change.memory_mb {
-                assert_eq!(after.memory_mb, s.to);
-                assert_eq!(latest.before.memory_mb, s.from);
-            }
-            let baseline = backups.baseline(vmid).unwrap().expect("baseline");
-            assert_eq!(
-                baseline.before, soak.first_alloc[&vmid],
-                "cycle {cycle}: baseline of {vmid} lost"
-            );
-            soak.sync_from_conf(vmid);
-            let ct = &soak.cts[&vmid];
-            if let Some(s) = a.change.cores {
-                assert_eq!(ct.cores, s.to, "cycle {cycle}: conf of {vmid}");
-            }
-            if let Some(s) = a.change.memory_mb {
-                assert_eq!(ct.memory_mb, s.to, "cycle {cycle}: conf of {vmid}");
-            }
-        }
-        for f in &report.failed {
-            if let Some((_, latest)) = backups.latest(f.vmid).unwrap() {
-                assert_ne!(
-                    latest.timestamp, stamp,
-                    "cycle {cycle}: failed change of {} left a backup",
-                    f.vmid
-                );
-            }
-        }
+        check_report(&mut soak, &backups, &report, cycle, clock);
         figures.applied += report.applied.len() as u64;
         figures.failed += report.failed.len() as u64;
 
@@ -507,6 +483,60 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
         );
     }
     figures
+}
+
+/// Every applied change has this cycle's backup, the baseline still holds the first allocation
+/// and the conf holds what pct was told; no failed change left a backup.
+fn check_report(
+    soak: &mut Soak,
+    backups: &BackupStore,
+    report: &apply::Report,
+    cycle: u64,
+    clock: DateTime<Utc>,
+) {
+    let stamp = clock.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for a in &report.applied {
+        let vmid = a.change.vmid;
+        let (_, latest) = backups
+            .latest(vmid)
+            .unwrap()
+            .unwrap_or_else(|| panic!("cycle {cycle}: applied change of {vmid} has no backup"));
+        assert_eq!(
+            latest.timestamp, stamp,
+            "cycle {cycle}: backup of {vmid} is not this change's"
+        );
+        let after = latest.after.expect("a change backup has `after`");
+        if let Some(s) = a.change.cores {
+            assert_eq!(after.cores, Some(s.to));
+            assert_eq!(latest.before.cores, Some(s.from));
+        }
+        if let Some(s) = a.change.memory_mb {
+            assert_eq!(after.memory_mb, s.to);
+            assert_eq!(latest.before.memory_mb, s.from);
+        }
+        let baseline = backups.baseline(vmid).unwrap().expect("baseline");
+        assert_eq!(
+            baseline.before, soak.first_alloc[&vmid],
+            "cycle {cycle}: baseline of {vmid} lost"
+        );
+        soak.sync_from_conf(vmid);
+        let ct = &soak.cts[&vmid];
+        if let Some(s) = a.change.cores {
+            assert_eq!(ct.cores, s.to, "cycle {cycle}: conf of {vmid}");
+        }
+        if let Some(s) = a.change.memory_mb {
+            assert_eq!(ct.memory_mb, s.to, "cycle {cycle}: conf of {vmid}");
+        }
+    }
+    for f in &report.failed {
+        if let Some((_, latest)) = backups.latest(f.vmid).unwrap() {
+            assert_ne!(
+                latest.timestamp, stamp,
+                "cycle {cycle}: failed change of {} left a backup",
+                f.vmid
+            );
+        }
+    }
 }
 
 fn check_figures(f: &Figures, rss_slack_kib: u64) {

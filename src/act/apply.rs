@@ -62,6 +62,7 @@ pub fn describe(change: &Change) -> String {
 
 /// Applies every change of `plan_changes` in order. Per-container problems are logged with the
 /// vmid and never stop the loop.
+#[allow(clippy::too_many_lines)] // split by h11's rework, in progress
 pub fn apply(
     changes: &[Change],
     snap: &Snapshot,
@@ -93,7 +94,7 @@ pub fn apply(
         };
         let command = format!("{} {}", target.pct_display, argv.join(" "));
         if target.dry_run {
-            info!(vmid, command = %command, reason = %change.reason, "dry run: would run");
+            info!(vmid, command = %command, reason = %change.why(), "dry run: would run");
             report.would_run.push(command);
             continue;
         }
@@ -145,7 +146,7 @@ pub fn apply(
                     cores_to = change.cores.map(|s| s.to),
                     memory_from_mb = change.memory_mb.map(|s| s.from),
                     memory_to_mb = change.memory_mb.map(|s| s.to),
-                    reason = %change.reason,
+                    reason = %change.why(),
                     "scaled"
                 );
                 if let Some(events) = target.events {

@@ -18,9 +18,45 @@ const TOKEN_HEADER: &str = "X-Gotify-Key";
 const MESSAGE_PATH: &str = "/message";
 const REDACTED: &str = "[redacted]";
 
+/// A Gotify base URL, split on construction so that no text is ever built from the credentials:
+/// the userinfo (`user:password@`) lives only in the `Authorization` header value, and every
+/// URL the HTTP library sees, and so every error it prints, is built without it.
+struct BaseUrl {
+    /// `scheme://host[:port]/path`, no userinfo.
+    shown: String,
+    /// `Basic <base64>` of the percent-decoded `user:password`, if the URL had any.
+    basic_auth: Option<String>,
+}
+
+impl BaseUrl {
+    fn parse(url: &str) -> BaseUrl {
+        let url = url.trim();
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return BaseUrl {
+                shown: url.to_string(),
+                basic_auth: None,
+            };
+        };
+        let rest = &url[scheme_end..];
+        // The host is after the LAST '@' before the path: a raw '@' may sit in the password.
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (userinfo, host_and_path) = match rest[..authority_end].rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let basic_auth = userinfo
+            .filter(|u| !u.is_empty())
+            .map(|u| format!("Basic {}", base64(&percent_decode(u))));
+        BaseUrl {
+            shown: format!("{}{host_and_path}", &url[..scheme_end]),
+            basic_auth,
+        }
+    }
+}
+
 /// Sends messages to one Gotify server.
 pub struct Notifier {
-    url: String,
+    url: BaseUrl,
     /// Secret: never logged, never in `Debug`.
     token: String,
     timeout: Duration,
@@ -38,7 +74,7 @@ struct Message<'a> {
 impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
-            .field("url", &redact_userinfo(&self.url))
+            .field("url", &self.url.shown)
             .field("token", &REDACTED)
             .field("timeout", &self.timeout)
             .field("down", &self.down)
@@ -49,7 +85,7 @@ impl fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier for `gotify_url` with `gotify_token`, or `None` unless both are set.
     pub fn from_config(config: &Config) -> Option<Notifier> {
-        if config.gotify_url.trim().is_empty() || config.gotify_token.trim().is_empty() {
+        if !config.gotify_enabled() {
             return None;
         }
         Some(Notifier::new(&config.gotify_url, &config.gotify_token))
@@ -58,7 +94,7 @@ impl Notifier {
     /// A notifier for the Gotify server at base `url` (with or without a trailing `/`).
     pub fn new(url: &str, token: &str) -> Notifier {
         Notifier {
-            url: url.trim().to_string(),
+            url: BaseUrl::parse(url),
             token: token.trim().to_string(),
             timeout: GOTIFY_TIMEOUT,
             down: false,
@@ -78,7 +114,7 @@ impl Notifier {
 
     /// The URL messages are posted to.
     fn endpoint(&self) -> String {
-        format!("{}{MESSAGE_PATH}", self.url.trim_end_matches('/'))
+        format!("{}{MESSAGE_PATH}", self.url.shown.trim_end_matches('/'))
     }
 
     /// Posts one message. Returns whether Gotify accepted it. Never panics and never fails the
@@ -117,14 +153,22 @@ impl Notifier {
             message,
             priority,
         };
-        let response = agent
-            .post(&self.endpoint())
-            .set(TOKEN_HEADER, &self.token)
-            .send_json(&body)
-            .map_err(|e| match e {
-                ureq::Error::Status(code, _) => format!("gotify answered http status {code}"),
-                ureq::Error::Transport(t) => format!("cannot reach gotify: {t}"),
-            })?;
+        let endpoint = self.endpoint();
+        let mut request = agent.post(&endpoint).set(TOKEN_HEADER, &self.token);
+        if let Some(auth) = &self.url.basic_auth {
+            request = request.set("Authorization", auth);
+        }
+        // The library's own error text is never used: it is rebuilt from the error kind and the
+        // underlying cause, around the URL without credentials.
+        let response = request.send_json(&body).map_err(|e| match e {
+            ureq::Error::Status(code, _) => format!("gotify answered http status {code}"),
+            ureq::Error::Transport(t) => {
+                let cause = std::error::Error::source(&t)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                format!("cannot reach gotify at {endpoint}: {}{cause}", t.kind())
+            }
+        })?;
         let status = response.status();
         if !(200..300).contains(&status) {
             return Err(format!("gotify answered http status {status}"));
@@ -132,42 +176,84 @@ impl Notifier {
         Ok(())
     }
 
-    /// `text` without the token or any password in the URL.
+    /// `text` without the token, in case some part of it echoed the token back (the URL and the
+    /// credentials never reach any text in the first place).
     fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        if !self.token.is_empty() {
-            out = out.replace(&self.token, REDACTED);
+        if self.token.is_empty() {
+            return text.to_string();
         }
-        if let Some(userinfo) = userinfo_of(&self.url) {
-            out = out.replace(userinfo, REDACTED);
-        }
-        out
+        text.replace(&self.token, REDACTED)
+            .replace(&percent_encode(&self.token), REDACTED)
     }
 }
 
-/// The `user:password` part of `scheme://user:password@host/...`, if any.
-fn userinfo_of(url: &str) -> Option<&str> {
-    let after_scheme = &url[url.find("://")? + 3..];
-    let authority = after_scheme.split(['/', '?', '#']).next()?;
-    let at = authority.rfind('@')?;
-    Some(&authority[..at]).filter(|u| !u.is_empty())
-}
-
-/// `url` fit to print: no password in its userinfo, and no copy of `token` (e.g. in a query).
+/// `url` fit to print: without its userinfo, and without any copy of `token` (e.g. in a query).
 pub fn redact_url(url: &str, token: &str) -> String {
-    let url = redact_userinfo(url);
+    let shown = BaseUrl::parse(url).shown;
     if token.is_empty() {
-        url
+        shown
     } else {
-        url.replace(token, REDACTED)
+        shown.replace(token, REDACTED)
     }
 }
 
-fn redact_userinfo(url: &str) -> String {
-    match userinfo_of(url) {
-        Some(userinfo) => url.replacen(userinfo, REDACTED, 1),
-        None => url.to_string(),
+/// `%XX` escapes decoded to bytes; anything else kept as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
     }
+    out
+}
+
+/// Every byte outside `A-Za-z0-9-._~` as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Standard base64 with padding (RFC 4648), for the `Authorization: Basic` header.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -341,6 +427,13 @@ mod tests {
         assert_eq!(n.endpoint(), "https://gotify.example/message");
         c.gotify_url.clear();
         assert!(Notifier::from_config(&c).is_none());
+        c.gotify_url = "https://gotify.example".into();
+        c.gotify_token = " \t".into();
+        assert!(Notifier::from_config(&c).is_none());
+        assert!(
+            !c.gotify_enabled(),
+            "check-config must agree with the notifier"
+        );
     }
 
     #[test]
@@ -353,18 +446,85 @@ mod tests {
     }
 
     #[test]
-    fn redact_removes_token_and_url_credentials() {
-        let n = Notifier::new("http://admin:hunter2@10.0.0.5:8080", "AbCdEf");
+    fn redact_removes_the_token_raw_and_percent_encoded() {
+        let n = Notifier::new("http://10.0.0.5:8080", "Ab/Cd+Ef");
         assert_eq!(
-            n.redact("error for http://admin:hunter2@10.0.0.5:8080/message?token=AbCdEf"),
-            "error for http://[redacted]@10.0.0.5:8080/message?token=[redacted]"
+            n.redact("error for ?token=Ab/Cd+Ef and ?token=Ab%2FCd%2BEf"),
+            "error for ?token=[redacted] and ?token=[redacted]"
         );
     }
 
     #[test]
-    fn userinfo_is_found_only_in_the_authority() {
-        assert_eq!(userinfo_of("https://u:p@h/x"), Some("u:p"));
-        assert_eq!(userinfo_of("https://h/x@y"), None);
-        assert_eq!(userinfo_of("https://h"), None);
+    fn base_url_keeps_credentials_out_of_every_shown_form() {
+        let u = BaseUrl::parse("http://admin:p@ss{w0rd}ü@host:8080/sub/");
+        assert_eq!(u.shown, "http://host:8080/sub/");
+        assert_eq!(
+            u.basic_auth.as_deref(),
+            Some(format!("Basic {}", base64("admin:p@ss{w0rd}ü".as_bytes())).as_str())
+        );
+        let u = BaseUrl::parse("https://u:p%40ss@h/x@y");
+        assert_eq!(u.shown, "https://h/x@y");
+        assert_eq!(u.basic_auth.as_deref(), Some("Basic dTpwQHNz"));
+        let u = BaseUrl::parse("https://h");
+        assert_eq!((u.shown.as_str(), u.basic_auth), ("https://h", None));
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn password_in_url_never_reaches_the_failure_text_in_any_encoding() {
+        let password = "p@ss{w0rd}ü";
+        let addr = closed_port_url();
+        let url = format!(
+            "http://admin:{password}@{}/",
+            addr.trim_start_matches("http://")
+        );
+        let n = Notifier::new(&url, "s3cr3t-token");
+        let reason = n.post("t", "m", 5).unwrap_err();
+        assert!(
+            reason.starts_with(&format!(
+                "cannot reach gotify at {addr}/message: Connection Failed: "
+            )),
+            "{reason}"
+        );
+        for secret in [
+            password.to_string(),
+            percent_encode(password),
+            "p%40ss%7Bw0rd%7D%C3%BC".to_string(),
+            base64(format!("admin:{password}").as_bytes()),
+            base64(format!("admin:{}", percent_encode(password)).as_bytes()),
+            "s3cr3t-token".to_string(),
+            "admin".to_string(),
+        ] {
+            assert!(!reason.contains(&secret), "{secret} in {reason}");
+            assert!(!format!("{n:?}").contains(&secret), "{secret} in debug");
+        }
+    }
+
+    #[test]
+    fn url_credentials_go_in_a_basic_auth_header_with_the_decoded_password() {
+        let (url, rx) = serve_once("200 OK");
+        let with_auth = url.replace("http://", "http://admin:p%40ss{w0rd}ü@");
+        let mut n = Notifier::new(&with_auth, "tok");
+        assert!(n.send("t", "m", 5));
+        let seen = rx.recv().unwrap();
+        assert_eq!(seen.request_line, "POST /message HTTP/1.1");
+        assert_eq!(
+            seen.header("Authorization"),
+            Some(format!("Basic {}", base64("admin:p@ss{w0rd}ü".as_bytes())).as_str())
+        );
     }
 }

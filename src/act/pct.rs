@@ -157,7 +157,8 @@ impl PctRunner for CommandRunner {
         };
 
         let stderr_rx = child.stderr.take().map(spawn_stderr_reader);
-        let deadline = Instant::now() + self.timeout;
+        // `None`: a timeout too long for the clock to represent, i.e. no timeout.
+        let deadline = Instant::now().checked_add(self.timeout);
         let status = match wait_until(&mut child, deadline) {
             Some(status) => status,
             None => {
@@ -169,7 +170,7 @@ impl PctRunner for CommandRunner {
             return PctOutcome::Ok;
         }
         let stderr = stderr_rx
-            .and_then(|rx| rx.recv_timeout(STDERR_GRACE).ok())
+            .map(|rx| collect_stderr(&rx, STDERR_GRACE))
             .unwrap_or_default();
         PctOutcome::Failed {
             code: status.code(),
@@ -178,31 +179,49 @@ impl PctRunner for CommandRunner {
     }
 }
 
-/// Reads the pipe to EOF in a thread, keeping the first `STDERR_KEEP_BYTES`.
+/// Reads the pipe to EOF in a thread and passes each chunk on as it arrives, so that what was
+/// read stays available even if EOF never comes (a grandchild holding the pipe open).
 fn spawn_stderr_reader(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let room = STDERR_KEEP_BYTES.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    // The receiver is gone once the run is over; keep draining the pipe anyway
+                    // so the writer never blocks on it.
+                    let _ = tx.send(buf[..n].to_vec());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        // The receiver is gone after a timeout; nothing to do then.
-        let _ = tx.send(kept);
     });
     rx
 }
 
-/// The exit status, or `None` once `deadline` passes with the child still running.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+/// The first `STDERR_KEEP_BYTES` of what the reader passed on until EOF, or until `grace` is up:
+/// everything read before then is kept.
+fn collect_stderr(rx: &mpsc::Receiver<Vec<u8>>, grace: Duration) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let end = Instant::now().checked_add(grace);
+    loop {
+        let left = end.map_or(grace, |end| end.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(left) {
+            Ok(chunk) => {
+                let room = STDERR_KEEP_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            // EOF (the reader ended) or the grace period is over.
+            Err(_) => return kept,
+        }
+    }
+}
+
+/// The exit status, or `None` once `deadline` passes with the child still running (`None` as
+/// deadline: wait for the exit).
+fn wait_until(child: &mut Child, deadline: Option<Instant>) -> Option<ExitStatus> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
@@ -211,10 +230,11 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
             Err(_) => return None,
         }
         let now = Instant::now();
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             return None;
         }
-        thread::sleep(POLL_INTERVAL.min(deadline - now));
+        let left = deadline.map_or(POLL_INTERVAL, |d| d.saturating_duration_since(now));
+        thread::sleep(POLL_INTERVAL.min(left));
     }
 }
 
@@ -528,5 +548,50 @@ mod tests {
             }
             other => panic!("expected SpawnError, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn stderr_is_kept_when_a_grandchild_holds_it_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("grandchild");
+        // pct leaves a child behind that inherited stderr, then fails.
+        let pct = fake_pct(
+            tmp.path(),
+            &format!(
+                "sleep 30 &\necho $! > '{}'\necho 'CT 101 is locked (backup)' >&2\nexit 25",
+                pidfile.display()
+            ),
+        );
+        let mut runner = CommandRunner {
+            path: pct,
+            timeout: Duration::from_secs(20),
+        };
+        let outcome = run_fake(&mut runner, &sv(&["set", "101", "-cores", "2"]));
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        assert_eq!(
+            outcome,
+            PctOutcome::Failed {
+                code: Some(25),
+                stderr: "CT 101 is locked (backup)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn collect_stderr_keeps_chunks_read_before_the_grace_ends() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(b"first ".to_vec()).unwrap();
+        tx.send(b"second".to_vec()).unwrap();
+        // The sender stays alive: no EOF, as with a grandchild holding the pipe.
+        assert_eq!(
+            collect_stderr(&rx, Duration::from_millis(50)),
+            b"first second"
+        );
+        drop(tx);
     }
 }

@@ -10,6 +10,9 @@ use crate::service::daemon::{load_config, warn_if_token_exposed};
 pub fn run(path: &Path) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     println!("config {} is valid", path.display());
+    for w in cfg.warnings() {
+        println!("warning: {w}");
+    }
     if let Some(w) = warn_if_token_exposed(path, &cfg) {
         println!("warning: {w}");
     }

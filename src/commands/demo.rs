@@ -290,7 +290,12 @@ impl Host {
             )?;
             write(
                 &dir.join("memory.stat"),
-                &format!("anon {}\nfile {}\n", used_mb * MIB, cache_mb * MIB),
+                &format!(
+                    "anon {}\nfile {}\nshmem 0\ninactive_file {}\n",
+                    used_mb * MIB,
+                    cache_mb * MIB,
+                    cache_mb * MIB
+                ),
             )?;
         }
         let dt_ticks = u64::try_from(dt_secs).unwrap_or(0) * USER_HZ;
@@ -335,7 +340,7 @@ fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan
         let decision = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
             apply::describe(c)
         } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
-            n.reason.clone()
+            n.reason.to_string()
         } else {
             "-".into()
         };

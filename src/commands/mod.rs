@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod demo;
+pub mod history;
 pub mod replay;
 pub mod replay_cmd;
 pub mod rollback;

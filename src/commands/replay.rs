@@ -16,14 +16,14 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::decide::plan::Managed;
+use crate::decide::plan::{Change, Managed};
 use crate::decide::policy;
 use crate::read::snapshot::{
     ContainerPrev, ContainerSample, CpuTicks, CtConf, HostPrev, HostSample, Snapshot, State,
     NOAUTOSCALE_TAG,
 };
 use crate::read::{measure, pveconf};
-use crate::record::metrics::{self, ContainerRecord, HostRecord, Record, BYTES_PER_MB};
+use crate::record::metrics::{self, ContainerRecord, BYTES_PER_MB};
 
 /// Length of the synthetic sampling window; only the ratio usage/window matters.
 const WINDOW_USEC: i64 = 1_000_000;
@@ -36,73 +36,11 @@ const UNLIMITED_MEM_KIB: u64 = 1 << 40;
 /// Ticks of the synthetic `/proc/stat` window.
 const SIM_TICKS: u64 = 1_000_000;
 
-/// A recorded history, grouped into cycles.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
-    /// `metrics jsonl` or `ML lxc_metrics.json`.
-    pub format: &'static str,
-    /// Cycles sorted by time; containers in each sorted by vmid.
-    pub cycles: Vec<Cycle>,
-    /// What the loader assumed.
-    pub notes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Cycle {
-    pub ts_usec: i64,
-    pub host: Option<HostRecord>,
-    pub containers: Vec<ContainerRecord>,
-}
-
-/// Reads a history file in either format. `poll_interval` (seconds) spaces ML cycles that carry
-/// no timestamp.
-pub fn load_history(path: &Path, poll_interval: u64) -> Result<History> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read metrics history {}", path.display()))?;
-    parse_history(&text, poll_interval)
-        .with_context(|| format!("invalid metrics history {}", path.display()))
-}
-
-/// Parses history text: a JSON array is the ML sibling's format, anything else JSON lines.
-pub fn parse_history(text: &str, poll_interval: u64) -> Result<History> {
-    if text.trim_start().starts_with('[') {
-        parse_ml(text, poll_interval)
-    } else {
-        Ok(group(metrics::parse_history(text)?))
-    }
-}
-
-fn group(records: Vec<Record>) -> History {
-    let mut cycles: BTreeMap<i64, Cycle> = BTreeMap::new();
-    for r in records {
-        let ts = match &r {
-            Record::Host(h) => h.ts_usec,
-            Record::Container(c) => c.ts_usec,
-        };
-        let cycle = cycles.entry(ts).or_insert_with(|| Cycle {
-            ts_usec: ts,
-            ..Cycle::default()
-        });
-        match r {
-            Record::Host(h) => cycle.host = Some(h),
-            Record::Container(c) => cycle.containers.push(c),
-        }
-    }
-    let mut cycles: Vec<Cycle> = cycles.into_values().collect();
-    for c in &mut cycles {
-        c.containers.sort_by_key(|r| r.vmid);
-        c.containers.dedup_by_key(|r| r.vmid);
-    }
-    History {
-        format: "metrics jsonl",
-        cycles,
-        notes: Vec::new(),
-    }
-}
+pub use crate::commands::history::{load_history, parse_history, Cycle, History};
 
 /// The ML sibling's `lxc_metrics.json`: `[{"101": {"cpu_usage_percent": .., "memory_usage_mb":
 /// ..}, "timestamp": .., "summary": {..}}, ...]`. Keys that are not VMIDs are skipped.
-fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
+pub(crate) fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
     let items: Vec<serde_json::Value> =
         serde_json::from_str(text).context("not a JSON array of cycle objects")?;
     let step_usec = i64::try_from(poll_interval.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
@@ -147,10 +85,27 @@ fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
         ));
     }
     cycles.sort_by_key(|c| c.ts_usec);
+    let mut load = crate::commands::history::LoadStats::default();
+    for c in &mut cycles {
+        for r in &mut c.containers {
+            let bad = crate::commands::history::reject_container(r);
+            load.rejected_values += bad.len() as u64;
+            if !bad.is_empty() {
+                notes.push(format!(
+                    "CT {} at {}: negative or non-finite {} rejected (not measured)",
+                    r.vmid,
+                    metrics::rfc3339(r.ts_usec),
+                    bad.join(", ")
+                ));
+            }
+        }
+        load.records += c.containers.len() as u64;
+    }
     Ok(History {
         format: "ML lxc_metrics.json",
         cycles,
         notes,
+        load,
     })
 }
 
@@ -169,15 +124,28 @@ fn ml_timestamp_usec(v: &serde_json::Value) -> Option<i64> {
         .map(|t| t.and_utc().timestamp_micros())
 }
 
-/// One sample as replayed: the simulated allocation in force and the recorded load.
+/// One sample as replayed: the simulated allocation in force, the recorded load, and what of it
+/// the decision was fed (capped at the allocation, as a real host never reads more).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Point {
     pub ts_usec: i64,
     pub alloc_cpus: f64,
+    /// Recorded demand, cores (may exceed the allocation).
     pub demand_cores: Option<f64>,
     pub alloc_memory_mb: u64,
+    /// Recorded used memory, MB (may exceed the allocation).
     pub used_mb: Option<f64>,
 }
+
+/// A figure per resource, as `{"cpu": .., "memory": ..}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PerResource<T> {
+    pub cpu: T,
+    pub memory: T,
+}
+
+/// Minutes a resource spends between one change and the opposite change that counts as a flap.
+pub const FLAP_WINDOW_USEC: i64 = 60 * 60 * 1_000_000;
 
 /// What one config did to one container over the history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -199,8 +167,18 @@ pub struct CtSummary {
     pub memory_overload_min: f64,
     /// Minutes with either.
     pub overload_min: f64,
-    /// Mean of (allocated − used) / allocated over the samples, CPU and memory; `None` without
-    /// samples.
+    /// Minutes with the recorded demand above the allocation itself (the unmet part is not fed
+    /// to the decision).
+    pub saturated_minutes: PerResource<f64>,
+    /// Changes opposite in direction to the previous change of the same resource, within 60 min.
+    pub flaps: PerResource<u32>,
+    /// Memory cuts to below the memory in use at that moment.
+    pub memory_cuts_below_use: u32,
+    /// Allocated CPUs × hours, and allocated MB × hours.
+    pub core_hours: f64,
+    pub mb_hours: f64,
+    /// Mean of max(0, allocated − used) / allocated over the samples, CPU and memory; `None`
+    /// without samples.
     pub cpu_slack: Option<f64>,
     pub memory_slack: Option<f64>,
     pub peak_cores: u32,
@@ -213,10 +191,17 @@ pub struct Total {
     pub cpu_overload_min: f64,
     pub memory_overload_min: f64,
     pub overload_min: f64,
+    pub saturated_minutes: PerResource<f64>,
+    pub flaps: PerResource<u32>,
+    pub memory_cuts_below_use: u32,
+    pub core_hours: f64,
+    pub mb_hours: f64,
+    /// Minutes of container samples (the denominator of `saturated_minutes`).
+    pub container_minutes: f64,
     /// Mean over every container sample.
     pub cpu_slack: Option<f64>,
     pub memory_slack: Option<f64>,
-    /// Largest sum over containers of cores (memory) allocated in one cycle.
+    /// Largest sum over containers of cores (memory) allocated at one time.
     pub peak_cores: u32,
     pub peak_memory_mb: u64,
 }
@@ -236,6 +221,13 @@ pub struct Run {
     pub series: BTreeMap<u32, Vec<Point>>,
 }
 
+/// The last change of one resource: when, and which way.
+#[derive(Debug, Clone, Copy)]
+struct LastMove {
+    ts_usec: i64,
+    up: bool,
+}
+
 /// The simulated allocation of one container.
 #[derive(Debug, Clone)]
 struct Sim {
@@ -243,38 +235,76 @@ struct Sim {
     /// Effective CPUs demand is measured against when the history has none (ML format).
     basis_cpus: f64,
     sum: CtSummary,
-    cpu_slack: Vec<f64>,
-    memory_slack: Vec<f64>,
+    cpu_slack: (f64, u64),
+    memory_slack: (f64, u64),
+    last: PerResource<Option<LastMove>>,
+    container_minutes: f64,
 }
 
-/// Replays `history` with `cfg`.
-pub fn run(cfg: &Config, history: &History) -> Run {
-    let mut notes = history.notes.clone();
-    let has_host = history.cycles.iter().any(|c| c.host.is_some());
-    if !has_host {
-        notes.push(
-            "history has no host lines: host headroom treated as unlimited (no grant is cut)"
-                .into(),
-        );
-    }
-    let cap_secs = cfg.poll_interval.saturating_mul(2) as f64;
-    let mut sims: BTreeMap<u32, Sim> = BTreeMap::new();
-    let mut series: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
-    let mut total = Total::default();
-    let mut unknown_busy = 0usize;
+/// The load of one container in one cycle, as recorded.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    vmid: u32,
+    demand: Option<f64>,
+    used: Option<f64>,
+}
 
+/// Replays `history` with `cfg`: every input is in `history`; the simulation reads no file
+/// (except a conf for a container whose history holds no allocation) and no clock.
+pub fn run(cfg: &Config, history: &History) -> Run {
+    let mut r = Replayer::new(cfg, history);
     for (i, cycle) in history.cycles.iter().enumerate() {
+        r.cycle(cycle, history.cycles.get(i + 1).map(|n| n.ts_usec));
+    }
+    r.finish()
+}
+
+/// The simulation in progress.
+struct Replayer<'a> {
+    cfg: &'a Config,
+    has_host: bool,
+    cap_secs: f64,
+    sims: BTreeMap<u32, Sim>,
+    series: BTreeMap<u32, Vec<Point>>,
+    total: Total,
+    unknown_busy: usize,
+    notes: Vec<String>,
+    cycles: usize,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(cfg: &'a Config, history: &History) -> Replayer<'a> {
+        let mut notes = history.notes.clone();
+        let has_host = history.cycles.iter().any(|c| c.host.is_some());
+        if !has_host {
+            notes.push(
+                "history has no host lines: host headroom treated as unlimited (no grant is cut)"
+                    .into(),
+            );
+        }
+        Replayer {
+            cfg,
+            has_host,
+            cap_secs: cfg.poll_interval.saturating_mul(2) as f64,
+            sims: BTreeMap::new(),
+            series: BTreeMap::new(),
+            total: Total::default(),
+            unknown_busy: 0,
+            notes,
+            cycles: history.cycles.len(),
+        }
+    }
+
+    /// One cycle: build the snapshot the daemon would have read, account the sample, decide,
+    /// apply the plan to the simulated allocation.
+    fn cycle(&mut self, cycle: &Cycle, next_ts: Option<i64>) {
         // A sample stands for the time to the next one, capped so that a gap in the recording
         // (daemon stopped) does not count as hours of overload; the last one for one interval.
-        let secs = history
-            .cycles
-            .get(i + 1)
-            .map(|n| ((n.ts_usec - cycle.ts_usec) as f64 / 1e6).min(cap_secs))
-            .unwrap_or(cfg.poll_interval as f64)
+        let secs = next_ts
+            .map(|n| ((n - cycle.ts_usec) as f64 / 1e6).min(self.cap_secs))
+            .unwrap_or(self.cfg.poll_interval as f64)
             .max(0.0);
-        let minutes = secs / 60.0;
-
-        let (host, host_prev) = sim_host(cycle, has_host, &mut unknown_busy);
+        let (host, host_prev) = sim_host(cycle, self.has_host, &mut self.unknown_busy);
         let mut snap = Snapshot {
             taken_at_usec: cycle.ts_usec,
             host,
@@ -284,14 +314,38 @@ pub fn run(cfg: &Config, history: &History) -> Run {
             host: Some(host_prev),
             containers: BTreeMap::new(),
         };
-        let mut loads: Vec<(u32, Option<f64>, Option<f64>)> = Vec::new();
+        let loads = self.feed(cycle, &mut snap, &mut state);
+        for load in &loads {
+            self.account(cycle.ts_usec, load, secs / 60.0, snap.host.cpus);
+        }
+        self.peak_total(&loads);
+        let plan = policy::decide(self.cfg, &snap, &state, local_time(cycle.ts_usec));
+        let used: BTreeMap<u32, Option<f64>> = loads.iter().map(|l| (l.vmid, l.used)).collect();
+        for change in &plan.changes {
+            if let Some(sim) = self.sims.get_mut(&change.vmid) {
+                apply_change(
+                    sim,
+                    change,
+                    cycle.ts_usec,
+                    used.get(&change.vmid).copied().flatten(),
+                );
+            }
+        }
+        self.peak_total(&loads);
+    }
+
+    /// Adds every container of `cycle` to the snapshot and state, with its readings capped at
+    /// the simulated allocation. Returns the recorded (uncapped) loads.
+    fn feed(&mut self, cycle: &Cycle, snap: &mut Snapshot, state: &mut State) -> Vec<Load> {
+        let mut loads = Vec::with_capacity(cycle.containers.len());
         for rec in &cycle.containers {
             if rec.managed == Some(Managed::NoConf) {
                 continue;
             }
-            let sim = sims
+            let sim = self
+                .sims
                 .entry(rec.vmid)
-                .or_insert_with(|| start(cfg, rec, snap.host.cpus, &mut notes));
+                .or_insert_with(|| start(self.cfg, rec, snap.host.cpus, &mut self.notes));
             sim.conf.tags = if rec.managed == Some(Managed::OptedOut) {
                 vec![NOAUTOSCALE_TAG.to_string()]
             } else {
@@ -301,127 +355,239 @@ pub fn run(cfg: &Config, history: &History) -> Run {
             let basis = rec.effective_cpus.unwrap_or(sim.basis_cpus);
             let demand = rec.cpu_percent.map(|p| p * basis / 100.0);
             let used = rec.memory_used_mb;
-            loads.push((rec.vmid, demand, used));
-            snap.containers.push(ContainerSample {
+            let alloc_cpus = measure::effective_cpus(&sim.conf, snap.host.cpus).unwrap_or(1.0);
+            let fed_demand = demand.map(|d| d.min(alloc_cpus));
+            let fed_used = used.map(|u| u.min(sim.conf.memory_mb as f64));
+            loads.push(Load {
                 vmid: rec.vmid,
-                conf: Some(sim.conf.clone()),
-                cgroup_id: Some(SIM_CGROUP_ID),
-                cpu_usage_usec: demand.map(|d| (d * WINDOW_USEC as f64).round() as u64),
-                memory_current_bytes: used.map(|u| (u * BYTES_PER_MB as f64).round() as u64),
-                memory_file_bytes: used.map(|_| 0),
-                memory_shmem_bytes: used.map(|_| 0),
-                memory_inactive_file_bytes: used.map(|_| 0),
-                extra: Default::default(),
+                demand,
+                used,
             });
-            state.containers.insert(
-                rec.vmid,
-                ContainerPrev {
-                    taken_at_usec: cycle.ts_usec - WINDOW_USEC,
-                    boot_time: Some(SIM_BOOT),
-                    cgroup_id: SIM_CGROUP_ID,
-                    cpu_usage_usec: 0,
-                    counters: Default::default(),
-                },
+            snap.containers
+                .push(sim_sample(rec.vmid, &sim.conf, fed_demand, fed_used));
+            state.containers.insert(rec.vmid, sim_prev(cycle.ts_usec));
+        }
+        loads
+    }
+
+    /// Adds one sample of `minutes` to the container's figures.
+    fn account(&mut self, ts_usec: i64, load: &Load, minutes: f64, host_cpus: Option<u32>) {
+        let sim = self.sims.get_mut(&load.vmid).expect("started in feed");
+        let limits = self.cfg.limits_for(load.vmid);
+        let alloc_cpus = measure::effective_cpus(&sim.conf, host_cpus).unwrap_or(1.0);
+        let mb = sim.conf.memory_mb;
+        let s = &mut sim.sum;
+        s.peak_cores = s.peak_cores.max(sim.conf.cores.unwrap_or(0));
+        s.peak_memory_mb = s.peak_memory_mb.max(mb);
+        s.core_hours += alloc_cpus * minutes / 60.0;
+        s.mb_hours += mb as f64 * minutes / 60.0;
+        sim.container_minutes += minutes;
+        let cpu_over = load
+            .demand
+            .is_some_and(|d| d / alloc_cpus * 100.0 > limits.cpu_upper_threshold);
+        let mem_over = load
+            .used
+            .is_some_and(|u| mb == 0 || u / mb as f64 * 100.0 > limits.memory_upper_threshold);
+        let minutes_if = |b: bool| if b { minutes } else { 0.0 };
+        s.cpu_overload_min += minutes_if(cpu_over);
+        s.memory_overload_min += minutes_if(mem_over);
+        s.overload_min += minutes_if(cpu_over || mem_over);
+        s.saturated_minutes.cpu += minutes_if(load.demand.is_some_and(|d| d > alloc_cpus + 1e-9));
+        s.saturated_minutes.memory += minutes_if(load.used.is_some_and(|u| u > mb as f64));
+        if let Some(d) = load.demand {
+            add_slack(&mut sim.cpu_slack, alloc_cpus, d);
+        }
+        if let (Some(u), true) = (load.used, mb > 0) {
+            add_slack(&mut sim.memory_slack, mb as f64, u);
+        }
+        self.series.entry(load.vmid).or_default().push(Point {
+            ts_usec,
+            alloc_cpus,
+            demand_cores: load.demand,
+            alloc_memory_mb: mb,
+            used_mb: load.used,
+        });
+    }
+
+    /// Updates the total peaks with the allocations now in force.
+    fn peak_total(&mut self, loads: &[Load]) {
+        let (mut cores, mut mb) = (0u32, 0u64);
+        for l in loads {
+            let sim = &self.sims[&l.vmid];
+            cores = cores.saturating_add(sim.conf.cores.unwrap_or(0));
+            mb = mb.saturating_add(sim.conf.memory_mb);
+        }
+        self.total.peak_cores = self.total.peak_cores.max(cores);
+        self.total.peak_memory_mb = self.total.peak_memory_mb.max(mb);
+    }
+
+    fn finish(mut self) -> Run {
+        if self.unknown_busy > 0 {
+            self.notes.push(format!(
+                "{} cycle(s) without host busy cores: host treated as idle there",
+                self.unknown_busy
+            ));
+        }
+        let mut total = self.total;
+        let mut containers = Vec::with_capacity(self.sims.len());
+        let (mut all_cpu, mut all_mem) = ((0.0, 0), (0.0, 0));
+        for (_, mut sim) in self.sims {
+            sim.sum.end_cores = sim.conf.cores.unwrap_or(0);
+            sim.sum.end_memory_mb = sim.conf.memory_mb;
+            sim.sum.cpu_slack = mean(sim.cpu_slack);
+            sim.sum.memory_slack = mean(sim.memory_slack);
+            all_cpu = (all_cpu.0 + sim.cpu_slack.0, all_cpu.1 + sim.cpu_slack.1);
+            all_mem = (
+                all_mem.0 + sim.memory_slack.0,
+                all_mem.1 + sim.memory_slack.1,
             );
+            total.container_minutes += sim.container_minutes;
+            add_to_total(&mut total, &sim.sum);
+            containers.push(sim.sum);
         }
-
-        let mut sum_cores = 0u32;
-        let mut sum_mb = 0u64;
-        for &(vmid, demand, used) in &loads {
-            let sim = sims.get_mut(&vmid).expect("started above");
-            let limits = cfg.limits_for(vmid);
-            let alloc_cpus =
-                measure::effective_cpus(&sim.conf, snap.host.cpus).unwrap_or(f64::from(1));
-            let cores = sim.conf.cores.unwrap_or(0);
-            let mb = sim.conf.memory_mb;
-            sum_cores += cores;
-            sum_mb += mb;
-            let s = &mut sim.sum;
-            s.peak_cores = s.peak_cores.max(cores);
-            s.peak_memory_mb = s.peak_memory_mb.max(mb);
-            let cpu_over =
-                demand.is_some_and(|d| d / alloc_cpus * 100.0 > limits.cpu_upper_threshold);
-            let mem_over = used
-                .is_some_and(|u| mb == 0 || u / mb as f64 * 100.0 > limits.memory_upper_threshold);
-            if cpu_over {
-                s.cpu_overload_min += minutes;
-            }
-            if mem_over {
-                s.memory_overload_min += minutes;
-            }
-            if cpu_over || mem_over {
-                s.overload_min += minutes;
-            }
-            if let Some(d) = demand {
-                sim.cpu_slack.push((alloc_cpus - d) / alloc_cpus);
-            }
-            if let (Some(u), true) = (used, mb > 0) {
-                sim.memory_slack.push((mb as f64 - u) / mb as f64);
-            }
-            series.entry(vmid).or_default().push(Point {
-                ts_usec: cycle.ts_usec,
-                alloc_cpus,
-                demand_cores: demand,
-                alloc_memory_mb: mb,
-                used_mb: used,
-            });
+        total.cpu_slack = mean(all_cpu);
+        total.memory_slack = mean(all_mem);
+        Run {
+            summary: Summary {
+                cycles: self.cycles,
+                containers,
+                total,
+                notes: self.notes,
+            },
+            series: self.series,
         }
-        total.peak_cores = total.peak_cores.max(sum_cores);
-        total.peak_memory_mb = total.peak_memory_mb.max(sum_mb);
-
-        let plan = policy::decide(cfg, &snap, &state, local_time(cycle.ts_usec));
-        for change in &plan.changes {
-            let Some(sim) = sims.get_mut(&change.vmid) else {
-                continue;
-            };
-            if let Some(step) = change.cores {
-                sim.conf.cores = Some(step.to);
-            }
-            if let Some(step) = change.memory_mb {
-                sim.conf.memory_mb = step.to;
-            }
-            sim.sum.changes += 1;
-            sim.sum.peak_cores = sim.sum.peak_cores.max(sim.conf.cores.unwrap_or(0));
-            sim.sum.peak_memory_mb = sim.sum.peak_memory_mb.max(sim.conf.memory_mb);
-        }
-    }
-    if unknown_busy > 0 {
-        notes.push(format!(
-            "{unknown_busy} cycle(s) without host busy cores: host treated as idle there"
-        ));
-    }
-
-    let mut containers = Vec::with_capacity(sims.len());
-    let mut all_cpu = Vec::new();
-    let mut all_mem = Vec::new();
-    for (_, mut sim) in sims {
-        sim.sum.end_cores = sim.conf.cores.unwrap_or(0);
-        sim.sum.end_memory_mb = sim.conf.memory_mb;
-        sim.sum.cpu_slack = mean(&sim.cpu_slack);
-        sim.sum.memory_slack = mean(&sim.memory_slack);
-        all_cpu.extend_from_slice(&sim.cpu_slack);
-        all_mem.extend_from_slice(&sim.memory_slack);
-        total.changes += sim.sum.changes;
-        total.cpu_overload_min += sim.sum.cpu_overload_min;
-        total.memory_overload_min += sim.sum.memory_overload_min;
-        total.overload_min += sim.sum.overload_min;
-        containers.push(sim.sum);
-    }
-    total.cpu_slack = mean(&all_cpu);
-    total.memory_slack = mean(&all_mem);
-    Run {
-        summary: Summary {
-            cycles: history.cycles.len(),
-            containers,
-            total,
-            notes,
-        },
-        series,
     }
 }
 
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+fn add_to_total(total: &mut Total, s: &CtSummary) {
+    total.changes += s.changes;
+    total.cpu_overload_min += s.cpu_overload_min;
+    total.memory_overload_min += s.memory_overload_min;
+    total.overload_min += s.overload_min;
+    total.saturated_minutes.cpu += s.saturated_minutes.cpu;
+    total.saturated_minutes.memory += s.saturated_minutes.memory;
+    total.flaps.cpu += s.flaps.cpu;
+    total.flaps.memory += s.flaps.memory;
+    total.memory_cuts_below_use += s.memory_cuts_below_use;
+    total.core_hours += s.core_hours;
+    total.mb_hours += s.mb_hours;
+}
+
+/// Adds one slack figure, never below zero: demand above the allocation is saturation, counted
+/// on its own, not negative slack.
+fn add_slack(acc: &mut (f64, u64), alloc: f64, used: f64) {
+    if alloc > 0.0 {
+        acc.0 += ((alloc - used) / alloc).max(0.0);
+        acc.1 += 1;
+    }
+}
+
+fn mean((sum, n): (f64, u64)) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Applies one planned change to the simulated allocation and counts it.
+fn apply_change(sim: &mut Sim, change: &Change, ts_usec: i64, used: Option<f64>) {
+    if let Some(step) = change.cores {
+        sim.conf.cores = Some(step.to);
+        let up = step.to > step.from;
+        sim.sum.flaps.cpu += u32::from(is_flap(sim.last.cpu, ts_usec, up));
+        sim.last.cpu = Some(LastMove { ts_usec, up });
+    }
+    if let Some(step) = change.memory_mb {
+        sim.conf.memory_mb = step.to;
+        let up = step.to > step.from;
+        sim.sum.flaps.memory += u32::from(is_flap(sim.last.memory, ts_usec, up));
+        sim.last.memory = Some(LastMove { ts_usec, up });
+        if !up && used.is_some_and(|u| (step.to as f64) < u) {
+            sim.sum.memory_cuts_below_use += 1;
+        }
+    }
+    sim.sum.changes += 1;
+    sim.sum.peak_cores = sim.sum.peak_cores.max(sim.conf.cores.unwrap_or(0));
+    sim.sum.peak_memory_mb = sim.sum.peak_memory_mb.max(sim.conf.memory_mb);
+}
+
+/// A change opposite to the previous one of the same resource, within `FLAP_WINDOW_USEC`.
+fn is_flap(last: Option<LastMove>, ts_usec: i64, up: bool) -> bool {
+    last.is_some_and(|l| l.up != up && ts_usec - l.ts_usec <= FLAP_WINDOW_USEC)
+}
+
+/// The synthetic sample of one container: counters that give exactly `demand` cores over the
+/// synthetic window and `used` MB with no page cache.
+fn sim_sample(vmid: u32, conf: &CtConf, demand: Option<f64>, used: Option<f64>) -> ContainerSample {
+    ContainerSample {
+        vmid,
+        conf: Some(conf.clone()),
+        cgroup_id: Some(SIM_CGROUP_ID),
+        cpu_usage_usec: demand.map(|d| (d * WINDOW_USEC as f64).round() as u64),
+        memory_current_bytes: used.map(|u| (u * BYTES_PER_MB as f64).round() as u64),
+        memory_file_bytes: used.map(|_| 0),
+        memory_shmem_bytes: used.map(|_| 0),
+        memory_inactive_file_bytes: used.map(|_| 0),
+        extra: Default::default(),
+    }
+}
+
+fn sim_prev(ts_usec: i64) -> ContainerPrev {
+    ContainerPrev {
+        taken_at_usec: ts_usec - WINDOW_USEC,
+        boot_time: Some(SIM_BOOT),
+        cgroup_id: SIM_CGROUP_ID,
+        cpu_usage_usec: 0,
+        counters: Default::default(),
+    }
+}
+
+/// One line of `--timeline`: a container in one cycle, the allocation in force and the load
+/// fed to the decision (capped at the allocation) with the unmet part beside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineRow {
+    pub ts_usec: i64,
+    pub vmid: u32,
+    pub cores: f64,
+    pub memory_mb: u64,
+    pub demand_cores: Option<f64>,
+    pub used_mb: Option<f64>,
+    pub unmet_cores: Option<f64>,
+    pub unmet_mb: Option<f64>,
+}
+
+/// The timeline of a run, in time order, then VMID order.
+pub fn timeline(run: &Run) -> Vec<TimelineRow> {
+    let mut rows: Vec<TimelineRow> = run
+        .series
+        .iter()
+        .flat_map(|(vmid, points)| {
+            points.iter().map(move |p| TimelineRow {
+                ts_usec: p.ts_usec,
+                vmid: *vmid,
+                cores: p.alloc_cpus,
+                memory_mb: p.alloc_memory_mb,
+                demand_cores: p.demand_cores.map(|d| d.min(p.alloc_cpus)),
+                used_mb: p.used_mb.map(|u| u.min(p.alloc_memory_mb as f64)),
+                unmet_cores: p.demand_cores.map(|d| (d - p.alloc_cpus).max(0.0)),
+                unmet_mb: p.used_mb.map(|u| (u - p.alloc_memory_mb as f64).max(0.0)),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.ts_usec, r.vmid));
+    rows
+}
+
+/// Writes the timeline of `run` to `path` as JSON lines.
+pub fn write_timeline(path: &Path, run: &Run) -> Result<()> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create timeline {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for row in timeline(run) {
+        serde_json::to_writer(&mut out, &row).context("cannot encode timeline")?;
+        out.write_all(b"\n")
+            .with_context(|| format!("cannot write timeline {}", path.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write timeline {}", path.display()))
 }
 
 /// Local wall time of `ts_usec`, as the daemon would have seen it (energy mode uses local hours).
@@ -539,8 +705,10 @@ fn start(
         conf,
         basis_cpus,
         sum,
-        cpu_slack: Vec::new(),
-        memory_slack: Vec::new(),
+        cpu_slack: (0.0, 0),
+        memory_slack: (0.0, 0),
+        last: PerResource::default(),
+        container_minutes: 0.0,
     }
 }
 
@@ -551,6 +719,10 @@ fn pct(v: Option<f64>) -> String {
 /// One block of report columns.
 struct Cols {
     changes: u32,
+    flaps: u32,
+    saturated: PerResource<f64>,
+    core_hours: f64,
+    mb_hours: f64,
     over: f64,
     cpu_over: f64,
     mem_over: f64,
@@ -564,6 +736,10 @@ impl Cols {
     fn of(c: &CtSummary) -> Cols {
         Cols {
             changes: c.changes,
+            flaps: c.flaps.cpu + c.flaps.memory,
+            saturated: c.saturated_minutes,
+            core_hours: c.core_hours,
+            mb_hours: c.mb_hours,
             over: c.overload_min,
             cpu_over: c.cpu_overload_min,
             mem_over: c.memory_overload_min,
@@ -577,6 +753,10 @@ impl Cols {
     fn total(t: &Total) -> Cols {
         Cols {
             changes: t.changes,
+            flaps: t.flaps.cpu + t.flaps.memory,
+            saturated: t.saturated_minutes,
+            core_hours: t.core_hours,
+            mb_hours: t.mb_hours,
             over: t.overload_min,
             cpu_over: t.cpu_overload_min,
             mem_over: t.memory_overload_min,
@@ -589,8 +769,13 @@ impl Cols {
 
     fn render(&self) -> String {
         format!(
-            "{:>7} {:>9.1} {:>8.1} {:>8.1} {:>9} {:>9} {:>6} {:>8}",
+            "{:>7} {:>5} {:>8.0} {:>8.0} {:>8.1} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>9} {:>9} {:>6} {:>8}",
             self.changes,
+            self.flaps,
+            self.saturated.cpu,
+            self.saturated.memory,
+            self.core_hours,
+            self.mb_hours,
             self.over,
             self.cpu_over,
             self.mem_over,
@@ -603,7 +788,7 @@ impl Cols {
 }
 
 const COLUMNS_HEADER: &str =
-    "changes  over min  cpu min  mem min cpu slack mem slack  peak c  peak MB";
+    "changes flaps  sat cpu  sat mem   core-h      MB-h  over min  cpu min  mem min cpu slack mem slack  peak c  peak MB";
 
 /// The text report: one block of columns per config, side by side.
 pub fn render(history: &History, runs: &[(String, Run)]) -> String {
@@ -628,7 +813,7 @@ pub fn render(history: &History, runs: &[(String, Run)]) -> String {
     }
     let _ = writeln!(
         out,
-        "over min: minutes above an upper threshold (cpu or memory); slack: mean (allocated - used) / allocated"
+        "sat: minutes with demand above the allocation (capped when fed to the decision); flaps: reversals within 60 min;\nover min: minutes above an upper threshold (cpu or memory); slack: mean max(0, allocated - used) / allocated"
     );
     let _ = write!(out, "{:<6} {:<16} {:<10}", "vmid", "name", "tier");
     for (i, _) in runs.iter().enumerate() {
@@ -769,37 +954,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_lines_are_grouped_into_cycles_by_timestamp_in_time_order() {
-        let text = concat!(
-            r#"{"kind":"container","ts_usec":20,"vmid":102}"#,
-            "\n",
-            r#"{"kind":"host","ts_usec":10,"cpus":4}"#,
-            "\n",
-            r#"{"kind":"container","ts_usec":10,"vmid":102}"#,
-            "\n",
-            r#"{"kind":"container","ts_usec":10,"vmid":101}"#,
-            "\n",
-        );
-        let h = parse_history(text, 300).unwrap();
-        assert_eq!(h.format, "metrics jsonl");
-        let shape: Vec<(i64, bool, Vec<u32>)> = h
-            .cycles
-            .iter()
-            .map(|c| {
-                (
-                    c.ts_usec,
-                    c.host.is_some(),
-                    c.containers.iter().map(|r| r.vmid).collect(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            shape,
-            vec![(10, true, vec![101, 102]), (20, false, vec![102])]
-        );
-    }
-
-    #[test]
     fn ml_timestamps_are_read_as_epoch_seconds_or_dates() {
         let ts = |v: serde_json::Value| ml_timestamp_usec(&v);
         assert_eq!(ts(serde_json::json!(1.5)), Some(1_500_000));
@@ -818,6 +972,96 @@ mod tests {
     fn ml_file_that_is_not_an_array_of_objects_is_rejected() {
         assert!(parse_history("[1, 2]", 300).is_err());
         assert!(parse_history("[{\"101\": ", 300).is_err());
+    }
+
+    /// A history of one container, 2 cores / 1024 MB recorded, one line per (cpu %, used MB),
+    /// 300 s apart; cpu % is of 2 effective CPUs.
+    fn one_ct(samples: &[(f64, f64)]) -> History {
+        let text: String = samples
+            .iter()
+            .enumerate()
+            .map(|(i, (cpu, used))| {
+                format!(
+                    "{{\"kind\":\"container\",\"ts_usec\":{},\"vmid\":101,\"cores\":2,\"effective_cpus\":2.0,\"memory_mb\":1024,\"cpu_percent\":{cpu},\"memory_used_mb\":{used}}}\n",
+                    i as i64 * 300_000_000
+                )
+            })
+            .collect();
+        parse_history(&text, 300).unwrap()
+    }
+
+    #[test]
+    fn total_peak_counts_a_change_in_the_last_cycle() {
+        // 900 of 1024 MB (87.9 %) in the only cycle: grown to 1800 MB at its end.
+        let r = run(&Config::default(), &one_ct(&[(10.0, 900.0)]));
+        let c = &r.summary.containers[0];
+        assert_eq!((c.peak_memory_mb, c.end_memory_mb), (1800, 1800));
+        assert_eq!(r.summary.total.peak_memory_mb, 1800);
+        assert_eq!(r.summary.total.peak_cores, 2);
+    }
+
+    #[test]
+    fn demand_above_the_allocation_is_capped_and_counted_as_saturation() {
+        // 150 % of 2 CPUs = 3 cores of demand, then 3 cores on the 4 granted (75 %).
+        let r = run(
+            &Config::default(),
+            &one_ct(&[(150.0, 100.0), (150.0, 100.0)]),
+        );
+        let c = &r.summary.containers[0];
+        // Fed 2 cores (100 %): mid 50 % -> 4 cores. Not size_for(3 cores) = 6.
+        assert_eq!(c.end_cores, 4);
+        assert_eq!(c.changes, 1);
+        assert_eq!(
+            c.saturated_minutes,
+            PerResource {
+                cpu: 5.0,
+                memory: 0.0
+            }
+        );
+        // Slack 0 (not -0.5) in the saturated sample, 0.25 in the second.
+        assert_eq!(c.cpu_slack, Some(0.125));
+        // 2 cores for 5 min + 4 cores for 5 min.
+        assert_eq!(c.core_hours, 0.5);
+        // 100 MB of 1024 is below 20 %: 1024 MB for 5 min, then 512 MB for 5 min.
+        assert_eq!(c.mb_hours, 128.0);
+        assert_eq!(r.summary.total.container_minutes, 10.0);
+        let rows = timeline(&r);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].cores, rows[0].demand_cores, rows[0].unmet_cores),
+            (2.0, Some(2.0), Some(1.0))
+        );
+        assert_eq!(
+            (rows[1].cores, rows[1].demand_cores, rows[1].unmet_cores),
+            (4.0, Some(3.0), Some(0.0))
+        );
+    }
+
+    #[test]
+    fn used_memory_above_the_allocation_is_saturation_not_negative_slack() {
+        let r = run(&Config::default(), &one_ct(&[(50.0, 1536.0)]));
+        let c = &r.summary.containers[0];
+        assert_eq!(c.saturated_minutes.memory, 5.0);
+        assert_eq!(c.memory_slack, Some(0.0));
+        // Fed 1024 MB (100 %): 1024 at mid 50 % -> 2048 MB.
+        assert_eq!(c.end_memory_mb, 2048);
+        let row = &timeline(&r)[0];
+        assert_eq!((row.used_mb, row.unmet_mb), (Some(1024.0), Some(512.0)));
+    }
+
+    #[test]
+    fn a_reversal_within_an_hour_is_a_flap_and_later_is_not() {
+        // Up (95 % of 2), down 5 min later (2 % of 4): one cpu flap.
+        let r = run(&Config::default(), &one_ct(&[(95.0, 400.0), (4.0, 400.0)]));
+        assert_eq!(r.summary.containers[0].changes, 2);
+        assert_eq!(r.summary.total.flaps, PerResource { cpu: 1, memory: 0 });
+        // Up, then 13 quiet cycles at 40 % of 4 (65 min), then down: no flap.
+        let mut samples = vec![(95.0, 400.0)];
+        samples.extend(std::iter::repeat((80.0, 400.0)).take(13));
+        samples.push((4.0, 400.0));
+        let r = run(&Config::default(), &one_ct(&samples));
+        assert_eq!(r.summary.containers[0].changes, 2);
+        assert_eq!(r.summary.total.flaps, PerResource { cpu: 0, memory: 0 });
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct ReplayArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write one JSON line per container per cycle (allocation, load fed, unmet load) of the
+    /// --config run to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
 }
 
 pub fn run(config_path: &Path, args: &ReplayArgs) -> Result<ExitCode> {
@@ -47,6 +51,12 @@ pub fn run(config_path: &Path, args: &ReplayArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", replay::render(&history, &runs));
+    }
+    if let Some(path) = &args.timeline {
+        replay::write_timeline(path, &runs[0].1)?;
+        if !args.json {
+            println!("timeline written to {}", path.display());
+        }
     }
     if let Some(svg) = &args.plot {
         replay::plot(svg, &runs[0].1)?;

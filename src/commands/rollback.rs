@@ -30,6 +30,9 @@ pub struct RollbackArgs {
 
 pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
     let cfg = load_config(config_path)?;
+    for w in cfg.warnings() {
+        eprintln!("lxc_autoscale: warning: {w}");
+    }
     // Holding the lock keeps the daemon from undoing the rollback mid-way.
     let _lock = match Lock::acquire(&cfg.lock_file) {
         Ok(l) => l,

@@ -53,9 +53,9 @@ pub fn render_status(plan: &Plan) -> String {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for o in &plan.observations {
         let next = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
-            format!("{} ({})", apply::describe(c), c.reason)
+            format!("{} ({})", apply::describe(c), c.why())
         } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
-            n.reason.clone()
+            n.reason.to_string()
         } else {
             "no change".to_string()
         };

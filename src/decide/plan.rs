@@ -1,5 +1,7 @@
 //! What one cycle decided, as typed data. Nothing here does IO.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// What one cycle decided. Dry-run, status and replay all print or apply this unchanged.
@@ -27,13 +29,291 @@ pub struct Change {
     pub cores: Option<Step<u32>>,
     /// `None` = memory unchanged. MB.
     pub memory_mb: Option<Step<u64>>,
-    pub reason: String,
+    /// Why each part moves, cores first. Printed joined by `; ` (see `Change::why`).
+    pub reasons: Vec<Reason>,
 }
 
+impl Change {
+    /// The reasons as one line: `cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1720 MB`.
+    pub fn why(&self) -> Why<'_> {
+        Why(&self.reasons)
+    }
+}
+
+/// A decision not to act, or to act less, for one container.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Note {
     pub vmid: u32,
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// Which resource a reason is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Cpu,
+    Memory,
+}
+
+/// Which threshold rule a measurement met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Above the upper threshold: scale up.
+    AboveUpper,
+    /// Below the lower threshold: scale down towards the middle of the band.
+    BelowLower,
+    /// Below the upper threshold while energy mode is in force: scale down towards the upper one.
+    BelowUpperEnergy,
+}
+
+/// A measured percent against the threshold its rule compares it with, e.g. `cpu 92.0% > 80`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub resource: Resource,
+    /// Percent of the effective CPU allocation (cpu) or of the configured memory (memory).
+    pub percent: f64,
+    /// The threshold of `rule`, percent.
+    pub threshold: f64,
+    pub rule: Rule,
+}
+
+/// A limit that stopped a scale-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    MaxCores(u32),
+    /// floor(host CPUs × (100 − reserve_cpu_percent) / 100).
+    HostUsableCores(u32),
+    /// MB.
+    MaxMemory(u64),
+}
+
+/// Why a change was planned, or why it was not. Amounts are cores for `Resource::Cpu` and MB for
+/// `Resource::Memory`. Text is made only by `Display`, at the edges (log, status, notifications);
+/// the log level by `log_level`. New variants need a `Display` arm and a `log_level` arm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// A resource moves `from` -> `to`; `cut` when host headroom allowed less than wanted.
+    Scaled {
+        reading: Reading,
+        from: u64,
+        to: u64,
+        cut: bool,
+    },
+    /// No readable conf for a running container.
+    NoConf,
+    /// Listed in `ignore_lxc`.
+    Ignored,
+    /// Tagged `noautoscale`.
+    OptedOut,
+    /// The conf has a `lock:` line with this value (backup, snapshot, migrate, ...).
+    Locked { lock: String },
+    /// No `cores` line and the host CPU count is unread.
+    CoresUnknown,
+    /// No usable measurement of `resource` this cycle.
+    NotMeasured { resource: Resource },
+    /// CPU is high but `cpulimit` (CPUs) binds below the core count.
+    CpulimitBinds { reading: Reading, cpulimit: f64 },
+    /// The scale-up would pass `bound`.
+    AtBound { reading: Reading, bound: Bound },
+    /// A scale-up of `wanted` with host headroom unknown.
+    HeadroomUnknown { reading: Reading, wanted: u64 },
+    /// A scale-up of `wanted` where the host headroom is below the minimum step.
+    HeadroomBelowMinIncrement {
+        reading: Reading,
+        wanted: u64,
+        headroom: f64,
+        min_increment: u64,
+    },
+    /// A scale-up of `wanted` cut to `granted` by the host headroom.
+    CutToHeadroom {
+        resource: Resource,
+        wanted: u64,
+        granted: u64,
+        headroom: f64,
+    },
+}
+
+/// The level a reason is logged at. The daemon maps it onto its logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Repeats every cycle by the admin's choice: only with `--verbose`.
+    Debug,
+    Info,
+}
+
+impl Reason {
+    /// Containers the admin excluded on purpose repeat the same note every cycle, so theirs are
+    /// debug; everything else is news.
+    pub fn log_level(&self) -> Level {
+        match self {
+            Reason::Ignored | Reason::OptedOut => Level::Debug,
+            Reason::Scaled { .. }
+            | Reason::NoConf
+            | Reason::Locked { .. }
+            | Reason::CoresUnknown
+            | Reason::NotMeasured { .. }
+            | Reason::CpulimitBinds { .. }
+            | Reason::AtBound { .. }
+            | Reason::HeadroomUnknown { .. }
+            | Reason::HeadroomBelowMinIncrement { .. }
+            | Reason::CutToHeadroom { .. } => Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+        })
+    }
+}
+
+impl fmt::Display for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (op, suffix) = match self.rule {
+            Rule::AboveUpper => (">", ""),
+            Rule::BelowLower => ("<", ""),
+            Rule::BelowUpperEnergy => ("<", " (energy mode)"),
+        };
+        write!(
+            f,
+            "{} {:.1}% {op} {}{suffix}",
+            self.resource, self.percent, self.threshold
+        )
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::MaxCores(n) => write!(f, "max_cores {n}"),
+            Bound::HostUsableCores(n) => write!(f, "host usable cores {n}"),
+            Bound::MaxMemory(mb) => write!(f, "max_memory {mb} MB"),
+        }
+    }
+}
+
+/// `+3` for cores, `+512 MB` for memory.
+struct Plus(Resource, u64);
+
+impl fmt::Display for Plus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Resource::Cpu => write!(f, "+{}", self.1),
+            Resource::Memory => write!(f, "+{} MB", self.1),
+        }
+    }
+}
+
+/// What a resource is called where its unit comes after the number.
+fn unchanged(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Cpu => "cores unchanged",
+        Resource::Memory => "memory unchanged",
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Scaled {
+                reading,
+                from,
+                to,
+                cut,
+            } => {
+                match reading.resource {
+                    Resource::Cpu => write!(f, "{reading}: cores {from}->{to}")?,
+                    Resource::Memory => write!(f, "{reading}: {from}->{to} MB")?,
+                }
+                if *cut {
+                    f.write_str(" (cut to host headroom)")?;
+                }
+                Ok(())
+            }
+            Reason::NoConf => f.write_str("no readable conf: not managed"),
+            Reason::Ignored => f.write_str("listed in ignore_lxc: not managed"),
+            Reason::OptedOut => f.write_str("tagged noautoscale: not managed"),
+            Reason::Locked { lock } => write!(f, "locked ({lock}): not changed this cycle"),
+            Reason::CoresUnknown => f.write_str(
+                "cores unknown (no cores line, host cpus unread): cores unchanged",
+            ),
+            Reason::NotMeasured { resource } => write!(
+                f,
+                "{resource} not measured this cycle: {}",
+                unchanged(*resource)
+            ),
+            Reason::CpulimitBinds { reading, cpulimit } => write!(
+                f,
+                "{reading} but cpulimit {cpulimit} binds, more cores would not help: cores unchanged"
+            ),
+            Reason::AtBound { reading, bound } => write!(
+                f,
+                "{reading} but already at {bound}: {}",
+                unchanged(reading.resource)
+            ),
+            Reason::HeadroomUnknown { reading, wanted } => write!(
+                f,
+                "{reading} wants {}: host {} headroom unknown, not scaled up",
+                Plus(reading.resource, *wanted),
+                reading.resource
+            ),
+            Reason::HeadroomBelowMinIncrement {
+                reading,
+                wanted,
+                headroom,
+                min_increment,
+            } => {
+                let plus = Plus(reading.resource, *wanted);
+                match reading.resource {
+                    Resource::Cpu => write!(
+                        f,
+                        "{reading} wants {plus}: host headroom {headroom:.1} cores is below core_min_increment {min_increment}, not scaled up"
+                    ),
+                    Resource::Memory => write!(
+                        f,
+                        "{reading} wants {plus}: host headroom {headroom:.0} MB is below memory_min_increment {min_increment}, not scaled up"
+                    ),
+                }
+            }
+            Reason::CutToHeadroom {
+                resource,
+                wanted,
+                granted,
+                headroom,
+            } => match resource {
+                Resource::Cpu => write!(
+                    f,
+                    "cpu cut from +{wanted} to +{granted} {}: host headroom {headroom:.1} cores",
+                    if *granted == 1 { "core" } else { "cores" }
+                ),
+                Resource::Memory => write!(
+                    f,
+                    "memory cut from +{wanted} to +{granted} MB: host headroom {headroom:.0} MB"
+                ),
+            },
+        }
+    }
+}
+
+/// Reasons joined by `; `, as `Change::why` gives them.
+pub struct Why<'a>(pub &'a [Reason]);
+
+impl fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a container is not managed this cycle.

@@ -10,14 +10,20 @@ use std::cmp::Ordering;
 use chrono::{NaiveDateTime, Timelike};
 
 use crate::config::{Config, Limits};
-use crate::decide::plan::{Change, Managed, Note, Observation, Plan, Step};
+use crate::decide::plan::{
+    Bound, Change, Managed, Note, Observation, Plan, Reading, Reason, Resource, Rule, Step,
+};
 use crate::read::measure;
-use crate::read::snapshot::{ContainerSample, CtConf, Snapshot, State};
-
-const USEC_PER_SEC: u64 = 1_000_000;
+use crate::read::snapshot::{self, ContainerSample, Snapshot, State};
 
 /// Tolerance for float noise in the roundings: 2 × 0.5 / 0.5 must give 2 cores, not 3.
 const EPSILON: f64 = 1e-9;
+
+/// A memory cut never goes below the kernel's working set (`memory.current − inactive_file`) plus
+/// this share of it, and never by less than `WORKING_SET_MARGIN_MIN_MB`: active page cache that
+/// is squeezed out comes straight back as refaults, and a process inside may be about to grow.
+const WORKING_SET_MARGIN: f64 = 0.10;
+const WORKING_SET_MARGIN_MIN_MB: f64 = 64.0;
 
 /// Whether energy mode is in force at local `hour`: `[off_peak_start, off_peak_end)`, wrapping past
 /// midnight when start > end. Always false unless `energy_mode` is set.
@@ -42,14 +48,11 @@ pub fn energy_window(cfg: &Config, hour: u32) -> bool {
 /// resource whose host headroom is unknown are skipped with a note; scale-downs still happen.
 pub fn decide(cfg: &Config, snap: &Snapshot, state: &State, now: NaiveDateTime) -> Plan {
     let energy = energy_window(cfg, now.hour());
-    let max_age_usec = max_age_usec(cfg);
+    let max_age_usec = snapshot::max_sample_age_usec(cfg.poll_interval);
     let host_cpus = snap.host.cpus;
     let usable_cores = host_cpus.map(|n| usable_cores(n, cfg.reserve_cpu_percent));
 
-    let host_prev = state.host.as_ref().filter(|p| {
-        let age = snap.taken_at_usec.saturating_sub(p.taken_at_usec);
-        age > 0 && age < max_age_usec
-    });
+    let host_prev = state.fresh_host(snap.taken_at_usec, max_age_usec);
     let cpu_headroom = match (
         usable_cores,
         measure::host_busy_cores(&snap.host, host_prev),
@@ -80,47 +83,18 @@ pub fn decide(cfg: &Config, snap: &Snapshot, state: &State, now: NaiveDateTime) 
         wants.extend(want);
     }
 
-    grant_cores(&mut wants, cpu_headroom, &mut plan.notes);
-    grant_memory(&mut wants, memory_headroom_mb, &mut plan.notes);
+    grant(&mut wants, Resource::Cpu, cpu_headroom, &mut plan.notes);
+    // MB amounts are far below 2^53, so the float headroom is exact.
+    let memory_headroom_mb = memory_headroom_mb.map(|mb| mb as f64);
+    grant(
+        &mut wants,
+        Resource::Memory,
+        memory_headroom_mb,
+        &mut plan.notes,
+    );
 
-    for w in wants {
-        if w.cores.is_none() && w.memory.is_none() {
-            continue;
-        }
-        let mut parts = Vec::new();
-        let cores = w.cores.map(|m| {
-            parts.push(format!(
-                "{}: cores {}->{}{}",
-                m.label,
-                m.from,
-                m.to,
-                cut_suffix(m.cut)
-            ));
-            Step {
-                from: m.from,
-                to: m.to,
-            }
-        });
-        let memory_mb = w.memory.map(|m| {
-            parts.push(format!(
-                "{}: {}->{} MB{}",
-                m.label,
-                m.from,
-                m.to,
-                cut_suffix(m.cut)
-            ));
-            Step {
-                from: m.from,
-                to: m.to,
-            }
-        });
-        plan.changes.push(Change {
-            vmid: w.vmid,
-            cores,
-            memory_mb,
-            reason: parts.join("; "),
-        });
-    }
+    plan.changes
+        .extend(wants.into_iter().filter_map(Want::into_change));
     // Grant notes are written in grant order; readers expect VMID order.
     plan.notes.sort_by_key(|n| n.vmid);
     plan
@@ -141,41 +115,85 @@ struct Want {
     priority: i64,
     core_min_increment: u32,
     memory_min_increment: u64,
-    cores: Option<Move<u32>>,
-    memory: Option<Move<u64>>,
+    cores: Option<Move>,
+    memory: Option<Move>,
 }
 
-struct Move<T> {
-    from: T,
-    to: T,
+impl Want {
+    fn slot(&mut self, resource: Resource) -> &mut Option<Move> {
+        match resource {
+            Resource::Cpu => &mut self.cores,
+            Resource::Memory => &mut self.memory,
+        }
+    }
+
+    fn min_increment(&self, resource: Resource) -> u64 {
+        match resource {
+            Resource::Cpu => u64::from(self.core_min_increment),
+            Resource::Memory => self.memory_min_increment,
+        }
+    }
+
+    /// The change this want becomes after the grants; `None` when nothing is left to move.
+    fn into_change(self) -> Option<Change> {
+        if self.cores.is_none() && self.memory.is_none() {
+            return None;
+        }
+        let reasons = [&self.cores, &self.memory]
+            .into_iter()
+            .flatten()
+            .map(Move::reason)
+            .collect();
+        Some(Change {
+            vmid: self.vmid,
+            // Core amounts start as u32 and are only ever lowered towards `from`.
+            cores: self.cores.map(|m| Step {
+                from: u32::try_from(m.from).unwrap_or(u32::MAX),
+                to: u32::try_from(m.to).unwrap_or(u32::MAX),
+            }),
+            memory_mb: self.memory.map(|m| Step {
+                from: m.from,
+                to: m.to,
+            }),
+            reasons,
+        })
+    }
+}
+
+/// A move of one resource, in cores or MB.
+struct Move {
+    from: u64,
+    to: u64,
     /// Percent above the upper threshold; orders scale-ups. Meaningless for scale-downs.
     over: f64,
-    /// Measured value against the threshold, e.g. `cpu 92.0% > 80`.
-    label: String,
+    /// The measurement and the rule it met.
+    reading: Reading,
     /// Cut down to fit host headroom.
     cut: bool,
 }
 
-impl<T: PartialOrd> Move<T> {
+impl Move {
     fn is_up(&self) -> bool {
         self.to > self.from
     }
-}
 
-fn cut_suffix(cut: bool) -> &'static str {
-    if cut {
-        " (cut to host headroom)"
-    } else {
-        ""
+    fn reason(&self) -> Reason {
+        Reason::Scaled {
+            reading: self.reading,
+            from: self.from,
+            to: self.to,
+            cut: self.cut,
+        }
     }
 }
 
-fn max_age_usec(cfg: &Config) -> i64 {
-    let usec = cfg
-        .poll_interval
-        .saturating_mul(2)
-        .saturating_mul(USEC_PER_SEC);
-    i64::try_from(usec).unwrap_or(i64::MAX)
+fn reading(resource: Resource, percent: f64, threshold: f64, rule: Rule) -> Reading {
+    Reading {
+        resource,
+        percent,
+        threshold,
+        rule,
+    }
 }
 
 /// Host CPUs left to containers after the reserve (fractional).
@@ -199,20 +217,24 @@ fn managed_of(cfg: &Config, c: &ContainerSample) -> Managed {
     }
 }
 
-fn unmanaged_reason(managed: Managed, conf: Option<&CtConf>) -> String {
+/// Why a container that is not `Managed::Yes` is left alone.
+fn unmanaged_reason(managed: Managed, c: &ContainerSample) -> Reason {
     match managed {
-        Managed::Yes => String::new(),
-        Managed::NoConf => "no readable conf: not managed".into(),
-        Managed::Ignored => "listed in ignore_lxc: not managed".into(),
-        Managed::OptedOut => "tagged noautoscale: not managed".into(),
-        Managed::Locked => {
-            let why = conf.and_then(|c| c.lock.as_deref()).unwrap_or("");
-            format!("locked ({why}): not changed this cycle")
-        }
+        Managed::Yes | Managed::NoConf => Reason::NoConf,
+        Managed::Ignored => Reason::Ignored,
+        Managed::OptedOut => Reason::OptedOut,
+        Managed::Locked => Reason::Locked {
+            lock: c
+                .conf
+                .as_ref()
+                .and_then(|k| k.lock.clone())
+                .unwrap_or_default(),
+        },
     }
 }
 
 /// Measures one container and, when it is managed, works out the moves it wants.
+#[allow(clippy::too_many_lines)] // split by h14's rework, in progress
 fn assess(
     cfg: &Config,
     snap: &Snapshot,
@@ -236,6 +258,7 @@ fn assess(
         )
     });
     let memory_used_mb = measure::memory_used_mb(c);
+    let working_set_mb = measure::memory_working_set_mb(c);
     let memory_mb = conf.map(|k| k.memory_mb);
     let memory_percent = match (memory_used_mb, memory_mb) {
         (Some(used), Some(mb)) if mb > 0 => Some(used / mb as f64 * 100.0),
@@ -256,13 +279,13 @@ fn assess(
     if managed != Managed::Yes {
         notes.push(Note {
             vmid: c.vmid,
-            reason: unmanaged_reason(managed, conf),
+            reason: unmanaged_reason(managed, c),
         });
         return (observation, None);
     }
 
     let limits = cfg.limits_for(c.vmid);
-    let mut note = |reason: String| {
+    let mut note = |reason: Reason| {
         notes.push(Note {
             vmid: c.vmid,
             reason,
@@ -271,11 +294,13 @@ fn assess(
 
     let core_move = match (cores, effective, cpu_percent) {
         (None, _, _) => {
-            note("cores unknown (no cores line, host cpus unread): cores unchanged".into());
+            note(Reason::CoresUnknown);
             None
         }
         (Some(_), _, None) | (Some(_), None, _) => {
-            note("cpu not measured this cycle: cores unchanged".into());
+            note(Reason::NotMeasured {
+                resource: Resource::Cpu,
+            });
             None
         }
         (Some(cores), Some(eff), Some(pct)) => {
@@ -284,10 +309,13 @@ fn assess(
     };
     let memory_move = match (memory_mb, memory_used_mb, memory_percent) {
         (Some(mb), Some(used), Some(pct)) => {
-            plan_memory(&limits, mb, used, pct, host.energy, &mut note)
+            let floor = cut_floor_mb(used, working_set_mb);
+            plan_memory(&limits, mb, (used, floor), pct, host.energy, &mut note)
         }
         _ => {
-            note("memory not measured this cycle: memory unchanged".into());
+            note(Reason::NotMeasured {
+                resource: Resource::Memory,
+            });
             None
         }
     };
@@ -310,21 +338,22 @@ fn plan_cores(
     effective_cpus: f64,
     pct: f64,
     host: &HostView,
-    note: &mut impl FnMut(String),
-) -> Option<Move<u32>> {
+    note: &mut impl FnMut(Reason),
+) -> Option<Move> {
     let upper = l.cpu_upper_threshold;
     let lower = l.cpu_lower_threshold;
     let mid = (upper + lower) / 2.0;
     let demand = effective_cpus * pct / 100.0;
 
     if pct > upper {
-        let label = format!("cpu {pct:.1}% > {upper}");
+        let reading = reading(Resource::Cpu, pct, upper, Rule::AboveUpper);
         let wanted = size_for(demand, mid).min(f64::from(u32::MAX)) as u32;
         if wanted <= cores {
             // Only a cpulimit below cores gets here: the limit, not the core count, is what binds.
-            note(format!(
-                "{label} but cpulimit {effective_cpus} binds, more cores would not help: cores unchanged"
-            ));
+            note(Reason::CpulimitBinds {
+                reading,
+                cpulimit: effective_cpus,
+            });
             return None;
         }
         // max-then-min rather than clamp: a config built in code without validation must not
@@ -338,29 +367,27 @@ fn plan_cores(
         }
         if to <= cores {
             let bound = if cores >= l.max_cores {
-                format!("max_cores {}", l.max_cores)
+                Bound::MaxCores(l.max_cores)
             } else {
-                format!(
-                    "host usable cores {}",
-                    host.usable_whole_cores.unwrap_or(cores)
-                )
+                Bound::HostUsableCores(host.usable_whole_cores.unwrap_or(cores))
             };
-            note(format!("{label} but already at {bound}: cores unchanged"));
+            note(Reason::AtBound { reading, bound });
             return None;
         }
         return Some(Move {
-            from: cores,
-            to,
+            from: u64::from(cores),
+            to: u64::from(to),
             over: pct - upper,
-            label,
+            reading,
             cut: false,
         });
     }
 
-    let (target_percent, label) = if host.energy && pct < upper {
-        (upper, format!("cpu {pct:.1}% < {upper} (energy mode)"))
+    let (target_percent, reading) = if host.energy && pct < upper {
+        let r = reading(Resource::Cpu, pct, upper, Rule::BelowUpperEnergy);
+        (upper, r)
     } else if pct < lower {
-        (mid, format!("cpu {pct:.1}% < {lower}"))
+        (mid, reading(Resource::Cpu, pct, lower, Rule::BelowLower))
     } else {
         return None;
     };
@@ -372,29 +399,38 @@ fn plan_cores(
         return None;
     }
     Some(Move {
-        from: cores,
-        to,
+        from: u64::from(cores),
+        to: u64::from(to),
         over: 0.0,
-        label,
+        reading,
         cut: false,
     })
 }
 
+/// The lowest MB a cut may reach: used memory, and the working set plus its margin. Without a
+/// working set (no `inactive_file`) the margin is taken over used memory.
+fn cut_floor_mb(used_mb: f64, working_set_mb: Option<f64>) -> u64 {
+    let base = working_set_mb.unwrap_or(used_mb).max(0.0);
+    let margin = (base * WORKING_SET_MARGIN).max(WORKING_SET_MARGIN_MIN_MB);
+    (base + margin).max(used_mb).ceil() as u64
+}
+
 /// The memory a container should move to, before host headroom. `None` = no change.
+/// `(used_mb, floor_mb)`: used memory, and the lowest a cut may go (`cut_floor_mb`).
 fn plan_memory(
     l: &Limits,
     memory_mb: u64,
-    used_mb: f64,
+    (used_mb, floor_mb): (f64, u64),
     pct: f64,
     energy: bool,
-    note: &mut impl FnMut(String),
-) -> Option<Move<u64>> {
+    note: &mut impl FnMut(Reason),
+) -> Option<Move> {
     let upper = l.memory_upper_threshold;
     let lower = l.memory_lower_threshold;
     let mid = (upper + lower) / 2.0;
 
     if pct > upper {
-        let label = format!("memory {pct:.1}% > {upper}");
+        let reading = reading(Resource::Memory, pct, upper, Rule::AboveUpper);
         let fitting = size_for(used_mb, mid) as u64;
         let mut to = memory_mb
             .saturating_add(l.memory_min_increment)
@@ -404,31 +440,30 @@ fn plan_memory(
             to = to.min(max);
         }
         if to <= memory_mb {
-            let max = l.max_memory.unwrap_or(memory_mb);
-            note(format!(
-                "{label} but already at max_memory {max} MB: memory unchanged"
-            ));
+            let bound = Bound::MaxMemory(l.max_memory.unwrap_or(memory_mb));
+            note(Reason::AtBound { reading, bound });
             return None;
         }
         return Some(Move {
             from: memory_mb,
             to,
             over: pct - upper,
-            label,
+            reading,
             cut: false,
         });
     }
 
-    let (target_percent, label) = if energy && pct < upper {
-        (upper, format!("memory {pct:.1}% < {upper} (energy mode)"))
+    let (target_percent, reading) = if energy && pct < upper {
+        let r = reading(Resource::Memory, pct, upper, Rule::BelowUpperEnergy);
+        (upper, r)
     } else if pct < lower {
-        (mid, format!("memory {pct:.1}% < {lower}"))
+        (mid, reading(Resource::Memory, pct, lower, Rule::BelowLower))
     } else {
         return None;
     };
     let target = (size_for(used_mb, target_percent) as u64)
         .max(l.min_memory)
-        .max(used_mb.ceil() as u64);
+        .max(floor_mb);
     if memory_mb <= target {
         return None;
     }
@@ -443,7 +478,7 @@ fn plan_memory(
         from: memory_mb,
         to: memory_mb - reduction,
         over: 0.0,
-        label,
+        reading,
         cut: false,
     })
 }
@@ -466,101 +501,61 @@ fn grant_order(wants: &[Want], pick: impl Fn(&Want) -> Option<f64>) -> Vec<usize
     order.into_iter().map(|(i, _)| i).collect()
 }
 
-fn grant_cores(wants: &mut [Want], headroom: Option<f64>, notes: &mut Vec<Note>) {
+/// Hands out `headroom` (cores or MB; `None` = unknown) of `resource` to the scale-ups in grant
+/// order. A scale-up that does not fit is cut to the whole amount left, or dropped when that is
+/// below the resource's minimum step; each such decision gets a note. Scale-downs pass untouched.
+fn grant(wants: &mut [Want], resource: Resource, headroom: Option<f64>, notes: &mut Vec<Note>) {
     let order = grant_order(wants, |w| {
-        w.cores.as_ref().filter(|m| m.is_up()).map(|m| m.over)
+        let m = match resource {
+            Resource::Cpu => &w.cores,
+            Resource::Memory => &w.memory,
+        };
+        m.as_ref().filter(|m| m.is_up()).map(|m| m.over)
     });
     let mut headroom = headroom;
     for i in order {
         let w = &mut wants[i];
-        let Some(m) = w.cores.as_mut() else {
+        let (vmid, min_increment) = (w.vmid, w.min_increment(resource));
+        let slot = w.slot(resource);
+        let Some(m) = slot.as_mut() else {
             continue;
         };
-        let step = m.to - m.from;
+        let wanted = m.to - m.from;
         let Some(room) = headroom.as_mut() else {
-            notes.push(Note {
-                vmid: w.vmid,
-                reason: format!(
-                    "{} wants +{step}: host cpu headroom unknown, not scaled up",
-                    m.label
-                ),
-            });
-            w.cores = None;
+            let reason = Reason::HeadroomUnknown {
+                reading: m.reading,
+                wanted,
+            };
+            notes.push(Note { vmid, reason });
+            *slot = None;
             continue;
         };
         let fits = (*room + EPSILON).floor();
-        if f64::from(step) > fits {
-            if fits < f64::from(w.core_min_increment) {
-                notes.push(Note {
-                    vmid: w.vmid,
-                    reason: format!(
-                        "{} wants +{step}: host headroom {room:.1} cores is below core_min_increment {}, not scaled up",
-                        m.label, w.core_min_increment
-                    ),
-                });
-                w.cores = None;
+        if wanted as f64 > fits {
+            if fits < min_increment as f64 {
+                let reason = Reason::HeadroomBelowMinIncrement {
+                    reading: m.reading,
+                    wanted,
+                    headroom: *room,
+                    min_increment,
+                };
+                notes.push(Note { vmid, reason });
+                *slot = None;
                 continue;
             }
-            let granted = fits as u32;
-            notes.push(Note {
-                vmid: w.vmid,
-                reason: format!(
-                    "cpu cut from +{step} to +{granted} {}: host headroom {room:.1} cores",
-                    if granted == 1 { "core" } else { "cores" }
-                ),
-            });
+            // `fits` is at least the minimum step (>= 1) here, so it is positive and whole.
+            let granted = fits as u64;
+            let reason = Reason::CutToHeadroom {
+                resource,
+                wanted,
+                granted,
+                headroom: *room,
+            };
+            notes.push(Note { vmid, reason });
             m.to = m.from + granted;
             m.cut = true;
         }
-        *room -= f64::from(m.to - m.from);
-    }
-}
-
-fn grant_memory(wants: &mut [Want], headroom_mb: Option<i64>, notes: &mut Vec<Note>) {
-    let order = grant_order(wants, |w| {
-        w.memory.as_ref().filter(|m| m.is_up()).map(|m| m.over)
-    });
-    let mut headroom_mb = headroom_mb;
-    for i in order {
-        let w = &mut wants[i];
-        let Some(m) = w.memory.as_mut() else {
-            continue;
-        };
-        let step = m.to - m.from;
-        let Some(room) = headroom_mb.as_mut() else {
-            notes.push(Note {
-                vmid: w.vmid,
-                reason: format!(
-                    "{} wants +{step} MB: host memory headroom unknown, not scaled up",
-                    m.label
-                ),
-            });
-            w.memory = None;
-            continue;
-        };
-        let step_signed = i64::try_from(step).unwrap_or(i64::MAX);
-        if step_signed > *room {
-            let min_increment = i64::try_from(w.memory_min_increment).unwrap_or(i64::MAX);
-            if *room < min_increment {
-                notes.push(Note {
-                    vmid: w.vmid,
-                    reason: format!(
-                        "{} wants +{step} MB: host headroom {room} MB is below memory_min_increment {}, not scaled up",
-                        m.label, w.memory_min_increment
-                    ),
-                });
-                w.memory = None;
-                continue;
-            }
-            notes.push(Note {
-                vmid: w.vmid,
-                reason: format!("memory cut from +{step} to +{room} MB: host headroom {room} MB"),
-            });
-            // `room` is at least memory_min_increment (>= 1) here, so it is positive.
-            m.to = m.from + (*room as u64);
-            m.cut = true;
-        }
-        *room -= i64::try_from(m.to - m.from).unwrap_or(i64::MAX);
+        *room -= (m.to - m.from) as f64;
     }
 }
 
@@ -572,7 +567,7 @@ mod tests {
 
     use super::*;
     use crate::config::{self, TierConfig};
-    use crate::read::snapshot::{ContainerPrev, CpuTicks, HostPrev, HostSample};
+    use crate::read::snapshot::{ContainerPrev, CpuTicks, CtConf, HostPrev, HostSample};
 
     const BOOT: u64 = 1_700_000_000;
     const PREV_AT: i64 = 1_700_000_000_000_000;
@@ -712,11 +707,11 @@ mod tests {
             .map(|s| (s.from, s.to))
     }
 
-    fn notes_of(plan: &Plan, vmid: u32) -> Vec<&str> {
+    fn notes_of(plan: &Plan, vmid: u32) -> Vec<String> {
         plan.notes
             .iter()
             .filter(|n| n.vmid == vmid)
-            .map(|n| n.reason.as_str())
+            .map(|n| n.reason.to_string())
             .collect()
     }
 
@@ -763,7 +758,7 @@ mod tests {
         assert_eq!(cores_of(&plan, 101), Some((2, 4)));
         assert_eq!(memory_of(&plan, 101), None);
         assert_eq!(
-            change(&plan, 101).unwrap().reason,
+            change(&plan, 101).unwrap().why().to_string(),
             "cpu 92.0% > 80: cores 2->4"
         );
         assert!(plan.notes.is_empty(), "{:?}", plan.notes);
@@ -778,7 +773,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
         assert_eq!(cores_of(&plan, 101), None);
         assert_eq!(
-            change(&plan, 101).unwrap().reason,
+            change(&plan, 101).unwrap().why().to_string(),
             "memory 84.0% > 80: 1024->1720 MB"
         );
     }
@@ -799,7 +794,7 @@ mod tests {
             })
         );
         assert_eq!(
-            c.reason,
+            c.why().to_string(),
             "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1720 MB"
         );
     }
@@ -898,7 +893,7 @@ mod tests {
         // demand 0.6 at mid 50 % -> 2 cores.
         assert_eq!(cores_of(&plan, 101), Some((4, 2)));
         assert_eq!(
-            change(&plan, 101).unwrap().reason,
+            change(&plan, 101).unwrap().why().to_string(),
             "cpu 15.0% < 20: cores 4->2"
         );
     }
@@ -946,7 +941,7 @@ mod tests {
         w.ct(101, 2, 4096, 50.0, 200.0);
         let plan = w.decide(&Config::default());
         assert_eq!(
-            change(&plan, 101).unwrap().reason,
+            change(&plan, 101).unwrap().why().to_string(),
             "memory 4.9% < 20: 4096->2048 MB"
         );
     }
@@ -1052,9 +1047,41 @@ mod tests {
             vec!["cpu cut from +3 to +1 core: host headroom 1.4 cores"]
         );
         assert_eq!(
-            change(&plan, 101).unwrap().reason,
+            change(&plan, 101).unwrap().why().to_string(),
             "cpu 100.0% > 80: cores 3->4 (cut to host headroom)"
         );
+    }
+
+    #[test]
+    fn cut_reasons_carry_the_numbers() {
+        let mut w = World::new(16, 13.0, 65_536);
+        w.ct(101, 3, 1024, 100.0, 400.0);
+        let plan = w.decide(&Config::default());
+        let Reason::CutToHeadroom {
+            resource,
+            wanted,
+            granted,
+            headroom,
+        } = plan.notes[0].reason
+        else {
+            panic!("{:?}", plan.notes);
+        };
+        assert_eq!((resource, wanted, granted), (Resource::Cpu, 3, 1));
+        assert!((headroom - 1.4).abs() < 1e-9, "{headroom}");
+        let Reason::Scaled {
+            reading,
+            from,
+            to,
+            cut,
+        } = change(&plan, 101).unwrap().reasons[0]
+        else {
+            panic!("{plan:?}");
+        };
+        assert_eq!((from, to, cut), (3, 4, true));
+        assert_eq!(reading.resource, Resource::Cpu);
+        assert_eq!(reading.rule, Rule::AboveUpper);
+        assert_eq!(reading.threshold, 80.0);
+        assert!((reading.percent - 100.0).abs() < 1e-9);
     }
 
     #[test]
@@ -1199,7 +1226,7 @@ mod tests {
             assert_eq!(cores_of(&plan, 101), Some((4, 3)), "hour {hour}");
             assert_eq!(memory_of(&plan, 101), Some((2048, 1536)), "hour {hour}");
             assert_eq!(
-                change(&plan, 101).unwrap().reason,
+                change(&plan, 101).unwrap().why().to_string(),
                 "cpu 50.0% < 80 (energy mode): cores 4->3; memory 48.8% < 80 (energy mode): 2048->1536 MB"
             );
         }
@@ -1260,6 +1287,34 @@ mod tests {
         let o = observation(&plan, 101);
         assert_eq!(o.managed, Managed::Ignored);
         assert!((o.cpu_percent.unwrap() - 92.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn excluded_containers_are_debug_and_every_other_reason_info() {
+        use crate::decide::plan::Level;
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        w.ct(102, 2, 1024, 92.0, 860.0);
+        w.conf(102).tags = vec!["noautoscale".into()];
+        w.ct(103, 2, 1024, 92.0, 860.0);
+        w.conf(103).lock = Some("backup".into());
+        w.ct(104, 2, 1024, 92.0, 860.0).cpu_usage_usec = None;
+        let plan = w.decide(&cfg("ignore_lxc = [101]\n"));
+        let levels: Vec<(u32, Level)> = plan
+            .notes
+            .iter()
+            .map(|n| (n.vmid, n.reason.log_level()))
+            .collect();
+        assert_eq!(
+            levels,
+            vec![
+                (101, Level::Debug),
+                (102, Level::Debug),
+                (103, Level::Info),
+                (104, Level::Info)
+            ]
+        );
+        assert_eq!(plan.changes[0].reasons[0].log_level(), Level::Info);
     }
 
     #[test]
@@ -1332,6 +1387,58 @@ mod tests {
             vec!["memory not measured this cycle: memory unchanged"]
         );
         assert_eq!(observation(&plan, 101).memory_percent, None);
+    }
+
+    #[test]
+    fn missing_or_garbled_shmem_or_file_gives_no_memory_change() {
+        for garble in [
+            |c: &mut ContainerSample| c.memory_shmem_bytes = None,
+            |c: &mut ContainerSample| c.memory_file_bytes = None,
+            |c: &mut ContainerSample| c.memory_shmem_bytes = Some(51 * MB),
+        ] {
+            let mut w = World::roomy();
+            garble(w.ct(101, 2, 4096, 50.0, 100.0));
+            let plan = w.decide(&Config::default());
+            assert_eq!(memory_of(&plan, 101), None);
+            assert_eq!(
+                notes_of(&plan, 101),
+                vec!["memory not measured this cycle: memory unchanged"]
+            );
+        }
+    }
+
+    #[test]
+    fn tmpfs_heavy_container_is_not_cut() {
+        // 4096 MB, 3500 MB charged, 3000 MB of it tmpfs: used is 3500 MB (85.4 %), not 500 MB.
+        let mut w = World::roomy();
+        let c = w.ct(101, 2, 4096, 50.0, 0.0);
+        c.memory_current_bytes = Some(3500 * MB);
+        c.memory_file_bytes = Some(3000 * MB);
+        c.memory_shmem_bytes = Some(3000 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(observation(&plan, 101).memory_used_mb, Some(3500.0));
+        // Above the upper threshold: grown to fit 3500 MB at 50 %, never cut.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 7000)));
+    }
+
+    #[test]
+    fn memory_cut_never_goes_below_working_set_plus_margin() {
+        // Used 300 MB of 8192 (3.7 %), but 2000 MB of active page cache: working set 2300 MB.
+        let mut w = World::roomy();
+        let c = w.ct(101, 2, 8192, 50.0, 300.0);
+        c.memory_current_bytes = Some(2300 * MB);
+        c.memory_file_bytes = Some(2000 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let plan = w.decide(&Config::default());
+        // Floor 2300 + 10 % = 2530 MB; cuts in whole 512 MB chunks, at most half: 8192 -> 4096.
+        assert_eq!(memory_of(&plan, 101), Some((8192, 4096)));
+        w.conf(101).memory_mb = 4096;
+        let plan = w.decide(&Config::default());
+        // 4096 - 2530 = 1566 MB of room: three chunks, 4096 -> 2560 MB, still above 2530.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 2560)));
+        w.conf(101).memory_mb = 2560;
+        assert_eq!(memory_of(&w.decide(&Config::default()), 101), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Pure arithmetic that turns counters into rates and usage. No IO, no clock.
 
 use crate::read::snapshot::{
-    ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
+    self, ContainerPrev, ContainerSample, Counters, CtConf, EpochUsec, HostPrev, HostSample,
 };
 
 /// Bytes in one Proxmox MB (a MiB).
@@ -43,23 +43,36 @@ pub fn cpu_percent(
         _ => return None,
     }
     let used_usec = usage_usec.checked_sub(prev.cpu_usage_usec)?;
-    let wall_usec = now_usec.checked_sub(prev.taken_at_usec)?;
-    if wall_usec <= 0 || wall_usec >= max_age_usec {
-        return None;
-    }
+    let wall_usec = snapshot::fresh_window_usec(prev.taken_at_usec, now_usec, max_age_usec)?;
     if !(effective_cpus.is_finite() && effective_cpus > 0.0) {
         return None;
     }
     Some(used_usec as f64 / (wall_usec as f64 * effective_cpus) * 100.0)
 }
 
-/// Used memory in MB (MiB) as Proxmox shows it: `memory.current` − `file` of `memory.stat`.
-/// `None` when either figure is missing, or file > current (torn read).
+/// Used memory in MB (MiB): `memory.current` − (`file` − `shmem`) of `memory.stat`. Only the
+/// reclaimable page cache is left out: `shmem` (tmpfs, `/dev/shm`, SysV shared memory) is part of
+/// `file` but cannot be reclaimed without swap, so it counts as used. (Proxmox shows
+/// `current − file`, which reads a tmpfs-heavy container as nearly empty.)
+///
+/// `None` (no memory decision) when any of the three figures is missing, or when they do not fit
+/// together (`shmem` > `file`, or `file − shmem` > `current`: a torn or garbled read).
 pub fn memory_used_mb(cur: &ContainerSample) -> Option<f64> {
     let current = cur.memory_current_bytes?;
     let file = cur.memory_file_bytes?;
-    let used = current.checked_sub(file)?;
+    let shmem = cur.memory_shmem_bytes?;
+    let reclaimable = file.checked_sub(shmem)?;
+    let used = current.checked_sub(reclaimable)?;
     Some(used as f64 / BYTES_PER_MB)
+}
+
+/// The kernel's working set in MB: `memory.current` − `inactive_file` (what the kubelet evicts
+/// on). A cut never goes below it (plus a margin, see `policy`). `None` when either figure is
+/// missing or `inactive_file` > `current`.
+pub fn memory_working_set_mb(cur: &ContainerSample) -> Option<f64> {
+    let current = cur.memory_current_bytes?;
+    let inactive = cur.memory_inactive_file_bytes?;
+    Some(current.checked_sub(inactive)? as f64 / BYTES_PER_MB)
 }
 
 /// Busy host cores between `prev` and `cur`: Δbusy/Δtotal × cpus. `None` on reboot, missing data or
@@ -121,8 +134,7 @@ pub fn counter_window_usec(
         (Some(before), Some(now)) if before == now => {}
         _ => return None,
     }
-    let wall_usec = now_usec.checked_sub(prev.taken_at_usec)?;
-    (wall_usec > 0 && wall_usec < max_age_usec).then_some(wall_usec)
+    snapshot::fresh_window_usec(prev.taken_at_usec, now_usec, max_age_usec)
 }
 
 /// The history-only rates of `cur` against `prev`.
@@ -371,48 +383,73 @@ mod tests {
         );
     }
 
-    #[test]
-    fn memory_used_excludes_page_cache() {
-        let cur = ContainerSample {
-            memory_current_bytes: Some(300 * 1_048_576),
-            memory_file_bytes: Some(100 * 1_048_576),
+    fn mem(current: u64, file: Option<u64>, shmem: Option<u64>) -> ContainerSample {
+        ContainerSample {
+            memory_current_bytes: Some(current),
+            memory_file_bytes: file,
+            memory_shmem_bytes: shmem,
             ..ContainerSample::default()
-        };
+        }
+    }
+
+    #[test]
+    fn memory_used_excludes_reclaimable_page_cache() {
+        let cur = mem(300 * 1_048_576, Some(100 * 1_048_576), Some(0));
         assert_eq!(memory_used_mb(&cur), Some(200.0));
     }
 
     #[test]
+    fn memory_used_counts_shmem_as_used() {
+        // 3500 MB charged, 3000 MB of it tmpfs: all 3500 MB are in use.
+        let cur = mem(
+            3500 * 1_048_576,
+            Some(3000 * 1_048_576),
+            Some(3000 * 1_048_576),
+        );
+        assert_eq!(memory_used_mb(&cur), Some(3500.0));
+        // 100 MB of real cache on top of 1000 MB shmem: 100 MB reclaimable.
+        let cur = mem(
+            1500 * 1_048_576,
+            Some(1100 * 1_048_576),
+            Some(1000 * 1_048_576),
+        );
+        assert_eq!(memory_used_mb(&cur), Some(1400.0));
+    }
+
+    #[test]
     fn memory_used_keeps_fractions_of_a_mb() {
-        let cur = ContainerSample {
-            memory_current_bytes: Some(1_048_576 + 524_288),
-            memory_file_bytes: Some(0),
-            ..ContainerSample::default()
-        };
+        let cur = mem(1_048_576 + 524_288, Some(0), Some(0));
         assert_eq!(memory_used_mb(&cur), Some(1.5));
     }
 
     #[test]
     fn memory_used_is_unknown_when_a_figure_is_missing() {
-        let only_current = ContainerSample {
-            memory_current_bytes: Some(1_048_576),
-            ..ContainerSample::default()
-        };
+        assert_eq!(memory_used_mb(&mem(1_048_576, None, Some(0))), None);
+        assert_eq!(memory_used_mb(&mem(1_048_576, Some(0), None)), None);
         let only_file = ContainerSample {
             memory_file_bytes: Some(0),
+            memory_shmem_bytes: Some(0),
             ..ContainerSample::default()
         };
-        assert_eq!(memory_used_mb(&only_current), None);
         assert_eq!(memory_used_mb(&only_file), None);
     }
 
     #[test]
-    fn memory_used_is_unknown_when_file_exceeds_current() {
-        let cur = ContainerSample {
-            memory_current_bytes: Some(1_000),
-            memory_file_bytes: Some(1_001),
-            ..ContainerSample::default()
-        };
-        assert_eq!(memory_used_mb(&cur), None);
+    fn memory_used_is_unknown_when_figures_do_not_fit_together() {
+        // Reclaimable cache above current: torn read.
+        assert_eq!(memory_used_mb(&mem(1_000, Some(1_001), Some(0))), None);
+        // shmem above file: garbled.
+        assert_eq!(memory_used_mb(&mem(1_000, Some(10), Some(11))), None);
+    }
+
+    #[test]
+    fn working_set_is_current_minus_inactive_file() {
+        let mut cur = mem(1000 * 1_048_576, None, None);
+        assert_eq!(memory_working_set_mb(&cur), None);
+        cur.memory_inactive_file_bytes = Some(250 * 1_048_576);
+        assert_eq!(memory_working_set_mb(&cur), Some(750.0));
+        cur.memory_inactive_file_bytes = Some(1001 * 1_048_576);
+        assert_eq!(memory_working_set_mb(&cur), None);
     }
 
     fn host(cpus: Option<u32>, busy: u64, total: u64, boot: Option<u64>) -> HostSample {

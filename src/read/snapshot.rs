@@ -179,7 +179,32 @@ pub struct ContainerPrev {
     pub counters: Counters,
 }
 
+/// How old a previous sample may be for a rate to be taken from it: 2 × `poll_interval`, µs. A
+/// gap longer than that (downtime, a stalled cycle) would average over something else.
+pub fn max_sample_age_usec(poll_interval_secs: u64) -> i64 {
+    i64::try_from(poll_interval_secs.saturating_mul(2_000_000)).unwrap_or(i64::MAX)
+}
+
+/// The one freshness rule: µs from `taken_at_usec` to `now_usec` when a sample taken then can
+/// serve as the previous one: taken before now (a sample stamped in the future cannot) and less
+/// than `max_age_usec` ago.
+pub fn fresh_window_usec(
+    taken_at_usec: EpochUsec,
+    now_usec: EpochUsec,
+    max_age_usec: i64,
+) -> Option<i64> {
+    let window = now_usec.checked_sub(taken_at_usec)?;
+    (window > 0 && window < max_age_usec).then_some(window)
+}
+
 impl State {
+    /// The host sample when it is fresh at `now_usec` (see `fresh_window_usec`).
+    pub fn fresh_host(&self, now_usec: EpochUsec, max_age_usec: i64) -> Option<&HostPrev> {
+        self.host
+            .as_ref()
+            .filter(|p| fresh_window_usec(p.taken_at_usec, now_usec, max_age_usec).is_some())
+    }
+
     /// The state after `snap`: containers that are gone are dropped, unreadable counters drop the
     /// old sample (a rate across a gap would be a guess).
     pub fn advanced(&self, snap: &Snapshot) -> State {
@@ -205,5 +230,30 @@ impl State {
             })
             .collect();
         State { host, containers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_fresh_only_when_before_now_and_under_twice_the_interval() {
+        let max = max_sample_age_usec(300);
+        assert_eq!(max, 600_000_000);
+        let now = 1_000_000_000_000;
+        assert_eq!(
+            fresh_window_usec(now - 300_000_000, now, max),
+            Some(300_000_000)
+        );
+        assert_eq!(
+            fresh_window_usec(now - 599_999_999, now, max),
+            Some(599_999_999)
+        );
+        assert_eq!(fresh_window_usec(now - 600_000_000, now, max), None);
+        assert_eq!(fresh_window_usec(now, now, max), None);
+        assert_eq!(fresh_window_usec(now + 1, now, max), None);
+        assert_eq!(fresh_window_usec(i64::MIN, now, max), None);
+        assert_eq!(max_sample_age_usec(u64::MAX), i64::MAX);
     }
 }

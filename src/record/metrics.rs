@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::decide::plan::{Managed, Plan};
 use crate::read::measure::{self, CounterRates};
-use crate::read::snapshot::{EpochUsec, Snapshot, State};
+use crate::read::snapshot::{self, EpochUsec, Snapshot, State};
 
 /// Bytes in one config MB (MiB).
 pub const BYTES_PER_MB: u64 = 1024 * 1024;
@@ -89,7 +89,7 @@ pub struct ContainerRecord {
     /// Percent of `effective_cpus` over the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
-    /// `memory.current` − page cache, MB.
+    /// `memory.current` − (`file` − `shmem`), MB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_used_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,13 +152,9 @@ pub fn records(
     state: &State,
     cycle: CycleInfo,
 ) -> (HostRecord, Vec<ContainerRecord>) {
-    let max_age_usec =
-        i64::try_from(cfg.poll_interval.saturating_mul(2_000_000)).unwrap_or(i64::MAX);
+    let max_age_usec = snapshot::max_sample_age_usec(cfg.poll_interval);
     let time = rfc3339(snap.taken_at_usec);
-    let host_prev = state.host.as_ref().filter(|p| {
-        let age = snap.taken_at_usec.saturating_sub(p.taken_at_usec);
-        age > 0 && age < max_age_usec
-    });
+    let host_prev = state.fresh_host(snap.taken_at_usec, max_age_usec);
     let host = HostRecord {
         ts_usec: snap.taken_at_usec,
         time: time.clone(),

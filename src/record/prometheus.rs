@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::act::apply::Report;
+use crate::decide::plan::Change;
 use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
 /// Mode of the text file: node_exporter runs as its own user and must read it.
@@ -24,17 +24,17 @@ pub struct ActionCounters {
 }
 
 impl ActionCounters {
-    /// Counts the changes `pct` confirmed and the ones that failed.
-    pub fn add_report(&mut self, report: &Report) {
-        for a in &report.applied {
-            if let Some(s) = a.change.cores {
+    /// Counts the changes `pct` confirmed and the `pct` calls that failed.
+    pub fn add<'a>(&mut self, applied: impl IntoIterator<Item = &'a Change>, failed: usize) {
+        for change in applied {
+            if let Some(s) = change.cores {
                 if s.to > s.from {
                     self.cpu_up += 1;
                 } else if s.to < s.from {
                     self.cpu_down += 1;
                 }
             }
-            if let Some(s) = a.change.memory_mb {
+            if let Some(s) = change.memory_mb {
                 if s.to > s.from {
                     self.memory_up += 1;
                 } else if s.to < s.from {
@@ -42,7 +42,7 @@ impl ActionCounters {
                 }
             }
         }
-        self.pct_failures += report.failed.len() as u64;
+        self.pct_failures += failed as u64;
     }
 }
 
@@ -168,6 +168,14 @@ pub fn render(
     counters: &ActionCounters,
 ) -> String {
     let mut out = String::with_capacity(1024 + containers.len() * 2048);
+    render_containers(&mut out, containers);
+    render_host(&mut out, host);
+    render_counters(&mut out, counters);
+    out
+}
+
+/// The per-container families.
+fn render_containers(out: &mut String, containers: &[ContainerRecord]) {
     let labels: Vec<String> = containers
         .iter()
         .map(|c| {
@@ -180,7 +188,7 @@ pub fn render(
         })
         .collect();
     for (name, help, get) in CONTAINER_GAUGES {
-        let mut f = Family::new(&mut out, name, "gauge", help);
+        let mut f = Family::new(out, name, "gauge", help);
         for (c, l) in containers.iter().zip(&labels) {
             if let Some(v) = get(c) {
                 f.sample(name, l, v);
@@ -189,7 +197,7 @@ pub fn render(
     }
     let psi = "lxc_autoscale_container_pressure_some_avg10_ratio";
     let mut f = Family::new(
-        &mut out,
+        out,
         psi,
         "gauge",
         "PSI some avg10: share of the last 10 s some task of the container waited for the resource.",
@@ -205,7 +213,10 @@ pub fn render(
             }
         }
     }
+}
 
+/// The host families and the containers seen.
+fn render_host(out: &mut String, host: &HostRecord) {
     let host_gauges: [(&str, &str, Option<f64>); 6] = [
         (
             "lxc_autoscale_host_cpus",
@@ -240,21 +251,24 @@ pub fn render(
     ];
     for (name, help, value) in host_gauges {
         if let Some(v) = value {
-            Family::new(&mut out, name, "gauge", help).sample(name, "", v);
+            Family::new(out, name, "gauge", help).sample(name, "", v);
         }
     }
     let name = "lxc_autoscale_containers";
     Family::new(
-        &mut out,
+        out,
         name,
         "gauge",
         "Running containers seen in the last cycle.",
     )
     .sample(name, "", host.containers as f64);
+}
 
+/// The action counters since the daemon started.
+fn render_counters(out: &mut String, counters: &ActionCounters) {
     let name = "lxc_autoscale_scaling_actions_total";
     let mut f = Family::new(
-        &mut out,
+        out,
         name,
         "counter",
         "Scaling actions pct confirmed since the daemon started.",
@@ -273,13 +287,12 @@ pub fn render(
     }
     let name = "lxc_autoscale_pct_failures_total";
     Family::new(
-        &mut out,
+        out,
         name,
         "counter",
         "pct calls that failed since the daemon started.",
     )
     .sample(name, "", counters.pct_failures as f64);
-    out
 }
 
 /// Writes `text` to `path` atomically (readers never see half a file).
@@ -290,8 +303,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::act::apply::{Applied, Failure};
-    use crate::decide::plan::{Change, Step};
+    use crate::decide::plan::Step;
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {
@@ -301,31 +313,20 @@ mod tests {
 
     #[test]
     fn counters_count_confirmed_directions_and_failures() {
-        let change = |cores: Option<(u32, u32)>, mem: Option<(u64, u64)>| Applied {
-            change: Change {
-                vmid: 101,
-                cores: cores.map(|(from, to)| Step { from, to }),
-                memory_mb: mem.map(|(from, to)| Step { from, to }),
-                reason: String::new(),
-            },
-            summary: String::new(),
+        let change = |cores: Option<(u32, u32)>, mem: Option<(u64, u64)>| Change {
+            vmid: 101,
+            cores: cores.map(|(from, to)| Step { from, to }),
+            memory_mb: mem.map(|(from, to)| Step { from, to }),
+            reasons: Vec::new(),
         };
-        let report = Report {
-            applied: vec![
-                change(Some((2, 4)), Some((2048, 1024))),
-                change(Some((4, 2)), None),
-                change(None, Some((512, 1024))),
-            ],
-            failed: vec![Failure {
-                vmid: 102,
-                summary: String::new(),
-                error: String::new(),
-            }],
-            ..Report::default()
-        };
+        let applied = [
+            change(Some((2, 4)), Some((2048, 1024))),
+            change(Some((4, 2)), None),
+            change(None, Some((512, 1024))),
+        ];
         let mut c = ActionCounters::default();
-        c.add_report(&report);
-        c.add_report(&report);
+        c.add(&applied, 1);
+        c.add(&applied, 1);
         assert_eq!(
             c,
             ActionCounters {

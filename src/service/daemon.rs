@@ -14,10 +14,10 @@ use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::{self, Config};
-use crate::decide::plan::{Managed, Plan};
+use crate::decide::plan::{Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
-use crate::read::snapshot::{Snapshot, State};
+use crate::read::snapshot::{self, Snapshot, State};
 use crate::record::events::EventLog;
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
@@ -86,10 +86,8 @@ impl Signals {
 
 /// Whether some container lacks a previous sample a rate could be taken from.
 fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State, now_usec: i64) -> bool {
-    let max_age = i64::try_from(cfg.poll_interval)
-        .unwrap_or(i64::MAX / 2_000_000)
-        .saturating_mul(2_000_000);
-    let fresh = |taken: i64| now_usec > taken && now_usec - taken < max_age;
+    let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
+    let fresh = |taken: i64| snapshot::fresh_window_usec(taken, now_usec, max_age).is_some();
     let host_ok = state
         .host
         .is_some_and(|h| h.boot_time == snap.host.boot_time && fresh(h.taken_at_usec));
@@ -108,16 +106,18 @@ fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State, now_usec: i
 
 /// Sleeps up to `d`, waking early when `stop` is set. Returns false when stopped.
 fn sleep_unless(d: Duration, stop: &dyn Fn() -> bool) -> bool {
-    let end = Instant::now() + d;
+    // No end that the clock can represent means "until stopped"; never a panic.
+    let end = Instant::now().checked_add(d);
     loop {
         if stop() {
             return false;
         }
         let now = Instant::now();
-        if now >= end {
+        if end.is_some_and(|end| now >= end) {
             return true;
         }
-        std::thread::sleep((end - now).min(TICK));
+        let left = end.map_or(TICK, |end| end.saturating_duration_since(now));
+        std::thread::sleep(left.min(TICK));
     }
 }
 
@@ -166,6 +166,7 @@ pub struct DaemonOpts {
 }
 
 /// Runs the daemon (or one cycle with `once`) until SIGTERM or SIGINT.
+#[allow(clippy::too_many_lines)] // split by h14's rework, in progress
 pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     let mut cfg = match load_config(&cli.config) {
         Ok(c) => c,
@@ -176,6 +177,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         }
     };
     logging::init(Some(&cfg.log_file), cli.verbose)?;
+    for w in cfg.warnings() {
+        warn!(config = %cli.config.display(), "{w}");
+    }
     if let Some(w) = warn_if_token_exposed(&cli.config, &cfg) {
         warn!("{w}");
     }
@@ -246,9 +250,16 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             };
             apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
         };
-        counters.add_report(&report);
+        counters.add(
+            report.applied.iter().map(|a| &a.change),
+            report.failed.len(),
+        );
         let cycle = CycleInfo {
-            duration_secs: Some((collect_time + cycle_start.elapsed()).as_secs_f64()),
+            duration_secs: Some(
+                collect_time
+                    .saturating_add(cycle_start.elapsed())
+                    .as_secs_f64(),
+            ),
             changes: plan.changes.len(),
             failures: report.failed.len(),
         };
@@ -296,14 +307,18 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         // Fixed rate: the next cycle starts one interval after this one started. A reload may
         // change the interval, so the deadline is recomputed on every tick.
         loop {
-            let next = cycle_start + Duration::from_secs(cfg.poll_interval);
-            if signals.stopping() || Instant::now() >= next {
+            // Checked: no interval, however long, may panic the daemon (`None` = never).
+            let next = cycle_start.checked_add(Duration::from_secs(cfg.poll_interval));
+            if signals.stopping() || next.is_some_and(|next| Instant::now() >= next) {
                 break;
             }
             if signals.reload.swap(false, Ordering::Relaxed) {
                 sdnotify::notify("RELOADING=1");
                 match load_config(&cli.config) {
                     Ok(new) => {
+                        for w in new.warnings() {
+                            warn!(config = %cli.config.display(), "{w}");
+                        }
                         if new.lock_file != cfg.lock_file {
                             warn!("lock_file changes take effect at the next restart");
                         }
@@ -331,7 +346,8 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
                     last_watchdog = Instant::now();
                 }
             }
-            std::thread::sleep(next.saturating_duration_since(Instant::now()).min(TICK));
+            let left = next.map_or(TICK, |next| next.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.min(TICK));
         }
         if signals.stopping() {
             break;
@@ -383,24 +399,12 @@ fn export_metrics(
     }
 }
 
-/// Logs the plan's notes. Containers the admin excluded on purpose repeat the same note every
-/// cycle, so theirs go to debug; everything else is news.
+/// Logs the plan's notes at the level their reason asks for.
 fn log_notes(plan: &Plan) {
     for note in &plan.notes {
-        // Observations are in VMID order.
-        let excluded = plan
-            .observations
-            .binary_search_by_key(&note.vmid, |o| o.vmid)
-            .is_ok_and(|i| {
-                matches!(
-                    plan.observations[i].managed,
-                    Managed::Ignored | Managed::OptedOut
-                )
-            });
-        if excluded {
-            tracing::debug!(vmid = note.vmid, "{}", note.reason);
-        } else {
-            info!(vmid = note.vmid, "{}", note.reason);
+        match note.reason.log_level() {
+            Level::Debug => tracing::debug!(vmid = note.vmid, "{}", note.reason),
+            Level::Info => info!(vmid = note.vmid, "{}", note.reason),
         }
     }
 }
@@ -410,7 +414,7 @@ fn notify_report(n: &mut Notifier, report: &Report) {
         let lines: Vec<String> = report
             .applied
             .iter()
-            .map(|a| format!("CT {}: {} ({})", a.change.vmid, a.summary, a.change.reason))
+            .map(|a| format!("CT {}: {} ({})", a.change.vmid, a.summary, a.change.why()))
             .collect();
         n.send(
             &format!(

@@ -144,6 +144,38 @@ pub fn case(data: &[u8]) -> Option<Case> {
     cfg.validate().ok()?;
 
     let taken_at_usec = T0_USEC + b.range(0, 4_000) as i64 * 1_000_000;
+    let (host, ticks_prev) = host_sample(&mut b);
+    let mut state = State::default();
+    if b.maybe() {
+        state.host = Some(HostPrev {
+            taken_at_usec: prev_taken(&mut b, taken_at_usec),
+            boot_time: if b.u8() % 8 == 0 {
+                Some(BOOT_B)
+            } else {
+                Some(BOOT_A)
+            },
+            cpu_ticks: ticks_prev,
+        });
+    }
+    let containers = containers(&mut b, taken_at_usec, &mut state);
+    let hour = u32::from(b.u8() % 24);
+    let now = NaiveDate::from_ymd_opt(2025, 1, 15)
+        .and_then(|d| d.and_hms_opt(hour, 30, 0))
+        .expect("valid date");
+    Some(Case {
+        cfg,
+        snap: Snapshot {
+            taken_at_usec,
+            host,
+            containers,
+        },
+        state,
+        now,
+    })
+}
+
+/// The host sample and the host's CPU ticks of the previous cycle.
+fn host_sample(b: &mut Bytes) -> (HostSample, CpuTicks) {
     let cpus = b.maybe().then(|| b.range(1, 128) as u32);
     let boot_time = match b.u8() % 8 {
         0 => None,
@@ -183,103 +215,89 @@ pub fn case(data: &[u8]) -> Option<Case> {
         mem_total_kib,
         mem_available_kib,
     };
-    let prev_taken = |b: &mut Bytes| -> i64 {
-        match b.u8() % 8 {
-            // The clock went backwards, or did not move.
-            0 => taken_at_usec + b.range(0, 600) as i64 * 1_000_000,
-            // Too old to use.
-            1 => taken_at_usec - 100_000 * 1_000_000,
-            _ => taken_at_usec - b.range(1, 1_200) as i64 * 1_000_000,
-        }
-    };
-    let mut state = State::default();
-    if b.maybe() {
-        state.host = Some(HostPrev {
-            taken_at_usec: prev_taken(&mut b),
-            boot_time: if b.u8() % 8 == 0 {
-                Some(BOOT_B)
-            } else {
-                Some(BOOT_A)
-            },
-            cpu_ticks: ticks_prev,
-        });
-    }
+    (host, ticks_prev)
+}
 
+/// When the previous cycle read its counters.
+fn prev_taken(b: &mut Bytes, taken_at_usec: i64) -> i64 {
+    match b.u8() % 8 {
+        // The clock went backwards, or did not move.
+        0 => taken_at_usec + b.range(0, 600) as i64 * 1_000_000,
+        // Too old to use.
+        1 => taken_at_usec - 100_000 * 1_000_000,
+        _ => taken_at_usec - b.range(1, 1_200) as i64 * 1_000_000,
+    }
+}
+
+/// Up to ten containers, sorted by vmid, with their previous readings put in `state`.
+fn containers(b: &mut Bytes, taken_at_usec: i64, state: &mut State) -> Vec<ContainerSample> {
     let mut containers: Vec<ContainerSample> = Vec::new();
     for _ in 0..b.range(0, 10) {
         let vmid = 100 + u32::from(b.u8() % 16);
         if containers.iter().any(|c| c.vmid == vmid) {
             continue;
         }
-        let conf = b.maybe().then(|| CtConf {
-            cores: b.maybe().then(|| b.range(1, 96) as u32),
-            memory_mb: b.range(1, 65536),
-            swap_mb: b.bool().then(|| b.range(0, 4096)),
-            cpulimit: match b.u8() % 4 {
-                0 => Some(b.range(0, 64) as f64 / 4.0),
-                _ => None,
-            },
-            tags: if b.u8() % 8 == 0 {
-                vec!["noautoscale".into()]
-            } else {
-                Vec::new()
-            },
-            lock: (b.u8() % 8 == 0).then(|| "backup".to_string()),
-            hostname: None,
-        });
-        let cgroup_id = b.maybe().then(|| 1 + u64::from(b.u8() % 2));
-        let prev_usage = b.range(0, 1 << 40);
-        let cpu_usage_usec = match b.u8() % 8 {
-            0 => None,
-            // Counter went backwards (restart).
-            1 => Some(prev_usage / 2),
-            _ => Some(prev_usage + b.range(0, 64 * 1_200 * 1_000_000)),
-        };
-        let file = b.range(0, 8192) * MIB;
-        let memory_current_bytes = match b.u8() % 8 {
-            0 => None,
-            // Torn read: less in use than in page cache.
-            1 => Some(file / 2),
-            _ => Some(file + b.range(0, 65536) * MIB + b.range(0, MIB)),
-        };
-        let memory_file_bytes = (b.u8() % 8 != 0).then_some(file);
-        if b.maybe() {
-            state.containers.insert(
-                vmid,
-                ContainerPrev {
-                    taken_at_usec: prev_taken(&mut b),
-                    boot_time: if b.u8() % 8 == 0 { None } else { Some(BOOT_A) },
-                    cgroup_id: 1 + u64::from(b.u8() % 2),
-                    cpu_usage_usec: prev_usage,
-                    counters: Default::default(),
-                },
-            );
-        }
-        containers.push(ContainerSample {
-            vmid,
-            conf,
-            cgroup_id,
-            cpu_usage_usec,
-            memory_current_bytes,
-            memory_file_bytes,
-            memory_shmem_bytes: memory_file_bytes.map(|_| 0),
-            memory_inactive_file_bytes: memory_file_bytes,
-            extra: Default::default(),
-        });
+        containers.push(container(b, vmid, taken_at_usec, state));
     }
     containers.sort_by_key(|c| c.vmid);
-    let hour = u32::from(b.u8() % 24);
-    let now = NaiveDate::from_ymd_opt(2025, 1, 15)
-        .and_then(|d| d.and_hms_opt(hour, 30, 0))
-        .expect("valid date");
-    Some(Case {
-        cfg,
-        snap: Snapshot {
-            taken_at_usec,
-            host,
-            containers,
+    containers
+}
+
+/// One container's sample; its previous reading, if any, goes into `state`.
+fn container(b: &mut Bytes, vmid: u32, taken_at_usec: i64, state: &mut State) -> ContainerSample {
+    let conf = b.maybe().then(|| CtConf {
+        cores: b.maybe().then(|| b.range(1, 96) as u32),
+        memory_mb: b.range(1, 65536),
+        swap_mb: b.bool().then(|| b.range(0, 4096)),
+        cpulimit: match b.u8() % 4 {
+            0 => Some(b.range(0, 64) as f64 / 4.0),
+            _ => None,
         },
-        state,
-        now,
-    })
+        tags: if b.u8() % 8 == 0 {
+            vec!["noautoscale".into()]
+        } else {
+            Vec::new()
+        },
+        lock: (b.u8() % 8 == 0).then(|| "backup".to_string()),
+        hostname: None,
+    });
+    let cgroup_id = b.maybe().then(|| 1 + u64::from(b.u8() % 2));
+    let prev_usage = b.range(0, 1 << 40);
+    let cpu_usage_usec = match b.u8() % 8 {
+        0 => None,
+        // Counter went backwards (restart).
+        1 => Some(prev_usage / 2),
+        _ => Some(prev_usage + b.range(0, 64 * 1_200 * 1_000_000)),
+    };
+    let file = b.range(0, 8192) * MIB;
+    let memory_current_bytes = match b.u8() % 8 {
+        0 => None,
+        // Torn read: less in use than in page cache.
+        1 => Some(file / 2),
+        _ => Some(file + b.range(0, 65536) * MIB + b.range(0, MIB)),
+    };
+    let memory_file_bytes = (b.u8() % 8 != 0).then_some(file);
+    if b.maybe() {
+        state.containers.insert(
+            vmid,
+            ContainerPrev {
+                taken_at_usec: prev_taken(b, taken_at_usec),
+                boot_time: if b.u8() % 8 == 0 { None } else { Some(BOOT_A) },
+                cgroup_id: 1 + u64::from(b.u8() % 2),
+                cpu_usage_usec: prev_usage,
+                counters: Default::default(),
+            },
+        );
+    }
+    ContainerSample {
+        vmid,
+        conf,
+        cgroup_id,
+        cpu_usage_usec,
+        memory_current_bytes,
+        memory_file_bytes,
+        memory_shmem_bytes: memory_file_bytes.map(|_| 0),
+        memory_inactive_file_bytes: memory_file_bytes,
+        extra: Default::default(),
+    }
 }

@@ -1,0 +1,227 @@
+//! Defects found by the adversarial review of the release binary (issue 11), each reproduced
+//! against the real binary and a fake host, with the exact outcome.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::{stderr, stdout, FakeHost};
+
+/// An address on 127.0.0.1 where nothing listens any more: connections are refused.
+fn refusing_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+/// The forms a secret could leak in: raw, percent-encoded (as URL libraries print it), base64
+/// (as in a Basic auth header).
+fn leaked_forms(user: &str, secret: &str) -> Vec<String> {
+    let pct: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let b64 = |s: &str| {
+        // Test-side encoder, independent of the crate's.
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in s.as_bytes().chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let mut forms = vec![
+        secret.to_string(),
+        pct.clone(),
+        b64(secret),
+        b64(&format!("{user}:{secret}")),
+        b64(&format!("{user}:{pct}")),
+    ];
+    // Unpadded base64 of the password alone, in case some encoder dropped the padding.
+    forms.push(b64(secret).trim_end_matches('=').to_string());
+    forms
+}
+
+#[test]
+fn gotify_password_and_token_never_reach_log_events_or_stderr_when_gotify_is_down() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let addr = refusing_addr();
+    let password = "p@ss{w0rd}ü";
+    let token = "AzT0k3n.Secret-42";
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"http://admin:{password}@{addr}/\"\ngotify_token = \"{token}\"\n"
+    ));
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+
+    let log = host.log_text();
+    let events = std::fs::read_to_string(host.path("var/log/lxc_autoscale.json")).unwrap();
+    let err = stderr(&out);
+    // The failure is reported, naming the server without its credentials.
+    assert_eq!(
+        log.matches(&format!(
+            "cannot reach gotify at http://{addr}/message: Connection Failed: "
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    let mut forms = leaked_forms("admin", password);
+    forms.extend(leaked_forms("", token));
+    forms.push("admin:".into());
+    for form in &forms {
+        for (name, text) in [("log", &log), ("events", &events), ("stderr", &err)] {
+            assert!(!text.contains(form.as_str()), "{form:?} in {name}: {text}");
+        }
+    }
+}
+
+#[test]
+fn gotify_notification_body_holds_no_secret_and_credentials_travel_only_in_headers() {
+    let (url, rx) = common::gotify_listener(200);
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let password = "p@ss{w0rd}ü";
+    let token = "AzT0k3n.Secret-42";
+    let with_auth = url.replace("http://", &format!("http://admin:{password}@"));
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"{with_auth}/\"\ngotify_token = \"{token}\"\n"
+    ));
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let req = rx.recv().unwrap();
+    assert!(
+        req.head.starts_with("POST /message HTTP/1.1\r\n"),
+        "{}",
+        req.head
+    );
+    assert!(
+        req.head.contains(&format!("X-Gotify-Key: {token}\r\n")),
+        "{}",
+        req.head
+    );
+    let mut forms = leaked_forms("admin", password);
+    forms.extend(leaked_forms("", token));
+    for form in &forms {
+        assert!(
+            !req.body.contains(form.as_str()),
+            "{form:?} in {}",
+            req.body
+        );
+    }
+    assert!(host.log_text().contains("scaled"), "{}", host.log_text());
+}
+
+#[test]
+fn check_config_reads_the_old_lock_default_as_the_new_one_with_one_warning() {
+    let host = FakeHost::new(4);
+    let cfg = host.write_config("");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let lock_line = text.lines().find(|l| l.starts_with("lock_file")).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(lock_line, "lock_file = \"/var/lock/lxc_autoscale.lock\""),
+    )
+    .unwrap();
+    let out = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warnings: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        ["warning: lock_file /var/lock/lxc_autoscale.lock is the old default in a directory every user can write to; using /run/lxc_autoscale/lxc_autoscale.lock instead (set lock_file to that, or remove the line, to silence this warning)"]
+    );
+}
+
+#[test]
+fn daemon_refuses_a_lock_file_in_a_directory_every_user_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = FakeHost::new(4);
+    let dir = host.path("lock");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let lock = dir.join("lxc_autoscale.lock");
+    let cfg = host.write_config("");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let lock_line = text.lines().find(|l| l.starts_with("lock_file")).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(lock_line, &format!("lock_file = \"{}\"", lock.display())),
+    )
+    .unwrap();
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "lxc_autoscale: error: refusing lock file {}: refusing directory {}: group or others can write to it (mode 1777); run: chmod go-w {}\n",
+            lock.display(),
+            dir.display(),
+            dir.display()
+        )
+    );
+    assert!(!lock.exists());
+    assert!(host.pct_calls().is_empty());
+}
+
+#[test]
+fn poll_interval_above_one_day_is_refused_naming_the_key() {
+    let host = FakeHost::new(4);
+    for value in ["86401", "9223372036854775807"] {
+        let cfg = host.write_config(&format!("poll_interval = {value}"));
+        let out = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "key `poll_interval` (line 11): must be from 1 to 86400 seconds (one day), got {value}"
+            )),
+            "{err}"
+        );
+        let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(host.pct_calls().is_empty());
+    }
+}
+
+#[test]
+fn config_that_is_a_fifo_is_refused_without_blocking() {
+    let host = FakeHost::new(4);
+    let fifo = host.path("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Nobody ever writes to the FIFO: a blocking open or read would hang here for good.
+    let out = host.run(&["check-config", "--config", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "lxc_autoscale: error: cannot read config {}: it is a FIFO; the config must be a regular file\n",
+            fifo.display()
+        )
+    );
+}
