@@ -23,6 +23,7 @@ use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::lock::{Lock, LockError};
+use crate::service::readlog::ReadFailureLog;
 use crate::service::{logging, sdnotify};
 
 /// With no usable previous sample, CPU is measured over this window so the first cycle can act.
@@ -205,6 +206,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     };
     let mut collector = Collector::new();
     collector.read_extra = wants_metrics(&cfg);
+    let mut read_log = ReadFailureLog::default();
     let mut metrics_log = MetricsLog::from_config(&cfg);
     let mut counters = ActionCounters::default();
     let mut notifier = Notifier::from_config(&cfg);
@@ -236,6 +238,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     while let Some((snap, collect_time)) = measure(&cfg, &mut collector, &mut state, &stop) {
         // The sampling window is not part of the schedule: the interval starts now.
         let cycle_start = Instant::now();
+        read_log.log(collector.read_failures(), &snap, collector.read_extra);
         let plan = policy::decide(&cfg, &snap, &state, local_now());
         log_notes(&plan);
         let backups = BackupStore::new(cfg.backup_dir.clone());

@@ -3,4 +3,5 @@
 pub mod daemon;
 pub mod lock;
 pub mod logging;
+pub mod readlog;
 pub mod sdnotify;
