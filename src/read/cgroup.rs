@@ -402,6 +402,8 @@ pub struct CgroupDir {
     files: [Slot; CG_FILES],
     /// Cycles since missing files were last looked for.
     missing_age: u32,
+    /// Opened since the last `start_cycle`: its `fstat` is fresh.
+    fresh: bool,
     /// Files opened since this was made; a steady cycle opens none.
     opens: u64,
 }
@@ -434,6 +436,7 @@ impl CgroupDir {
             ctime: (meta.ctime(), meta.ctime_nsec()),
             files: Default::default(),
             missing_age: 0,
+            fresh: true,
             opens: 0,
         })
     }
@@ -452,6 +455,9 @@ impl CgroupDir {
     /// removed), every file is opened again on its next read; files that were missing are looked
     /// for again now and then.
     pub fn start_cycle(&mut self) {
+        if std::mem::take(&mut self.fresh) {
+            return;
+        }
         self.missing_age += 1;
         let ctime = self.dir.metadata().map(|m| (m.ctime(), m.ctime_nsec()));
         if let Some(c) = ctime.ok().filter(|&c| c != self.ctime) {

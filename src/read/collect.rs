@@ -1227,4 +1227,52 @@ mod tests {
         assert_eq!((third.net_rx_bytes, third.net_tx_bytes), (None, None));
         assert_eq!(fds_under(&h.cfg.net_class_root), 0);
     }
+
+    /// A writable cgroup v2 directory of the real kernel: `LXC_AUTOSCALE_TEST_CGROUP2`, or the
+    /// hybrid or unified mount point.
+    fn real_cgroup2() -> Option<PathBuf> {
+        let candidates = std::env::var_os("LXC_AUTOSCALE_TEST_CGROUP2")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(PathBuf::from));
+        for dir in candidates {
+            let probe = dir.join(format!("lxc-autoscale-probe-{}", std::process::id()));
+            if dir.join("cgroup.procs").exists() && fs::create_dir(&probe).is_ok() {
+                fs::remove_dir(&probe).unwrap();
+                return Some(dir);
+            }
+        }
+        None
+    }
+
+    #[test]
+    #[ignore = "needs a writable cgroup v2 hierarchy (root): cargo test -- --ignored real_cgroupfs"]
+    fn real_cgroupfs_restart_between_listing_and_reading_reads_the_new_cgroup() {
+        let base = real_cgroup2().expect("no writable cgroup v2 hierarchy");
+        let h = FakeHost::new();
+        let mut cfg = h.cfg.clone();
+        cfg.cgroup_root = base.join(format!("lxc-autoscale-test-{}", std::process::id()));
+        let dir = cfg.cgroup_root.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let mut c = Collector::new();
+        let first = c.collect(&cfg, 0);
+        let old_ino = fs::metadata(&dir).unwrap().ino();
+        assert_eq!(first.containers[0].cgroup_id, Some(old_ino));
+        assert!(first.containers[0].cpu_usage_usec.is_some());
+        // Restarted after the listing: the kept descriptors answer ENODEV, the directory is
+        // looked up again and read anew.
+        fs::remove_dir(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        let new_ino = fs::metadata(&dir).unwrap().ino();
+        assert_ne!(new_ino, old_ino);
+        let second = c.collect_listed(&cfg, &[(101, old_ino)], 1);
+        assert_eq!(second.containers[0].cgroup_id, Some(new_ino));
+        assert!(second.containers[0].cpu_usage_usec.is_some());
+        // Stopped after the listing: no sample, no descriptor kept.
+        fs::remove_dir(&dir).unwrap();
+        let third = c.collect_listed(&cfg, &[(101, new_ino)], 2);
+        assert!(third.containers.is_empty());
+        assert_eq!(c.open_cgroups(), 0);
+        fs::remove_dir(&cfg.cgroup_root).unwrap();
+    }
 }
