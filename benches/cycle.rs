@@ -3,8 +3,14 @@
 //! `cargo bench --bench cycle` runs N = 10, 100, 1000, 5000; `cargo bench --bench cycle -- --quick`
 //! runs N = 100 with few repeats (CI). Prints a table, reports targets as PASS/MISS (timing is never
 //! asserted), and exits non-zero when an assertion fails: a steady cycle spawned a process, a 10 %
-//! change cycle did not make exactly one `pct` call per changed container, or RSS grew over a long
-//! run of cycles.
+//! change cycle did not make exactly one `pct` call per changed container, RSS grew over a long
+//! run of cycles, or a steady cycle of the running daemon planned a change.
+//!
+//! At N = 100 and 1000 it also runs the real daemon (`--dry-run`, history on, every history file
+//! present) and attaches `strace -f -c` between two cycles for a few steady cycles: syscalls per
+//! container per steady cycle (skipped, with a note, when strace is missing or cannot attach), and
+//! the daemon's CPU per cycle and RSS from /proc. `-- --n 100,1000` picks sizes; `-- --compare
+//! PATH` measures another build (say, of an older commit) on the same hosts.
 //!
 //! The fake host is the one the scenario tests use (`tests/common/mod.rs`); its `pct` is a shell
 //! script fixture that records its argv. The daemon itself never runs a shell.
@@ -47,9 +53,12 @@ const RSS_SLACK_KIB: u64 = 256;
 struct Mode {
     quick: bool,
     sizes: Vec<usize>,
-    /// The daemon binary the whole-process and running-daemon figures run (`--binary PATH`, to
-    /// compare an older build on the same fake hosts); this crate's binary by default.
+    /// The daemon binary the whole-process and running-daemon figures run; this crate's binary,
+    /// or `--binary PATH`.
     binary: PathBuf,
+    /// `--compare PATH`: another build (for example of an older commit) measured on the same fake
+    /// hosts, whole-process runs alternating with `binary`'s.
+    compare: Option<PathBuf>,
 }
 
 impl Mode {
@@ -66,18 +75,27 @@ impl Mode {
                 sizes = list.split(',').filter_map(|s| s.parse().ok()).collect();
             }
         }
-        let binary = args
-            .iter()
-            .position(|a| a == "--binary")
-            .and_then(|i| args.get(i + 1))
-            .map_or_else(
-                || PathBuf::from(env!("CARGO_BIN_EXE_lxc_autoscale")),
-                PathBuf::from,
-            );
+        let value = |flag: &str| {
+            let i = args.iter().position(|a| a == flag)?;
+            args.get(i + 1).map(PathBuf::from)
+        };
+        let binary =
+            value("--binary").unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lxc_autoscale")));
         Mode {
             quick,
             sizes,
             binary,
+            compare: value("--compare"),
+        }
+    }
+
+    /// Seconds between the running daemon's cycles: long enough that a cycle under strace stays
+    /// within the freshness window (two intervals), so no cycle falls back to a sampling window.
+    fn daemon_poll_interval(&self) -> u64 {
+        if self.quick {
+            2
+        } else {
+            5
         }
     }
 
@@ -396,15 +414,19 @@ fn run_child(mut cmd: Command) -> ChildRun {
     }
 }
 
-/// The daemon binary under test with the fake host's environment.
-fn binary_command(b: &Bench) -> Command {
-    let mut cmd = Command::new(&b.binary);
+/// `binary` with the fake host's environment.
+fn binary_command(binary: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.env_remove("NOTIFY_SOCKET").env("RUST_LOG", "info");
     cmd
 }
 
 fn daemon_command(b: &Bench, dry_run: bool, stderr: &Path) -> Command {
-    let mut cmd = binary_command(b);
+    once_command(b, &b.binary, dry_run, stderr)
+}
+
+fn once_command(b: &Bench, binary: &Path, dry_run: bool, stderr: &Path) -> Command {
+    let mut cmd = binary_command(binary);
     cmd.arg("--once");
     if dry_run {
         cmd.arg("--dry-run");
@@ -568,9 +590,9 @@ struct Syscalls {
     by_name: Vec<(String, f64)>,
 }
 
-/// Extra config for the running daemon: a cycle a second, and bounds that keep every container
-/// where it is (its counters do not move, so it reads as idle), so every cycle stays steady.
-const DAEMON_EXTRA: &str = "poll_interval = 1\nmin_cores = 2\nmin_memory = 2048\n";
+/// Extra config for the running daemon: bounds that keep every container where it is (its
+/// counters do not move, so it reads as idle), so every cycle stays steady.
+const DAEMON_EXTRA: &str = "min_cores = 2\nmin_memory = 2048\n";
 
 /// `cycle done` lines in the daemon's log so far.
 fn cycles_done(b: &Bench) -> usize {
@@ -611,16 +633,22 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the daemon (`--dry-run`, a cycle a second) on `b`, waits for its first cycle, measures
-/// `cycles` steady cycles of CPU, then attaches strace for `cycles` more.
-fn running_daemon(b: &Bench, cycles: usize, failures: &mut Vec<String>) -> Option<Running> {
+/// Runs `binary` as a daemon (`--dry-run`, a cycle every `poll` seconds) on `b`, waits for its
+/// first cycle, measures `cycles` steady cycles of CPU, then attaches strace for `cycles` more.
+fn running_daemon(
+    b: &Bench,
+    binary: &Path,
+    (cycles, poll): (usize, u64),
+    failures: &mut Vec<String>,
+) -> Option<Running> {
     let mut text = std::fs::read_to_string(&b.config).expect("read bench config");
     text.push_str(DAEMON_EXTRA);
+    text.push_str(&format!("poll_interval = {poll}\n"));
     let config = b.host.path("daemon.conf");
     std::fs::write(&config, text).expect("write daemon config");
     b.restore_state();
     let _ = std::fs::remove_file(b.host.path("var/log/lxc_autoscale.log"));
-    let mut child = binary_command(b)
+    let mut child = binary_command(binary)
         .arg("--dry-run")
         .arg("--config")
         .arg(&config)
@@ -733,6 +761,69 @@ fn parse_strace_summary(text: &str, n: usize, cycles: usize) -> Syscalls {
     }
 }
 
+/// Whole-process CPU ms and peak RSS MB of this build and another, run alternately on one host.
+struct Compared {
+    other: PathBuf,
+    cpu_ms: (f64, f64),
+    rss_mb: (f64, f64),
+    running: Option<Running>,
+}
+
+fn compare_whole_process(b: &Bench, other: &Path, mode: &Mode) -> Compared {
+    let err = b.host.path("compare.stderr");
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    let (mut rss_mine, mut rss_theirs) = (0u64, 0u64);
+    for _ in 0..mode.process_repeats(b.n) {
+        for (binary, cpu, rss) in [
+            (&b.binary, &mut mine, &mut rss_mine),
+            (&other.to_path_buf(), &mut theirs, &mut rss_theirs),
+        ] {
+            b.restore_state();
+            let run = run_child(once_command(b, binary, true, &err));
+            cpu.push(ms(run.cpu));
+            *rss = (*rss).max(run.max_rss_kib);
+        }
+    }
+    let mut ignored = Vec::new();
+    let cycles = (mode.daemon_cycles(), mode.daemon_poll_interval());
+    Compared {
+        other: other.to_path_buf(),
+        cpu_ms: (median(mine), median(theirs)),
+        rss_mb: (rss_mine as f64 / 1024.0, rss_theirs as f64 / 1024.0),
+        running: running_daemon(b, other, cycles, &mut ignored),
+    }
+}
+
+fn print_compared(n: usize, c: &Compared) {
+    println!();
+    println!(
+        "N={n}, this build vs {} on the same host (whole-process runs alternating):",
+        c.other.display()
+    );
+    println!(
+        "  whole-process CPU {:.2} vs {:.2} ms; peak RSS {:.1} vs {:.1} MB",
+        c.cpu_ms.0, c.cpu_ms.1, c.rss_mb.0, c.rss_mb.1
+    );
+    if let Some(r) = &c.running {
+        let syscalls = r.syscalls.as_ref().map_or_else(
+            || "skipped".to_string(),
+            |s| {
+                let top: Vec<String> = s
+                    .by_name
+                    .iter()
+                    .take(6)
+                    .map(|(name, c)| format!("{name} {c:.2}"))
+                    .collect();
+                format!("{:.2} ({})", s.per_container, top.join(", "))
+            },
+        );
+        println!(
+            "  the other build running: {syscalls} syscalls per container per steady cycle, {:.2} ms CPU per cycle, RSS {:.1} MB",
+            r.cpu_ms_per_cycle, r.rss_mb
+        );
+    }
+}
+
 struct RssRun {
     n: usize,
     cycles: usize,
@@ -842,6 +933,7 @@ fn main() {
     let mut changes = Vec::new();
     let mut rss = None;
     let mut running = Vec::new();
+    let mut compared = Vec::new();
     let binary = mode.binary.clone();
 
     for &n in &mode.sizes {
@@ -857,8 +949,12 @@ fn main() {
         }
         if long_run || (100..=1000).contains(&n) {
             eprintln!("running the daemon over {n} containers");
-            if let Some(r) = running_daemon(&b, mode.daemon_cycles(), &mut failures) {
+            let cycles = (mode.daemon_cycles(), mode.daemon_poll_interval());
+            if let Some(r) = running_daemon(&b, &binary, cycles, &mut failures) {
                 running.push((n, r));
+            }
+            if let Some(other) = &mode.compare {
+                compared.push((n, compare_whole_process(&b, other, &mode)));
             }
         }
         // Changes rewrite confs, so they come last for this host; 5000 would only time the fixture.
@@ -918,6 +1014,9 @@ fn main() {
         );
     }
     print_running(&running);
+    for (n, c) in &compared {
+        print_compared(*n, c);
+    }
     let per_ct: Vec<(usize, f64)> = rows
         .iter()
         .filter(|r| r.n >= 100)
