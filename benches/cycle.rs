@@ -881,9 +881,7 @@ fn verdict(ok: bool) -> &'static str {
 /// The running daemon's table, and the syscall target.
 fn print_running(running: &[(usize, Running)]) {
     println!();
-    println!(
-        "running daemon (--dry-run, history on, every history file present, a cycle a second):"
-    );
+    println!("running daemon (--dry-run, history on, every history file present):");
     println!();
     println!("| N | syscalls per container per steady cycle | the most frequent | CPU ms per steady cycle, whole daemon | RSS MB |");
     println!("|---:|---:|---|---:|---:|");

@@ -202,6 +202,9 @@ impl Collector {
         let running = |vmid: u32| listed.binary_search_by_key(&vmid, |&(v, _)| v).is_ok();
         // Stopped containers give their descriptors back.
         self.cgroups.retain(|&vmid, _| running(vmid));
+        // One allocation of the final size instead of doubling (and briefly holding both tables).
+        self.cgroups
+            .reserve(listed.len().saturating_sub(self.cgroups.len()));
         self.ensure_fd_room(listed.len());
         self.cycle += 1;
         let veths = if self.read_extra {
@@ -209,6 +212,8 @@ impl Collector {
         } else {
             Vec::new()
         };
+        self.veths
+            .reserve(veths.len().saturating_sub(self.veths.len()));
         let mut containers = Vec::with_capacity(listed.len());
         for &(vmid, ino) in listed {
             if let Some(c) = self.sample(cfg, vmid, ino, &veths, now_usec) {
