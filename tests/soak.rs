@@ -4,7 +4,8 @@
 //!
 //! After every cycle: the plan obeys the safety invariants, every applied change has its backup
 //! (and the baseline of every container still holds its first allocation), every failed change
-//! left none, and confs hold what pct was told. At the end: resident memory is flat.
+//! left none, and confs hold what pct was told. Memory growth over many cycles is measured by the
+//! benchmark (`cargo bench --bench cycle`), not asserted here.
 //!
 //! The short run is part of `cargo test`; the full run (10 000 cycles over 200 containers) is
 //! `cargo test --release --test soak -- --ignored --nocapture`.
@@ -29,32 +30,12 @@ use lxc_autoscale::read::{cgroup, hostproc};
 use lxc_autoscale::record::events::EventLog;
 use lxc_autoscale::record::state;
 
+use common::rng::SeededRng;
 use common::{FakeHost, BTIME, MIB};
 
 const HOST_CPUS: u32 = 64;
 const POLL_SECS: i64 = 300;
 const FIRST_VMID: u32 = 100;
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn chance(&mut self, per_million: u64) -> bool {
-        self.next() % 1_000_000 < per_million
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One simulated container.
 struct Ct {
@@ -72,7 +53,7 @@ struct Ct {
 /// A `pct` that rewrites the conf like Proxmox does, and fails at random.
 struct FlakyPct {
     conf_dir: PathBuf,
-    rng: Rng,
+    rng: SeededRng,
     fail_per_million: u64,
     calls: u64,
     failures: u64,
@@ -81,7 +62,7 @@ struct FlakyPct {
 impl PctRunner for FlakyPct {
     fn run(&mut self, argv: &[String]) -> PctOutcome {
         self.calls += 1;
-        if self.rng.chance(self.fail_per_million) {
+        if self.rng.per_million(self.fail_per_million) {
             self.failures += 1;
             return match self.rng.below(3) {
                 0 => PctOutcome::TimedOut,
@@ -116,7 +97,7 @@ impl PctRunner for FlakyPct {
 struct Soak {
     host: FakeHost,
     cfg: Config,
-    rng: Rng,
+    rng: SeededRng,
     cts: BTreeMap<u32, Ct>,
     /// The allocation each container had before the daemon first touched it.
     first_alloc: BTreeMap<u32, Alloc>,
@@ -137,17 +118,6 @@ struct Figures {
     starts: u64,
     faults: u64,
     invariant_checks: u64,
-    rss_kib_early: u64,
-    rss_kib_end: u64,
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }
 
 impl Soak {
@@ -168,7 +138,7 @@ impl Soak {
             },
         );
         cfg.validate().unwrap();
-        let mut rng = Rng(seed);
+        let mut rng = SeededRng::new(seed);
         let mut cts = BTreeMap::new();
         for i in 0..containers {
             let cores = 1 + rng.below(8) as u32;
@@ -245,14 +215,14 @@ impl Soak {
         let mut busy_usec = 0.0;
         for vmid in vmids {
             let ct = self.cts.get_mut(&vmid).unwrap();
-            if ct.running && self.rng.chance(3_000) {
+            if ct.running && self.rng.per_million(3_000) {
                 ct.running = false;
                 self.host.files.remove_cgroup(vmid).unwrap();
                 figures.stops += 1;
                 continue;
             }
             if !ct.running {
-                if self.rng.chance(50_000) {
+                if self.rng.per_million(50_000) {
                     // A new cgroup directory: a new inode and a counter from zero.
                     ct.running = true;
                     ct.usage_usec = 0;
@@ -276,7 +246,7 @@ impl Soak {
         let ct = self.cts.get_mut(&vmid).unwrap();
         // Loads wander, with the odd spike.
         let cap = f64::from(ct.cores);
-        ct.demand = if self.rng.chance(20_000) {
+        ct.demand = if self.rng.per_million(20_000) {
             cap * 1.5
         } else {
             (ct.demand + (self.rng.unit() - 0.5) * 0.4 * cap).clamp(0.0, cap * 1.5)
@@ -287,7 +257,7 @@ impl Soak {
         ct.usage_usec += (used * dt_usec as f64) as u64;
         let used_bytes = (ct.used_frac * ct.memory_mb as f64) as u64 * MIB;
         let cache_bytes = self.rng.below(256) * MIB;
-        let lock_flip = self.rng.chance(2_000);
+        let lock_flip = self.rng.per_million(2_000);
         let fault = self.rng.below(1_000_000);
         let mut cpu_stat = hostfiles::CpuStatFile {
             usage_usec: ct.usage_usec,
@@ -318,7 +288,7 @@ impl Soak {
             ct.locked = !ct.locked;
         }
         // A container may stop between being listed and being read: its files vanish.
-        let vanish = self.rng.chance(500);
+        let vanish = self.rng.per_million(500);
         let files = &self.host.files;
         files
             .write_cgroup_file(vmid, cgroup::CPU_STAT, cpu_stat.as_bytes())
@@ -364,11 +334,11 @@ impl Soak {
         let mut stat = hostfiles::proc_stat_text(ticks, HOST_CPUS, BTIME);
         let avail_kib = (8 + self.rng.below(120)) * MIB;
         let mut meminfo = hostfiles::meminfo_text(256 * MIB, avail_kib);
-        if self.rng.chance(5_000) {
+        if self.rng.per_million(5_000) {
             meminfo = "MemTotal: -1 kB\n".into();
             faults += 1;
         }
-        if self.rng.chance(5_000) {
+        if self.rng.per_million(5_000) {
             stat = String::from_utf8_lossy(b"cpu \xff\xfe\n").into_owned();
             faults += 1;
         }
@@ -393,11 +363,11 @@ fn local(at: DateTime<Utc>) -> chrono::NaiveDateTime {
     at.naive_utc()
 }
 
-fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Figures {
+fn run_soak(cycles: u64, containers: u32, seed: u64) -> Figures {
     let mut soak = Soak::new(containers, seed);
     let mut pct = FlakyPct {
         conf_dir: soak.cfg.pve_lxc_dir.clone(),
-        rng: Rng(seed ^ 0xdead_beef),
+        rng: SeededRng::new(seed ^ 0xdead_beef),
         fail_per_million: 50_000,
         calls: 0,
         failures: 0,
@@ -410,6 +380,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     let mut collector = Collector::new();
     let mut state = State::default();
     let mut figures = Figures::default();
+    let mut not_applied = apply::NotApplied::default();
     let mut clock = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
 
     for cycle in 1..=cycles {
@@ -444,6 +415,8 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
                 events: Some(&events),
                 dry_run: false,
                 should_stop: &|| false,
+                conf_dir: &soak.cfg.pve_lxc_dir,
+                not_applied: &mut not_applied,
             };
             apply::apply(&plan.changes, &snap, &mut target, clock)
         };
@@ -453,7 +426,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
 
         state = state.advanced(&snap);
         state::write_state(&soak.cfg.state_file, &state).unwrap();
-        if soak.rng.chance(2_000) {
+        if soak.rng.per_million(2_000) {
             // A torn state file: the daemon would warn and start empty.
             std::fs::write(&soak.cfg.state_file, b"{\"host\": {\"taken").unwrap();
             assert!(state::read_state(&soak.cfg.state_file).is_err());
@@ -463,11 +436,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
             assert_eq!(state::read_state(&soak.cfg.state_file).unwrap(), state);
         }
         figures.cycles += 1;
-        if cycle == rss_mark_cycle {
-            figures.rss_kib_early = rss_kib();
-        }
     }
-    figures.rss_kib_end = rss_kib();
     assert_eq!(pct.calls, figures.applied + figures.failed);
     // Every container the daemon changed still has its baseline with its first allocation.
     for vmid in backups.vmids().unwrap() {
@@ -534,36 +503,24 @@ fn check_report(
     }
 }
 
-fn check_figures(f: &Figures, rss_slack_kib: u64) {
+fn check_figures(f: &Figures) {
     println!("soak figures: {f:#?}");
-    println!(
-        "rss: {} KiB at the mark, {} KiB at the end ({:+} KiB)",
-        f.rss_kib_early,
-        f.rss_kib_end,
-        f.rss_kib_end as i64 - f.rss_kib_early as i64
-    );
     // The run must have exercised what it claims to.
     assert!(
         f.applied > 0 && f.failed > 0 && f.stops > 0 && f.starts > 0 && f.faults > 0,
         "{f:?}"
     );
-    assert!(
-        f.rss_kib_end <= f.rss_kib_early + rss_slack_kib,
-        "resident memory grew from {} to {} KiB",
-        f.rss_kib_early,
-        f.rss_kib_end
-    );
 }
 
 #[test]
 fn soak_short_300_cycles_over_50_containers_keeps_every_invariant() {
-    let f = run_soak(300, 50, 0x5eed_0001, 100);
-    check_figures(&f, 8 * 1024);
+    let f = run_soak(300, 50, 0x5eed_0001);
+    check_figures(&f);
 }
 
 #[test]
 #[ignore = "slow: 10 000 cycles over 200 containers; run with --release -- --ignored"]
 fn soak_full_10000_cycles_over_200_containers_keeps_every_invariant() {
-    let f = run_soak(10_000, 200, 0x5eed_0002, 1_000);
-    check_figures(&f, 4 * 1024);
+    let f = run_soak(10_000, 200, 0x5eed_0002);
+    check_figures(&f);
 }

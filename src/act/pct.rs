@@ -84,38 +84,6 @@ impl PctOutcome {
     }
 }
 
-/// One line, at most `max_chars` characters, of a child's stderr, for logs and notifications:
-/// the last non-empty lines (where `pct` puts the reason), joined with ` | `.
-pub fn pct_stderr_excerpt(stderr: &str, max_chars: usize) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut picked: Vec<&str> = Vec::new();
-    let mut len = 0;
-    for line in lines.iter().rev() {
-        let add = line.chars().count() + if picked.is_empty() { 0 } else { 3 };
-        if !picked.is_empty() && len + add > max_chars {
-            break;
-        }
-        picked.push(line);
-        len += add;
-    }
-    picked.reverse();
-    let joined = picked.join(" | ");
-    if joined.chars().count() <= max_chars {
-        return joined;
-    }
-    if max_chars == 0 {
-        return String::new();
-    }
-    // A single overlong line: keep its end, where the error usually is.
-    let skip = joined.chars().count() - (max_chars - 1);
-    let tail: String = joined.chars().skip(skip).collect();
-    format!("…{tail}")
-}
-
 /// Runs `pct` with an argv. The production runner spawns the real program; tests record calls.
 pub trait PctRunner {
     fn run(&mut self, argv: &[String]) -> PctOutcome;
@@ -127,16 +95,6 @@ pub trait PctRunner {
 pub struct CommandRunner {
     pub path: PathBuf,
     pub timeout: Duration,
-}
-
-impl CommandRunner {
-    /// A runner for the `pct` at `path` with the standard `PCT_TIMEOUT`.
-    pub fn new(path: PathBuf) -> Self {
-        CommandRunner {
-            path,
-            timeout: PCT_TIMEOUT,
-        }
-    }
 }
 
 impl PctRunner for CommandRunner {
@@ -247,29 +205,6 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Test double: records every argv and answers with `outcome`.
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    pub calls: Vec<Vec<String>>,
-    pub outcome: PctOutcome,
-}
-
-impl Recorder {
-    pub fn new(outcome: PctOutcome) -> Self {
-        Recorder {
-            calls: Vec::new(),
-            outcome,
-        }
-    }
-}
-
-impl PctRunner for Recorder {
-    fn run(&mut self, argv: &[String]) -> PctOutcome {
-        self.calls.push(argv.to_vec());
-        self.outcome.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,39 +286,6 @@ mod tests {
             memory_mb: None,
         };
         assert_eq!(set_argv(101, &args), None);
-    }
-
-    #[test]
-    fn recorder_records_argv_and_answers_its_outcome() {
-        let mut r = Recorder::new(PctOutcome::TimedOut);
-        assert_eq!(
-            r.run(&sv(&["set", "101", "-cores", "2"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.run(&sv(&["set", "102", "-memory", "512"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.calls,
-            vec![
-                sv(&["set", "101", "-cores", "2"]),
-                sv(&["set", "102", "-memory", "512"])
-            ]
-        );
-    }
-
-    #[test]
-    fn excerpt_keeps_last_lines_within_the_limit() {
-        let err = "starting\n\nunable to hotplug memory\nconfig locked (backup)\n";
-        assert_eq!(
-            pct_stderr_excerpt(err, 100),
-            "starting | unable to hotplug memory | config locked (backup)"
-        );
-        assert_eq!(pct_stderr_excerpt(err, 22), "config locked (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 10), "… (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 0), "");
-        assert_eq!(pct_stderr_excerpt("", 10), "");
     }
 
     /// A fake `pct` for the tests. Only tests use a shell; the daemon spawns `pct` directly.

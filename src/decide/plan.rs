@@ -348,3 +348,89 @@ pub struct Observation {
     /// Used memory as a percent of `memory_mb`.
     pub memory_percent: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_above(percent: f64) -> Reading {
+        Reading {
+            resource: Resource::Cpu,
+            percent,
+            threshold: 80.0,
+            rule: Rule::AboveUpper,
+        }
+    }
+
+    #[test]
+    fn reasons_serialize_as_tagged_data() {
+        let scaled = Reason::Scaled {
+            reading: cpu_above(92.0),
+            from: 2,
+            to: 4,
+            cut: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&scaled).unwrap(),
+            serde_json::json!({
+                "kind": "scaled",
+                "reading": {"resource": "cpu", "percent": 92.0, "threshold": 80.0, "rule": "above_upper"},
+                "from": 2, "to": 4, "cut": false
+            })
+        );
+        let bound = Reason::AtBound {
+            reading: cpu_above(95.0),
+            bound: Bound::MaxCores(4),
+        };
+        assert_eq!(
+            serde_json::to_value(&bound).unwrap()["bound"],
+            serde_json::json!({"max_cores": 4})
+        );
+        assert_eq!(
+            serde_json::to_value(Reason::Ignored).unwrap(),
+            serde_json::json!({"kind": "ignored"})
+        );
+    }
+
+    #[test]
+    fn a_change_reads_as_its_reasons_joined() {
+        let memory = Reading {
+            resource: Resource::Memory,
+            percent: 84.0,
+            threshold: 80.0,
+            rule: Rule::AboveUpper,
+        };
+        let energy = Reading {
+            resource: Resource::Cpu,
+            percent: 30.0,
+            threshold: 80.0,
+            rule: Rule::BelowUpperEnergy,
+        };
+        let change = Change {
+            vmid: 101,
+            cores: Some(Step { from: 4, to: 2 }),
+            memory_mb: Some(Step {
+                from: 1024,
+                to: 1720,
+            }),
+            reasons: vec![
+                Reason::Scaled {
+                    reading: energy,
+                    from: 4,
+                    to: 2,
+                    cut: false,
+                },
+                Reason::Scaled {
+                    reading: memory,
+                    from: 1024,
+                    to: 1720,
+                    cut: true,
+                },
+            ],
+        };
+        assert_eq!(
+            change.why().to_string(),
+            "cpu 30.0% < 80 (energy mode): cores 4->2; memory 84.0% > 80: 1024->1720 MB (cut to host headroom)"
+        );
+    }
+}
