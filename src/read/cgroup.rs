@@ -2,7 +2,7 @@
 //! A directory exists only while the container runs; a vanished file means "no data", never an error.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -636,7 +636,14 @@ pub fn pread_all(file: &File, buf: &mut Vec<u8>, one_record: bool) -> io::Result
         }
         buf.resize(start + want, 0);
         let n = loop {
-            match file.read_at(&mut buf[start..], start as u64) {
+            let n = match file.read_at(&mut buf[start..], start as u64) {
+                // Not seekable (a pipe standing in for a kernel file): read it as a stream.
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ESPIPE as i32) => {
+                    (&mut &*file).read(&mut buf[start..])
+                }
+                other => other,
+            };
+            match n {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -909,6 +916,16 @@ mod tests {
         cg.start_cycle();
         let r = read_container(&mut cg, &mut Vec::new(), &mut outcomes).unwrap();
         assert_eq!(r.oom_kill, Some(1));
+    }
+
+    #[test]
+    fn pread_all_reads_a_pipe_as_a_stream() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&write, b"usage_usec 5\n").unwrap();
+        drop(write);
+        let mut buf = Vec::new();
+        pread_all(&File::from(read), &mut buf, true).unwrap();
+        assert_eq!(buf, b"usage_usec 5\n");
     }
 
     #[test]
