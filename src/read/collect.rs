@@ -783,6 +783,7 @@ mod tests {
                     tags: vec!["prod".into(), "web".into()],
                     lock: None,
                     hostname: Some("web1".into()),
+                    ..CtConf::default()
                 }),
                 cgroup_id: Some(fs::metadata(&dir).unwrap().ino()),
                 cpu_usage_usec: Some(5_000_000),
