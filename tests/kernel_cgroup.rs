@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lxc_autoscale::config::Config;
-use lxc_autoscale::read::cgroup::{self, CPU_PRESSURE, CPU_STAT};
+use lxc_autoscale::read::cgroup::{
+    self, CgroupDir, CgroupReading, Outcomes, CPU_PRESSURE, CPU_STAT,
+};
 use lxc_autoscale::read::collect::Collector;
 
 /// cgroup2 mounts to try, in order.
@@ -170,12 +172,18 @@ fn wait_until_busy(dir: &Path) {
     }
 }
 
+/// One cycle's reading of a group through the project's kept descriptors (`pread` at offset 0).
+fn read(dir: &mut CgroupDir) -> CgroupReading {
+    dir.start_cycle();
+    cgroup::read_container(dir, &mut Vec::new(), &mut Outcomes::default()).expect("group vanished")
+}
+
 /// With the groups frozen: the project's reading equals the kernel's `cpu.stat`; returns the
 /// `usage_usec` of each group.
-fn check_cpu_stat(busy_dir: &Path, idle_dir: &Path) -> (u64, u64) {
-    let mut buf = Vec::new();
-    let busy = cgroup::read_container(busy_dir, &mut buf);
-    let idle = cgroup::read_container(idle_dir, &mut buf);
+fn check_cpu_stat(busy_dir: &Path, idle_dir: &Path, kept: [&mut CgroupDir; 2]) -> (u64, u64) {
+    let [busy_cg, idle_cg] = kept;
+    let busy = read(busy_cg);
+    let idle = read(idle_cg);
     let busy_text = std::fs::read_to_string(busy_dir.join(CPU_STAT)).unwrap();
     let idle_text = std::fs::read_to_string(idle_dir.join(CPU_STAT)).unwrap();
     let busy_usage = usage_usec(&busy_text).expect("usage_usec in the kernel's cpu.stat");
@@ -201,8 +209,8 @@ fn check_cpu_pressure(dir: &Path) {
     let (some, full) = psi_avg10(&text);
     assert!(some.is_some(), "{text}");
     assert_eq!((psi.some_avg10, psi.full_avg10), (some, full), "{text}");
-    let read = cgroup::read_container(dir, &mut Vec::new()).psi_cpu;
-    assert!(read.some_avg10.is_some(), "{text}");
+    let mut kept = CgroupDir::open(dir).unwrap();
+    assert!(read(&mut kept).psi_cpu.some_avg10.is_some(), "{text}");
 }
 
 /// The whole collector on the real tree lists the groups as containers and reads the same frozen
@@ -247,11 +255,19 @@ fn real_kernel_cgroups_are_read_exactly_or_the_test_prints_skipped() {
     };
     let (cleanup, parent) = setup(&root);
     let (busy_dir, idle_dir) = (parent.join(BUSY.to_string()), parent.join(IDLE.to_string()));
+    // Opened once and read while running, then re-read after the freeze: the kept-descriptor
+    // path the daemon uses every cycle.
+    let mut busy_cg = CgroupDir::open(&busy_dir).unwrap();
+    let mut idle_cg = CgroupDir::open(&idle_dir).unwrap();
+    read(&mut busy_cg);
+    read(&mut idle_cg);
     wait_until_busy(&busy_dir);
     // Frozen, the counters stand still, so two reads must agree exactly.
     freeze(&busy_dir);
     freeze(&idle_dir);
-    let (busy_usage, idle_usage) = check_cpu_stat(&busy_dir, &idle_dir);
+    let (busy_usage, idle_usage) =
+        check_cpu_stat(&busy_dir, &idle_dir, [&mut busy_cg, &mut idle_cg]);
+    drop((busy_cg, idle_cg));
     check_cpu_pressure(&busy_dir);
     check_cpu_pressure(&idle_dir);
     let memory = check_collector(&parent, [(BUSY, busy_usage), (IDLE, idle_usage)]);
