@@ -63,6 +63,90 @@ pub fn set_argv(vmid: u32, args: &SetArgs) -> Option<Vec<String>> {
     Some(argv)
 }
 
+// --- argv of the REST API's commands (snapshot, rollback, resize, clone, stop, destroy, tags) ---
+// Each returns `None` when the vmid is below 100 or a value from outside starts with `-`, so no
+// request field can become an option. Options are written with one dash, as `set_argv` does.
+
+/// Tag that marks a container the API cloned; only those may be destroyed through it.
+pub const CLONE_TAG: &str = "autoscale-clone";
+
+fn argv_of(vmid: u32, cmd: &str, values: &[&str], options: &[(&str, &str)]) -> Option<Vec<String>> {
+    let outside = values.iter().chain(options.iter().map(|(_, v)| v));
+    if vmid < MIN_VMID || outside.clone().any(|v| v.starts_with('-') || v.is_empty()) {
+        return None;
+    }
+    let mut argv = vec![cmd.to_string(), vmid.to_string()];
+    argv.extend(values.iter().map(|v| v.to_string()));
+    for (opt, value) in options {
+        argv.extend([format!("-{opt}"), value.to_string()]);
+    }
+    Some(argv)
+}
+
+/// `["snapshot", "101", "<name>"]`, plus `["-description", "<text>"]` when one is given.
+pub fn snapshot_argv(vmid: u32, name: &str, description: Option<&str>) -> Option<Vec<String>> {
+    match description.filter(|d| !d.is_empty()) {
+        Some(d) => argv_of(vmid, "snapshot", &[name], &[("description", d)]),
+        None => argv_of(vmid, "snapshot", &[name], &[]),
+    }
+}
+
+/// `["delsnapshot", "101", "<name>"]`.
+pub fn delsnapshot_argv(vmid: u32, name: &str) -> Option<Vec<String>> {
+    argv_of(vmid, "delsnapshot", &[name], &[])
+}
+
+/// `["rollback", "101", "<name>"]`.
+pub fn rollback_argv(vmid: u32, name: &str) -> Option<Vec<String>> {
+    argv_of(vmid, "rollback", &[name], &[])
+}
+
+/// `["resize", "101", "rootfs", "+<n>G"]`: grow only.
+pub fn resize_argv(vmid: u32, grow_gb: u32) -> Option<Vec<String>> {
+    if grow_gb == 0 {
+        return None;
+    }
+    argv_of(vmid, "resize", &["rootfs", &format!("+{grow_gb}G")], &[])
+}
+
+/// `["clone", "101", "<new>", "-hostname", "<name>"]`, plus `["-snapname", "<snap>"]` for a
+/// running source.
+pub fn clone_argv(vmid: u32, new: u32, hostname: &str, snap: Option<&str>) -> Option<Vec<String>> {
+    if new < MIN_VMID {
+        return None;
+    }
+    let new = new.to_string();
+    match snap {
+        Some(s) => argv_of(
+            vmid,
+            "clone",
+            &[&new],
+            &[("hostname", hostname), ("snapname", s)],
+        ),
+        None => argv_of(vmid, "clone", &[&new], &[("hostname", hostname)]),
+    }
+}
+
+/// `["stop", "101"]`.
+pub fn stop_argv(vmid: u32) -> Option<Vec<String>> {
+    argv_of(vmid, "stop", &[], &[])
+}
+
+/// `["destroy", "101", "-purge", "1"]`.
+pub fn destroy_argv(vmid: u32) -> Option<Vec<String>> {
+    argv_of(vmid, "destroy", &[], &[("purge", "1")])
+}
+
+/// `["set", "101", "-tags", "a;b"]`.
+pub fn set_tags_argv(vmid: u32, tags: &[String]) -> Option<Vec<String>> {
+    if tags.iter().any(|t| t.contains([';', ',', ' '])) {
+        return None;
+    }
+    argv_of(vmid, "set", &[], &[("tags", &tags.join(";"))])
+}
+
+// --- end of the REST API's argv ---
+
 /// Result of one `pct` run. Only `Ok` (exit status 0) counts as a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PctOutcome {
@@ -495,5 +579,68 @@ mod tests {
             b"first second"
         );
         drop(tx);
+    }
+}
+
+// The REST API's argv builders (above, next to `set_argv`).
+#[cfg(test)]
+mod api_argv_tests {
+    use super::*;
+
+    fn sv(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn api_commands_have_exact_argv() {
+        assert_eq!(
+            snapshot_argv(101, "before", None),
+            sv(&["snapshot", "101", "before"])
+        );
+        assert_eq!(
+            snapshot_argv(101, "before", Some("by ops")),
+            sv(&["snapshot", "101", "before", "-description", "by ops"])
+        );
+        assert_eq!(
+            delsnapshot_argv(101, "s1"),
+            sv(&["delsnapshot", "101", "s1"])
+        );
+        assert_eq!(rollback_argv(101, "s1"), sv(&["rollback", "101", "s1"]));
+        assert_eq!(resize_argv(101, 5), sv(&["resize", "101", "rootfs", "+5G"]));
+        assert_eq!(
+            clone_argv(101, 205, "web2", Some("autoscale-clone-205")),
+            sv(&[
+                "clone",
+                "101",
+                "205",
+                "-hostname",
+                "web2",
+                "-snapname",
+                "autoscale-clone-205"
+            ])
+        );
+        assert_eq!(
+            clone_argv(101, 205, "web2", None),
+            sv(&["clone", "101", "205", "-hostname", "web2"])
+        );
+        assert_eq!(stop_argv(101), sv(&["stop", "101"]));
+        assert_eq!(destroy_argv(205), sv(&["destroy", "205", "-purge", "1"]));
+        assert_eq!(
+            set_tags_argv(205, &["prod".into(), CLONE_TAG.into()]),
+            sv(&["set", "205", "-tags", "prod;autoscale-clone"])
+        );
+    }
+
+    #[test]
+    fn no_outside_value_starting_with_a_dash_reaches_argv() {
+        assert_eq!(snapshot_argv(101, "-purge", None), None);
+        assert_eq!(snapshot_argv(101, "s1", Some("-x")), None);
+        assert_eq!(rollback_argv(101, "--force"), None);
+        assert_eq!(clone_argv(101, 205, "-web", None), None);
+        assert_eq!(set_tags_argv(205, &["-x".into()]), None);
+        assert_eq!(set_tags_argv(205, &["a;b".into()]), None);
+        assert_eq!(stop_argv(99), None);
+        assert_eq!(clone_argv(101, 99, "web", None), None);
+        assert_eq!(resize_argv(101, 0), None);
     }
 }

@@ -102,6 +102,14 @@ pub enum Reason {
         to: u64,
         cut: bool,
     },
+    /// Asked for through the API by `caller` (peer address or `uid N`).
+    Requested { caller: String },
+    /// Left alone until `until_usec` (µs since the epoch) after a manual change by `by`.
+    Held {
+        resource: Resource,
+        until_usec: i64,
+        by: String,
+    },
     /// No readable conf for a running container.
     NoConf,
     /// Listed in `ignore_lxc`.
@@ -151,6 +159,8 @@ impl Reason {
         match self {
             Reason::Ignored | Reason::OptedOut => Level::Debug,
             Reason::Scaled { .. }
+            | Reason::Requested { .. }
+            | Reason::Held { .. }
             | Reason::NoConf
             | Reason::Locked { .. }
             | Reason::CoresUnknown
@@ -236,6 +246,7 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::Requested { .. } | Reason::Held { .. } => fmt_manual(self, f),
             Reason::NoConf => f.write_str("no readable conf: not managed"),
             Reason::Ignored => f.write_str("listed in ignore_lxc: not managed"),
             Reason::OptedOut => f.write_str("tagged noautoscale: not managed"),
@@ -298,6 +309,30 @@ impl fmt::Display for Reason {
                 ),
             },
         }
+    }
+}
+
+/// The reasons of manual changes: `requested through the api by uid 0`, and
+/// `cpu on hold until 2026-01-01T10:00:00Z after a manual change by uid 0: cores unchanged`.
+fn fmt_manual(reason: &Reason, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match reason {
+        Reason::Requested { caller } => write!(f, "requested through the api by {caller}"),
+        Reason::Held {
+            resource,
+            until_usec,
+            by,
+        } => {
+            let until = chrono::DateTime::from_timestamp_micros(*until_usec).map_or_else(
+                || until_usec.to_string(),
+                |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            );
+            let unchanged = unchanged(*resource);
+            write!(
+                f,
+                "{resource} on hold until {until} after a manual change by {by}: {unchanged}"
+            )
+        }
+        _ => Ok(()),
     }
 }
 

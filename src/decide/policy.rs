@@ -650,6 +650,7 @@ mod tests {
                         },
                     }),
                     containers: BTreeMap::new(),
+                    ..State::default()
                 },
             }
         }

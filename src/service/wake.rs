@@ -13,6 +13,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::debug;
 
+use crate::service::api::runtime::ApiMsg;
+
 /// A message to the service loop. Handled between cycles, in arrival order; a `Stop` also
 /// interrupts the sampling window and is seen by `apply` between two `pct` calls.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub enum LoopMsg {
     Stop,
     /// SIGHUP: reload the config (and reopen the log file).
     Reload,
+    /// From the REST API: a quick change to run through the apply path, or a finished task.
+    Api(ApiMsg),
 }
 
 /// The loop's end of the channel, plus the stop flag the signal thread sets before it sends

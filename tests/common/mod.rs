@@ -2,6 +2,7 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod rng;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -122,6 +123,12 @@ impl FakeHost {
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
              net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n"
         );
+        // The API socket goes into the fake host too, unless the test configures the API itself.
+        let text = if extra.contains("[api]") {
+            text
+        } else {
+            format!("{text}[api]\nlisten = \"unix:{r}/run/api.sock\"\n")
+        };
         let path = self.path("lxc_autoscale.conf");
         std::fs::write(&path, text).unwrap();
         path
