@@ -28,6 +28,7 @@ use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
 
@@ -190,6 +191,8 @@ struct Daemon<'a> {
     cfg: Config,
     state: State,
     collector: Collector,
+    /// Files that could not be read, logged once per vmid and file.
+    read_log: ReadFailureLog,
     metrics_log: Option<MetricsLog>,
     counters: ActionCounters,
     /// Containers held back after a change `pct` accepted without applying it.
@@ -232,6 +235,7 @@ impl<'a> Daemon<'a> {
             opts,
             state,
             collector,
+            read_log: ReadFailureLog::default(),
             metrics_log: MetricsLog::from_config(&cfg),
             counters: ActionCounters::default(),
             not_applied: NotApplied::default(),
@@ -272,6 +276,9 @@ impl<'a> Daemon<'a> {
             };
             // The sampling window is not part of the schedule: the interval starts now.
             let cycle_start = Instant::now();
+            let history = self.collector.read_extra;
+            self.read_log
+                .log(self.collector.read_failures(), &snap, history);
             self.cycle(&snap, collect_time, cycle_start);
             if first {
                 sdnotify::notify(&[NotifyState::Ready]);
