@@ -12,7 +12,8 @@ use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
-use crate::config::{Config, Scaling};
+use crate::config::cluster::FileStamp;
+use crate::config::{self, Config, Scaling};
 use crate::decide::hold;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
@@ -204,6 +205,8 @@ struct Daemon<'a> {
     watchdog: Watchdog,
     /// The text log's file, reopened on every reload.
     log: LogFile,
+    /// The cluster-wide config as last read (cluster mode): a change reloads.
+    cluster_stamp: FileStamp,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
 }
@@ -245,6 +248,7 @@ impl<'a> Daemon<'a> {
                 path: cfg.pct_path.clone(),
                 timeout: PCT_TIMEOUT,
             },
+            cluster_stamp: FileStamp::of_cluster_config(&cfg),
             cfg,
             inbox,
             watchdog,
@@ -268,6 +272,7 @@ impl<'a> Daemon<'a> {
         let mut first = true;
         loop {
             self.watchdog.progress();
+            self.watch_cluster_config();
             let measured = measure(&self.cfg, &mut self.collector, &mut self.state, &mut |d| {
                 self.inbox.wait_window(d)
             });
@@ -477,7 +482,9 @@ impl<'a> Daemon<'a> {
             match self.inbox.next(due, self.watchdog.idle_wake()) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
-                Some(LoopMsg::Reload) => self.reload(),
+                Some(LoopMsg::Reload) => {
+                    let _ = self.reload();
+                }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
         }
@@ -485,18 +492,44 @@ impl<'a> Daemon<'a> {
 
     /// Re-reads the config; on error keeps the running one and says why. Either way the log file
     /// is reopened (at the new `log_file`, or at the same path for logrotate's postrotate).
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         sdnotify::notify_reloading();
+        // Stamped before reading: an edit during the read is seen at the next cycle.
+        self.cluster_stamp = FileStamp::of_cluster_config(&self.cfg);
         let loaded = load_config(&self.opts.config);
         let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
         self.reopen_log(&log_path);
-        match loaded {
-            Ok(new) => self.take_config(new),
+        let result = match loaded {
+            Ok(new) => {
+                self.take_config(new);
+                Ok(())
+            }
             Err(e) => {
-                error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
+                let e = format!("{e:#}");
+                error!(error = %e, "config reload failed; keeping the running config");
+                Err(e)
+            }
+        };
+        sdnotify::notify(&[NotifyState::Ready]);
+        result
+    }
+
+    /// In cluster mode, reloads when the cluster-wide config changed since it was last read. A
+    /// rejected file is logged and notified once: the next attempt waits for the next change.
+    fn watch_cluster_config(&mut self) {
+        let Some(path) = config::cluster::cluster_config_path(&self.cfg) else {
+            return;
+        };
+        if FileStamp::of(&path) == self.cluster_stamp {
+            return;
+        }
+        info!(path = %path.display(), "cluster-wide config changed; reloading");
+        if let Err(e) = self.reload() {
+            if let Some(n) = self.notifier.as_mut() {
+                let text = format!("{e}\nkeeping the running config");
+                n.send("lxc_autoscale: cluster-wide config rejected", &text, 8);
             }
         }
-        sdnotify::notify(&[NotifyState::Ready]);
     }
 
     fn reopen_log(&mut self, path: &Path) {
