@@ -286,7 +286,10 @@ fn invalid_config_refuses_to_start_and_names_key_and_line() {
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("key `cpu_upper_threshold` (line 11)"), "{err}");
+    assert!(
+        err.contains("key `cpu_upper_threshold` (line 11, column 23)"),
+        "{err}"
+    );
     assert!(err.contains("refusing to start"), "{err}");
     assert!(host.pct_calls().is_empty());
 }

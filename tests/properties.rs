@@ -4,6 +4,8 @@
 
 #[path = "support/invariants.rs"]
 mod invariants;
+#[path = "common/rng.rs"]
+mod rng;
 #[path = "support/snapgen.rs"]
 mod snapgen;
 
@@ -15,6 +17,7 @@ use lxc_autoscale::read::hostproc::{parse_meminfo, parse_stat};
 use lxc_autoscale::read::pveconf::parse_conf;
 use lxc_autoscale::read::snapshot::CpuTicks;
 use proptest::prelude::*;
+use rng::SeededRng;
 
 /// Text that looks like kernel or conf files: keys, digits, signs, `max`, separators, NUL,
 /// replacement characters and section brackets.
@@ -182,17 +185,10 @@ proptest! {
 /// produces scale-ups and scale-downs of both resources, and some cut to headroom.
 #[test]
 fn generated_cases_exercise_every_kind_of_change() {
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = SeededRng::new(0x9e37_79b9_7f4a_7c15);
     let (mut cores_up, mut cores_down, mut mem_up, mut mem_down, mut cut) = (0, 0, 0, 0, 0);
     for _ in 0..3000 {
-        let data: Vec<u8> = (0..700)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let data = rng.bytes(700);
         let Some(case) = snapgen::case(&data) else {
             continue;
         };

@@ -9,6 +9,7 @@
 //! The short run is part of `cargo test`; the full run (10 000 cycles over 200 containers) is
 //! `cargo test --release --test soak -- --ignored --nocapture`.
 
+mod common;
 #[path = "support/invariants.rs"]
 mod invariants;
 
@@ -22,36 +23,18 @@ use lxc_autoscale::act::pct::{PctOutcome, PctRunner};
 use lxc_autoscale::config::{Config, TierConfig};
 use lxc_autoscale::decide::policy;
 use lxc_autoscale::read::collect::Collector;
+use lxc_autoscale::read::hostfiles::{self, HostFiles};
 use lxc_autoscale::read::snapshot::State;
+use lxc_autoscale::read::{cgroup, hostproc};
 use lxc_autoscale::record::events::EventLog;
 use lxc_autoscale::record::state;
 
-const MIB: u64 = 1024 * 1024;
-const BTIME: u64 = 1_700_000_000;
+use common::rng::SeededRng;
+use common::{FakeHost, BTIME, MIB};
+
 const HOST_CPUS: u32 = 64;
 const POLL_SECS: i64 = 300;
 const FIRST_VMID: u32 = 100;
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn chance(&mut self, per_million: u64) -> bool {
-        self.next() % 1_000_000 < per_million
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One simulated container.
 struct Ct {
@@ -69,7 +52,7 @@ struct Ct {
 /// A `pct` that rewrites the conf like Proxmox does, and fails at random.
 struct FlakyPct {
     conf_dir: PathBuf,
-    rng: Rng,
+    rng: SeededRng,
     fail_per_million: u64,
     calls: u64,
     failures: u64,
@@ -78,7 +61,7 @@ struct FlakyPct {
 impl PctRunner for FlakyPct {
     fn run(&mut self, argv: &[String]) -> PctOutcome {
         self.calls += 1;
-        if self.rng.chance(self.fail_per_million) {
+        if self.rng.per_million(self.fail_per_million) {
             self.failures += 1;
             return match self.rng.below(3) {
                 0 => PctOutcome::TimedOut,
@@ -111,9 +94,9 @@ impl PctRunner for FlakyPct {
 }
 
 struct Soak {
-    root: tempfile::TempDir,
+    host: FakeHost,
     cfg: Config,
-    rng: Rng,
+    rng: SeededRng,
     cts: BTreeMap<u32, Ct>,
     /// The allocation each container had before the daemon first touched it.
     first_alloc: BTreeMap<u32, Alloc>,
@@ -149,28 +132,9 @@ fn rss_kib() -> u64 {
 
 impl Soak {
     fn new(containers: u32, seed: u64) -> Soak {
-        // On tmpfs when there is one: the daemon fsyncs every backup and state write, and the
-        // soak is about the engine, not the disk.
-        let shm = std::path::Path::new("/dev/shm");
-        let root = if shm.is_dir() {
-            tempfile::tempdir_in(shm).unwrap()
-        } else {
-            tempfile::tempdir().unwrap()
-        };
-        let p = |rel: &str| root.path().join(rel);
-        for d in ["cgroup/lxc", "pve/lxc", "proc", "var"] {
-            std::fs::create_dir_all(p(d)).unwrap();
-        }
-        let mut cfg = Config::default();
+        let host = FakeHost::on_tmpfs(HOST_CPUS);
+        let mut cfg = host.config();
         cfg.poll_interval = POLL_SECS as u64;
-        cfg.cgroup_root = p("cgroup/lxc");
-        cfg.pve_lxc_dir = p("pve/lxc");
-        cfg.proc_root = p("proc");
-        cfg.pct_path = p("pct");
-        cfg.state_file = p("var/state.json");
-        cfg.backup_dir = p("var/backups");
-        cfg.log_file = p("var/log/lxc_autoscale.log");
-        cfg.lock_file = p("var/lock");
         cfg.max_cores = 16;
         cfg.max_memory = Some(32768);
         cfg.ignore_lxc = vec![FIRST_VMID + 7];
@@ -184,7 +148,7 @@ impl Soak {
             },
         );
         cfg.validate().unwrap();
-        let mut rng = Rng(seed);
+        let mut rng = SeededRng::new(seed);
         let mut cts = BTreeMap::new();
         for i in 0..containers {
             let cores = 1 + rng.below(8) as u32;
@@ -202,7 +166,7 @@ impl Soak {
             );
         }
         let mut soak = Soak {
-            root,
+            host,
             cfg,
             rng,
             cts,
@@ -223,31 +187,24 @@ impl Soak {
                     swap_mb: Some(512),
                 },
             );
-            std::fs::create_dir_all(soak.cgroup(vmid)).unwrap();
+            soak.files().create_cgroup(vmid).unwrap();
         }
         soak
     }
 
-    fn cgroup(&self, vmid: u32) -> PathBuf {
-        self.cfg.cgroup_root.join(vmid.to_string())
-    }
-
-    fn conf_path(&self, vmid: u32) -> PathBuf {
-        self.cfg.pve_lxc_dir.join(format!("{vmid}.conf"))
+    fn files(&self) -> &HostFiles {
+        &self.host.files
     }
 
     fn write_conf(&self, vmid: u32) {
         let ct = &self.cts[&vmid];
         let lock = if ct.locked { "lock: backup\n" } else { "" };
-        std::fs::write(
-            self.conf_path(vmid),
-            format!(
-                "arch: amd64\ncores: {}\nhostname: ct{vmid}\n{lock}memory: {}\nswap: 512\n\
-                 lxc.apparmor.profile: unconfined\n\n[pve:pending]\nmemory: 64\n\n[snap]\ncores: 1\n",
-                ct.cores, ct.memory_mb
-            ),
-        )
-        .unwrap();
+        let text = format!(
+            "arch: amd64\ncores: {}\nhostname: ct{vmid}\n{lock}memory: {}\nswap: 512\n\
+             lxc.apparmor.profile: unconfined\n\n[pve:pending]\nmemory: 64\n\n[snap]\ncores: 1\n",
+            ct.cores, ct.memory_mb
+        );
+        self.files().write_conf(vmid, &text).unwrap();
     }
 
     /// Reads back the allocation pct wrote into the conf (the simulation follows the conf).
@@ -267,20 +224,19 @@ impl Soak {
         let vmids: Vec<u32> = self.cts.keys().copied().collect();
         let mut busy_usec = 0.0;
         for vmid in vmids {
-            let dir = self.cgroup(vmid);
             let ct = self.cts.get_mut(&vmid).unwrap();
-            if ct.running && self.rng.chance(3_000) {
+            if ct.running && self.rng.per_million(3_000) {
                 ct.running = false;
-                std::fs::remove_dir_all(&dir).unwrap();
+                self.host.files.remove_cgroup(vmid).unwrap();
                 figures.stops += 1;
                 continue;
             }
             if !ct.running {
-                if self.rng.chance(50_000) {
+                if self.rng.per_million(50_000) {
                     // A new cgroup directory: a new inode and a counter from zero.
                     ct.running = true;
                     ct.usage_usec = 0;
-                    std::fs::create_dir_all(&dir).unwrap();
+                    self.host.files.create_cgroup(vmid).unwrap();
                     figures.starts += 1;
                 } else {
                     continue;
@@ -296,12 +252,11 @@ impl Soak {
     /// Moves one running container forward and writes its cgroup files; returns the CPU time it
     /// used (usec) and the faults injected.
     fn step_container(&mut self, vmid: u32, dt_usec: u64) -> (f64, u64) {
-        let dir = self.cgroup(vmid);
         let mut faults = 0;
         let ct = self.cts.get_mut(&vmid).unwrap();
         // Loads wander, with the odd spike.
         let cap = f64::from(ct.cores);
-        ct.demand = if self.rng.chance(20_000) {
+        ct.demand = if self.rng.per_million(20_000) {
             cap * 1.5
         } else {
             (ct.demand + (self.rng.unit() - 0.5) * 0.4 * cap).clamp(0.0, cap * 1.5)
@@ -312,11 +267,21 @@ impl Soak {
         ct.usage_usec += (used * dt_usec as f64) as u64;
         let used_bytes = (ct.used_frac * ct.memory_mb as f64) as u64 * MIB;
         let cache_bytes = self.rng.below(256) * MIB;
-        let lock_flip = self.rng.chance(2_000);
+        let lock_flip = self.rng.per_million(2_000);
         let fault = self.rng.below(1_000_000);
-        let mut cpu_stat = format!("usage_usec {}\nuser_usec 0\nsystem_usec 0\n", ct.usage_usec);
+        let mut cpu_stat = hostfiles::CpuStatFile {
+            usage_usec: ct.usage_usec,
+            ..Default::default()
+        }
+        .text();
         let mut current = format!("{}\n", used_bytes + cache_bytes);
-        let mut mem_stat = format!("anon {used_bytes}\nfile {cache_bytes}\nshmem 0\n");
+        let mut mem_stat = hostfiles::MemoryStatFile {
+            anon_bytes: used_bytes,
+            file_bytes: cache_bytes,
+            shmem_bytes: Some(0),
+            inactive_file_bytes: None,
+        }
+        .text();
         let mut garble_conf = false;
         match fault {
             0..=999 => cpu_stat = "usage_usec \0\u{fffd}max\n".into(),
@@ -333,22 +298,34 @@ impl Soak {
             ct.locked = !ct.locked;
         }
         // A container may stop between being listed and being read: its files vanish.
-        let vanish = self.rng.chance(500);
-        std::fs::write(dir.join("cpu.stat"), cpu_stat).unwrap();
-        std::fs::write(dir.join("memory.current"), current).unwrap();
-        std::fs::write(dir.join("memory.stat"), mem_stat).unwrap();
+        let vanish = self.rng.per_million(500);
+        let files = &self.host.files;
+        files
+            .write_cgroup_file(vmid, cgroup::CPU_STAT, cpu_stat.as_bytes())
+            .unwrap();
+        files
+            .write_cgroup_file(vmid, cgroup::MEMORY_CURRENT, current.as_bytes())
+            .unwrap();
+        files
+            .write_cgroup_file(vmid, cgroup::MEMORY_STAT, mem_stat.as_bytes())
+            .unwrap();
         if lock_flip {
             self.write_conf(vmid);
         }
         if garble_conf {
-            let path = self.conf_path(vmid);
+            let path = self.files().conf_path(vmid);
             let good = std::fs::read(&path).unwrap();
             std::fs::write(&path, b"\0\xff\xfe garbage").unwrap();
             // Restored next step: a conf is garbled for one cycle only.
             self.pending_restore.push((path, good));
         }
         if vanish {
-            for f in ["cpu.stat", "memory.current", "memory.stat"] {
+            let dir = self.files().cgroup_dir(vmid);
+            for f in [
+                cgroup::CPU_STAT,
+                cgroup::MEMORY_CURRENT,
+                cgroup::MEMORY_STAT,
+            ] {
                 std::fs::remove_file(dir.join(f)).unwrap();
             }
             faults += 1;
@@ -363,27 +340,25 @@ impl Soak {
         self.host_total += dt_usec / 10_000 * u64::from(HOST_CPUS);
         self.host_busy += (busy_usec / 10_000.0) as u64;
         self.host_busy = self.host_busy.min(self.host_total);
-        let mut stat = format!(
-            "cpu  {} 0 0 {} 0 0 0 0 0 0\n",
-            self.host_busy,
-            self.host_total - self.host_busy
-        );
-        for n in 0..HOST_CPUS {
-            stat.push_str(&format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n"));
-        }
-        stat.push_str(&format!("btime {BTIME}\n"));
+        let ticks = hostfiles::busy_ticks(self.host_busy, self.host_total);
+        let mut stat = hostfiles::proc_stat_text(ticks, HOST_CPUS, BTIME);
         let avail_kib = (8 + self.rng.below(120)) * MIB;
-        let mut meminfo = format!("MemTotal: {} kB\nMemAvailable: {avail_kib} kB\n", 256 * MIB);
-        if self.rng.chance(5_000) {
+        let mut meminfo = hostfiles::meminfo_text(256 * MIB, avail_kib);
+        if self.rng.per_million(5_000) {
             meminfo = "MemTotal: -1 kB\n".into();
             faults += 1;
         }
-        if self.rng.chance(5_000) {
+        if self.rng.per_million(5_000) {
             stat = String::from_utf8_lossy(b"cpu \xff\xfe\n").into_owned();
             faults += 1;
         }
-        std::fs::write(self.cfg.proc_root.join("stat"), stat).unwrap();
-        std::fs::write(self.cfg.proc_root.join("meminfo"), meminfo).unwrap();
+        let files = self.files();
+        files
+            .write_proc_file(hostproc::STAT, stat.as_bytes())
+            .unwrap();
+        files
+            .write_proc_file(hostproc::MEMINFO, meminfo.as_bytes())
+            .unwrap();
         faults
     }
 
@@ -402,14 +377,14 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     let mut soak = Soak::new(containers, seed);
     let mut pct = FlakyPct {
         conf_dir: soak.cfg.pve_lxc_dir.clone(),
-        rng: Rng(seed ^ 0xdead_beef),
+        rng: SeededRng::new(seed ^ 0xdead_beef),
         fail_per_million: 50_000,
         calls: 0,
         failures: 0,
     };
     let backups = BackupStore::new(soak.cfg.backup_dir.clone());
     let events = EventLog {
-        path: soak.root.path().join("var/events.json"),
+        path: soak.host.path("var/events.json"),
         host: "soak".into(),
     };
     let mut collector = Collector::new();
@@ -458,7 +433,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
 
         state = state.advanced(&snap);
         state::write_state(&soak.cfg.state_file, &state).unwrap();
-        if soak.rng.chance(2_000) {
+        if soak.rng.per_million(2_000) {
             // A torn state file: the daemon would warn and start empty.
             std::fs::write(&soak.cfg.state_file, b"{\"host\": {\"taken").unwrap();
             assert!(state::read_state(&soak.cfg.state_file).is_err());

@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::decide::plan::Plan;
 use crate::decide::policy;
 use crate::read::collect::Collector;
+use crate::read::hostfiles::{self, CpuStatFile, HostFiles, MemoryStatFile};
 use crate::read::snapshot::State;
 
 /// Simulated time between cycles.
@@ -167,10 +168,6 @@ fn rewrite_conf(dir: &Path, argv: &[String]) -> Result<()> {
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
 fn demo_config(root: &Path) -> Result<Config> {
     let text = format!(
         r#"
@@ -221,21 +218,20 @@ fn containers() -> Vec<SimCt> {
 
 /// The simulated host on disk.
 struct Host {
-    root: PathBuf,
+    files: HostFiles,
     cts: Vec<SimCt>,
     busy_ticks: u64,
     total_ticks: u64,
 }
 
 impl Host {
-    fn create(root: &Path) -> Result<Host> {
+    fn create(files: HostFiles) -> Result<Host> {
         let cts = containers();
-        std::fs::create_dir_all(root.join("pve/lxc"))?;
-        std::fs::create_dir_all(root.join("proc"))?;
+        files.create_roots()?;
         for c in &cts {
-            std::fs::create_dir_all(root.join(format!("cgroup/lxc/{}", c.vmid)))?;
-            write(
-                &root.join(format!("pve/lxc/{}.conf", c.vmid)),
+            files.create_cgroup(c.vmid)?;
+            files.write_conf(
+                c.vmid,
                 &format!(
                     "arch: amd64\ncores: {}\nhostname: {}\nmemory: {}\nswap: 512\n{}",
                     c.cores, c.name, c.memory_mb, c.extra_conf
@@ -243,7 +239,7 @@ impl Host {
             )?;
         }
         Ok(Host {
-            root: root.to_path_buf(),
+            files,
             cts,
             busy_ticks: 0,
             total_ticks: 0,
@@ -252,7 +248,7 @@ impl Host {
 
     /// Current allocation from the conf, as `pct` left it.
     fn allocation(&self, vmid: u32) -> Result<(u32, u64)> {
-        let path = self.root.join(format!("pve/lxc/{vmid}.conf"));
+        let path = self.files.conf_path(vmid);
         let text = std::fs::read_to_string(&path)?;
         let conf = crate::read::pveconf::parse_conf(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -274,48 +270,31 @@ impl Host {
             let used_mb = used_mb.min(memory_mb);
             used_total_mb += used_mb;
             let cache_mb = (memory_mb - used_mb) / 4;
-            let dir = self.root.join(format!("cgroup/lxc/{}", c.vmid));
-            write(
-                &dir.join("cpu.stat"),
-                &format!(
-                    "usage_usec {}\nuser_usec {}\nsystem_usec {}\n",
-                    c.usage_usec,
-                    c.usage_usec / 10 * 9,
-                    c.usage_usec / 10
-                ),
-            )?;
-            write(
-                &dir.join("memory.current"),
-                &format!("{}\n", (used_mb + cache_mb) * MIB),
-            )?;
-            write(
-                &dir.join("memory.stat"),
-                &format!(
-                    "anon {}\nfile {}\nshmem 0\ninactive_file {}\n",
-                    used_mb * MIB,
-                    cache_mb * MIB,
-                    cache_mb * MIB
-                ),
-            )?;
+            let cpu = CpuStatFile {
+                usage_usec: c.usage_usec,
+                user_usec: c.usage_usec / 10 * 9,
+                system_usec: c.usage_usec / 10,
+                throttling: None,
+            };
+            self.files.write_cpu_stat(c.vmid, &cpu)?;
+            let memory = MemoryStatFile {
+                anon_bytes: used_mb * MIB,
+                file_bytes: cache_mb * MIB,
+                shmem_bytes: Some(0),
+                inactive_file_bytes: Some(cache_mb * MIB),
+            };
+            self.files
+                .write_memory(c.vmid, (used_mb + cache_mb) * MIB, &memory)?;
         }
         let dt_ticks = u64::try_from(dt_secs).unwrap_or(0) * USER_HZ;
         self.total_ticks += dt_ticks * u64::from(HOST_CPUS);
         self.busy_ticks += (busy_cores * dt_ticks as f64) as u64;
-        let idle = self.total_ticks - self.busy_ticks;
-        let mut stat = format!("cpu  {} 0 0 {} 0 0 0 0 0 0\n", self.busy_ticks, idle);
-        for n in 0..HOST_CPUS {
-            let _ = writeln!(stat, "cpu{n} 0 0 0 0 0 0 0 0 0 0");
-        }
-        stat.push_str("btime 1700000000\n");
-        write(&self.root.join("proc/stat"), &stat)?;
+        let ticks = hostfiles::busy_ticks(self.busy_ticks, self.total_ticks);
+        self.files
+            .write_proc_stat(ticks, HOST_CPUS, 1_700_000_000)?;
         let total_kib = HOST_MEM_MB * 1024;
         let avail_kib = total_kib.saturating_sub((used_total_mb + 2048) * 1024);
-        write(
-            &self.root.join("proc/meminfo"),
-            &format!(
-                "MemTotal: {total_kib} kB\nMemFree: {avail_kib} kB\nMemAvailable: {avail_kib} kB\n"
-            ),
-        )
+        self.files.write_meminfo(total_kib, avail_kib)
     }
 }
 
@@ -364,7 +343,7 @@ fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan
 pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
     let scratch = Scratch::new()?;
     let cfg = demo_config(&scratch.0)?;
-    let mut host = Host::create(&scratch.0)?;
+    let mut host = Host::create(HostFiles::of(&cfg))?;
     let start = NaiveDate::from_ymd_opt(2026, 11, 23)
         .and_then(|d| d.and_hms_opt(8, 0, 0))
         .context("demo start time")?;

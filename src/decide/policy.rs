@@ -559,6 +559,11 @@ fn grant(wants: &mut [Want], resource: Resource, headroom: Option<f64>, notes: &
     }
 }
 
+/// The tests' one seeded generator (proptest's ChaCha), for the invariant sweep.
+#[cfg(test)]
+#[path = "../../tests/common/rng.rs"]
+mod test_rng;
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1553,26 +1558,7 @@ mod tests {
 
     // --- invariants over random inputs ---
 
-    /// xorshift64*: deterministic, dependency-free randomness for the invariant sweep.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn range(&mut self, lo: u64, hi: u64) -> u64 {
-            lo + self.below(hi - lo + 1)
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-    }
+    use super::test_rng::SeededRng as Rng;
 
     fn random_config(r: &mut Rng) -> Config {
         let mut c = Config::default();
@@ -1588,19 +1574,19 @@ mod tests {
         c.min_cores = r.range(1, 4) as u32;
         c.max_cores = c.min_cores + r.range(0, 12) as u32;
         c.min_memory = [16, 256, 512, 1024][r.below(4) as usize];
-        c.max_memory = r.chance(50).then(|| c.min_memory + r.range(0, 8192));
+        c.max_memory = r.percent(50).then(|| c.min_memory + r.range(0, 8192));
         c.min_decrease_chunk = [16, 128, 512, 1024][r.below(4) as usize];
         c.reserve_cpu_percent = r.range(0, 50) as f64;
         c.reserve_memory_mb = r.range(0, 4096);
-        c.energy_mode = r.chance(50);
+        c.energy_mode = r.percent(50);
         c.off_peak_start = r.range(0, 23) as u32;
         c.off_peak_end = r.range(0, 23) as u32;
-        if r.chance(30) {
+        if r.percent(30) {
             c.ignore_lxc = vec![100 + r.range(0, 9) as u32];
         }
-        if r.chance(50) {
+        if r.percent(50) {
             let containers = (100..110)
-                .filter(|v| !c.ignore_lxc.contains(v) && r.chance(30))
+                .filter(|v| !c.ignore_lxc.contains(v) && r.percent(30))
                 .collect();
             c.tiers.insert(
                 "t".into(),
@@ -1620,17 +1606,17 @@ mod tests {
     fn random_world(r: &mut Rng) -> World {
         let cpus = r.range(1, 64) as u32;
         let mut w = World::new(cpus, r.range(0, u64::from(cpus)) as f64, r.range(0, 65_536));
-        if r.chance(10) {
+        if r.percent(10) {
             w.state.host = None;
         }
-        if r.chance(10) {
+        if r.percent(10) {
             w.snap.host.cpus = None;
         }
-        if r.chance(10) {
+        if r.percent(10) {
             w.snap.host.mem_available_kib = None;
         }
         for vmid in 100..110 {
-            if !r.chance(60) {
+            if !r.percent(60) {
                 continue;
             }
             let cores = r.range(1, 20) as u32;
@@ -1638,26 +1624,26 @@ mod tests {
             let pct = r.range(0, 105) as f64;
             let used = r.range(0, memory + 512) as f64;
             let c = w.ct(vmid, cores, memory, pct, used);
-            if r.chance(10) {
+            if r.percent(10) {
                 c.conf = None;
             }
-            if r.chance(10) {
+            if r.percent(10) {
                 c.cpu_usage_usec = None;
             }
-            if r.chance(10) {
+            if r.percent(10) {
                 c.memory_file_bytes = Some(c.memory_current_bytes.unwrap() + 1);
             }
             if let Some(conf) = c.conf.as_mut() {
-                if r.chance(10) {
+                if r.percent(10) {
                     conf.cores = None;
                 }
-                if r.chance(10) {
+                if r.percent(10) {
                     conf.cpulimit = Some(r.range(0, 8) as f64 / 2.0);
                 }
-                if r.chance(10) {
+                if r.percent(10) {
                     conf.lock = Some("snapshot".into());
                 }
-                if r.chance(10) {
+                if r.percent(10) {
                     conf.tags = vec!["noautoscale".into()];
                 }
             }
@@ -1667,7 +1653,7 @@ mod tests {
 
     #[test]
     fn random_plans_keep_every_invariant() {
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut r = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut changes_seen = 0;
         for _ in 0..3000 {
             let c = random_config(&mut r);

@@ -307,6 +307,7 @@ fn read_text<'a>(path: &Path, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::hostfiles::{CpuStatFile, HostFiles, MemoryStatFile};
     use crate::read::snapshot::{CpuTicks, CtConf};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
@@ -320,6 +321,7 @@ mod tests {
     struct FakeHost {
         tmp: tempfile::TempDir,
         cfg: Config,
+        files: HostFiles,
     }
 
     impl FakeHost {
@@ -330,44 +332,40 @@ mod tests {
             cfg.pve_lxc_dir = tmp.path().join("pve");
             cfg.proc_root = tmp.path().join("proc");
             cfg.net_class_root = tmp.path().join("no-net");
-            fs::create_dir_all(&cfg.cgroup_root).unwrap();
+            let files = HostFiles::of(&cfg);
+            files.create_roots().unwrap();
             fs::create_dir_all(cfg.cgroup_root.join("lxc.monitor")).unwrap();
-            fs::create_dir_all(&cfg.pve_lxc_dir).unwrap();
-            fs::create_dir_all(&cfg.proc_root).unwrap();
-            fs::write(
-                cfg.proc_root.join(hostproc::STAT),
-                "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n\
-                 cpu1 50 0 25 400 25 0 0 0 0 0\nbtime 1769000000\n",
-            )
-            .unwrap();
-            fs::write(
-                cfg.proc_root.join(hostproc::MEMINFO),
-                "MemTotal:       16318412 kB\nMemFree: 1 kB\nMemAvailable:    8123456 kB\n",
-            )
-            .unwrap();
-            FakeHost { tmp, cfg }
+            files
+                .write_proc_stat([100, 0, 50, 800, 50, 0, 0, 0, 0, 0], 2, 1_769_000_000)
+                .unwrap();
+            files.write_meminfo(16_318_412, 8_123_456).unwrap();
+            FakeHost { tmp, cfg, files }
         }
 
         fn cgroup(&self, vmid: u32, usage_usec: u64) -> PathBuf {
-            let dir = self.cfg.cgroup_root.join(vmid.to_string());
-            fs::create_dir_all(&dir).unwrap();
-            fs::write(
-                dir.join(cgroup::CPU_STAT),
-                format!("usage_usec {usage_usec}\nuser_usec 1\nsystem_usec 2\n"),
-            )
-            .unwrap();
-            fs::write(dir.join(cgroup::MEMORY_CURRENT), "1073741824\n").unwrap();
-            fs::write(
-                dir.join(cgroup::MEMORY_STAT),
-                "anon 5\nfile 268435456\nshmem 67108864\ninactive_file 134217728\n",
-            )
-            .unwrap();
+            let cpu = CpuStatFile {
+                usage_usec,
+                user_usec: 1,
+                system_usec: 2,
+                throttling: None,
+            };
+            let memory = MemoryStatFile {
+                anon_bytes: 5,
+                file_bytes: 268_435_456,
+                shmem_bytes: Some(67_108_864),
+                inactive_file_bytes: Some(134_217_728),
+            };
+            let dir = self.files.create_cgroup(vmid).unwrap();
+            self.files.write_cpu_stat(vmid, &cpu).unwrap();
+            self.files
+                .write_memory(vmid, 1_073_741_824, &memory)
+                .unwrap();
             dir
         }
 
         fn conf(&self, vmid: u32, text: &str) {
-            let path = conf_path(&self.cfg.pve_lxc_dir, vmid);
-            fs::write(&path, text).unwrap();
+            let path = self.files.conf_path(vmid);
+            self.files.write_conf(vmid, text).unwrap();
             // An mtime well in the past makes the cache trust it, as on a settled host.
             fs::File::options()
                 .write(true)

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 pub mod collect;
+pub mod hostfiles;
 pub mod hostproc;
 pub mod measure;
 pub mod pveconf;

@@ -2,12 +2,17 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::mpsc;
+
+use lxc_autoscale::config::Config;
+use lxc_autoscale::read::hostfiles::{self, CpuStatFile, HostFiles, MemoryStatFile};
 
 pub const MIB: u64 = 1024 * 1024;
 pub const BTIME: u64 = 1_700_000_000;
@@ -50,16 +55,37 @@ exit 0
 pub struct FakeHost {
     pub dir: tempfile::TempDir,
     pub host_cpus: u32,
+    /// Writes the cgroup files, confs and /proc files, in the formats the daemon reads.
+    pub files: HostFiles,
 }
 
 impl FakeHost {
     /// A host with `host_cpus` CPUs, 64 GiB of which 32 GiB are available, nothing busy.
     pub fn new(host_cpus: u32) -> FakeHost {
-        let dir = tempfile::tempdir().unwrap();
+        FakeHost::in_dir(tempfile::tempdir().unwrap(), host_cpus)
+    }
+
+    /// Like `new`, on tmpfs when there is one: for runs of thousands of cycles, where the fsync of
+    /// every backup and state write would measure the disk instead of the engine.
+    pub fn on_tmpfs(host_cpus: u32) -> FakeHost {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        FakeHost::in_dir(dir, host_cpus)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, host_cpus: u32) -> FakeHost {
         let root = dir.path();
-        for d in ["cgroup/lxc", "pve/lxc", "proc", "var"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
+        let files = HostFiles {
+            cgroup_root: root.join("cgroup/lxc"),
+            pve_lxc_dir: root.join("pve/lxc"),
+            proc_root: root.join("proc"),
+        };
+        files.create_roots().unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
         let pct = root.join("pct");
         std::fs::write(
             &pct,
@@ -67,7 +93,11 @@ impl FakeHost {
         )
         .unwrap();
         std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let host = FakeHost { dir, host_cpus };
+        let host = FakeHost {
+            dir,
+            host_cpus,
+            files,
+        };
         host.set_host_ticks(0, 1000);
         host.set_meminfo(64 * 1024 * 1024, 32 * 1024 * 1024);
         host
@@ -95,68 +125,75 @@ impl FakeHost {
         path
     }
 
+    /// The config `write_config("")` writes, as a value (for tests that run the engine in-process).
+    pub fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.cgroup_root = self.files.cgroup_root.clone();
+        cfg.pve_lxc_dir = self.files.pve_lxc_dir.clone();
+        cfg.proc_root = self.files.proc_root.clone();
+        cfg.pct_path = self.path("pct");
+        cfg.state_file = self.path("var/state.json");
+        cfg.backup_dir = self.path("var/backups");
+        cfg.log_file = self.path("var/log/lxc_autoscale.log");
+        cfg.lock_file = self.path("var/lxc_autoscale.lock");
+        cfg.net_class_root = self.path("net");
+        cfg.metrics_file = self.path("var/metrics.jsonl");
+        cfg
+    }
+
     /// `/proc/stat` with the aggregate `cpu` line holding `busy` user ticks out of `total`.
     pub fn set_host_ticks(&self, busy: u64, total: u64) {
-        let mut s = format!("cpu  {busy} 0 0 {} 0 0 0 0 0 0\n", total - busy);
-        for n in 0..self.host_cpus {
-            s.push_str(&format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n"));
-        }
-        s.push_str(&format!("intr 0\nctxt 0\nbtime {BTIME}\nprocesses 1\n"));
-        std::fs::write(self.path("proc/stat"), s).unwrap();
+        self.files
+            .write_proc_stat(hostfiles::busy_ticks(busy, total), self.host_cpus, BTIME)
+            .unwrap();
     }
 
     pub fn set_meminfo(&self, total_kib: u64, available_kib: u64) {
-        std::fs::write(
-            self.path("proc/meminfo"),
-            format!(
-                "MemTotal:       {total_kib} kB\nMemFree:        1000 kB\nMemAvailable:   {available_kib} kB\nBuffers: 0 kB\n"
-            ),
-        )
-        .unwrap();
+        self.files.write_meminfo(total_kib, available_kib).unwrap();
     }
 
     /// A running container: its conf (main section text, may include other sections) and a
     /// cgroup directory with zeroed counters.
     pub fn add_container(&self, vmid: u32, conf: &str) {
-        std::fs::write(self.path(&format!("pve/lxc/{vmid}.conf")), conf).unwrap();
-        std::fs::create_dir_all(self.cgroup(vmid)).unwrap();
+        self.files.write_conf(vmid, conf).unwrap();
+        self.files.create_cgroup(vmid).unwrap();
         self.set_cpu_usage(vmid, 0);
         self.set_memory(vmid, 0, 0);
     }
 
     pub fn cgroup(&self, vmid: u32) -> PathBuf {
-        self.path(&format!("cgroup/lxc/{vmid}"))
+        self.files.cgroup_dir(vmid)
+    }
+
+    pub fn conf_path(&self, vmid: u32) -> PathBuf {
+        self.files.conf_path(vmid)
     }
 
     pub fn conf(&self, vmid: u32) -> String {
-        std::fs::read_to_string(self.path(&format!("pve/lxc/{vmid}.conf"))).unwrap()
+        std::fs::read_to_string(self.conf_path(vmid)).unwrap()
     }
 
     pub fn set_cpu_usage(&self, vmid: u32, usage_usec: u64) {
-        std::fs::write(
-            self.cgroup(vmid).join("cpu.stat"),
-            format!("usage_usec {usage_usec}\nuser_usec {usage_usec}\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n"),
-        )
-        .unwrap();
+        let stat = CpuStatFile {
+            usage_usec,
+            user_usec: usage_usec,
+            system_usec: 0,
+            throttling: Some((0, 0, 0)),
+        };
+        self.files.write_cpu_stat(vmid, &stat).unwrap();
     }
 
     /// `memory.current` = used + cache, `memory.stat` `file` = cache (MB each).
     pub fn set_memory(&self, vmid: u32, used_mb: u64, cache_mb: u64) {
-        std::fs::write(
-            self.cgroup(vmid).join("memory.current"),
-            format!("{}\n", (used_mb + cache_mb) * MIB),
-        )
-        .unwrap();
-        std::fs::write(
-            self.cgroup(vmid).join("memory.stat"),
-            format!(
-                "anon {}\nfile {}\nkernel 0\nshmem 0\ninactive_file {}\n",
-                used_mb * MIB,
-                cache_mb * MIB,
-                cache_mb * MIB / 2
-            ),
-        )
-        .unwrap();
+        let stat = MemoryStatFile {
+            anon_bytes: used_mb * MIB,
+            file_bytes: cache_mb * MIB,
+            shmem_bytes: Some(0),
+            inactive_file_bytes: Some(cache_mb * MIB / 2),
+        };
+        self.files
+            .write_memory(vmid, (used_mb + cache_mb) * MIB, &stat)
+            .unwrap();
     }
 
     fn now_usec() -> i64 {
