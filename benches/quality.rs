@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use lxc_autoscale::commands::quality;
+use lxc_autoscale::commands::{nab, quality};
 use lxc_autoscale::config;
 
 fn main() {
@@ -23,4 +23,14 @@ fn main() {
         secs
     );
     print!("{}", quality::render(&q));
+
+    let series = nab::load_dir(&root.join("../shared/datasets/nab-cpu")).expect("nab-cpu dataset");
+    let (score, per_file) = nab::score_detector(&series);
+    println!(
+        "NAB standard profile over {} files: {score:.1}",
+        series.len()
+    );
+    for (name, raw) in per_file {
+        println!("  {name}: raw {raw:.3}");
+    }
 }

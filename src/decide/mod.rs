@@ -1,4 +1,6 @@
-//! Pure decisions: `Config`, `Snapshot`, `State`, now -> `Plan`. Nothing here does IO.
+//! Pure decisions: `Config`, `Snapshot`, `State`, `Models`, now -> `Plan`. Nothing here does IO.
 
+pub mod anomaly;
+pub mod model;
 pub mod plan;
 pub mod policy;
