@@ -352,3 +352,91 @@ fn check_config_prints_effective_tier_settings_without_the_token() {
         .expect(&text);
     assert!(default.contains("1-6"), "{default}");
 }
+
+/// Keeps container 101's `cpu.stat` at `percent` of `cores` and the host's `stat` at 10 % busy,
+/// counted from now on, as a kernel would, until the returned flag is set. Each write replaces
+/// the file whole (rename), so a reader never sees half of one.
+fn run_counters(
+    host: &FakeHost,
+    percent: f64,
+    cores: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let stop = std::sync::Arc::clone(&done);
+    let cpu_stat = host.cgroup(101).join("cpu.stat");
+    let proc_stat = host.path("proc/stat");
+    let base = (std::fs::read_to_string(&cpu_stat).unwrap())
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let cpus = host.host_cpus;
+    let started = std::time::Instant::now();
+    let replace = |path: &std::path::Path, text: String| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    };
+    let handle = std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let secs = started.elapsed().as_secs_f64();
+            let usage = base + (percent / 100.0 * f64::from(cores) * secs * 1e6) as u64;
+            replace(
+                &cpu_stat,
+                format!("usage_usec {usage}\nuser_usec {usage}\nsystem_usec 0\n"),
+            );
+            // 100 ticks per second per CPU, 10 % of them busy, on top of a large first reading.
+            let total = 1_000_000 + (secs * 100.0 * f64::from(cpus)) as u64;
+            let busy = total / 10;
+            let mut stat = format!("cpu  {busy} 0 0 {} 0 0 0 0 0 0\n", total - busy);
+            for n in 0..cpus {
+                stat.push_str(&format!("cpu{n} 0 0 0 0 0 0 0 0 0 0\n"));
+            }
+            stat.push_str(&format!("btime {}\n", common::BTIME));
+            replace(&proc_stat, stat);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    (done, handle)
+}
+
+#[test]
+fn first_cycle_after_downtime_measures_cpu_over_the_fresh_window_and_scales() {
+    // The saved samples are 300 s old (stale at poll_interval 60), or stamped an hour ahead.
+    for (what, future) in [("stale", false), ("future", true)] {
+        let host = FakeHost::new(16);
+        host.add_container(101, "cores: 2\nmemory: 2048\n");
+        host.set_memory(101, 1000, 0);
+        host.seed_previous_cycle(&[(101, 97.0, 2)]);
+        if future {
+            let path = host.path("var/state.json");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut state: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let ahead = state["host"]["taken_at_usec"].as_i64().unwrap() + 3_900_000_000;
+            state["host"]["taken_at_usec"] = ahead.into();
+            state["containers"]["101"]["taken_at_usec"] = ahead.into();
+            std::fs::write(&path, state.to_string()).unwrap();
+        }
+        let (done, counters) = run_counters(&host, 97.0, 2);
+
+        // max_cores = 4: whatever a busy CI machine does to the window, 97 % gives 4 cores.
+        let out = once(&host, "poll_interval = 60\nmax_cores = 4");
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        counters.join().unwrap();
+
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        assert_eq!(host.pct_calls(), vec!["set 101 -cores 4"], "{what}");
+        assert_eq!(host.conf(101), "cores: 4\nmemory: 2048\n", "{what}");
+        let log = host.log_text();
+        assert!(
+            log.contains("no usable previous sample; measuring cpu over a short window"),
+            "{what}: {log}"
+        );
+        assert!(!log.contains("cpu not measured"), "{what}: {log}");
+    }
+}

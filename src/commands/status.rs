@@ -17,8 +17,11 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let mut state = state::read_state(&cfg.state_file).unwrap_or_default();
     let mut collector = Collector::new();
-    let (snap, collect_time) =
-        measure(&cfg, &mut collector, &mut state, &|| false).expect("never stopped");
+    let (snap, collect_time) = measure(&cfg, &mut collector, &mut state, &mut |d| {
+        std::thread::sleep(d);
+        true
+    })
+    .expect("never stopped");
     let plan = policy::decide(&cfg, &snap, &state, local_now());
     if json {
         let cycle = CycleInfo {

@@ -233,8 +233,47 @@ fn unmanaged_reason(managed: Managed, c: &ContainerSample) -> Reason {
     }
 }
 
+/// What was measured of one container, managed or not.
+fn observe(
+    cfg: &Config,
+    snap: &Snapshot,
+    state: &State,
+    c: &ContainerSample,
+    host: &HostView,
+) -> Observation {
+    let conf = c.conf.as_ref();
+    let cpu_percent = conf
+        .and_then(|k| measure::effective_cpus(k, host.cpus))
+        .and_then(|eff| {
+            measure::cpu_percent(
+                c,
+                snap.taken_at_usec,
+                snap.host.boot_time,
+                state.containers.get(&c.vmid),
+                eff,
+                host.max_age_usec,
+            )
+        });
+    let memory_used_mb = measure::memory_used_mb(c);
+    let memory_mb = conf.map(|k| k.memory_mb);
+    let memory_percent = match (memory_used_mb, memory_mb) {
+        (Some(used), Some(mb)) if mb > 0 => Some(used / mb as f64 * 100.0),
+        _ => None,
+    };
+    Observation {
+        vmid: c.vmid,
+        name: conf.and_then(|k| k.hostname.clone()),
+        tier: cfg.tier_of(c.vmid).map(str::to_string),
+        managed: managed_of(cfg, c),
+        cores: conf.and_then(|k| k.cores.or(host.cpus)),
+        memory_mb,
+        cpu_percent,
+        memory_used_mb,
+        memory_percent,
+    }
+}
+
 /// Measures one container and, when it is managed, works out the moves it wants.
-#[allow(clippy::too_many_lines)] // split by h14's rework, in progress
 fn assess(
     cfg: &Config,
     snap: &Snapshot,
@@ -243,38 +282,21 @@ fn assess(
     host: &HostView,
     notes: &mut Vec<Note>,
 ) -> (Observation, Option<Want>) {
-    let conf = c.conf.as_ref();
-    let managed = managed_of(cfg, c);
-    let cores = conf.and_then(|k| k.cores.or(host.cpus));
-    let effective = conf.and_then(|k| measure::effective_cpus(k, host.cpus));
-    let cpu_percent = effective.and_then(|eff| {
-        measure::cpu_percent(
-            c,
-            snap.taken_at_usec,
-            snap.host.boot_time,
-            state.containers.get(&c.vmid),
-            eff,
-            host.max_age_usec,
-        )
-    });
-    let memory_used_mb = measure::memory_used_mb(c);
-    let working_set_mb = measure::memory_working_set_mb(c);
-    let memory_mb = conf.map(|k| k.memory_mb);
-    let memory_percent = match (memory_used_mb, memory_mb) {
-        (Some(used), Some(mb)) if mb > 0 => Some(used / mb as f64 * 100.0),
-        _ => None,
-    };
-    let observation = Observation {
-        vmid: c.vmid,
-        name: conf.and_then(|k| k.hostname.clone()),
-        tier: cfg.tier_of(c.vmid).map(str::to_string),
+    let observation = observe(cfg, snap, state, c, host);
+    let Observation {
         managed,
         cores,
         memory_mb,
         cpu_percent,
         memory_used_mb,
         memory_percent,
-    };
+        ..
+    } = observation;
+    let effective = c
+        .conf
+        .as_ref()
+        .and_then(|k| measure::effective_cpus(k, host.cpus));
+    let working_set_mb = measure::memory_working_set_mb(c);
 
     if managed != Managed::Yes {
         notes.push(Note {

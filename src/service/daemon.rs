@@ -1,12 +1,11 @@
-//! The service loop: measure, decide, apply, record, sleep; signals and reload.
+//! The service loop: measure, decide, apply, record, then wait on one channel (`wake::Inbox`) for
+//! the next cycle, a signal or another message.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tracing::{error, info, warn};
 
 use crate::act::apply::{self, Report, Target};
@@ -17,18 +16,19 @@ use crate::config::{self, Config};
 use crate::decide::plan::{Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
+use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
 use crate::record::events::EventLog;
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::lock::{Lock, LockError};
-use crate::service::{logging, sdnotify};
+use crate::service::logging;
+use crate::service::sdnotify::{self, NotifyState, Watchdog};
+use crate::service::wake::{Inbox, LoopMsg};
 
 /// With no usable previous sample, CPU is measured over this window so the first cycle can act.
 const SAMPLE_WINDOW: Duration = Duration::from_secs(2);
-/// How often a sleeping daemon looks at its signal flags.
-const TICK: Duration = Duration::from_millis(100);
 
 pub fn load_config(path: &Path) -> Result<Config> {
     config::load(path)
@@ -59,100 +59,69 @@ pub fn local_now() -> chrono::NaiveDateTime {
     chrono::Local::now().naive_local()
 }
 
-/// Signal flags, set by handlers and read by the loop.
-struct Signals {
-    stop: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
-}
-
-impl Signals {
-    fn install() -> Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let stop = Arc::new(AtomicBool::new(false));
-        let reload = Arc::new(AtomicBool::new(false));
-        for sig in [SIGTERM, SIGINT] {
-            signal_hook::flag::register(sig, Arc::clone(&stop))
-                .with_context(|| format!("cannot install handler for signal {sig}"))?;
-        }
-        signal_hook::flag::register(SIGHUP, Arc::clone(&reload))
-            .context("cannot install handler for SIGHUP")?;
-        Ok(Signals { stop, reload })
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-}
-
 /// Whether some container lacks a previous sample a rate could be taken from.
-fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State, now_usec: i64) -> bool {
+fn needs_sample_window(cfg: &Config, snap: &Snapshot, state: &State) -> bool {
     let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
-    let fresh = |taken: i64| snapshot::fresh_window_usec(taken, now_usec, max_age).is_some();
+    let now = snap.taken_at_usec;
     let host_ok = state
-        .host
-        .is_some_and(|h| h.boot_time == snap.host.boot_time && fresh(h.taken_at_usec));
+        .fresh_host(now, max_age)
+        .is_some_and(|h| h.boot_time == snap.host.boot_time);
     if !host_ok && snap.host.cpu_ticks.is_some() {
         return true;
     }
     snap.containers.iter().any(|c| {
-        let (Some(id), Some(_)) = (c.cgroup_id, c.cpu_usage_usec) else {
-            return false;
-        };
-        !state.containers.get(&c.vmid).is_some_and(|p| {
-            p.cgroup_id == id && p.boot_time == snap.host.boot_time && fresh(p.taken_at_usec)
-        })
+        c.cgroup_id.is_some()
+            && c.cpu_usage_usec.is_some()
+            && usable_prev(state, c, snap, max_age).is_none()
     })
 }
 
-/// Sleeps up to `d`, waking early when `stop` is set. Returns false when stopped.
-fn sleep_unless(d: Duration, stop: &dyn Fn() -> bool) -> bool {
-    // No end that the clock can represent means "until stopped"; never a panic.
-    let end = Instant::now().checked_add(d);
-    loop {
-        if stop() {
-            return false;
-        }
-        let now = Instant::now();
-        if end.is_some_and(|end| now >= end) {
-            return true;
-        }
-        let left = end.map_or(TICK, |end| end.saturating_duration_since(now));
-        std::thread::sleep(left.min(TICK));
-    }
+/// The saved sample of `c` when a rate can be taken from it to `snap` (same cgroup, same boot,
+/// fresh).
+fn usable_prev<'a>(
+    state: &'a State,
+    c: &snapshot::ContainerSample,
+    snap: &Snapshot,
+    max_age: i64,
+) -> Option<&'a snapshot::ContainerPrev> {
+    let prev = state.containers.get(&c.vmid);
+    measure::counter_window_usec(c, snap.taken_at_usec, snap.host.boot_time, prev, max_age)
+        .and(prev)
 }
 
 /// Reads a snapshot that rates can be taken from, sampling twice over `SAMPLE_WINDOW` when the
-/// state has no usable previous sample. `None` when a stop arrived during the window.
+/// state has no usable previous sample. `wait` waits out the window and returns false when a stop
+/// arrived during it; `measure` then returns `None`.
 pub fn measure(
     cfg: &Config,
     collector: &mut Collector,
     state: &mut State,
-    stop: &dyn Fn() -> bool,
+    wait: &mut dyn FnMut(Duration) -> bool,
 ) -> Option<(Snapshot, Duration)> {
     let started = Instant::now();
-    let snap = collector.collect(cfg, now_usec());
-    if !needs_sample_window(cfg, &snap, state, snap.taken_at_usec) {
-        return Some((snap, started.elapsed()));
+    let first = collector.collect(cfg, now_usec());
+    if !needs_sample_window(cfg, &first, state) {
+        return Some((first, started.elapsed()));
     }
     info!(
         window_secs = SAMPLE_WINDOW.as_secs(),
         "no usable previous sample; measuring cpu over a short window"
     );
-    // Containers that already have a usable sample keep it; the rest start from this reading.
-    let mut merged = state.advanced(&snap);
-    for (vmid, prev) in &state.containers {
-        if let Some(c) = snap.containers.iter().find(|c| c.vmid == *vmid) {
-            if c.cgroup_id == Some(prev.cgroup_id) {
-                merged.containers.insert(*vmid, *prev);
-            }
-        }
-    }
-    if !sleep_unless(SAMPLE_WINDOW, stop) {
+    if !wait(SAMPLE_WINDOW) {
         return None;
     }
-    *state = merged;
     let started = Instant::now();
     let snap = collector.collect(cfg, now_usec());
+    // A saved sample that still gives a rate now spans more than the window and is kept; every
+    // other container (stale, future-stamped, restarted, new) is measured over the window.
+    let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
+    let mut merged = state.advanced(&first);
+    for c in &snap.containers {
+        if let Some(prev) = usable_prev(state, c, &snap, max_age) {
+            merged.containers.insert(c.vmid, *prev);
+        }
+    }
+    *state = merged;
     Some((snap, started.elapsed()))
 }
 
@@ -166,9 +135,8 @@ pub struct DaemonOpts {
 }
 
 /// Runs the daemon (or one cycle with `once`) until SIGTERM or SIGINT.
-#[allow(clippy::too_many_lines)] // split by h14's rework, in progress
 pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
-    let mut cfg = match load_config(&cli.config) {
+    let cfg = match load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lxc_autoscale: error: {e:#}");
@@ -192,65 +160,121 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         }
         Err(e) => return Err(anyhow::anyhow!("{e:#}")),
     };
-    let signals = Signals::install()?;
-    let stop = || signals.stopping();
-    let daemon = !cli.once;
+    let inbox = Inbox::new();
+    inbox.listen_for_signals()?;
+    let mut daemon = Daemon::new(cli, cfg, inbox, Watchdog::from_env());
+    daemon.serve();
+    drop(lock);
+    Ok(ExitCode::SUCCESS)
+}
 
-    let mut state = match state::read_state(&cfg.state_file) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), "ignoring unusable state file");
-            State::default()
-        }
-    };
-    let mut collector = Collector::new();
-    collector.read_extra = wants_metrics(&cfg);
-    let mut metrics_log = MetricsLog::from_config(&cfg);
-    let mut counters = ActionCounters::default();
-    let mut notifier = Notifier::from_config(&cfg);
-    let mut events = EventLog::beside(&cfg.log_file);
-    let mut runner = CommandRunner {
-        path: cfg.pct_path.clone(),
-        timeout: PCT_TIMEOUT,
-    };
-    info!(
-        config = %cli.config.display(),
-        poll_interval = cfg.poll_interval,
-        dry_run = cli.dry_run,
-        once = cli.once,
-        "lxc_autoscale starting"
-    );
-    if daemon {
-        if let Some(n) = notifier.as_mut() {
-            n.send(
-                "lxc_autoscale started",
-                &format!("watching containers every {} s", cfg.poll_interval),
-                3,
-            );
+/// Everything the loop keeps across cycles. The loop is the only writer of state, backups and
+/// the conf files it changes through `pct`.
+struct Daemon<'a> {
+    opts: &'a DaemonOpts,
+    cfg: Config,
+    state: State,
+    collector: Collector,
+    metrics_log: Option<MetricsLog>,
+    counters: ActionCounters,
+    notifier: Option<Notifier>,
+    events: EventLog,
+    runner: CommandRunner,
+    inbox: Inbox,
+    watchdog: Watchdog,
+}
+
+/// What the loop does after a pause.
+enum Next {
+    Cycle,
+    Stop,
+}
+
+impl<'a> Daemon<'a> {
+    fn new(opts: &'a DaemonOpts, cfg: Config, inbox: Inbox, watchdog: Watchdog) -> Daemon<'a> {
+        let state = match state::read_state(&cfg.state_file) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "ignoring unusable state file");
+                State::default()
+            }
+        };
+        let mut collector = Collector::new();
+        collector.read_extra = wants_metrics(&cfg);
+        Daemon {
+            opts,
+            state,
+            collector,
+            metrics_log: MetricsLog::from_config(&cfg),
+            counters: ActionCounters::default(),
+            notifier: Notifier::from_config(&cfg),
+            events: EventLog::beside(&cfg.log_file),
+            runner: CommandRunner {
+                path: cfg.pct_path.clone(),
+                timeout: PCT_TIMEOUT,
+            },
+            cfg,
+            inbox,
+            watchdog,
         }
     }
 
-    let watchdog = sdnotify::watchdog_interval();
-    let mut last_watchdog = Instant::now();
-    let mut first = true;
-    while let Some((snap, collect_time)) = measure(&cfg, &mut collector, &mut state, &stop) {
-        // The sampling window is not part of the schedule: the interval starts now.
-        let cycle_start = Instant::now();
-        let plan = policy::decide(&cfg, &snap, &state, local_now());
-        log_notes(&plan);
-        let backups = BackupStore::new(cfg.backup_dir.clone());
-        let report = {
-            let mut target = Target {
-                pct: &mut runner,
-                pct_display: cfg.pct_path.display().to_string(),
-                backups: &backups,
-                events: Some(&events),
-                dry_run: cli.dry_run,
-                should_stop: &stop,
+    /// Cycles until a stop (or after one cycle with `--once`).
+    fn serve(&mut self) {
+        info!(
+            config = %self.opts.config.display(),
+            poll_interval = self.cfg.poll_interval,
+            dry_run = self.opts.dry_run,
+            once = self.opts.once,
+            "lxc_autoscale starting"
+        );
+        let text = format!("watching containers every {} s", self.cfg.poll_interval);
+        self.send_lifecycle("lxc_autoscale started", &text);
+        let mut first = true;
+        loop {
+            self.watchdog.progress();
+            let measured = measure(&self.cfg, &mut self.collector, &mut self.state, &mut |d| {
+                self.inbox.wait_window(d)
+            });
+            let Some((snap, collect_time)) = measured else {
+                break;
             };
-            apply::apply(&plan.changes, &snap, &mut target, chrono::Utc::now())
-        };
-        counters.add(
+            // The sampling window is not part of the schedule: the interval starts now.
+            let cycle_start = Instant::now();
+            self.cycle(&snap, collect_time, cycle_start);
+            if first {
+                sdnotify::notify(&[NotifyState::Ready]);
+                first = false;
+            }
+            if self.opts.once || self.inbox.stopping() {
+                break;
+            }
+            if let Next::Stop = self.pause(cycle_start) {
+                break;
+            }
+        }
+        sdnotify::notify(&[NotifyState::Stopping]);
+        info!("lxc_autoscale stopping");
+        self.send_lifecycle("lxc_autoscale stopped", "the daemon stopped");
+    }
+
+    /// Start and stop notices go to Gotify in daemon mode only.
+    fn send_lifecycle(&mut self, title: &str, text: &str) {
+        if self.opts.once {
+            return;
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            n.send(title, text, 3);
+        }
+    }
+
+    /// Decides, applies and records one cycle on `snap`.
+    fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
+        self.watchdog.progress();
+        let plan = policy::decide(&self.cfg, snap, &self.state, local_now());
+        log_notes(&plan);
+        let report = self.apply_plan(&plan, snap);
+        self.counters.add(
             report.applied.iter().map(|a| &a.change),
             report.failed.len(),
         );
@@ -263,20 +287,22 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             changes: plan.changes.len(),
             failures: report.failed.len(),
         };
+        self.watchdog.progress();
         export_metrics(
-            &cfg,
-            metrics_log.as_ref(),
-            &snap,
+            &self.cfg,
+            self.metrics_log.as_ref(),
+            snap,
             &plan,
-            &state,
+            &self.state,
             cycle,
-            &counters,
+            &self.counters,
         );
-        state = state.advanced(&snap);
-        if let Err(e) = state::write_state(&cfg.state_file, &state) {
-            warn!(path = %cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
+        self.state = self.state.advanced(snap);
+        if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
+            warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
         }
-        if let Some(n) = notifier.as_mut() {
+        if let Some(n) = self.notifier.as_mut() {
+            self.watchdog.progress();
             notify_report(n, &report);
         }
         info!(
@@ -284,85 +310,96 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             planned = plan.changes.len(),
             applied = report.applied.len(),
             failed = report.failed.len(),
-            dry_run = cli.dry_run,
+            dry_run = self.opts.dry_run,
             "cycle done"
         );
-        if first {
-            sdnotify::notify("READY=1");
-            first = false;
-        }
-        if cli.once || signals.stopping() {
-            break;
-        }
+        let status = format!(
+            "last cycle: {} containers, {} changed, {} failed",
+            snap.containers.len(),
+            report.applied.len(),
+            report.failed.len()
+        );
+        sdnotify::notify(&[NotifyState::Status(&status)]);
+    }
 
-        let interval = Duration::from_secs(cfg.poll_interval);
+    /// Applies the plan's changes; a stop request ends it between two `pct` calls.
+    fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
+        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        let (watchdog, inbox) = (&self.watchdog, &self.inbox);
+        // Called before every change: it is also the progress mark that lets the watchdog cover
+        // the `pct` call that follows.
+        let between_changes = || {
+            watchdog.progress();
+            inbox.stopping()
+        };
+        let mut target = Target {
+            pct: &mut self.runner,
+            pct_display: self.cfg.pct_path.display().to_string(),
+            backups: &backups,
+            events: Some(&self.events),
+            dry_run: self.opts.dry_run,
+            should_stop: &between_changes,
+        };
+        apply::apply(&plan.changes, snap, &mut target, chrono::Utc::now())
+    }
+
+    /// Waits for the next cycle (fixed rate: one interval after `cycle_start`), handling messages
+    /// as they come. A reload may change the interval, so the deadline is recomputed each time.
+    fn pause(&mut self, cycle_start: Instant) -> Next {
         let elapsed = cycle_start.elapsed();
-        if elapsed > interval {
+        if elapsed > Duration::from_secs(self.cfg.poll_interval) {
             warn!(
                 elapsed_ms = elapsed.as_millis() as u64,
-                poll_interval = cfg.poll_interval,
+                poll_interval = self.cfg.poll_interval,
                 "cycle overran its interval; starting the next one now"
             );
         }
-        // Fixed rate: the next cycle starts one interval after this one started. A reload may
-        // change the interval, so the deadline is recomputed on every tick.
         loop {
+            self.watchdog.progress();
+            if self.inbox.stopping() {
+                return Next::Stop;
+            }
             // Checked: no interval, however long, may panic the daemon (`None` = never).
-            let next = cycle_start.checked_add(Duration::from_secs(cfg.poll_interval));
-            if signals.stopping() || next.is_some_and(|next| Instant::now() >= next) {
-                break;
+            let due = cycle_start.checked_add(Duration::from_secs(self.cfg.poll_interval));
+            if due.is_some_and(|due| Instant::now() >= due) {
+                return Next::Cycle;
             }
-            if signals.reload.swap(false, Ordering::Relaxed) {
-                sdnotify::notify("RELOADING=1");
-                match load_config(&cli.config) {
-                    Ok(new) => {
-                        for w in new.warnings() {
-                            warn!(config = %cli.config.display(), "{w}");
-                        }
-                        if new.lock_file != cfg.lock_file {
-                            warn!("lock_file changes take effect at the next restart");
-                        }
-                        if let Some(w) = warn_if_token_exposed(&cli.config, &new) {
-                            warn!("{w}");
-                        }
-                        notifier = Notifier::from_config(&new);
-                        events = EventLog::beside(&new.log_file);
-                        runner.path = new.pct_path.clone();
-                        metrics_log = MetricsLog::from_config(&new);
-                        collector.read_extra = wants_metrics(&new);
-                        cfg = new;
-                        info!(config = %cli.config.display(), poll_interval = cfg.poll_interval, "config reloaded");
-                    }
-                    Err(e) => {
-                        error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
-                    }
-                }
-                sdnotify::notify("READY=1");
-                continue;
+            match self.inbox.next(due, self.watchdog.idle_wake()) {
+                None => {}
+                Some(LoopMsg::Stop) => return Next::Stop,
+                Some(LoopMsg::Reload) => self.reload(),
             }
-            if let Some(w) = watchdog {
-                if last_watchdog.elapsed() >= w {
-                    sdnotify::notify("WATCHDOG=1");
-                    last_watchdog = Instant::now();
-                }
-            }
-            let left = next.map_or(TICK, |next| next.saturating_duration_since(Instant::now()));
-            std::thread::sleep(left.min(TICK));
-        }
-        if signals.stopping() {
-            break;
         }
     }
 
-    sdnotify::notify("STOPPING=1");
-    info!("lxc_autoscale stopping");
-    if daemon {
-        if let Some(n) = notifier.as_mut() {
-            n.send("lxc_autoscale stopped", "the daemon stopped", 3);
+    /// Re-reads the config; on error keeps the running one and says why.
+    fn reload(&mut self) {
+        sdnotify::notify_reloading();
+        match load_config(&self.opts.config) {
+            Ok(new) => {
+                for w in new.warnings() {
+                    warn!(config = %self.opts.config.display(), "{w}");
+                }
+                if new.lock_file != self.cfg.lock_file {
+                    warn!("lock_file changes take effect at the next restart");
+                }
+                if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
+                    warn!("{w}");
+                }
+                self.notifier = Notifier::from_config(&new);
+                self.events = EventLog::beside(&new.log_file);
+                self.runner.path = new.pct_path.clone();
+                self.metrics_log = MetricsLog::from_config(&new);
+                self.collector.read_extra = wants_metrics(&new);
+                self.cfg = new;
+                info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
+            }
         }
+        sdnotify::notify(&[NotifyState::Ready]);
     }
-    drop(lock);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether any output uses the history-only figures.

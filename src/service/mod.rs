@@ -1,6 +1,7 @@
-//! Running as a service: the lock, logging and systemd notification.
+//! Running as a service: the loop and what wakes it, the lock, logging and systemd notification.
 
 pub mod daemon;
 pub mod lock;
 pub mod logging;
 pub mod sdnotify;
+pub mod wake;

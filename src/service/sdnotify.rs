@@ -1,44 +1,127 @@
-//! systemd's notify protocol: one datagram per message to `$NOTIFY_SOCKET`. A no-op outside
-//! systemd.
+//! systemd's notify protocol (through the `sd-notify` crate) and a watchdog that pings only while
+//! the service loop makes progress. Both are no-ops outside systemd.
+//!
+//! The watchdog: the loop calls `Watchdog::progress` at every step (before each collect, before
+//! each `pct` call, on every wake while idle). Each call extends a lease by `STEP_BUDGET`, the
+//! longest a single step may take: one `pct` call with its 30 s timeout. A pinger thread sends
+//! `WATCHDOG=1` every half `WatchdogSec` while the lease runs, so a cycle of many slow `pct` calls
+//! keeps the service alive, and a loop stuck anywhere (a `pct` that outlives its timeout, a hung
+//! read of /etc/pve) stops the pings within `STEP_BUDGET`, and systemd restarts it.
 
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-/// Environment variable systemd sets for `Type=notify` services.
-pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
-/// Environment variable systemd sets when `WatchdogSec=` is configured, µs.
-pub const WATCHDOG_USEC_ENV: &str = "WATCHDOG_USEC";
+pub use sd_notify::NotifyState;
 
-/// Sends `state` (e.g. `READY=1`). Returns false when there is no socket or the send failed;
+use crate::act::pct::PCT_TIMEOUT;
+
+/// How long the loop may go without `Watchdog::progress` before the pings stop: a `pct` call
+/// (`PCT_TIMEOUT`), one second to read its stderr, and its backup write, with room to spare.
+pub const STEP_BUDGET: Duration = PCT_TIMEOUT.saturating_add(Duration::from_secs(15));
+
+/// Sends `states` to `$NOTIFY_SOCKET`. Returns false when there is no socket or the send failed;
 /// systemd being absent is normal, so callers do not log it.
-pub fn notify(state: &str) -> bool {
-    let Some(path) = std::env::var_os(NOTIFY_SOCKET_ENV) else {
-        return false;
-    };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return false;
-    };
-    let bytes = path.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        match std::os::unix::net::SocketAddr::from_abstract_name(name) {
-            Ok(addr) => sock.send_to_addr(state.as_bytes(), &addr).is_ok(),
-            Err(_) => false,
-        }
-    } else {
-        sock.send_to(state.as_bytes(), &path).is_ok()
+pub fn notify(states: &[NotifyState]) -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some() && sd_notify::notify(false, states).is_ok()
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd asks to accompany it.
+pub fn notify_reloading() -> bool {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
     }
 }
 
-/// How often to send `WATCHDOG=1`: half of `WatchdogSec`, or `None` when no watchdog is set.
-pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var(WATCHDOG_USEC_ENV).ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+/// The interval systemd asked for (`WatchdogSec=`, via `WATCHDOG_USEC` and `WATCHDOG_PID`).
+pub fn watchdog_timeout() -> Option<Duration> {
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// When the pings stop unless the loop shows progress again.
+#[derive(Debug)]
+struct Lease {
+    until: Mutex<Instant>,
+}
+
+impl Lease {
+    fn renew(&self, now: Instant) {
+        if let Ok(mut until) = self.until.lock() {
+            *until = now.checked_add(STEP_BUDGET).unwrap_or(now);
+        }
+    }
+
+    fn runs_at(&self, now: Instant) -> bool {
+        self.until.lock().is_ok_and(|until| now < *until)
+    }
+}
+
+/// The loop's side of the watchdog. Disabled (every call a no-op) when systemd set none.
+#[derive(Debug, Clone, Default)]
+pub struct Watchdog {
+    lease: Option<Arc<Lease>>,
+    /// Half of `WatchdogSec`.
+    ping_every: Duration,
+}
+
+impl Watchdog {
+    /// The watchdog systemd asked for, with its pinger thread started; disabled when none.
+    pub fn from_env() -> Watchdog {
+        match watchdog_timeout() {
+            Some(timeout) => Watchdog::start(timeout / 2, || {
+                notify(&[NotifyState::Watchdog]);
+            }),
+            None => Watchdog::default(),
+        }
+    }
+
+    /// A watchdog that calls `ping` every `ping_every` while the lease runs. The thread ends when
+    /// the last `Watchdog` clone is dropped.
+    pub fn start(ping_every: Duration, ping: impl Fn() + Send + 'static) -> Watchdog {
+        let lease = Arc::new(Lease {
+            until: Mutex::new(Instant::now()),
+        });
+        lease.renew(Instant::now());
+        let weak: Weak<Lease> = Arc::downgrade(&lease);
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(ping_every);
+                let Some(lease) = weak.upgrade() else {
+                    return;
+                };
+                if lease.runs_at(Instant::now()) {
+                    ping();
+                }
+            });
+        Watchdog {
+            // Without the thread there are no pings; systemd then restarts the service, which is
+            // the honest outcome for a process that cannot start a thread.
+            lease: spawned.is_ok().then_some(lease),
+            ping_every,
+        }
+    }
+
+    /// The loop made progress: pings go on for another `STEP_BUDGET`.
+    pub fn progress(&self) {
+        if let Some(lease) = &self.lease {
+            lease.renew(Instant::now());
+        }
+    }
+
+    /// How often an idle loop must wake to call `progress`; `None` when disabled.
+    pub fn idle_wake(&self) -> Option<Duration> {
+        self.lease
+            .as_ref()
+            .map(|_| self.ping_every.min(STEP_BUDGET / 2))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixDatagram;
 
     #[test]
     fn sends_a_datagram_to_a_path_socket() {
@@ -46,12 +129,50 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
         // Tests in this module are the only ones touching the variable.
-        std::env::set_var(NOTIFY_SOCKET_ENV, &path);
-        assert!(notify("READY=1"));
-        std::env::remove_var(NOTIFY_SOCKET_ENV);
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        assert!(notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("cycle done")
+        ]));
+        std::env::remove_var("NOTIFY_SOCKET");
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
-        assert!(!notify("READY=1"));
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=cycle done\n");
+        assert!(!notify(&[NotifyState::Ready]));
+    }
+
+    #[test]
+    fn lease_runs_for_the_step_budget_after_progress_and_then_lapses() {
+        let t0 = Instant::now();
+        let lease = Lease {
+            until: Mutex::new(t0),
+        };
+        assert!(!lease.runs_at(t0));
+        lease.renew(t0);
+        assert!(lease.runs_at(t0 + PCT_TIMEOUT + Duration::from_secs(1)));
+        assert!(lease.runs_at(t0 + STEP_BUDGET - Duration::from_millis(1)));
+        assert!(!lease.runs_at(t0 + STEP_BUDGET));
+        lease.renew(t0 + STEP_BUDGET);
+        assert!(lease.runs_at(t0 + STEP_BUDGET));
+    }
+
+    #[test]
+    fn a_disabled_watchdog_never_asks_the_loop_to_wake() {
+        let w = Watchdog::default();
+        w.progress();
+        assert_eq!(w.idle_wake(), None);
+    }
+
+    #[test]
+    fn an_enabled_watchdog_wakes_an_idle_loop_before_the_lease_lapses() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Watchdog::start(Duration::from_millis(1), move || {
+            let _ = tx.send(());
+        });
+        assert_eq!(w.idle_wake(), Some(Duration::from_millis(1)));
+        // The lease runs from the start: the pinger pings.
+        rx.recv().unwrap();
+        let slow = Watchdog::start(Duration::from_secs(120), || {});
+        assert_eq!(slow.idle_wake(), Some(STEP_BUDGET / 2));
     }
 }

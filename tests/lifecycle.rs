@@ -1,0 +1,158 @@
+//! The daemon under systemd: what it tells the notify socket (READY, STATUS, RELOADING, STOPPING,
+//! WATCHDOG while a `pct` call runs), and a stop during the sampling window. A real child process,
+//! a real datagram socket, a fake `pct` that blocks on a FIFO (no sleeps to synchronise on).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::FakeHost;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Polls `cond` until it holds; panics with `what` after a generous deadline (only a hang fails).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Puts a gate in front of the fake `pct`: it marks `pct.started`, then waits until a line is
+/// written to the FIFO `pct.gate`. Returns the gate's path.
+fn gate_pct(host: &FakeHost) -> std::path::PathBuf {
+    let gate = host.path("pct.gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::rename(host.path("pct"), host.path("pct.real")).unwrap();
+    let r = host.root().display();
+    let script = format!(
+        "#!/bin/sh\n: > '{r}/pct.started'\nread -r _ < '{r}/pct.gate'\nexec '{r}/pct.real' \"$@\"\n"
+    );
+    std::fs::write(host.path("pct"), script).unwrap();
+    std::fs::set_permissions(host.path("pct"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    gate
+}
+
+/// The next datagram as text; a 30 s timeout only catches a hang.
+fn next(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no notify message within 30 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The next datagram that is not a watchdog ping.
+fn next_state(sock: &UnixDatagram) -> String {
+    loop {
+        let msg = next(sock);
+        if msg != "WATCHDOG=1\n" {
+            return msg;
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_watchdog_during_a_pct_call_then_ready_status_reloading_and_stopping() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 2048\n");
+    host.set_memory(101, 1000, 0);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let gate = gate_pct(&host);
+    let cfg = host.write_config("poll_interval = 3600");
+    let sock_path = host.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+
+    // WATCHDOG_PID must be the daemon's own pid: the shell sets it to its own, then execs.
+    let mut daemon = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_lxc_autoscale"))
+        .args(["--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "100000")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    wait_for("the pct call to start", || {
+        host.path("pct.started").exists()
+    });
+    // The loop is inside the pct call, which cannot end before the gate opens: every message
+    // now is a ping, and they keep coming.
+    for _ in 0..3 {
+        assert_eq!(next(&sock), "WATCHDOG=1\n");
+    }
+    std::fs::write(&gate, "go\n").unwrap();
+
+    assert_eq!(
+        next_state(&sock),
+        "STATUS=last cycle: 1 containers, 1 changed, 0 failed\n"
+    );
+    assert_eq!(next_state(&sock), "READY=1\n");
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4"]);
+
+    signal(&daemon, Signal::SIGHUP);
+    let reloading = next_state(&sock);
+    let lines: Vec<&str> = reloading.lines().collect();
+    assert_eq!(lines.len(), 2, "{reloading:?}");
+    assert_eq!(lines[0], "RELOADING=1");
+    let usec = lines[1].strip_prefix("MONOTONIC_USEC=").expect(&reloading);
+    assert!(usec.parse::<u64>().is_ok(), "{reloading:?}");
+    assert_eq!(next_state(&sock), "READY=1\n");
+
+    signal(&daemon, Signal::SIGTERM);
+    assert_eq!(next_state(&sock), "STOPPING=1\n");
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+}
+
+#[test]
+fn sigterm_during_the_sampling_window_stops_before_the_cycle() {
+    let host = FakeHost::new(4);
+    host.add_container(101, "cores: 2\nmemory: 2048\n");
+    host.set_memory(101, 1000, 0);
+    // No state file: the first cycle measures cpu over a window.
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the sampling window", || {
+        host.log_text()
+            .contains("measuring cpu over a short window")
+    });
+
+    signal(&daemon, Signal::SIGTERM);
+
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+    let log = host.log_text();
+    assert!(log.contains("lxc_autoscale stopping"), "{log}");
+    assert!(!log.contains("cycle done"), "{log}");
+    assert!(host.pct_calls().is_empty());
+    assert!(!host.path("var/state.json").exists());
+}
