@@ -1,5 +1,6 @@
 //! Pure decisions: `Config`, `Snapshot`, `State`, `Models`, now -> `Plan`. Nothing here does IO.
 
+pub mod advice;
 pub mod anomaly;
 pub mod model;
 pub mod plan;

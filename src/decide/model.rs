@@ -7,9 +7,9 @@
 //!   the whole window to agree, not just the latest reading ("fall slow");
 //! - the time of the last scale-up seen (an allocation that grew, whoever grew it): a cut waits
 //!   `scale_down_cooldown` after it;
-//! - a daily profile, one slot per local hour, each an exponentially weighted maximum of that
-//!   hour over the days seen: a container that peaks every day at 9:00 is grown before 9:00
-//!   ("learn the daily shape"), and a cut never goes below what the next hour is expected to need;
+//! - a daily profile, one slot per local hour, each an exponentially weighted mean of that hour
+//!   over the days seen: a container busy every day at 9:00 is grown before 9:00 ("learn the
+//!   daily shape"), and a cut that the next hour's expected load would undo is held;
 //! - after an OOM kill, memory cuts are held for `OOM_HOLD_USEC`.
 //!
 //! Readings are kept in absolute units (cores of demand, MB used), so an allocation change does
@@ -26,7 +26,7 @@ pub const BUCKETS: usize = 12;
 /// Hours of the daily profile.
 pub const HOURS: usize = 24;
 /// Days a profile slot needs before it forecasts.
-pub const PROFILE_MIN_DAYS: u8 = 2;
+pub const PROFILE_MIN_DAYS: u8 = 4;
 /// Weight of a new day's maximum in its hour's slot when it is above the slot (rise fast) and
 /// when it is below (forget slowly).
 const PROFILE_RISE: f32 = 0.5;
@@ -67,18 +67,22 @@ pub struct Track {
     span_usec: i64,
     /// First reading since the ring (re)started, µs: coverage = now − this.
     since_usec: i64,
-    /// Exponentially weighted maximum of each local hour over the days seen.
+    /// Exponentially weighted mean of each local hour over the days seen.
     daily: [f32; HOURS],
     /// Days learned per slot (saturating).
     days: [u8; HOURS],
-    /// The local hour in progress (`HOURS` = none) and its maximum so far.
+    /// The local hour in progress (`HOURS` = none), its mean so far and its readings.
     hour: u8,
-    hour_max: f32,
+    hour_mean: f32,
+    hour_n: f32,
     /// The allocation last seen (cores or MB); 0 = none yet.
     alloc: f64,
     /// When an allocation last grew, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_up_usec: Option<i64>,
+    /// When an allocation last shrank, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_down_usec: Option<i64>,
     /// The online anomaly detector of this resource.
     #[serde(default)]
     pub detector: Detector,
@@ -95,9 +99,11 @@ impl Default for Track {
             daily: [0.0; HOURS],
             days: [0; HOURS],
             hour: HOURS as u8,
-            hour_max: EMPTY,
+            hour_mean: EMPTY,
+            hour_n: 0.0,
             alloc: 0.0,
             last_up_usec: None,
+            last_down_usec: None,
             detector: Detector::default(),
         }
     }
@@ -118,12 +124,18 @@ pub struct Sample {
 /// What the track says about the present, for the decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct View {
+    /// The local hour the view was taken at.
+    pub hour: u32,
+    /// Time the readings cover, µs.
+    pub covered_usec: i64,
     /// Largest reading over the window (the latest included).
     pub window_max: Option<f64>,
     /// Whether the readings cover the whole window.
     pub covered: bool,
-    /// Expected maximum of the next local hour, once learned.
+    /// Expected mean of the next local hour, once learned.
     pub forecast_next_hour: Option<f64>,
+    /// Expected mean of the current local hour, once learned.
+    pub profile_this_hour: Option<f64>,
     /// µs until the cooldown after the last scale-up ends (0 = over).
     pub cooldown_left_usec: i64,
 }
@@ -133,6 +145,12 @@ impl Track {
     pub fn observe(&mut self, s: Sample, window_usec: i64) {
         if self.alloc > 0.0 && s.alloc > self.alloc + 1e-9 {
             self.last_up_usec = Some(s.ts_usec);
+        }
+        if self.alloc > 0.0 && s.alloc < self.alloc - 1e-9 {
+            // After a cut the window must be covered again, at the new allocation, before the
+            // next cut: cuts come at most once per window.
+            self.last_down_usec = Some(s.ts_usec);
+            self.since_usec = s.ts_usec;
         }
         self.alloc = s.alloc;
         let Some(value) = s.value.filter(|v| v.is_finite() && *v >= 0.0) else {
@@ -174,23 +192,25 @@ impl Track {
     fn push_hour(&mut self, hour: u32, value: f32) {
         let hour = (hour % HOURS as u32) as u8;
         if hour == self.hour {
-            self.hour_max = self.hour_max.max(value);
+            self.hour_n += 1.0;
+            self.hour_mean += (value - self.hour_mean) / self.hour_n;
             return;
         }
-        if usize::from(self.hour) < HOURS && self.hour_max >= 0.0 {
+        if usize::from(self.hour) < HOURS && self.hour_mean >= 0.0 {
             let i = usize::from(self.hour);
-            let old = self.daily[i];
+            let (old, new) = (self.daily[i], self.hour_mean);
             self.daily[i] = if self.days[i] == 0 {
-                self.hour_max
-            } else if self.hour_max > old {
-                old + PROFILE_RISE * (self.hour_max - old)
+                new
+            } else if new > old {
+                old + PROFILE_RISE * (new - old)
             } else {
-                old + PROFILE_FALL * (self.hour_max - old)
+                old + PROFILE_FALL * (new - old)
             };
             self.days[i] = self.days[i].saturating_add(1);
         }
         self.hour = hour;
-        self.hour_max = value;
+        self.hour_mean = value;
+        self.hour_n = 1.0;
     }
 
     /// The track at `ts_usec`, local `hour`, with the given window and cooldown.
@@ -201,18 +221,28 @@ impl Track {
             .filter(|b| **b >= 0.0)
             .fold(None, |m: Option<f32>, b| Some(m.map_or(*b, |m| m.max(*b))))
             .map(f64::from);
-        let covered =
-            window_max.is_some() && ts_usec - self.since_usec >= window_usec - self.span_usec;
+        let covered_usec = if window_max.is_some() {
+            ts_usec - self.since_usec
+        } else {
+            0
+        };
+        let covered = window_max.is_some() && covered_usec >= window_usec - self.span_usec;
         let next = ((hour + 1) % HOURS as u32) as usize;
-        let forecast_next_hour =
-            (self.days[next] >= PROFILE_MIN_DAYS).then(|| f64::from(self.daily[next]));
+        let learned =
+            |i: usize| (self.days[i] >= PROFILE_MIN_DAYS).then(|| f64::from(self.daily[i]));
+        let forecast_next_hour = learned(next);
+        let profile_this_hour = learned((hour % HOURS as u32) as usize);
         let cooldown_left_usec = self
             .last_up_usec
             .map_or(0, |t| (t + cooldown_usec - ts_usec).max(0));
+
         View {
+            hour,
+            covered_usec,
             window_max,
             covered,
             forecast_next_hour,
+            profile_this_hour,
             cooldown_left_usec,
         }
     }
@@ -310,11 +340,11 @@ mod tests {
     }
 
     #[test]
-    fn daily_profile_forecasts_the_next_hour_after_two_days() {
+    fn daily_profile_forecasts_the_next_hour_after_four_days() {
         let mut t = Track::default();
         let mut ts = 0;
         let mut forecasts = Vec::new();
-        for _day in 0..3 {
+        for _day in 0..5 {
             for _ in 0..(24 * 12) {
                 let hour = ((ts / HOUR) % 24) as u32;
                 // 4 cores from 9:00 to 10:00, 0.5 otherwise.
@@ -325,7 +355,7 @@ mod tests {
                 ts += 5 * MIN;
             }
         }
-        assert_eq!(forecasts, vec![None, None, Some(4.0)]);
+        assert_eq!(forecasts, vec![None, None, None, None, Some(4.0)]);
     }
 
     #[test]
