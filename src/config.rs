@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
+use cluster::{ClusterMode, NodeOverride};
+
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lxc_autoscale/lxc_autoscale.conf";
 
@@ -98,6 +101,25 @@ pub struct Config {
     pub metrics_max_mb: u64,
     /// Prometheus text file for node_exporter's textfile collector, rewritten each cycle. Empty = off.
     pub prometheus_textfile: PathBuf,
+    /// `auto` applies the plan; `recommend` only shows it.
+    pub scaling: Scaling,
+    /// The cluster's VM list (pmxcfs JSON); a missing file means a single node.
+    pub pve_vmlist: PathBuf,
+    /// The `[api]` table: the REST API inside the daemon.
+    pub api: ApiConfig,
+    /// Root of the Proxmox cluster filesystem (pmxcfs); cluster mode reads everything below it.
+    pub pve_root: PathBuf,
+    /// This node's name in the cluster. Empty = `.members`' `nodename`, else the short hostname.
+    pub node_name: String,
+    /// `auto`: cluster mode when `<pve_root>/.members` lists more than one node; `off`: never.
+    pub cluster: ClusterMode,
+    /// `[nodes."<name>"]` overrides; allowed in the cluster-wide config only (`config::cluster`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeOverride>,
+
+    /// This node's name when cluster mode is on, filled by `config::cluster` at load.
+    #[serde(skip)]
+    pub cluster_node: Option<String>,
 
     /// VMID -> tier name, filled by `finish()`.
     #[serde(skip)]
@@ -131,6 +153,103 @@ pub struct TierConfig {
     pub max_cores: Option<u32>,
     pub min_memory: Option<u64>,
     pub max_memory: Option<u64>,
+}
+
+/// Whether the daemon changes containers on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaling {
+    /// Apply the plan every cycle.
+    #[default]
+    Auto,
+    /// Measure, record and serve the API, show the plan, never apply it.
+    Recommend,
+}
+
+/// The `[api]` table. Secrets live in `token_file`, never in the config itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `unix:<absolute path>`, `<ip>:<port>`, or `""` (off).
+    pub listen: String,
+    /// File holding the token (root-owned, mode 0600). Empty = no token.
+    pub token_file: PathBuf,
+    /// Allow a TCP address other than loopback.
+    pub allow_remote: bool,
+    pub allow_storage: bool,
+    pub allow_snapshot_rollback: bool,
+    pub allow_clone: bool,
+    pub allow_destroy: bool,
+    /// Seconds the autoscaler leaves a resource alone after a manual change.
+    pub manual_hold: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "unix:/run/lxc_autoscale/api.sock".into(),
+            token_file: PathBuf::new(),
+            allow_remote: false,
+            allow_storage: false,
+            allow_snapshot_rollback: false,
+            allow_clone: false,
+            allow_destroy: false,
+            manual_hold: 3600,
+        }
+    }
+}
+
+/// Where the API listens, parsed from `api.listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiListen {
+    Off,
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl ApiConfig {
+    /// The parsed `listen` value, or why it is not one.
+    pub fn listen_addr(&self) -> Result<ApiListen, String> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(ApiListen::Off);
+        }
+        if let Some(path) = l.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() || path.file_name().is_none() {
+                return Err(format!("`{l}`: a unix socket needs an absolute file path"));
+            }
+            return Ok(ApiListen::Unix(path));
+        }
+        l.parse::<std::net::SocketAddr>()
+            .map(ApiListen::Tcp)
+            .map_err(|_| format!("`{l}` is neither `unix:/path` nor `address:port`"))
+    }
+
+    /// Rules of the table: TCP needs a token, a non-loopback address needs `allow_remote`.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.listen_addr().map_err(|m| ("listen", m))? {
+            ApiListen::Tcp(addr) => {
+                if self.token_file.as_os_str().is_empty() {
+                    return Err((
+                        "token_file",
+                        format!("required when api.listen is a TCP address ({addr})"),
+                    ));
+                }
+                if !addr.ip().is_loopback() && !self.allow_remote {
+                    return Err((
+                        "allow_remote",
+                        format!("{addr} is not a loopback address: set api.allow_remote = true to listen there"),
+                    ));
+                }
+            }
+            ApiListen::Unix(_) | ApiListen::Off => {}
+        }
+        if !self.token_file.as_os_str().is_empty() && !self.token_file.is_absolute() {
+            return Err(("token_file", "must be an absolute path".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The settings that apply to one container: its tier's overrides over the top level.
@@ -196,6 +315,14 @@ impl Default for Config {
             metrics_file: PathBuf::from("/var/lib/lxc_autoscale/metrics.jsonl"),
             metrics_max_mb: 64,
             prometheus_textfile: PathBuf::new(),
+            scaling: Scaling::Auto,
+            pve_vmlist: PathBuf::from("/etc/pve/.vmlist"),
+            api: ApiConfig::default(),
+            pve_root: PathBuf::from(cluster::DEFAULT_PVE_ROOT),
+            node_name: String::new(),
+            cluster: ClusterMode::Auto,
+            nodes: BTreeMap::new(),
+            cluster_node: None,
             tier_index: HashMap::new(),
             ignore_index: HashSet::new(),
             warnings: Vec::new(),
@@ -443,7 +570,7 @@ mod spans {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
             let mut entries = Vec::new();
             while let Some(key) = map.next_key::<String>()? {
-                let value = if key == "tiers" {
+                let value = if key == "tiers" || key == "nodes" {
                     let node = map.next_value::<Node>()?;
                     Spanned::new(0..0, node)
                 } else {
@@ -604,6 +731,9 @@ impl Config {
                     format!("{vmid} is not a VMID (must be {MIN_VMID} or more)"),
                 ));
             }
+        }
+        if let Err((key, message)) = self.api.check() {
+            return Err(err(Some("api"), key, message));
         }
         Ok(())
     }
@@ -977,6 +1107,17 @@ mod tests {
             "metrics_file",
             "metrics_max_mb",
             "prometheus_textfile",
+            "scaling",
+            "pve_vmlist",
+            "[api]",
+            "listen",
+            "token_file",
+            "allow_remote",
+            "allow_storage",
+            "allow_snapshot_rollback",
+            "allow_clone",
+            "allow_destroy",
+            "manual_hold",
             "[tiers.",
             "containers",
             "priority",
@@ -1189,6 +1330,57 @@ mod tests {
     fn vmid_below_100_is_rejected() {
         let e = err_of("ignore_lxc = [99]\n");
         assert!(e.contains("key `ignore_lxc` (line 1, column 14)"), "{e}");
+    }
+
+    #[test]
+    fn api_defaults_to_a_unix_socket_with_everything_risky_off() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.api.listen_addr(),
+            Ok(ApiListen::Unix(PathBuf::from(
+                "/run/lxc_autoscale/api.sock"
+            )))
+        );
+        assert_eq!(c.api.token_file, PathBuf::new());
+        assert!(!c.api.allow_remote && !c.api.allow_storage && !c.api.allow_clone);
+        assert!(!c.api.allow_snapshot_rollback && !c.api.allow_destroy);
+        assert_eq!(c.api.manual_hold, 3600);
+        assert_eq!(c.scaling, Scaling::Auto);
+        assert_eq!(c.pve_vmlist, PathBuf::from("/etc/pve/.vmlist"));
+        assert_eq!(
+            parse("[api]\nlisten = \"\"\n").unwrap().api.listen_addr(),
+            Ok(ApiListen::Off)
+        );
+        assert_eq!(
+            parse("scaling = \"recommend\"\n").unwrap().scaling,
+            Scaling::Recommend
+        );
+    }
+
+    #[test]
+    fn api_tcp_listener_without_token_file_is_refused_naming_the_key() {
+        let e = err_of("[api]\nlisten = \"127.0.0.1:5000\"\n");
+        assert!(e.contains("key `api.token_file`"), "{e}");
+        let ok = parse(
+            "[api]\nlisten = \"127.0.0.1:5000\"\ntoken_file = \"/etc/lxc_autoscale/api.token\"\n",
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn api_non_loopback_address_needs_allow_remote() {
+        let base = "[api]\nlisten = \"0.0.0.0:5000\"\ntoken_file = \"/etc/t\"\n";
+        let e = err_of(base);
+        assert!(e.contains("key `api.allow_remote`"), "{e}");
+        assert!(parse(&format!("{base}allow_remote = true\n")).is_ok());
+    }
+
+    #[test]
+    fn api_garbled_listen_and_unknown_keys_are_refused() {
+        assert!(err_of("[api]\nlisten = \"localhost\"\n").contains("key `api.listen` (line 2"));
+        assert!(err_of("[api]\nlisten = \"unix:relative.sock\"\n").contains("api.listen"));
+        assert!(err_of("[api]\nallow_everything = true\n").contains("api.allow_everything"));
+        assert!(err_of("scaling = \"sometimes\"\n").contains("scaling"));
     }
 
     #[test]

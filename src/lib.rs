@@ -3,7 +3,7 @@
 //! A cycle is `read` (files into a `Snapshot`) -> `decide` (pure, gives a `Plan`) -> `act`
 //! (backups, `pct set`, notifications) + `record` (state, events, metrics). `service` runs that
 //! loop; `commands` are the one-shot subcommands. An import only ever runs down this list:
-//! commands/service -> act/record -> decide -> read -> config/fsutil.
+//! commands -> service -> act -> record -> decide -> read -> config/fsutil (`tests/layers.rs`).
 
 pub mod act;
 pub mod commands;

@@ -72,6 +72,8 @@ fn reads_allocation_from_main_section_only() {
     );
 }
 
+/// Counted by strace over the whole run (every fork, vfork, clone and exec of the daemon and of
+/// anything it starts), not only by the fake `pct`'s log.
 #[test]
 fn steady_cycle_spawns_no_process() {
     let host = FakeHost::new(16);
@@ -82,10 +84,46 @@ fn steady_cycle_spawns_no_process() {
     let loads: Vec<(u32, f64, u32)> = (101..=110).map(|v| (v, 50.0, 2)).collect();
     host.seed_previous_cycle(&loads);
 
-    once(&host, "");
+    let cfg = host.write_config("");
+    let run = host.run_counting_processes(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        run.output.status.success(),
+        "daemon failed: {}",
+        stderr(&run.output)
+    );
 
+    assert_eq!(run.processes_created, 0, "{}", run.trace);
+    assert_eq!(run.execs_after_start, 0, "{}", run.trace);
     assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
     assert!(host.path("var/state.json").exists());
+}
+
+/// The count above can fail: a cycle that calls `pct` once shows that process and its exec.
+#[test]
+fn process_count_sees_the_pct_call_of_a_change_cycle() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+
+    let cfg = host.write_config("");
+    let run = host.run_counting_processes(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        run.output.status.success(),
+        "daemon failed: {}",
+        stderr(&run.output)
+    );
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    // The daemon starts pct; the fake pct (a shell script) starts awk and mv in turn.
+    assert!(run.processes_created >= 1, "{}", run.trace);
+    assert!(
+        run.trace
+            .lines()
+            .any(|l| l.contains(" execve(") && l.contains(&host.path("pct").display().to_string())),
+        "{}",
+        run.trace
+    );
 }
 
 #[test]

@@ -116,7 +116,7 @@ fn hung_pct_is_killed_and_reaped_and_the_next_container_is_still_scaled() {
     let dir = tmp.path();
     // Only the test fixture uses a shell; the daemon spawns pct directly.
     let script = format!(
-        "#!/bin/sh\nif [ \"$2\" = 101 ]; then\n  sleep 600 &\n  echo $! > '{d}/grandchild.pid'\n  echo $$ > '{d}/child.pid'\n  wait\nfi\nprintf '%s\\n' \"$*\" >> '{d}/calls'\nexit 0\n",
+        "#!/bin/sh\nif [ \"$2\" = 101 ]; then\n  sleep 600 &\n  echo $! > '{d}/grandchild.pid'\n  echo $$ > '{d}/child.pid'\n  wait\nfi\nprintf '%s\\n' \"$*\" >> '{d}/calls'\nprintf 'cores: %s\\nmemory: 1024\\n' \"$4\" > '{d}'/\"$2\".conf\nexit 0\n",
         d = dir.display()
     );
     let pct = dir.join("pct");
@@ -140,6 +140,8 @@ fn hung_pct_is_killed_and_reaped_and_the_next_container_is_still_scaled() {
         events: None,
         dry_run: false,
         should_stop: &|| false,
+        conf_dir: dir,
+        not_applied: &mut apply::NotApplied::default(),
     };
 
     let report = apply::apply(&changes, &snap, &mut target, Utc::now());

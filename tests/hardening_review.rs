@@ -225,3 +225,161 @@ fn config_that_is_a_fifo_is_refused_without_blocking() {
         )
     );
 }
+
+/// A `pct` that records its argv and exits 0 without touching any conf.
+fn write_lying_pct(host: &FakeHost) {
+    use std::os::unix::fs::PermissionsExt;
+    let pct = host.path("pct");
+    std::fs::write(
+        &pct,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexit 0\n",
+            host.path("pct.calls").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn pct_exiting_zero_without_applying_is_not_a_change_and_is_logged_once_as_not_applied() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    write_lying_pct(&host);
+    let cfg = host.write_config("");
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    let log = host.log_text();
+    let conf = host.path("pve/lxc/101.conf");
+    assert_eq!(
+        log.matches(&format!(
+            "not applied: pct exited 0 but {} holds cores 2, memory 1024 MB; no change to this container for the next 12 cycles",
+            conf.display()
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("scaled"), "{log}");
+    let events = std::fs::read_to_string(host.path("var/log/lxc_autoscale.json")).unwrap();
+    let actions: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].to_string())
+        .collect();
+    assert_eq!(actions, ["\"failure\""]);
+    // The backup claiming the change is taken back.
+    assert!(
+        host.backup_files(101).is_empty(),
+        "{:?}",
+        host.backup_files(101)
+    );
+}
+
+mod backoff {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use lxc_autoscale::act::apply::{self, NotApplied, Target, NOT_APPLIED_BACKOFF_CYCLES};
+    use lxc_autoscale::act::backup::BackupStore;
+    use lxc_autoscale::act::pct::CommandRunner;
+    use lxc_autoscale::decide::plan::{Change, Step};
+    use lxc_autoscale::read::snapshot::{ContainerSample, CtConf, Snapshot};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_change_pct_accepts_without_applying_is_sent_once_per_backoff_period() {
+        let host = super::FakeHost::new(4);
+        host.add_container(101, "cores: 2\nmemory: 1024\n");
+        super::write_lying_pct(&host);
+        let mut runner = CommandRunner {
+            path: host.path("pct"),
+            timeout: Duration::from_secs(20),
+        };
+        let backups = BackupStore::new(host.path("var/backups"));
+        let snap = Snapshot {
+            containers: vec![ContainerSample {
+                vmid: 101,
+                conf: Some(CtConf {
+                    cores: Some(2),
+                    memory_mb: 1024,
+                    ..CtConf::default()
+                }),
+                ..ContainerSample::default()
+            }],
+            ..Snapshot::default()
+        };
+        let change = Change {
+            vmid: 101,
+            cores: Some(Step { from: 2, to: 4 }),
+            memory_mb: None,
+            reasons: Vec::new(),
+        };
+        let log = Buf::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let mut not_applied = NotApplied::default();
+        let conf_dir = host.path("pve/lxc");
+        let cycles = 2 * NOT_APPLIED_BACKOFF_CYCLES + 1;
+        let mut pct_cycles = Vec::new();
+        let mut backed_off = 0;
+        tracing::subscriber::with_default(subscriber, || {
+            for cycle in 1..=cycles {
+                let before = host.pct_calls().len();
+                let mut target = Target {
+                    pct: &mut runner,
+                    pct_display: "pct".into(),
+                    backups: &backups,
+                    events: None,
+                    dry_run: false,
+                    should_stop: &|| false,
+                    conf_dir: &conf_dir,
+                    not_applied: &mut not_applied,
+                };
+                let report = apply::apply(
+                    std::slice::from_ref(&change),
+                    &snap,
+                    &mut target,
+                    chrono::Utc::now(),
+                );
+                assert!(report.applied.is_empty(), "cycle {cycle}: {report:?}");
+                backed_off += report.backed_off.len();
+                if host.pct_calls().len() > before {
+                    pct_cycles.push(cycle);
+                    assert_eq!(report.failed.len(), 1);
+                }
+            }
+        });
+        // One call, then 11 cycles held back, then the next call: once per 12 cycles.
+        assert_eq!(pct_cycles, [1, 13, 25]);
+        assert_eq!(backed_off, 22);
+        assert_eq!(host.pct_calls(), vec!["set 101 -cores 4"; 3]);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.matches("not applied: pct exited 0").count(),
+            3,
+            "{text}"
+        );
+        assert!(!text.contains("scaled"), "{text}");
+        assert!(backups.list(101).unwrap().is_empty());
+    }
+}

@@ -156,3 +156,118 @@ fn sigterm_during_the_sampling_window_stops_before_the_cycle() {
     assert!(host.pct_calls().is_empty());
     assert!(!host.path("var/state.json").exists());
 }
+
+/// The daemon with `extra` config, cycling once an hour, after its first cycle.
+fn running_daemon(host: &FakeHost, extra: &str) -> (Child, std::path::PathBuf) {
+    host.add_container(101, "cores: 2\nmemory: 2048\n");
+    host.set_memory(101, 1000, 0);
+    host.seed_previous_cycle(&[(101, 50.0, 2)]);
+    let cfg = host.write_config(&format!("poll_interval = 3600\n{extra}"));
+    let daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
+    (daemon, cfg)
+}
+
+/// The messages of a text log, without timestamp and level.
+fn messages(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let rest = l.split_once("  INFO ").or_else(|| l.split_once(" INFO "));
+            rest.map_or(l, |(_, m)| m).trim().to_string()
+        })
+        .map(|m| m.split(" config=").next().unwrap().to_string())
+        .map(|m| m.split(" poll_interval=").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn reload_with_a_new_log_file_sends_the_following_lines_there() {
+    let host = FakeHost::new(4);
+    let (mut daemon, cfg) = running_daemon(&host, "");
+    let old = host.path("var/log/lxc_autoscale.log");
+    let new = host.path("var/log2/autoscale.log");
+
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("log_file = \"{}\"", old.display()),
+        &format!("log_file = \"{}\"", new.display()),
+    );
+    assert!(text.contains("log2/autoscale.log"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    signal(&daemon, Signal::SIGHUP);
+    wait_for("reload", || {
+        messages(&new).contains(&"config reloaded".into())
+    });
+    signal(&daemon, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+
+    let old_lines = messages(&old);
+    let to = format!(
+        "log_file changed; the log continues there to={}",
+        new.display()
+    );
+    assert_eq!(
+        old_lines.first().map(String::as_str),
+        Some("lxc_autoscale starting")
+    );
+    assert_eq!(old_lines.last(), Some(&to), "{old_lines:?}");
+    assert!(
+        old_lines.iter().any(|l| l.starts_with("cycle done")),
+        "{old_lines:?}"
+    );
+    assert_eq!(
+        messages(&new),
+        vec!["config reloaded", "lxc_autoscale stopping"]
+    );
+}
+
+#[test]
+fn logrotate_renames_then_reloads_and_the_daemon_writes_a_fresh_file() {
+    // What packaging/logrotate does: rename, then `systemctl reload` (SIGHUP) in postrotate.
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/logrotate"))
+            .unwrap();
+    let rules: Vec<&str> = rules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(!rules.contains(&"copytruncate"), "{rules:?}");
+    let post = rules.iter().position(|l| *l == "postrotate").unwrap();
+    assert_eq!(
+        rules[post + 1],
+        "systemctl reload lxc_autoscale.service >/dev/null 2>&1 || true"
+    );
+
+    let host = FakeHost::new(4);
+    let (mut daemon, _) = running_daemon(&host, "");
+    let log = host.path("var/log/lxc_autoscale.log");
+    let rotated = host.path("var/log/lxc_autoscale.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&daemon, Signal::SIGHUP);
+    wait_for("reload", || {
+        messages(&log).contains(&"config reloaded".into())
+    });
+    signal(&daemon, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut daemon).code(), Some(0));
+
+    let before = messages(&rotated);
+    assert_eq!(
+        before.first().map(String::as_str),
+        Some("lxc_autoscale starting")
+    );
+    assert!(
+        before.last().unwrap().starts_with("cycle done"),
+        "{before:?}"
+    );
+    assert_eq!(
+        messages(&log),
+        vec!["config reloaded", "lxc_autoscale stopping"]
+    );
+}

@@ -12,7 +12,7 @@ mod snapgen;
 use lxc_autoscale::config;
 use lxc_autoscale::decide::plan::Reason;
 use lxc_autoscale::decide::policy;
-use lxc_autoscale::read::cgroup::{parse_cpu_stat, parse_keyed, parse_limit, parse_u64, Limit};
+use lxc_autoscale::read::cgroup::{parse_cpu_stat, parse_keyed, parse_u64};
 use lxc_autoscale::read::hostproc::{parse_meminfo, parse_stat};
 use lxc_autoscale::read::pveconf::parse_conf;
 use lxc_autoscale::read::snapshot::CpuTicks;
@@ -82,11 +82,6 @@ proptest! {
             let expected = if digits.is_empty() { "0" } else { digits };
             prop_assert_eq!(n.to_string(), expected);
         }
-        match parse_limit(&text) {
-            Some(Limit::Max) => prop_assert_eq!(text.trim_ascii(), "max"),
-            Some(Limit::Bytes(n)) => prop_assert_eq!(parse_u64(&text), Some(n)),
-            None => prop_assert_eq!(parse_u64(&text), None),
-        }
     }
 
     #[test]
@@ -136,9 +131,7 @@ proptest! {
 
     #[test]
     fn config_loader_accepts_only_valid_configs(text in filelike()) {
-        if let Ok(cfg) = config::parse(&text) {
-            prop_assert!(cfg.validate().is_ok());
-        }
+        parse_agrees_with_deserialize_then_validate(&text)?;
     }
 
     #[test]
@@ -158,13 +151,45 @@ proptest! {
         )
     ) {
         let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        parse_agrees_with_deserialize_then_validate(&text)?;
         if let Ok(cfg) = config::parse(&text) {
-            prop_assert!(cfg.validate().is_ok());
             let l = cfg.limits_for(101);
             prop_assert!(l.min_cores >= 1 && l.min_cores <= l.max_cores);
             prop_assert!(l.max_memory.map_or(true, |m| m >= l.min_memory));
         }
     }
+}
+
+/// `config::parse` accepts exactly the texts that deserialize into a `Config` and then pass
+/// `validate()`, each checked on its own here: the plain deserialization does not validate, so a
+/// `parse` that skipped (or half-ran) validation would accept a text this refuses.
+fn parse_agrees_with_deserialize_then_validate(text: &str) -> Result<(), TestCaseError> {
+    let deserialized: Result<config::Config, String> =
+        toml::from_str(text).map_err(|e| e.to_string());
+    let verdict = deserialized.and_then(|cfg| cfg.validate().map_err(|e| e.to_string()));
+    match (config::parse(text), verdict) {
+        (Ok(_), Ok(())) | (Err(_), Err(_)) => {}
+        (Ok(_), Err(e)) => {
+            prop_assert!(false, "parse accepted a config that fails: {}\n{}", e, text)
+        }
+        (Err(e), Ok(())) => prop_assert!(false, "parse refused a valid config: {:#}\n{}", e, text),
+    }
+    Ok(())
+}
+
+/// The property above has teeth: a text that deserializes but breaks a cross-field rule is
+/// refused by `parse`, and `validate` alone refuses it too.
+#[test]
+fn config_that_deserializes_but_breaks_a_rule_is_refused_by_parse_and_by_validate() {
+    let text = "min_cores = 4\nmax_cores = 2\n";
+    let cfg: config::Config = toml::from_str(text).expect("well-formed keys and types");
+    let rule = cfg.validate().expect_err("min_cores above max_cores");
+    assert!(
+        rule.to_string().contains("min_cores") || rule.to_string().contains("max_cores"),
+        "{rule}"
+    );
+    assert!(config::parse(text).is_err());
+    assert!(parse_agrees_with_deserialize_then_validate(text).is_ok());
 }
 
 proptest! {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{gotify_listener, stderr, stdout, FakeHost};
 use lxc_autoscale::act::apply::{self, Target};
 use lxc_autoscale::act::backup::BackupStore;
-use lxc_autoscale::act::pct::{self, PctOutcome, Recorder, SetArgs};
+use lxc_autoscale::act::pct::{self, PctOutcome, SetArgs};
 use lxc_autoscale::decide::plan::{Change, Step};
 use lxc_autoscale::read::snapshot::{ContainerSample, CtConf, Snapshot};
 
@@ -54,7 +54,7 @@ fn vmids_below_100_never_reach_an_argv() {
     // Even a plan that names one (built by hand, past the collector) runs nothing.
     let tmp = tempfile::tempdir().unwrap();
     let backups = BackupStore::new(tmp.path().join("b"));
-    let mut recorder = Recorder::new(PctOutcome::Ok);
+    let mut recorder = common::RecordingPct::new(PctOutcome::Ok);
     let snap = Snapshot {
         containers: vec![ContainerSample {
             vmid: 42,
@@ -80,6 +80,8 @@ fn vmids_below_100_never_reach_an_argv() {
         events: None,
         dry_run: false,
         should_stop: &|| false,
+        conf_dir: tmp.path(),
+        not_applied: &mut apply::NotApplied::default(),
     };
     let report = apply::apply(&[change], &snap, &mut target, chrono::Utc::now());
     assert!(recorder.calls.is_empty());

@@ -105,14 +105,32 @@ fn sigterm_during_a_pct_call_stops_right_after_it_and_skips_the_rest() {
         host.set_memory(vmid, 900, 0);
     }
     host.seed_previous_cycle(&[(101, 95.0, 2), (102, 95.0, 2)]);
-    std::fs::write(host.path("pct.slow"), "").unwrap();
+    // The fake pct records its argv, then blocks until the test opens this FIFO.
+    let gate = host.path("pct.hold");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let cfg = host.write_config("poll_interval = 3600");
-    let mut daemon = spawn_daemon(&host, &cfg);
+    // At debug the daemon logs when it takes the stop request.
+    let mut daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for("the first pct call to start", || {
         !host.pct_calls().is_empty()
     });
 
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    wait_for("the daemon to take the stop request", || {
+        host.log_text().contains("stop requested")
+    });
+    // Only now may the pct call in flight end. The gate goes with it, so a second call (which
+    // must not happen) would run through and show up in the calls below instead of hanging.
+    let mut release = std::fs::OpenOptions::new().write(true).open(&gate).unwrap();
+    std::fs::remove_file(&gate).unwrap();
+    std::io::Write::write_all(&mut release, b"go\n").unwrap();
+    drop(release);
 
     assert_eq!(wait_exit(&mut daemon).code(), Some(0));
     // The in-flight call finished and counts; the second container was not started on.

@@ -4,7 +4,8 @@
 //!
 //! After every cycle: the plan obeys the safety invariants, every applied change has its backup
 //! (and the baseline of every container still holds its first allocation), every failed change
-//! left none, and confs hold what pct was told. At the end: resident memory is flat.
+//! left none, and confs hold what pct was told. Memory growth over many cycles is measured by the
+//! benchmark (`cargo bench --bench cycle`), not asserted here.
 //!
 //! The short run is part of `cargo test`; the full run (10 000 cycles over 200 containers) is
 //! `cargo test --release --test soak -- --ignored --nocapture`.
@@ -117,17 +118,6 @@ struct Figures {
     starts: u64,
     faults: u64,
     invariant_checks: u64,
-    rss_kib_early: u64,
-    rss_kib_end: u64,
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }
 
 impl Soak {
@@ -373,7 +363,7 @@ fn local(at: DateTime<Utc>) -> chrono::NaiveDateTime {
     at.naive_utc()
 }
 
-fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Figures {
+fn run_soak(cycles: u64, containers: u32, seed: u64) -> Figures {
     let mut soak = Soak::new(containers, seed);
     let mut pct = FlakyPct {
         conf_dir: soak.cfg.pve_lxc_dir.clone(),
@@ -390,6 +380,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
     let mut collector = Collector::new();
     let mut state = State::default();
     let mut figures = Figures::default();
+    let mut not_applied = apply::NotApplied::default();
     let mut clock = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
 
     for cycle in 1..=cycles {
@@ -424,6 +415,8 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
                 events: Some(&events),
                 dry_run: false,
                 should_stop: &|| false,
+                conf_dir: &soak.cfg.pve_lxc_dir,
+                not_applied: &mut not_applied,
             };
             apply::apply(&plan.changes, &snap, &mut target, clock)
         };
@@ -443,11 +436,7 @@ fn run_soak(cycles: u64, containers: u32, seed: u64, rss_mark_cycle: u64) -> Fig
             assert_eq!(state::read_state(&soak.cfg.state_file).unwrap(), state);
         }
         figures.cycles += 1;
-        if cycle == rss_mark_cycle {
-            figures.rss_kib_early = rss_kib();
-        }
     }
-    figures.rss_kib_end = rss_kib();
     assert_eq!(pct.calls, figures.applied + figures.failed);
     // Every container the daemon changed still has its baseline with its first allocation.
     for vmid in backups.vmids().unwrap() {
@@ -514,36 +503,24 @@ fn check_report(
     }
 }
 
-fn check_figures(f: &Figures, rss_slack_kib: u64) {
+fn check_figures(f: &Figures) {
     println!("soak figures: {f:#?}");
-    println!(
-        "rss: {} KiB at the mark, {} KiB at the end ({:+} KiB)",
-        f.rss_kib_early,
-        f.rss_kib_end,
-        f.rss_kib_end as i64 - f.rss_kib_early as i64
-    );
     // The run must have exercised what it claims to.
     assert!(
         f.applied > 0 && f.failed > 0 && f.stops > 0 && f.starts > 0 && f.faults > 0,
         "{f:?}"
     );
-    assert!(
-        f.rss_kib_end <= f.rss_kib_early + rss_slack_kib,
-        "resident memory grew from {} to {} KiB",
-        f.rss_kib_early,
-        f.rss_kib_end
-    );
 }
 
 #[test]
 fn soak_short_300_cycles_over_50_containers_keeps_every_invariant() {
-    let f = run_soak(300, 50, 0x5eed_0001, 100);
-    check_figures(&f, 8 * 1024);
+    let f = run_soak(300, 50, 0x5eed_0001);
+    check_figures(&f);
 }
 
 #[test]
 #[ignore = "slow: 10 000 cycles over 200 containers; run with --release -- --ignored"]
 fn soak_full_10000_cycles_over_200_containers_keeps_every_invariant() {
-    let f = run_soak(10_000, 200, 0x5eed_0002, 1_000);
-    check_figures(&f, 4 * 1024);
+    let f = run_soak(10_000, 200, 0x5eed_0002);
+    check_figures(&f);
 }

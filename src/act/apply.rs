@@ -1,14 +1,49 @@
 //! Carries out a `Plan`: backup, `pct set`, log, event line. Only a zero exit status counts as a
 //! change; everything else is reported as a failure and leaves no backup claiming it happened.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use chrono::{DateTime, Utc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::act::backup::{Alloc, BackupStore};
 use crate::act::pct::{self, PctOutcome, PctRunner, SetArgs};
 use crate::decide::plan::Change;
+use crate::read::pveconf;
 use crate::read::snapshot::Snapshot;
 use crate::record::events::EventLog;
+
+/// Cycles a container is left alone after `pct` exited 0 without its conf then holding the new
+/// value: 12, one hour at the default `poll_interval`. Such a change is logged once as "not
+/// applied", counted as a failure (never as a change), and its backup removed.
+pub const NOT_APPLIED_BACKOFF_CYCLES: u32 = 12;
+
+/// Containers held back after a change `pct` accepted but did not apply. Lives as long as the
+/// service loop; one `apply` call is one cycle.
+#[derive(Debug, Default)]
+pub struct NotApplied {
+    /// vmid -> cycles still to skip.
+    held: BTreeMap<u32, u32>,
+}
+
+impl NotApplied {
+    fn next_cycle(&mut self) {
+        self.held.retain(|_, left| {
+            *left = left.saturating_sub(1);
+            *left > 0
+        });
+    }
+
+    fn hold(&mut self, vmid: u32) {
+        self.held.insert(vmid, NOT_APPLIED_BACKOFF_CYCLES);
+    }
+
+    /// Whether changes to `vmid` are being skipped this cycle.
+    pub fn is_held(&self, vmid: u32) -> bool {
+        self.held.contains_key(&vmid)
+    }
+}
 
 /// Where and how a plan is applied.
 pub struct Target<'a> {
@@ -21,6 +56,10 @@ pub struct Target<'a> {
     pub dry_run: bool,
     /// Checked after every `pct` call: true stops before the next container.
     pub should_stop: &'a dyn Fn() -> bool,
+    /// Directory of `<vmid>.conf` (`pve_lxc_dir`), re-read after `pct` to confirm a change.
+    pub conf_dir: &'a Path,
+    /// Back-off state, kept by the caller from one cycle to the next.
+    pub not_applied: &'a mut NotApplied,
 }
 
 /// A change `pct` confirmed with exit status 0.
@@ -46,6 +85,8 @@ pub struct Report {
     pub would_run: Vec<String>,
     /// True when a stop request cut the plan short.
     pub interrupted: bool,
+    /// Containers whose change was skipped: held back after one that was not applied.
+    pub backed_off: Vec<u32>,
 }
 
 /// `cores 2->4, memory 1024->1536 MB`.
@@ -61,8 +102,8 @@ pub fn describe(change: &Change) -> String {
 }
 
 /// Applies every change of `plan_changes` in order. Per-container problems are logged with the
-/// vmid and never stop the loop.
-#[allow(clippy::too_many_lines)] // split by h11's rework, in progress
+/// vmid and never stop the loop. A container held back after a change that `pct` accepted but
+/// did not apply (see `NotApplied`) is skipped, and listed in `Report::backed_off`.
 pub fn apply(
     changes: &[Change],
     snap: &Snapshot,
@@ -70,108 +111,153 @@ pub fn apply(
     now: DateTime<Utc>,
 ) -> Report {
     let mut report = Report::default();
+    if !target.dry_run {
+        target.not_applied.next_cycle();
+    }
     for change in changes {
         if (target.should_stop)() {
             report.interrupted = true;
             break;
         }
-        let vmid = change.vmid;
-        let summary = describe(change);
-        let args = SetArgs {
-            cores: change.cores.map(|s| s.to),
-            delete_cores: false,
-            memory_mb: change.memory_mb.map(|s| s.to),
-        };
-        let Some(argv) = pct::set_argv(vmid, &args) else {
-            fail(
-                &mut report,
-                target,
-                vmid,
-                &summary,
-                "refused: invalid vmid or empty change".into(),
+        if !target.dry_run && target.not_applied.is_held(change.vmid) {
+            debug!(
+                vmid = change.vmid,
+                "change held back: pct accepted the last one without applying it"
             );
-            continue;
-        };
-        let command = format!("{} {}", target.pct_display, argv.join(" "));
-        if target.dry_run {
-            info!(vmid, command = %command, reason = %change.why(), "dry run: would run");
-            report.would_run.push(command);
+            report.backed_off.push(change.vmid);
             continue;
         }
-
-        let Some(conf) = snap
-            .containers
-            .iter()
-            .find(|c| c.vmid == vmid)
-            .and_then(|c| c.conf.as_ref())
-        else {
-            fail(
-                &mut report,
-                target,
-                vmid,
-                &summary,
-                "no conf in snapshot".into(),
-            );
-            continue;
-        };
-        let before = Alloc {
-            cores: conf.cores,
-            memory_mb: conf.memory_mb,
-            swap_mb: conf.swap_mb,
-        };
-        let after = Alloc {
-            cores: change.cores.map(|s| s.to).or(conf.cores),
-            memory_mb: change.memory_mb.map_or(conf.memory_mb, |s| s.to),
-            swap_mb: conf.swap_mb,
-        };
-        let recorded = match target.backups.record(vmid, &before, &after, now) {
-            Ok(r) => r,
-            Err(e) => {
-                fail(
-                    &mut report,
-                    target,
-                    vmid,
-                    &summary,
-                    format!("not applied: backup failed: {e:#}"),
-                );
-                continue;
-            }
-        };
-
-        match target.pct.run(&argv) {
-            PctOutcome::Ok => {
-                info!(
-                    vmid,
-                    cores_from = change.cores.map(|s| s.from),
-                    cores_to = change.cores.map(|s| s.to),
-                    memory_from_mb = change.memory_mb.map(|s| s.from),
-                    memory_to_mb = change.memory_mb.map(|s| s.to),
-                    reason = %change.why(),
-                    "scaled"
-                );
-                if let Some(events) = target.events {
-                    if let Err(e) = events.record(vmid, "scale", &summary) {
-                        warn!(vmid, error = %format!("{e:#}"), "cannot write event log");
-                    }
-                }
-                if let Err(e) = target.backups.prune(vmid) {
-                    warn!(vmid, error = %format!("{e:#}"), "cannot prune old backups");
-                }
-                report.applied.push(Applied {
-                    change: change.clone(),
-                    summary,
-                });
-            }
-            outcome => {
-                if let Err(e) = target.backups.discard(&recorded) {
-                    warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
-                }
-                let why = failure_text(outcome);
-                fail(&mut report, target, vmid, &summary, why);
-            }
-        }
+        apply_one(change, snap, target, now, &mut report);
     }
     report
+}
+
+/// Backs up, runs `pct` and confirms one change; records the outcome in `report`.
+fn apply_one(
+    change: &Change,
+    snap: &Snapshot,
+    target: &mut Target<'_>,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) {
+    let vmid = change.vmid;
+    let summary = describe(change);
+    let args = SetArgs {
+        cores: change.cores.map(|s| s.to),
+        delete_cores: false,
+        memory_mb: change.memory_mb.map(|s| s.to),
+    };
+    let Some(argv) = pct::set_argv(vmid, &args) else {
+        let why = "refused: invalid vmid or empty change".to_string();
+        return fail(report, target, vmid, &summary, why);
+    };
+    if target.dry_run {
+        let command = format!("{} {}", target.pct_display, argv.join(" "));
+        info!(vmid, command = %command, reason = %change.why(), "dry run: would run");
+        report.would_run.push(command);
+        return;
+    }
+    let Some(conf) = snap
+        .containers
+        .iter()
+        .find(|c| c.vmid == vmid)
+        .and_then(|c| c.conf.as_ref())
+    else {
+        return fail(report, target, vmid, &summary, "no conf in snapshot".into());
+    };
+    let before = Alloc {
+        cores: conf.cores,
+        memory_mb: conf.memory_mb,
+        swap_mb: conf.swap_mb,
+    };
+    let after = Alloc {
+        cores: args.cores.or(conf.cores),
+        memory_mb: args.memory_mb.unwrap_or(conf.memory_mb),
+        swap_mb: conf.swap_mb,
+    };
+    let recorded = match target.backups.record(vmid, &before, &after, now) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("not applied: backup failed: {e:#}");
+            return fail(report, target, vmid, &summary, why);
+        }
+    };
+    let outcome = match target.pct.run(&argv) {
+        PctOutcome::Ok => {
+            let confirmed = confirm(target.conf_dir, vmid, &args);
+            if confirmed.is_err() {
+                target.not_applied.hold(vmid);
+            }
+            confirmed
+        }
+        other => Err(failure_text(other)),
+    };
+    match outcome {
+        Ok(()) => applied(change, summary, target, report),
+        Err(why) => {
+            if let Err(e) = target.backups.discard(&recorded) {
+                warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
+            }
+            fail(report, target, vmid, &summary, why);
+        }
+    }
+}
+
+/// Records a change that `pct` made and the conf confirms.
+fn applied(change: &Change, summary: String, target: &mut Target<'_>, report: &mut Report) {
+    let vmid = change.vmid;
+    info!(
+        vmid,
+        cores_from = change.cores.map(|s| s.from),
+        cores_to = change.cores.map(|s| s.to),
+        memory_from_mb = change.memory_mb.map(|s| s.from),
+        memory_to_mb = change.memory_mb.map(|s| s.to),
+        reason = %change.why(),
+        "scaled"
+    );
+    if let Some(events) = target.events {
+        if let Err(e) = events.record(vmid, "scale", &summary) {
+            warn!(vmid, error = %format!("{e:#}"), "cannot write event log");
+        }
+    }
+    if let Err(e) = target.backups.prune(vmid) {
+        warn!(vmid, error = %format!("{e:#}"), "cannot prune old backups");
+    }
+    report.applied.push(Applied {
+        change: change.clone(),
+        summary,
+    });
+}
+
+/// After `pct` exited 0: whether `<conf_dir>/<vmid>.conf` now holds what was set. `Err` says
+/// what it holds instead (or why it cannot be read) and starts the back-off.
+fn confirm_in(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> {
+    let path = pveconf::conf_path(conf_dir, vmid);
+    let conf = match pveconf::read_conf(conf_dir, vmid) {
+        Ok(Some(conf)) => conf,
+        Ok(None) => return Err(format!("{} is gone", path.display())),
+        Err(e) => return Err(format!("{e:#}")),
+    };
+    let cores_ok = args.cores.is_none() || args.cores == conf.cores;
+    let memory_ok = args.memory_mb.map_or(true, |m| m == conf.memory_mb);
+    if cores_ok && memory_ok {
+        return Ok(());
+    }
+    let cores = conf.cores.map_or("all host cpus".into(), |c| c.to_string());
+    Err(format!(
+        "{} holds cores {cores}, memory {} MB",
+        path.display(),
+        conf.memory_mb
+    ))
+}
+
+/// `confirm_in`, worded as the failure it is.
+fn confirm(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> {
+    confirm_in(conf_dir, vmid, args).map_err(|found| {
+        format!(
+            "not applied: pct exited 0 but {found}; no change to this container for the next {NOT_APPLIED_BACKOFF_CYCLES} cycles"
+        )
+    })
 }
 
 /// Why a `pct` run did not change anything, for logs and notifications.

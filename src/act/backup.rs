@@ -1,7 +1,12 @@
 //! Backups of container allocations in `backup_dir`, for rollback.
 //! Layout: `<backup_dir>/<vmid>/baseline.json` (the allocation before the autoscaler first touched
-//! the container, kept forever) and `<backup_dir>/<vmid>/<UTC timestamp>.json` (one per change,
-//! latest 20 kept). Files are mode 0600 and written atomically.
+//! the container, kept forever) and `<backup_dir>/<vmid>/<sequence>-<UTC timestamp>.json` (one per
+//! change, latest 20 kept). Files are mode 0600 and written atomically.
+//!
+//! The sequence number, not the clock, orders the backups: it is one more than the highest one in
+//! the directory, so names stay unique and ordered whatever the clock does, and it never runs out
+//! (a u64). The timestamp in the name is for people. Files named `<UTC timestamp>[_NNN].json` by
+//! earlier versions are still read, and order before every numbered one.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -15,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::MIN_VMID;
 use crate::fsutil::{ensure_private_dir, write_atomic};
-use crate::read::snapshot::CtConf;
 
 /// Timestamped backups kept per container, besides the baseline.
 pub const KEEP_PER_CONTAINER: usize = 20;
@@ -26,9 +30,10 @@ pub const BACKUP_FILE_MODE: u32 = 0o600;
 pub const MAX_BACKUP_BYTES: u64 = 64 * 1024;
 /// Proxmox refuses less memory than this, so a backup asking for less is corrupt.
 const MIN_MEMORY_MB: u64 = 16;
-/// `strftime` format of a timestamped backup's file stem, e.g. `20240501T123000.123456Z`. Sorts
-/// lexically in time order.
+/// `strftime` format of the timestamp in a backup's file name, e.g. `20240501T123000.123456Z`.
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.6fZ";
+/// Digits the sequence number is padded to, so that `ls` lists the files in order too.
+const SEQ_DIGITS: usize = 10;
 const JSON_EXT: &str = ".json";
 
 /// An allocation as Proxmox stores it.
@@ -41,15 +46,6 @@ pub struct Alloc {
 }
 
 impl Alloc {
-    /// The allocation written in a container's conf.
-    pub fn from_conf(conf: &CtConf) -> Alloc {
-        Alloc {
-            cores: conf.cores,
-            memory_mb: conf.memory_mb,
-            swap_mb: conf.swap_mb,
-        }
-    }
-
     fn validate(&self) -> Result<()> {
         if self.memory_mb < MIN_MEMORY_MB {
             bail!(
@@ -141,7 +137,7 @@ impl BackupStore {
             after: Some(after.clone()),
         };
         let newest = self.list(vmid)?.pop();
-        let written = free_stamp_path(&dir, now, newest.as_deref())
+        let written = next_backup_path(&dir, now, newest.as_deref())
             .and_then(|path| write_backup(&path, &backup).map(|()| path));
         match written {
             Ok(path) => Ok(Recorded {
@@ -225,22 +221,23 @@ impl BackupStore {
         Ok(vmids)
     }
 
-    /// Timestamped backup files of `vmid`, oldest first. Other files are ignored.
+    /// Backup files of `vmid` (all but the baseline), oldest first: earlier versions' timestamp
+    /// names by name, then numbered ones by sequence number. Other files are ignored.
     pub fn list(&self, vmid: u32) -> Result<Vec<PathBuf>> {
         let Some(dir) = self.existing_vmid_dir(vmid)? else {
             return Ok(Vec::new());
         };
-        let mut names: Vec<String> = Vec::new();
+        let mut names: Vec<(Order, String)> = Vec::new();
         for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
             let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
             if let Some(name) = entry.file_name().to_str() {
-                if is_stamp_file_name(name) {
-                    names.push(name.to_string());
+                if let Some(order) = backup_order(name) {
+                    names.push((order, name.to_string()));
                 }
             }
         }
         names.sort();
-        Ok(names.into_iter().map(|n| dir.join(n)).collect())
+        Ok(names.into_iter().map(|(_, n)| dir.join(n)).collect())
     }
 
     /// `<dir>/<vmid>` when it exists; refuses one that is a symlink or not a directory.
@@ -274,8 +271,31 @@ fn parse_vmid_dir_name(name: &str) -> Option<u32> {
     name.parse().ok().filter(|&v| v >= MIN_VMID)
 }
 
-/// `20240501T123000.123456Z.json`, optionally with a `_NNN` collision suffix before `.json`.
-fn is_stamp_file_name(name: &str) -> bool {
+/// Where a backup file sorts: earlier versions' timestamp names first (by name), then numbered
+/// ones by sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Order {
+    Legacy,
+    Seq(u64),
+}
+
+/// The order of a backup file name, or `None` for a file that is not a backup (baseline, temp
+/// files, anything else).
+fn backup_order(name: &str) -> Option<Order> {
+    if is_legacy_stamp_file_name(name) {
+        return Some(Order::Legacy);
+    }
+    let (seq, rest) = name.split_once('-')?;
+    let stamp = rest.strip_suffix(JSON_EXT)?;
+    if seq.len() < SEQ_DIGITS || !seq.bytes().all(|b| b.is_ascii_digit()) || !is_stamp(stamp) {
+        return None;
+    }
+    seq.parse().ok().map(Order::Seq)
+}
+
+/// `20240501T123000.123456Z.json`, optionally with a `_NNN` collision suffix before `.json`: the
+/// names earlier versions gave.
+fn is_legacy_stamp_file_name(name: &str) -> bool {
     let Some(stem) = name.strip_suffix(JSON_EXT) else {
         return false;
     };
@@ -288,6 +308,11 @@ fn is_stamp_file_name(name: &str) -> bool {
             return false;
         }
     }
+    is_stamp(stamp)
+}
+
+/// `20240501T123000.123456Z`.
+fn is_stamp(stamp: &str) -> bool {
     let b = stamp.as_bytes();
     b.len() == 23
         && b[..8].iter().all(u8::is_ascii_digit)
@@ -298,51 +323,25 @@ fn is_stamp_file_name(name: &str) -> bool {
         && b[22] == b'Z'
 }
 
-/// A path for a backup taken at `now` that no file uses yet and that sorts after `newest` (the
-/// newest backup file of the container). `_NNN` sorts after `.json`, so a collision still lists
-/// after the first file of the same microsecond.
-///
-/// A clock that stepped back would otherwise name this backup before older ones; `latest`,
-/// `prune` and `rollback --last` go by name, so they would pick or keep the wrong file. Then the
-/// newest name's stamp is reused with the next suffix (the file's `timestamp` field stays true).
-fn free_stamp_path(dir: &Path, now: DateTime<Utc>, newest: Option<&Path>) -> Result<PathBuf> {
-    let mut stamp = now.format(STAMP_FORMAT).to_string();
-    let mut first = 0u32;
-    if let Some((newest_stamp, newest_n)) = newest
+/// The path of the next backup: sequence number one more than that of `newest` (the newest
+/// backup file of the container, 1 when it has none or only earlier versions' names), then the
+/// time `now` for people to read. The clock takes no part in the order.
+fn next_backup_path(dir: &Path, now: DateTime<Utc>, newest: Option<&Path>) -> Result<PathBuf> {
+    let last = match newest
         .and_then(|p| p.file_name()?.to_str())
-        .and_then(split_stamp_file_name)
+        .and_then(backup_order)
     {
-        if newest_stamp.as_str() >= stamp.as_str() {
-            stamp = newest_stamp;
-            first = newest_n + 1;
-        }
-    }
-    for n in first..1000u32 {
-        let name = if n == 0 {
-            format!("{stamp}{JSON_EXT}")
-        } else {
-            format!("{stamp}_{n:03}{JSON_EXT}")
-        };
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path),
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
-            Ok(_) => continue,
-        }
-    }
-    bail!("no free backup file name for {stamp} in {}", dir.display())
-}
-
-/// `(stamp, suffix)` of a timestamped backup file name; suffix 0 when there is none.
-fn split_stamp_file_name(name: &str) -> Option<(String, u32)> {
-    if !is_stamp_file_name(name) {
-        return None;
-    }
-    let stem = name.strip_suffix(JSON_EXT)?;
-    match stem.split_once('_') {
-        Some((stamp, n)) => Some((stamp.to_string(), n.parse().ok()?)),
-        None => Some((stem.to_string(), 0)),
-    }
+        Some(Order::Seq(n)) => n,
+        _ => 0,
+    };
+    let Some(seq) = last.checked_add(1) else {
+        bail!(
+            "no backup sequence number after {last} in {}",
+            dir.display()
+        );
+    };
+    let stamp = now.format(STAMP_FORMAT);
+    Ok(dir.join(format!("{seq:0SEQ_DIGITS$}-{stamp}{JSON_EXT}")))
 }
 
 fn write_backup(path: &Path, backup: &Backup) -> Result<()> {
@@ -453,7 +452,10 @@ mod tests {
         assert!(rec.baseline_created);
         assert_eq!(
             rec.path,
-            store.dir.join("101").join("20240501T123000.123456Z.json")
+            store
+                .dir
+                .join("101")
+                .join("0000000001-20240501T123000.123456Z.json")
         );
         let baseline = store.baseline(101).unwrap().unwrap();
         assert_eq!(
@@ -506,7 +508,7 @@ mod tests {
     }
 
     #[test]
-    fn same_microsecond_gets_a_suffix_that_sorts_after() {
+    fn same_microsecond_gets_the_next_sequence_number() {
         let (_tmp, store) = store();
         let a = store
             .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
@@ -516,7 +518,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             b.path.file_name().unwrap(),
-            "20240501T123000.123456Z_001.json"
+            "0000000002-20240501T123000.123456Z.json"
         );
         assert_eq!(store.list(101).unwrap(), vec![a.path, b.path]);
         let (_, latest) = store.latest(101).unwrap().unwrap();
@@ -533,32 +535,96 @@ mod tests {
         let b = store
             .record(101, &alloc(Some(2), 512), &alloc(Some(3), 512), earlier)
             .unwrap();
-        let c = store
-            .record(101, &alloc(Some(3), 512), &alloc(Some(4), 512), earlier)
-            .unwrap();
         assert_eq!(
             b.path.file_name().unwrap(),
-            "20240501T123000.123456Z_001.json"
-        );
-        assert_eq!(
-            c.path.file_name().unwrap(),
-            "20240501T123000.123456Z_002.json"
+            "0000000002-20240501T122000.123456Z.json"
         );
         let (path, latest) = store.latest(101).unwrap().unwrap();
-        assert_eq!(path, c.path);
-        assert_eq!(latest.after, Some(alloc(Some(4), 512)));
-        // The file still tells when it was really taken.
+        assert_eq!(path, b.path);
+        assert_eq!(latest.after, Some(alloc(Some(3), 512)));
         assert_eq!(latest.timestamp, "2024-05-01T12:20:00.123456Z");
-        // Once the clock is past the newest name again, names follow the clock.
-        let d = store
-            .record(
-                101,
-                &alloc(Some(4), 512),
-                &alloc(Some(5), 512),
-                t0() + Duration::seconds(1),
+    }
+
+    #[test]
+    fn a_backup_stamped_in_the_future_never_blocks_later_ones() {
+        // Where the old naming got stuck for good: a backup stamped 2099 and its reuses up to
+        // `_999`, after which every change failed with "no free backup file name".
+        let (_tmp, store) = store();
+        let dir = store.dir.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let text = r#"{"vmid":101,"timestamp":"t","before":{"cores":1,"memory_mb":512,"swap_mb":null},"after":{"cores":2,"memory_mb":512,"swap_mb":null}}"#;
+        fs::write(dir.join("20990101T000000.000000Z.json"), text).unwrap();
+        for n in 1..=999 {
+            fs::write(
+                dir.join(format!("20990101T000000.000000Z_{n:03}.json")),
+                text,
             )
             .unwrap();
-        assert_eq!(d.path.file_name().unwrap(), "20240501T123001.123456Z.json");
+        }
+        let mut names = Vec::new();
+        for i in 0..3u64 {
+            let rec = store
+                .record(101, &alloc(Some(2), 512), &alloc(Some(3), 600 + i), t0())
+                .unwrap();
+            names.push(rec.path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            names,
+            [
+                "0000000001-20240501T123000.123456Z.json",
+                "0000000002-20240501T123000.123456Z.json",
+                "0000000003-20240501T123000.123456Z.json"
+            ]
+        );
+        let (path, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(path, dir.join(&names[2]));
+        assert_eq!(latest.after, Some(alloc(Some(3), 602)));
+        assert_eq!(store.list(101).unwrap().len(), 1003);
+    }
+
+    #[test]
+    fn sequence_numbers_grow_past_their_padding_and_stay_ordered() {
+        let (_tmp, store) = store();
+        let dir = store.dir.join("101");
+        store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .unwrap();
+        let big = dir.join("9999999999-20240501T123000.123456Z.json");
+        fs::rename(dir.join("0000000001-20240501T123000.123456Z.json"), &big).unwrap();
+        let rec = store
+            .record(101, &alloc(Some(2), 512), &alloc(Some(3), 512), t0())
+            .unwrap();
+        assert_eq!(
+            rec.path,
+            dir.join("10000000000-20240501T123000.123456Z.json")
+        );
+        assert_eq!(store.list(101).unwrap(), vec![big, rec.path]);
+    }
+
+    #[test]
+    fn earlier_versions_timestamp_names_order_before_numbered_ones() {
+        let (_tmp, store) = store();
+        let dir = store.dir.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let text = |mem: u64| {
+            format!(
+                r#"{{"vmid":101,"timestamp":"t","before":{{"cores":1,"memory_mb":512,"swap_mb":null}},"after":{{"cores":1,"memory_mb":{mem},"swap_mb":null}}}}"#
+            )
+        };
+        let old_a = dir.join("20990101T000000.000000Z.json");
+        let old_b = dir.join("20990101T000000.000000Z_001.json");
+        fs::write(&old_b, text(700)).unwrap();
+        fs::write(&old_a, text(600)).unwrap();
+        let rec = store
+            .record(101, &alloc(Some(1), 512), &alloc(Some(1), 800), t0())
+            .unwrap();
+        assert_eq!(
+            rec.path,
+            dir.join("0000000001-20240501T123000.123456Z.json")
+        );
+        assert_eq!(store.list(101).unwrap(), vec![old_a, old_b, rec.path]);
+        let (_, latest) = store.latest(101).unwrap().unwrap();
+        assert_eq!(latest.after, Some(alloc(Some(1), 800)));
     }
 
     #[test]
@@ -741,24 +807,8 @@ mod tests {
         fs::write(dir.join(".20240501T123000.123456Z.json.tmp.1"), b"").unwrap();
         fs::write(dir.join("notes.json"), b"").unwrap();
         fs::write(dir.join("20240501T123000.123456Z_x.json"), b"").unwrap();
+        fs::write(dir.join("12-20240501T123000.123456Z.json"), b"").unwrap();
+        fs::write(dir.join("0000000009-2024.json"), b"").unwrap();
         assert_eq!(store.list(101).unwrap(), vec![rec.path]);
-    }
-
-    #[test]
-    fn alloc_from_conf_copies_cores_memory_and_swap() {
-        let conf = CtConf {
-            cores: Some(3),
-            memory_mb: 2048,
-            swap_mb: Some(256),
-            ..Default::default()
-        };
-        assert_eq!(
-            Alloc::from_conf(&conf),
-            Alloc {
-                cores: Some(3),
-                memory_mb: 2048,
-                swap_mb: Some(256)
-            }
-        );
     }
 }

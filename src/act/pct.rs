@@ -63,6 +63,90 @@ pub fn set_argv(vmid: u32, args: &SetArgs) -> Option<Vec<String>> {
     Some(argv)
 }
 
+// --- argv of the REST API's commands (snapshot, rollback, resize, clone, stop, destroy, tags) ---
+// Each returns `None` when the vmid is below 100 or a value from outside starts with `-`, so no
+// request field can become an option. Options are written with one dash, as `set_argv` does.
+
+/// Tag that marks a container the API cloned; only those may be destroyed through it.
+pub const CLONE_TAG: &str = "autoscale-clone";
+
+fn argv_of(vmid: u32, cmd: &str, values: &[&str], options: &[(&str, &str)]) -> Option<Vec<String>> {
+    let outside = values.iter().chain(options.iter().map(|(_, v)| v));
+    if vmid < MIN_VMID || outside.clone().any(|v| v.starts_with('-') || v.is_empty()) {
+        return None;
+    }
+    let mut argv = vec![cmd.to_string(), vmid.to_string()];
+    argv.extend(values.iter().map(|v| v.to_string()));
+    for (opt, value) in options {
+        argv.extend([format!("-{opt}"), value.to_string()]);
+    }
+    Some(argv)
+}
+
+/// `["snapshot", "101", "<name>"]`, plus `["-description", "<text>"]` when one is given.
+pub fn snapshot_argv(vmid: u32, name: &str, description: Option<&str>) -> Option<Vec<String>> {
+    match description.filter(|d| !d.is_empty()) {
+        Some(d) => argv_of(vmid, "snapshot", &[name], &[("description", d)]),
+        None => argv_of(vmid, "snapshot", &[name], &[]),
+    }
+}
+
+/// `["delsnapshot", "101", "<name>"]`.
+pub fn delsnapshot_argv(vmid: u32, name: &str) -> Option<Vec<String>> {
+    argv_of(vmid, "delsnapshot", &[name], &[])
+}
+
+/// `["rollback", "101", "<name>"]`.
+pub fn rollback_argv(vmid: u32, name: &str) -> Option<Vec<String>> {
+    argv_of(vmid, "rollback", &[name], &[])
+}
+
+/// `["resize", "101", "rootfs", "+<n>G"]`: grow only.
+pub fn resize_argv(vmid: u32, grow_gb: u32) -> Option<Vec<String>> {
+    if grow_gb == 0 {
+        return None;
+    }
+    argv_of(vmid, "resize", &["rootfs", &format!("+{grow_gb}G")], &[])
+}
+
+/// `["clone", "101", "<new>", "-hostname", "<name>"]`, plus `["-snapname", "<snap>"]` for a
+/// running source.
+pub fn clone_argv(vmid: u32, new: u32, hostname: &str, snap: Option<&str>) -> Option<Vec<String>> {
+    if new < MIN_VMID {
+        return None;
+    }
+    let new = new.to_string();
+    match snap {
+        Some(s) => argv_of(
+            vmid,
+            "clone",
+            &[&new],
+            &[("hostname", hostname), ("snapname", s)],
+        ),
+        None => argv_of(vmid, "clone", &[&new], &[("hostname", hostname)]),
+    }
+}
+
+/// `["stop", "101"]`.
+pub fn stop_argv(vmid: u32) -> Option<Vec<String>> {
+    argv_of(vmid, "stop", &[], &[])
+}
+
+/// `["destroy", "101", "-purge", "1"]`.
+pub fn destroy_argv(vmid: u32) -> Option<Vec<String>> {
+    argv_of(vmid, "destroy", &[], &[("purge", "1")])
+}
+
+/// `["set", "101", "-tags", "a;b"]`.
+pub fn set_tags_argv(vmid: u32, tags: &[String]) -> Option<Vec<String>> {
+    if tags.iter().any(|t| t.contains([';', ',', ' '])) {
+        return None;
+    }
+    argv_of(vmid, "set", &[], &[("tags", &tags.join(";"))])
+}
+
+// --- end of the REST API's argv ---
+
 /// Result of one `pct` run. Only `Ok` (exit status 0) counts as a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PctOutcome {
@@ -84,38 +168,6 @@ impl PctOutcome {
     }
 }
 
-/// One line, at most `max_chars` characters, of a child's stderr, for logs and notifications:
-/// the last non-empty lines (where `pct` puts the reason), joined with ` | `.
-pub fn pct_stderr_excerpt(stderr: &str, max_chars: usize) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut picked: Vec<&str> = Vec::new();
-    let mut len = 0;
-    for line in lines.iter().rev() {
-        let add = line.chars().count() + if picked.is_empty() { 0 } else { 3 };
-        if !picked.is_empty() && len + add > max_chars {
-            break;
-        }
-        picked.push(line);
-        len += add;
-    }
-    picked.reverse();
-    let joined = picked.join(" | ");
-    if joined.chars().count() <= max_chars {
-        return joined;
-    }
-    if max_chars == 0 {
-        return String::new();
-    }
-    // A single overlong line: keep its end, where the error usually is.
-    let skip = joined.chars().count() - (max_chars - 1);
-    let tail: String = joined.chars().skip(skip).collect();
-    format!("…{tail}")
-}
-
 /// Runs `pct` with an argv. The production runner spawns the real program; tests record calls.
 pub trait PctRunner {
     fn run(&mut self, argv: &[String]) -> PctOutcome;
@@ -127,16 +179,6 @@ pub trait PctRunner {
 pub struct CommandRunner {
     pub path: PathBuf,
     pub timeout: Duration,
-}
-
-impl CommandRunner {
-    /// A runner for the `pct` at `path` with the standard `PCT_TIMEOUT`.
-    pub fn new(path: PathBuf) -> Self {
-        CommandRunner {
-            path,
-            timeout: PCT_TIMEOUT,
-        }
-    }
 }
 
 impl PctRunner for CommandRunner {
@@ -247,29 +289,6 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Test double: records every argv and answers with `outcome`.
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    pub calls: Vec<Vec<String>>,
-    pub outcome: PctOutcome,
-}
-
-impl Recorder {
-    pub fn new(outcome: PctOutcome) -> Self {
-        Recorder {
-            calls: Vec::new(),
-            outcome,
-        }
-    }
-}
-
-impl PctRunner for Recorder {
-    fn run(&mut self, argv: &[String]) -> PctOutcome {
-        self.calls.push(argv.to_vec());
-        self.outcome.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,39 +370,6 @@ mod tests {
             memory_mb: None,
         };
         assert_eq!(set_argv(101, &args), None);
-    }
-
-    #[test]
-    fn recorder_records_argv_and_answers_its_outcome() {
-        let mut r = Recorder::new(PctOutcome::TimedOut);
-        assert_eq!(
-            r.run(&sv(&["set", "101", "-cores", "2"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.run(&sv(&["set", "102", "-memory", "512"])),
-            PctOutcome::TimedOut
-        );
-        assert_eq!(
-            r.calls,
-            vec![
-                sv(&["set", "101", "-cores", "2"]),
-                sv(&["set", "102", "-memory", "512"])
-            ]
-        );
-    }
-
-    #[test]
-    fn excerpt_keeps_last_lines_within_the_limit() {
-        let err = "starting\n\nunable to hotplug memory\nconfig locked (backup)\n";
-        assert_eq!(
-            pct_stderr_excerpt(err, 100),
-            "starting | unable to hotplug memory | config locked (backup)"
-        );
-        assert_eq!(pct_stderr_excerpt(err, 22), "config locked (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 10), "… (backup)");
-        assert_eq!(pct_stderr_excerpt(err, 0), "");
-        assert_eq!(pct_stderr_excerpt("", 10), "");
     }
 
     /// A fake `pct` for the tests. Only tests use a shell; the daemon spawns `pct` directly.
@@ -593,5 +579,68 @@ mod tests {
             b"first second"
         );
         drop(tx);
+    }
+}
+
+// The REST API's argv builders (above, next to `set_argv`).
+#[cfg(test)]
+mod api_argv_tests {
+    use super::*;
+
+    fn sv(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn api_commands_have_exact_argv() {
+        assert_eq!(
+            snapshot_argv(101, "before", None),
+            sv(&["snapshot", "101", "before"])
+        );
+        assert_eq!(
+            snapshot_argv(101, "before", Some("by ops")),
+            sv(&["snapshot", "101", "before", "-description", "by ops"])
+        );
+        assert_eq!(
+            delsnapshot_argv(101, "s1"),
+            sv(&["delsnapshot", "101", "s1"])
+        );
+        assert_eq!(rollback_argv(101, "s1"), sv(&["rollback", "101", "s1"]));
+        assert_eq!(resize_argv(101, 5), sv(&["resize", "101", "rootfs", "+5G"]));
+        assert_eq!(
+            clone_argv(101, 205, "web2", Some("autoscale-clone-205")),
+            sv(&[
+                "clone",
+                "101",
+                "205",
+                "-hostname",
+                "web2",
+                "-snapname",
+                "autoscale-clone-205"
+            ])
+        );
+        assert_eq!(
+            clone_argv(101, 205, "web2", None),
+            sv(&["clone", "101", "205", "-hostname", "web2"])
+        );
+        assert_eq!(stop_argv(101), sv(&["stop", "101"]));
+        assert_eq!(destroy_argv(205), sv(&["destroy", "205", "-purge", "1"]));
+        assert_eq!(
+            set_tags_argv(205, &["prod".into(), CLONE_TAG.into()]),
+            sv(&["set", "205", "-tags", "prod;autoscale-clone"])
+        );
+    }
+
+    #[test]
+    fn no_outside_value_starting_with_a_dash_reaches_argv() {
+        assert_eq!(snapshot_argv(101, "-purge", None), None);
+        assert_eq!(snapshot_argv(101, "s1", Some("-x")), None);
+        assert_eq!(rollback_argv(101, "--force"), None);
+        assert_eq!(clone_argv(101, 205, "-web", None), None);
+        assert_eq!(set_tags_argv(205, &["-x".into()]), None);
+        assert_eq!(set_tags_argv(205, &["a;b".into()]), None);
+        assert_eq!(stop_argv(99), None);
+        assert_eq!(clone_argv(101, 99, "web", None), None);
+        assert_eq!(resize_argv(101, 0), None);
     }
 }

@@ -10,6 +10,7 @@ use crate::service::daemon::{load_config, warn_if_token_exposed};
 pub fn run(path: &Path) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     println!("config {} is valid", path.display());
+    println!("{}", mode_line(&cfg));
     for w in cfg.warnings() {
         println!("warning: {w}");
     }
@@ -86,4 +87,13 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cluster mode or standalone, and the directory of the confs this node scales.
+fn mode_line(cfg: &crate::config::Config) -> String {
+    let dir = cfg.pve_lxc_dir.display();
+    match &cfg.cluster_node {
+        Some(node) => format!("cluster mode: node {node}, scaling the containers in {dir}"),
+        None => format!("standalone: scaling the containers in {dir}"),
+    }
 }

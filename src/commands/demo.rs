@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-use crate::act::apply::{self, Target};
+use crate::act::apply::{self, NotApplied, Target};
 use crate::act::backup::BackupStore;
 use crate::act::pct::{PctOutcome, PctRunner};
 use crate::config::{self, Config};
@@ -370,6 +370,7 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
     host.advance(0, 8, 0)?;
     state = state.advanced(&collector.collect(&cfg, usec(at(0))));
     let mut changes = 0;
+    let mut not_applied = NotApplied::default();
     for cycle in 1..=cycles {
         let now = at(i64::from(cycle));
         let hour = chrono::Timelike::hour(&(now - chrono::Duration::seconds(1)));
@@ -391,6 +392,8 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
             events: None,
             dry_run: false,
             should_stop: &never,
+            conf_dir: &cfg.pve_lxc_dir,
+            not_applied: &mut not_applied,
         };
         let report = apply::apply(
             &plan.changes,

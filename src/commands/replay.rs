@@ -334,6 +334,7 @@ impl<'a> Replayer<'a> {
         let mut state = State {
             host: Some(host_prev),
             containers: BTreeMap::new(),
+            ..State::default()
         };
         let loads = self.feed(cycle, &mut snap, &mut state);
         for load in &loads {

@@ -23,6 +23,7 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     })
     .expect("never stopped");
     let plan = policy::decide(&cfg, &snap, &state, local_now());
+    let plan = crate::decide::hold::skip_held(plan, &state.holds, snap.taken_at_usec);
     if json {
         let cycle = CycleInfo {
             duration_secs: Some(collect_time.as_secs_f64()),

@@ -165,8 +165,9 @@ pub struct Reading {
     /// The threshold of `rule`, percent.
     pub threshold: f64,
     pub rule: Rule,
-    /// Which statistic `percent` is (the latest window unless the model says otherwise).
-    #[serde(default)]
+    /// Which statistic `percent` is (the latest window unless the model says otherwise); its
+    /// fields sit beside the others (`"stat": "window_max", "secs": 3600`), absent for the latest.
+    #[serde(flatten, default, skip_serializing_if = "Stat::is_current")]
     pub stat: Stat,
 }
 
@@ -193,6 +194,14 @@ pub enum Reason {
         from: u64,
         to: u64,
         cut: bool,
+    },
+    /// Asked for through the API by `caller` (peer address or `uid N`).
+    Requested { caller: String },
+    /// Left alone until `until_usec` (µs since the epoch) after a manual change by `by`.
+    Held {
+        resource: Resource,
+        until_usec: i64,
+        by: String,
     },
     /// No readable conf for a running container.
     NoConf,
@@ -246,6 +255,8 @@ impl Reason {
             // A held cut repeats every cycle until the history agrees.
             Reason::Ignored | Reason::OptedOut | Reason::CutHeld { .. } => Level::Debug,
             Reason::Scaled { .. }
+            | Reason::Requested { .. }
+            | Reason::Held { .. }
             | Reason::NoConf
             | Reason::Locked { .. }
             | Reason::CoresUnknown
@@ -265,6 +276,12 @@ impl fmt::Display for Resource {
             Resource::Cpu => "cpu",
             Resource::Memory => "memory",
         })
+    }
+}
+
+impl Stat {
+    pub fn is_current(&self) -> bool {
+        *self == Stat::Current
     }
 }
 
@@ -387,6 +404,7 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::Requested { .. } | Reason::Held { .. } => fmt_manual(self, f),
             Reason::NoConf => f.write_str("no readable conf: not managed"),
             Reason::Ignored => f.write_str("listed in ignore_lxc: not managed"),
             Reason::OptedOut => f.write_str("tagged noautoscale: not managed"),
@@ -457,6 +475,30 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The reasons of manual changes: `requested through the api by uid 0`, and
+/// `cpu on hold until 2026-01-01T10:00:00Z after a manual change by uid 0: cores unchanged`.
+fn fmt_manual(reason: &Reason, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match reason {
+        Reason::Requested { caller } => write!(f, "requested through the api by {caller}"),
+        Reason::Held {
+            resource,
+            until_usec,
+            by,
+        } => {
+            let until = chrono::DateTime::from_timestamp_micros(*until_usec).map_or_else(
+                || until_usec.to_string(),
+                |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            );
+            let unchanged = unchanged(*resource);
+            write!(
+                f,
+                "{resource} on hold until {until} after a manual change by {by}: {unchanged}"
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reasons joined by `; `, as `Change::why` gives them.
 pub struct Why<'a>(pub &'a [Reason]);
 
@@ -503,4 +545,93 @@ pub struct Observation {
     pub memory_used_mb: Option<f64>,
     /// Used memory as a percent of `memory_mb`.
     pub memory_percent: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_above(percent: f64) -> Reading {
+        Reading {
+            resource: Resource::Cpu,
+            percent,
+            threshold: 80.0,
+            rule: Rule::AboveUpper,
+            stat: Stat::Current,
+        }
+    }
+
+    #[test]
+    fn reasons_serialize_as_tagged_data() {
+        let scaled = Reason::Scaled {
+            reading: cpu_above(92.0),
+            from: 2,
+            to: 4,
+            cut: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&scaled).unwrap(),
+            serde_json::json!({
+                "kind": "scaled",
+                "reading": {"resource": "cpu", "percent": 92.0, "threshold": 80.0, "rule": "above_upper"},
+                "from": 2, "to": 4, "cut": false
+            })
+        );
+        let bound = Reason::AtBound {
+            reading: cpu_above(95.0),
+            bound: Bound::MaxCores(4),
+        };
+        assert_eq!(
+            serde_json::to_value(&bound).unwrap()["bound"],
+            serde_json::json!({"max_cores": 4})
+        );
+        assert_eq!(
+            serde_json::to_value(Reason::Ignored).unwrap(),
+            serde_json::json!({"kind": "ignored"})
+        );
+    }
+
+    #[test]
+    fn a_change_reads_as_its_reasons_joined() {
+        let memory = Reading {
+            resource: Resource::Memory,
+            percent: 84.0,
+            threshold: 80.0,
+            rule: Rule::AboveUpper,
+            stat: Stat::Current,
+        };
+        let energy = Reading {
+            resource: Resource::Cpu,
+            percent: 30.0,
+            threshold: 80.0,
+            rule: Rule::BelowUpperEnergy,
+            stat: Stat::Current,
+        };
+        let change = Change {
+            vmid: 101,
+            cores: Some(Step { from: 4, to: 2 }),
+            memory_mb: Some(Step {
+                from: 1024,
+                to: 1720,
+            }),
+            reasons: vec![
+                Reason::Scaled {
+                    reading: energy,
+                    from: 4,
+                    to: 2,
+                    cut: false,
+                },
+                Reason::Scaled {
+                    reading: memory,
+                    from: 1024,
+                    to: 1720,
+                    cut: true,
+                },
+            ],
+        };
+        assert_eq!(
+            change.why().to_string(),
+            "cpu 30.0% < 80 (energy mode): cores 4->2; memory 84.0% > 80: 1024->1720 MB (cut to host headroom)"
+        );
+    }
 }

@@ -947,6 +947,7 @@ mod tests {
                         },
                     }),
                     containers: BTreeMap::new(),
+                    ..State::default()
                 },
             }
         }

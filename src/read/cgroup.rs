@@ -55,13 +55,6 @@ pub struct CpuStat {
     pub throttled_usec: Option<u64>,
 }
 
-/// A cgroup file that holds one number or the word `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    Bytes(u64),
-    Max,
-}
-
 /// What one read of `<cgroup_root>/<vmid>/` gave: the figures read on every cycle. Every figure is
 /// `None` when its file is missing, unreadable or garbled.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -238,14 +231,6 @@ pub fn parse_u64(text: &str) -> Option<u64> {
         return None;
     }
     t.parse().ok()
-}
-
-/// Parses a number-or-`max` file (e.g. `memory.max`).
-pub fn parse_limit(text: &str) -> Option<Limit> {
-    if text.trim_ascii() == "max" {
-        return Some(Limit::Max);
-    }
-    parse_u64(text).map(Limit::Bytes)
 }
 
 /// Value of `key` in a flat-keyed file such as `memory.stat` (`key N` per line).
@@ -512,18 +497,6 @@ mod tests {
         ] {
             assert_eq!(parse_u64(text), None, "{text:?}");
         }
-    }
-
-    #[test]
-    fn limit_reads_max_sentinel_and_bytes() {
-        assert_eq!(parse_limit("max\n"), Some(Limit::Max));
-        assert_eq!(
-            parse_limit("2147483648\n"),
-            Some(Limit::Bytes(2_147_483_648))
-        );
-        assert_eq!(parse_limit("MAX\n"), None);
-        assert_eq!(parse_limit("-1\n"), None);
-        assert_eq!(parse_limit(""), None);
     }
 
     #[test]

@@ -158,6 +158,39 @@ impl CtConf {
 pub struct State {
     pub host: Option<HostPrev>,
     pub containers: BTreeMap<u32, ContainerPrev>,
+    /// Resources the autoscaler leaves alone after a manual change; absent in older files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holds: BTreeMap<u32, Hold>,
+    /// What the daemon last saw in, or set on, each conf: a conf that no longer holds it was
+    /// changed outside the daemon.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen: BTreeMap<u32, Seen>,
+}
+
+/// A manual change's hold on one container: until when (µs since the epoch) each resource is
+/// left alone, and who changed it (peer address, `uid N`, or `outside the daemon`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores_until_usec: Option<EpochUsec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_until_usec: Option<EpochUsec>,
+    pub by: String,
+}
+
+impl Hold {
+    /// Whether either resource is still held at `now`.
+    pub fn active(&self, now: EpochUsec) -> bool {
+        self.cores_until_usec.is_some_and(|u| u > now)
+            || self.memory_until_usec.is_some_and(|u| u > now)
+    }
+}
+
+/// A conf's allocation as the daemon last knew it: `cores` (`None` = no line) and `memory` (MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub cores: Option<u32>,
+    pub memory_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -229,7 +262,33 @@ impl State {
                 ))
             })
             .collect();
-        State { host, containers }
+        // Holds outlive cycles until they end; `seen` follows the confs just read.
+        let holds = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.active(snap.taken_at_usec))
+            .map(|(v, h)| (*v, h.clone()))
+            .collect();
+        let seen = snap
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let conf = c.conf.as_ref()?;
+                Some((
+                    c.vmid,
+                    Seen {
+                        cores: conf.cores,
+                        memory_mb: conf.memory_mb,
+                    },
+                ))
+            })
+            .collect();
+        State {
+            host,
+            containers,
+            holds,
+            seen,
+        }
     }
 }
 

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{error, info, warn};
 
-use crate::act::apply::{self, Report, Target};
+use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
-use crate::config::{self, Config};
-use crate::decide::plan::{Level, Plan};
+use crate::config::{Config, Scaling};
+use crate::decide::hold;
+use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
 use crate::read::measure;
@@ -22,16 +23,20 @@ use crate::record::events::EventLog;
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
+use crate::service::api::exec::LoopCtx;
+use crate::service::api::runtime::{ApiMsg, ApiRuntime};
+use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
-use crate::service::logging;
+use crate::service::logging::{self, LogFile};
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
 
 /// With no usable previous sample, CPU is measured over this window so the first cycle can act.
 const SAMPLE_WINDOW: Duration = Duration::from_secs(2);
 
+/// The config at `path`, with cluster mode resolved (`read::cluster::load_config`).
 pub fn load_config(path: &Path) -> Result<Config> {
-    config::load(path)
+    crate::read::cluster::load_config(path)
 }
 
 /// Config files holding a token must not be readable by others.
@@ -144,7 +149,7 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    logging::init(Some(&cfg.log_file), cli.verbose)?;
+    let log = logging::init(Some(&cfg.log_file), cli.verbose)?;
     for w in cfg.warnings() {
         warn!(config = %cli.config.display(), "{w}");
     }
@@ -161,8 +166,18 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         Err(e) => return Err(anyhow::anyhow!("{e:#}")),
     };
     let inbox = Inbox::new();
+    let api = match ApiRuntime::start(&cfg, cli.dry_run, inbox.sender(), LoopMsg::Api) {
+        Ok(api) => api,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "the api cannot start");
+            eprintln!("lxc_autoscale: error: {e:#}");
+            eprintln!("lxc_autoscale: refusing to start");
+            return Ok(ExitCode::from(2));
+        }
+    };
     inbox.listen_for_signals()?;
-    let mut daemon = Daemon::new(cli, cfg, inbox, Watchdog::from_env());
+    let mut daemon = Daemon::new(cli, cfg, inbox, Watchdog::from_env(), log);
+    daemon.api = api;
     daemon.serve();
     drop(lock);
     Ok(ExitCode::SUCCESS)
@@ -177,11 +192,17 @@ struct Daemon<'a> {
     collector: Collector,
     metrics_log: Option<MetricsLog>,
     counters: ActionCounters,
+    /// Containers held back after a change `pct` accepted without applying it.
+    not_applied: NotApplied,
     notifier: Option<Notifier>,
     events: EventLog,
     runner: CommandRunner,
     inbox: Inbox,
     watchdog: Watchdog,
+    /// The text log's file, reopened on every reload.
+    log: LogFile,
+    /// The REST API, when `api.listen` is set.
+    api: Option<ApiRuntime>,
 }
 
 /// What the loop does after a pause.
@@ -191,7 +212,13 @@ enum Next {
 }
 
 impl<'a> Daemon<'a> {
-    fn new(opts: &'a DaemonOpts, cfg: Config, inbox: Inbox, watchdog: Watchdog) -> Daemon<'a> {
+    fn new(
+        opts: &'a DaemonOpts,
+        cfg: Config,
+        inbox: Inbox,
+        watchdog: Watchdog,
+        log: LogFile,
+    ) -> Daemon<'a> {
         let state = match state::read_state(&cfg.state_file) {
             Ok(s) => s,
             Err(e) => {
@@ -207,6 +234,7 @@ impl<'a> Daemon<'a> {
             collector,
             metrics_log: MetricsLog::from_config(&cfg),
             counters: ActionCounters::default(),
+            not_applied: NotApplied::default(),
             notifier: Notifier::from_config(&cfg),
             events: EventLog::beside(&cfg.log_file),
             runner: CommandRunner {
@@ -216,6 +244,8 @@ impl<'a> Daemon<'a> {
             cfg,
             inbox,
             watchdog,
+            log,
+            api: None,
         }
     }
 
@@ -226,6 +256,7 @@ impl<'a> Daemon<'a> {
             poll_interval = self.cfg.poll_interval,
             dry_run = self.opts.dry_run,
             once = self.opts.once,
+            api = self.api.as_ref().map_or("off", |_| self.cfg.api.listen.as_str()),
             "lxc_autoscale starting"
         );
         let text = format!("watching containers every {} s", self.cfg.poll_interval);
@@ -254,6 +285,7 @@ impl<'a> Daemon<'a> {
             }
         }
         sdnotify::notify(&[NotifyState::Stopping]);
+        self.drain_api();
         info!("lxc_autoscale stopping");
         self.send_lifecycle("lxc_autoscale stopped", "the daemon stopped");
     }
@@ -271,7 +303,9 @@ impl<'a> Daemon<'a> {
     /// Decides, applies and records one cycle on `snap`.
     fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
         self.watchdog.progress();
+        holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
         let plan = policy::decide(&self.cfg, snap, &self.state, local_now());
+        let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
         self.counters.add(
@@ -297,7 +331,21 @@ impl<'a> Daemon<'a> {
             cycle,
             &self.counters,
         );
+        if let Some(api) = &self.api {
+            let extras = holds::extras(&self.state, snap.taken_at_usec);
+            let c = &self.counters;
+            api.publish(view::build(
+                &self.cfg,
+                snap,
+                &plan,
+                &self.state,
+                cycle,
+                c,
+                &extras,
+            ));
+        }
         self.state = self.state.advanced(snap);
+        holds::note_applied(&mut self.state, &report.applied);
         if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
             warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
         }
@@ -332,6 +380,7 @@ impl<'a> Daemon<'a> {
             watchdog.progress();
             inbox.stopping()
         };
+        let changes = loop_changes(self.api.as_ref(), &self.cfg, plan);
         let mut target = Target {
             pct: &mut self.runner,
             pct_display: self.cfg.pct_path.display().to_string(),
@@ -339,8 +388,62 @@ impl<'a> Daemon<'a> {
             events: Some(&self.events),
             dry_run: self.opts.dry_run,
             should_stop: &between_changes,
+            conf_dir: &self.cfg.pve_lxc_dir,
+            not_applied: &mut self.not_applied,
         };
-        apply::apply(&plan.changes, snap, &mut target, chrono::Utc::now())
+        let report = apply::apply(&changes, snap, &mut target, chrono::Utc::now());
+        if let Some(api) = &self.api {
+            api.release(&changes);
+        }
+        report
+    }
+
+    /// Runs an API message on the loop thread; a quick change that happened puts its resource
+    /// on hold and is saved in the state at once.
+    fn handle_api(&mut self, msg: ApiMsg) {
+        let Some(api) = &self.api else {
+            return;
+        };
+        if self.opts.dry_run {
+            api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
+            return;
+        }
+        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        let mut ctx = LoopCtx {
+            pve_lxc_dir: &self.cfg.pve_lxc_dir,
+            pct: &mut self.runner,
+            pct_display: self.cfg.pct_path.display().to_string(),
+            backups: &backups,
+            events: Some(&self.events),
+            notifier: self.notifier.as_mut(),
+            counters: &mut self.counters,
+            host_cpus: api.shared.view().host_cpus,
+            tasks: &api.shared.tasks,
+        };
+        if let Some(done) = api.handle(msg, &mut ctx) {
+            holds::note_api_change(&mut self.state, &done, now_usec());
+            if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
+                warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
+            }
+        }
+    }
+
+    /// On the way out: new requests get 503, running tasks are waited for (`TASK_DRAIN`), what
+    /// they reported is recorded, then the socket file goes.
+    fn drain_api(&mut self) {
+        let Some(api) = &self.api else {
+            return;
+        };
+        api.begin_drain();
+        api.wait_tasks(&|| self.watchdog.progress());
+        while let Some(msg) = self.inbox.next(Some(Instant::now()), None) {
+            if let LoopMsg::Api(msg) = msg {
+                self.handle_api(msg);
+            }
+        }
+        if let Some(api) = &self.api {
+            api.close();
+        }
     }
 
     /// Waits for the next cycle (fixed rate: one interval after `cycle_start`), handling messages
@@ -368,37 +471,72 @@ impl<'a> Daemon<'a> {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
                 Some(LoopMsg::Reload) => self.reload(),
+                Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
         }
     }
 
-    /// Re-reads the config; on error keeps the running one and says why.
+    /// Re-reads the config; on error keeps the running one and says why. Either way the log file
+    /// is reopened (at the new `log_file`, or at the same path for logrotate's postrotate).
     fn reload(&mut self) {
         sdnotify::notify_reloading();
-        match load_config(&self.opts.config) {
-            Ok(new) => {
-                for w in new.warnings() {
-                    warn!(config = %self.opts.config.display(), "{w}");
-                }
-                if new.lock_file != self.cfg.lock_file {
-                    warn!("lock_file changes take effect at the next restart");
-                }
-                if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
-                    warn!("{w}");
-                }
-                self.notifier = Notifier::from_config(&new);
-                self.events = EventLog::beside(&new.log_file);
-                self.runner.path = new.pct_path.clone();
-                self.metrics_log = MetricsLog::from_config(&new);
-                self.collector.read_extra = wants_metrics(&new);
-                self.cfg = new;
-                info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
-            }
+        let loaded = load_config(&self.opts.config);
+        let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
+        self.reopen_log(&log_path);
+        match loaded {
+            Ok(new) => self.take_config(new),
             Err(e) => {
                 error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
             }
         }
         sdnotify::notify(&[NotifyState::Ready]);
+    }
+
+    fn reopen_log(&mut self, path: &Path) {
+        if self.log.path().is_some_and(|old| old != path) {
+            info!(to = %path.display(), "log_file changed; the log continues there");
+        }
+        if let Err(e) = self.log.reopen(path) {
+            warn!(error = %format!("{e:#}"), "cannot reopen the log file; logging to the open one");
+        }
+    }
+
+    /// Switches every part of the loop to a reloaded config.
+    fn take_config(&mut self, new: Config) {
+        for w in new.warnings() {
+            warn!(config = %self.opts.config.display(), "{w}");
+        }
+        if new.lock_file != self.cfg.lock_file {
+            warn!("lock_file changes take effect at the next restart");
+        }
+        if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
+            warn!("{w}");
+        }
+        if let Some(api) = &self.api {
+            api.reload(&new);
+        }
+        self.notifier = Notifier::from_config(&new);
+        self.events = EventLog::beside(&new.log_file);
+        self.runner.path = new.pct_path.clone();
+        self.metrics_log = MetricsLog::from_config(&new);
+        self.collector.read_extra = wants_metrics(&new);
+        self.cfg = new;
+        info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
+    }
+}
+
+/// The plan's changes the loop may apply: none in `recommend` mode, and none on a container an
+/// API task holds (the rest are claimed until `ApiRuntime::release`).
+fn loop_changes(api: Option<&ApiRuntime>, cfg: &Config, plan: &Plan) -> Vec<Change> {
+    if cfg.scaling == Scaling::Recommend {
+        for c in &plan.changes {
+            info!(vmid = c.vmid, change = %apply::describe(c), reason = %c.why(), "recommend mode: would change");
+        }
+        return Vec::new();
+    }
+    match api {
+        Some(api) => api.claim_changes(&plan.changes),
+        None => plan.changes.clone(),
     }
 }
 

@@ -44,15 +44,6 @@ impl fmt::Display for LockError {
 
 impl std::error::Error for LockError {}
 
-/// Who holds the lock file, as seen by `probe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockState {
-    /// Nobody: no daemon is running (the file may be missing or stale).
-    Free,
-    /// A running process holds it; `pid` is what the file says, if readable.
-    Held { pid: Option<u32> },
-}
-
 /// The held lock. Dropping it releases the lock.
 #[derive(Debug)]
 pub struct Lock {
@@ -98,29 +89,6 @@ impl Lock {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Whether some process holds the lock at `path`. Takes a shared lock for an instant to find
-    /// out, so a daemon starting at that very instant may see `Held`; for `status`-style reads.
-    pub fn probe(path: &Path) -> anyhow::Result<LockState> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(path)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot open lock file {}", path.display()))
-            }
-        };
-        match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(_released_on_drop) => Ok(LockState::Free),
-            Err((mut file, Errno::EWOULDBLOCK)) => Ok(LockState::Held {
-                pid: read_pid(&mut file),
-            }),
-            Err((_, errno)) => Err(anyhow::anyhow!("cannot lock {}: {errno}", path.display())),
-        }
     }
 }
 
@@ -266,22 +234,6 @@ mod tests {
             "{err}"
         );
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-    }
-
-    #[test]
-    fn probe_reports_free_held_and_missing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("lock");
-        assert_eq!(Lock::probe(&path).unwrap(), LockState::Free);
-        let lock = Lock::acquire(&path).unwrap();
-        assert_eq!(
-            Lock::probe(&path).unwrap(),
-            LockState::Held {
-                pid: Some(std::process::id())
-            }
-        );
-        drop(lock);
-        assert_eq!(Lock::probe(&path).unwrap(), LockState::Free);
     }
 
     #[test]

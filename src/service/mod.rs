@@ -1,5 +1,6 @@
 //! Running as a service: the loop and what wakes it, the lock, logging and systemd notification.
 
+pub mod api;
 pub mod daemon;
 pub mod lock;
 pub mod logging;

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tracing::debug;
+
+use crate::service::api::runtime::ApiMsg;
 
 /// A message to the service loop. Handled between cycles, in arrival order; a `Stop` also
 /// interrupts the sampling window and is seen by `apply` between two `pct` calls.
@@ -20,6 +23,8 @@ pub enum LoopMsg {
     Stop,
     /// SIGHUP: reload the config (and reopen the log file).
     Reload,
+    /// From the REST API: a quick change to run through the apply path, or a finished task.
+    Api(ApiMsg),
 }
 
 /// The loop's end of the channel, plus the stop flag the signal thread sets before it sends
@@ -59,6 +64,11 @@ impl Inbox {
                         LoopMsg::Reload
                     } else {
                         stop.store(true, Ordering::SeqCst);
+                        // After the store: whoever reads this line knows apply will see the stop.
+                        debug!(
+                            signal = sig,
+                            "stop requested: exiting after the pct call in flight, if any"
+                        );
                         LoopMsg::Stop
                     };
                     if tx.send(msg).is_err() {

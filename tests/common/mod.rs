@@ -2,6 +2,7 @@
 //! `/proc/meminfo`, and a fake `pct` that records its argv and rewrites the conf like Proxmox.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod rng;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::mpsc;
 
+use lxc_autoscale::act::pct::{PctOutcome, PctRunner};
 use lxc_autoscale::config::Config;
 use lxc_autoscale::read::hostfiles::{self, CpuStatFile, HostFiles, MemoryStatFile};
 
@@ -21,7 +23,7 @@ pub const WINDOW_SECS: i64 = 300;
 
 /// The fake `pct`. It is a test fixture only: the daemon itself never runs a shell.
 const FAKE_PCT: &str = r#"#!/bin/sh
-# Records argv, optionally fails or hangs, then rewrites the conf's main section like pct set.
+# Records argv, optionally fails, hangs or waits at a gate, then rewrites the conf's main section like pct set.
 printf '%s\n' "$*" >> "@ROOT@/pct.calls"
 if [ -f "@ROOT@/pct.fail" ]; then
   echo "CT $2 is locked (backup)" >&2
@@ -30,8 +32,9 @@ fi
 if [ -f "@ROOT@/pct.hang" ]; then
   sleep 60
 fi
-if [ -f "@ROOT@/pct.slow" ]; then
-  sleep 2
+if [ -p "@ROOT@/pct.hold" ]; then
+  # Blocks until the test opens the FIFO for writing.
+  read -r _ < "@ROOT@/pct.hold" || true
 fi
 [ "$1" = set ] || exit 2
 conf="@ROOT@/pve/lxc/$2.conf"
@@ -120,6 +123,12 @@ impl FakeHost {
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
              net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n"
         );
+        // The API socket goes into the fake host too, unless the test configures the API itself.
+        let text = if extra.contains("[api]") {
+            text
+        } else {
+            format!("{text}[api]\nlisten = \"unix:{r}/run/api.sock\"\n")
+        };
         let path = self.path("lxc_autoscale.conf");
         std::fs::write(&path, text).unwrap();
         path
@@ -285,6 +294,95 @@ impl FakeHost {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+
+    /// Runs the daemon with `args` under `strace -f` and counts every process it created (fork,
+    /// vfork, clone or clone3 without CLONE_THREAD, in the daemon or any descendant) and every
+    /// `execve` after the daemon's own. Needs strace (`.ci/run` installs it); panics without it,
+    /// since a test that cannot count must not pass.
+    pub fn run_counting_processes(&self, args: &[&str]) -> Traced {
+        let trace = self.path("strace.out");
+        let inner = self.command(args);
+        let output = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=fork,vfork,clone,clone3,execve",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run strace (apt-get install strace): {e}"));
+        let text = std::fs::read_to_string(&trace).unwrap_or_else(|e| {
+            panic!(
+                "strace wrote no trace ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let calls: Vec<&str> = text.lines().filter(|l| !l.contains(" resumed>")).collect();
+        let execs: Vec<&str> = calls
+            .iter()
+            .copied()
+            .filter(|l| l.contains(" execve("))
+            .collect();
+        assert!(
+            execs
+                .first()
+                .is_some_and(|l| l.contains(env!("CARGO_BIN_EXE_lxc_autoscale"))),
+            "the trace does not start with the daemon's exec:\n{text}"
+        );
+        let forks = calls
+            .iter()
+            .filter(|l| {
+                [" fork(", " vfork(", " clone(", " clone3("]
+                    .iter()
+                    .any(|call| l.contains(call))
+                    && !l.contains("CLONE_THREAD")
+            })
+            .count();
+        Traced {
+            output,
+            processes_created: forks,
+            execs_after_start: execs.len() - 1,
+            trace: text,
+        }
+    }
+}
+
+/// A daemon run under strace, see `FakeHost::run_counting_processes`.
+pub struct Traced {
+    pub output: Output,
+    pub processes_created: usize,
+    pub execs_after_start: usize,
+    /// The raw trace, for failure messages.
+    pub trace: String,
+}
+
+/// An in-process `pct` for tests that drive `apply` directly: records every argv and answers
+/// with `outcome`.
+pub struct RecordingPct {
+    pub calls: Vec<Vec<String>>,
+    pub outcome: PctOutcome,
+}
+
+impl RecordingPct {
+    pub fn new(outcome: PctOutcome) -> Self {
+        RecordingPct {
+            calls: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+impl PctRunner for RecordingPct {
+    fn run(&mut self, argv: &[String]) -> PctOutcome {
+        self.calls.push(argv.to_vec());
+        self.outcome.clone()
     }
 }
 

@@ -1,0 +1,254 @@
+//! The REST API under load: the real daemon on a fake host with 1000 containers, cycles running
+//! every second, 50 concurrent clients on 127.0.0.1. Reports p50/p99 latency of
+//! `GET /resource/lxc/status` and `GET /containers`, and the daemon's RSS with the API on and off.
+//!
+//! `cargo bench --bench api` (full) or `cargo bench --bench api -- --quick` (fewer requests).
+//! Targets are reported as PASS/MISS (timing is never asserted); the run exits non-zero only when a
+//! request got a wrong answer.
+//!
+//! The fake host is the one the tests use; its `pct` is a shell script fixture. The daemon itself
+//! never runs a shell.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::FakeHost;
+
+const CONTAINERS: u32 = 1000;
+const CLIENTS: usize = 50;
+const TOKEN: &str = "bench-token-5d1f0c2a";
+const TARGET_STATUS_P99_MS: f64 = 5.0;
+const TARGET_CONTAINERS_P99_MS: f64 = 50.0;
+const TARGET_RSS_DELTA_MB: f64 = 2.0;
+
+fn build() -> FakeHost {
+    let host = FakeHost::new(64);
+    host.set_meminfo(512 * 1024 * 1024, 256 * 1024 * 1024);
+    let mut loads = Vec::new();
+    for vmid in 100..100 + CONTAINERS {
+        let conf = format!("hostname: ct{vmid}\ncores: 2\nmemory: 2048\nrootfs: local-lvm:vm-{vmid}-disk-0,size=8G\ntags: bench\n");
+        host.add_container(vmid, &conf);
+        host.set_memory(vmid, 1024, 256);
+        loads.push((vmid, 50.0, 2));
+    }
+    host.seed_previous_cycle(&loads);
+    let token = host.path("api.token");
+    std::fs::write(&token, TOKEN).expect("write token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod token");
+    host
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Starts the daemon with cycles every second; `addr` = `None` turns the API off.
+fn start(host: &FakeHost, addr: Option<&str>) -> Child {
+    let api = match addr {
+        Some(a) => format!(
+            "[api]\nlisten = \"{a}\"\ntoken_file = \"{}\"\n",
+            host.path("api.token").display()
+        ),
+        None => "[api]\nlisten = \"\"\n".to_string(),
+    };
+    let cfg = host.write_config(&format!(
+        "poll_interval = 1\nmin_cores = 2\nmetrics_file = \"\"\n{api}"
+    ));
+    host.command(&["--config", cfg.to_str().expect("utf-8 path")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon")
+}
+
+/// One GET; the status code and the body.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `CLIENTS` threads, each sending `per_client` requests for `path(i)`; latencies in ms and the
+/// number of wrong answers.
+fn load(
+    addr: &str,
+    per_client: usize,
+    path: fn(usize) -> String,
+    check: fn(usize, &str) -> bool,
+) -> (Vec<f64>, usize) {
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(per_client);
+                let mut wrong = 0;
+                for r in 0..per_client {
+                    let i = c * per_client + r;
+                    let t = Instant::now();
+                    let answer = get(&addr, &path(i));
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    if !answer.is_some_and(|(s, b)| s == 200 && check(i, &b)) {
+                        wrong += 1;
+                    }
+                }
+                (lat, wrong)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut wrong = 0;
+    for h in handles {
+        let (lat, w) = h.join().expect("client thread");
+        all.extend(lat);
+        wrong += w;
+    }
+    (all, wrong)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn status_path(i: usize) -> String {
+    format!(
+        "/resource/lxc/status?lxc_id={}",
+        100 + i % CONTAINERS as usize
+    )
+}
+
+fn status_ok(i: usize, body: &str) -> bool {
+    body.contains(&format!("\"vmid\":{}", 100 + i % CONTAINERS as usize))
+}
+
+fn containers_path(_: usize) -> String {
+    "/containers".into()
+}
+
+fn containers_ok(_: usize, body: &str) -> bool {
+    body.contains("\"vmid\":1099") && body.starts_with("{\"status\":\"success\"")
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+/// The daemon's RSS after `cycles` cycles with the API off.
+fn rss_without_api(host: &FakeHost, cycles: usize) -> u64 {
+    let _ = std::fs::remove_file(host.path("var/log/lxc_autoscale.log"));
+    let mut child = start(host, None);
+    wait_for("cycles without the api", || {
+        host.log_text().matches("cycle done").count() >= cycles
+    });
+    let rss = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
+fn report(name: &str, lat: &mut [f64], target: f64) -> bool {
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
+    let ok = p99 <= target;
+    println!(
+        "{name:<28} {:>7} {p50:>9.2} {p99:>9.2} {target:>10.1}  {}",
+        lat.len(),
+        verdict(ok)
+    );
+    ok
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let per_client = if quick { 20 } else { 200 };
+    let host = build();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = start(&host, Some(&addr));
+    wait_for("the api after the first cycle", || {
+        get(&addr, "/health").is_some_and(|(s, b)| s == 200 && b.contains("last_cycle\":\""))
+    });
+    // The daemon logs at warn: count cycles through the published view instead.
+    let cycle_at = || get(&addr, "/health").map(|(_, b)| b).unwrap_or_default();
+    let first = cycle_at();
+    wait_for("another cycle", || cycle_at() != first);
+    let (mut status_lat, wrong_status) = load(&addr, per_client, status_path, status_ok);
+    let (mut containers_lat, wrong_containers) =
+        load(&addr, per_client / 4, containers_path, containers_ok);
+    let rss_on = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let rss_off = rss_without_api(&host, 4);
+
+    println!("api benchmark: {CONTAINERS} containers, cycles every 1 s, {CLIENTS} concurrent clients on 127.0.0.1");
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>10}",
+        "request", "count", "p50 ms", "p99 ms", "target p99"
+    );
+    let a = report(
+        "GET /resource/lxc/status",
+        &mut status_lat,
+        TARGET_STATUS_P99_MS,
+    );
+    let b = report(
+        "GET /containers",
+        &mut containers_lat,
+        TARGET_CONTAINERS_P99_MS,
+    );
+    let delta_mb = (rss_on as f64 - rss_off as f64) / 1024.0;
+    let c = delta_mb <= TARGET_RSS_DELTA_MB;
+    println!(
+        "RSS: api on {:.1} MB (after the load), api off {:.1} MB: {delta_mb:+.1} MB (target <= +{TARGET_RSS_DELTA_MB} MB)  {}",
+        rss_on as f64 / 1024.0,
+        rss_off as f64 / 1024.0,
+        verdict(c)
+    );
+    println!(
+        "targets: {}",
+        if a && b && c {
+            "all met"
+        } else {
+            "some missed"
+        }
+    );
+    if wrong_status + wrong_containers > 0 {
+        eprintln!("wrong answers: {wrong_status} status, {wrong_containers} containers");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,167 @@
+//! The REST API inside the daemon. Its threads read what the service loop published after its
+//! last cycle and pass every quick change to the loop as a message, so the loop stays the one
+//! writer; long operations run as tasks that claim their containers first.
+
+pub mod auth;
+pub mod conf;
+pub mod exec;
+pub mod holds;
+pub mod http;
+pub mod openapi;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod tasks;
+pub mod validate;
+pub mod view;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, RwLock};
+
+use anyhow::Result;
+
+use crate::config::{ApiConfig, ApiListen, Config};
+
+use self::auth::{FailureLimiter, Token};
+use self::http::Response;
+use self::tasks::{TaskDone, Tasks};
+
+/// What the loop publishes after each cycle, pre-rendered so that a read costs a lock and a copy.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// RFC 3339 time the last cycle ended; `None` before the first.
+    pub cycle_at: Option<String>,
+    /// `GET /containers`' whole body.
+    pub containers_body: String,
+    /// `GET /resource/lxc/status`'s body per running container.
+    pub status_body: HashMap<u32, String>,
+    /// `GET /resource/node/status`' body.
+    pub node_body: String,
+    /// The Prometheus exposition.
+    pub metrics_text: String,
+    pub host_cpus: Option<u32>,
+    /// `MemTotal`, MB.
+    pub host_memory_mb: Option<u64>,
+    /// Measured used memory per container, MB.
+    pub used_mb: HashMap<u32, f64>,
+}
+
+/// The API's part of the config, with the token read from its file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub token: Option<Token>,
+    pub api: ApiConfig,
+    pub pve_lxc_dir: PathBuf,
+    pub pve_vmlist: PathBuf,
+    pub pct_path: PathBuf,
+}
+
+impl Settings {
+    /// Reads the token file when one is configured; errors name `api.token_file`.
+    pub fn from_config(cfg: &Config) -> Result<Settings> {
+        let token = if cfg.api.token_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(auth::load_token(&cfg.api.token_file)?)
+        };
+        Ok(Settings {
+            token,
+            api: cfg.api.clone(),
+            pve_lxc_dir: cfg.pve_lxc_dir.clone(),
+            pve_vmlist: cfg.pve_vmlist.clone(),
+            pct_path: cfg.pct_path.clone(),
+        })
+    }
+
+    pub fn listen(&self) -> ApiListen {
+        self.api.listen_addr().unwrap_or(ApiListen::Off)
+    }
+}
+
+/// A change that answers when `pct` has finished. Run by the loop through the apply path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quick {
+    Cores {
+        vmid: u32,
+        cores: u32,
+        hold_secs: u64,
+    },
+    Memory {
+        vmid: u32,
+        memory_mb: u64,
+        hold_secs: u64,
+    },
+    Snapshot {
+        vmid: u32,
+        name: String,
+        description: Option<String>,
+    },
+}
+
+impl Quick {
+    pub fn vmid(&self) -> u32 {
+        match self {
+            Quick::Cores { vmid, .. }
+            | Quick::Memory { vmid, .. }
+            | Quick::Snapshot { vmid, .. } => *vmid,
+        }
+    }
+}
+
+/// A quick change on its way to the loop, with where to send the answer.
+#[derive(Debug)]
+pub struct Mutation {
+    pub op: Quick,
+    /// Peer address or `uid N`: recorded in the event.
+    pub caller: String,
+    pub reply: mpsc::Sender<Response>,
+}
+
+/// Where the API hands work to the daemon: quick changes to the loop, finished tasks too.
+pub trait LoopLink: Send + Sync {
+    /// False when the loop no longer takes messages.
+    fn mutate(&self, m: Mutation) -> bool;
+    fn task_done(&self, done: TaskDone);
+}
+
+/// Everything the API threads share.
+pub struct Shared {
+    pub view: RwLock<Arc<View>>,
+    pub settings: RwLock<Arc<Settings>>,
+    /// Set on SIGTERM: every new request gets 503.
+    pub draining: AtomicBool,
+    pub limiter: FailureLimiter,
+    pub tasks: Arc<Tasks>,
+    pub link: Box<dyn LoopLink>,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, link: Box<dyn LoopLink>) -> Arc<Shared> {
+        Arc::new(Shared {
+            view: RwLock::new(Arc::new(View::default())),
+            settings: RwLock::new(Arc::new(settings)),
+            draining: AtomicBool::new(false),
+            limiter: FailureLimiter::default(),
+            tasks: Arc::new(Tasks::default()),
+            link,
+        })
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn publish(&self, view: View) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    }
+
+    pub fn set_settings(&self, s: Settings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+}

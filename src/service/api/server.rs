@@ -1,0 +1,297 @@
+//! Listeners and connections. An accept thread per listener hands connections to a fixed pool of
+//! workers through a bounded queue (a full queue gets 503 at once); each connection has a deadline
+//! for its request, so a slow client holds one worker for at most that long and never the others.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tracing::{debug, warn};
+
+use super::http::{self, ReadError};
+use super::{routes, Shared};
+use crate::config::ApiListen;
+
+/// Worker threads answering requests. Quick changes wait for the loop inside a worker, so there
+/// are enough for a burst of them next to plenty of reads.
+pub const WORKERS: usize = 32;
+/// Accepted connections waiting for a worker; beyond this a client gets 503 at once.
+const QUEUE: usize = 128;
+/// A client has this long to send its whole request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const WORKER_STACK: usize = 256 * 1024;
+/// After a 413 the rest of the body is read and dropped (so the client sees the answer, not a
+/// reset), up to this much.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// A bound listener.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// An accepted connection.
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn set_timeouts(&self, read: Duration) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(read))
+                .and(s.set_write_timeout(Some(WRITE_TIMEOUT))),
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(read))
+                .and(s.set_write_timeout(Some(WRITE_TIMEOUT))),
+        }
+    }
+
+    /// The IP address on TCP, `uid N` on the socket (`SO_PEERCRED`).
+    fn peer(&self) -> String {
+        match self {
+            Conn::Tcp(s) => s
+                .peer_addr()
+                .map_or("unknown".into(), |a| a.ip().to_string()),
+            Conn::Unix(s) => peer_uid(s).map_or("uid unknown".into(), |u| format!("uid {u}")),
+        }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.flush(),
+            Conn::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// Reads with the connection's deadline: every read gets only the time that is left.
+struct DeadlineReader<'a> {
+    conn: &'a mut Conn,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.conn.set_timeouts(left)?;
+        self.conn.read(buf)
+    }
+}
+
+fn peer_uid(s: &UnixStream) -> Option<u32> {
+    use nix::libc;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is a valid ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Binds the configured address. A Unix socket goes in a root-owned directory, replaces a stale
+/// socket, refuses a symlink or any other file at its path, and is mode 0600.
+pub fn bind(listen: &ApiListen) -> Result<Option<Listener>> {
+    match listen {
+        ApiListen::Off => Ok(None),
+        ApiListen::Tcp(addr) => TcpListener::bind(addr)
+            .with_context(|| format!("api.listen: cannot listen on {addr}"))
+            .map(|l| Some(Listener::Tcp(l))),
+        ApiListen::Unix(path) => bind_unix(path).map(|l| Some(Listener::Unix(l, path.clone()))),
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    let dir = path
+        .parent()
+        .context("api.listen: the socket path has no directory")?;
+    crate::fsutil::ensure_runtime_dir(dir).context("api.listen")?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).with_context(|| {
+            format!("api.listen: cannot remove stale socket {}", path.display())
+        })?,
+        Ok(_) => bail!(
+            "api.listen: {} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("api.listen: cannot stat {}", path.display()))
+        }
+    }
+    // Nobody else may connect even for the instant between bind and chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.with_context(|| format!("api.listen: cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("api.listen: cannot chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The running server: where it listens and the socket file to remove on exit.
+pub struct ServerHandle {
+    pub tcp_addr: Option<SocketAddr>,
+    pub socket_path: Option<PathBuf>,
+}
+
+impl ServerHandle {
+    /// Removes the socket file; called last on the way out.
+    pub fn remove_socket(&self) {
+        if let Some(p) = &self.socket_path {
+            if let Err(e) = std::fs::remove_file(p) {
+                warn!(path = %p.display(), error = %e, "cannot remove the api socket");
+            }
+        }
+    }
+}
+
+/// Starts the workers and the accept thread.
+pub fn spawn(listener: Listener, shared: Arc<Shared>) -> Result<ServerHandle> {
+    let (tx, rx) = mpsc::sync_channel::<Conn>(QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..WORKERS {
+        let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name(format!("api-worker-{n}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || worker(&rx, &shared))
+            .context("cannot start an api worker thread")?;
+    }
+    let handle = match &listener {
+        Listener::Tcp(l) => ServerHandle {
+            tcp_addr: l.local_addr().ok(),
+            socket_path: None,
+        },
+        Listener::Unix(_, p) => ServerHandle {
+            tcp_addr: None,
+            socket_path: Some(p.clone()),
+        },
+    };
+    std::thread::Builder::new()
+        .name("api-accept".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || accept_loop(listener, &tx))
+        .context("cannot start the api accept thread")?;
+    Ok(handle)
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Conn>>, shared: &Arc<Shared>) {
+    loop {
+        let conn = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        serve(conn, shared);
+    }
+}
+
+fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Conn>) {
+    loop {
+        let conn = match &listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Conn::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Conn::Unix(s)),
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "api accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if let Err(mpsc::TrySendError::Full(mut c)) = tx.try_send(conn) {
+            let _ = c.set_timeouts(Duration::from_secs(1));
+            let busy = routes::error(503, "too many connections", Vec::new())
+                .with_header("Retry-After", "1".into());
+            let _ = busy.write_to(&mut c);
+        }
+    }
+}
+
+/// Reads one request, answers it, closes. Never logs the query string or any header.
+fn serve(mut conn: Conn, shared: &Arc<Shared>) {
+    let peer = conn.peer();
+    let read = http::read_request(&mut DeadlineReader {
+        conn: &mut conn,
+        deadline: Instant::now() + REQUEST_DEADLINE,
+    });
+    let (resp, drain) = match read {
+        Ok(req) => {
+            let resp = routes::handle(shared, &peer, &req);
+            debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+            (resp, false)
+        }
+        Err(ReadError::Gone) => return,
+        Err(ReadError::TooLarge) => (
+            routes::error(
+                413,
+                &format!("the body is larger than {} bytes", http::MAX_BODY_BYTES),
+                Vec::new(),
+            ),
+            true,
+        ),
+        Err(ReadError::HeadTooLarge) => (
+            routes::error(431, "the request head is too large", Vec::new()),
+            true,
+        ),
+        Err(ReadError::Malformed(m)) => (routes::error(400, m, Vec::new()), false),
+    };
+    if resp.write_to(&mut conn).is_err() {
+        return;
+    }
+    conn.shutdown_write();
+    if drain {
+        let mut reader = DeadlineReader {
+            conn: &mut conn,
+            deadline: Instant::now() + Duration::from_secs(2),
+        };
+        let _ = io::copy(&mut reader.by_ref().take(DRAIN_LIMIT), &mut io::sink());
+    }
+}

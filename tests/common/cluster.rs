@@ -1,0 +1,155 @@
+//! A fake Proxmox cluster on one machine: one temp dir as the shared pmxcfs (`nodes/<n>/lxc/`,
+//! `.members`, `.vmlist`, `lxc_autoscale/`, `priv/lock/`) and one `FakeHost` per node for its
+//! cgroup tree, `/proc` files, state, log and fake `pct`.
+//!
+//! Each node's `pve/lxc` is a link to its directory in the shared tree, as `/etc/pve/lxc` is on
+//! Proxmox, so the fake `pct` and `FakeHost::add_container` write where pmxcfs would. The local
+//! configs do not set `pve_lxc_dir`: a node finds its containers only through `pve_root`.
+//!
+//! pmxcfs shows each node its own `nodename` in `.members`; one shared file cannot, so it names the
+//! first node, and the other nodes' local configs set `node_name`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use super::FakeHost;
+
+pub struct FakeCluster {
+    /// The shared pmxcfs root (`pve_root`).
+    pub pmxcfs: tempfile::TempDir,
+    pub nodes: BTreeMap<String, FakeHost>,
+    first: String,
+}
+
+impl FakeCluster {
+    /// A quorate cluster of `names` (online), each node with `host_cpus` CPUs.
+    pub fn new(names: &[&str], host_cpus: u32) -> FakeCluster {
+        let pmxcfs = tempfile::tempdir().unwrap();
+        let root = pmxcfs.path();
+        for dir in ["lxc_autoscale", "priv/lock"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let mut nodes = BTreeMap::new();
+        for name in names {
+            let node_dir = root.join("nodes").join(name).join("lxc");
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let host = FakeHost::new(host_cpus);
+            std::fs::remove_dir(&host.files.pve_lxc_dir).unwrap();
+            std::os::unix::fs::symlink(&node_dir, &host.files.pve_lxc_dir).unwrap();
+            nodes.insert((*name).to_string(), host);
+        }
+        let cluster = FakeCluster {
+            pmxcfs,
+            nodes,
+            first: names[0].to_string(),
+        };
+        cluster.write_members();
+        cluster.write_vmlist();
+        cluster
+    }
+
+    pub fn root(&self) -> &Path {
+        self.pmxcfs.path()
+    }
+
+    pub fn node(&self, name: &str) -> &FakeHost {
+        &self.nodes[name]
+    }
+
+    /// `.members` as pmxcfs writes it on the first node.
+    pub fn write_members(&self) {
+        let list: Vec<String> = self
+            .nodes
+            .keys()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "  \"{n}\": {{ \"id\": {}, \"online\": 1, \"ip\": \"10.0.0.{}\"}}",
+                    i + 1,
+                    i + 1
+                )
+            })
+            .collect();
+        let text = format!(
+            "{{\n\"nodename\": \"{}\",\n\"version\": 5,\n\"cluster\": {{ \"name\": \"lab\", \"version\": 3, \"nodes\": {}, \"quorate\": 1 }},\n\"nodelist\": {{\n{}\n  }}\n}}\n",
+            self.first,
+            self.nodes.len(),
+            list.join(",\n")
+        );
+        std::fs::write(self.root().join(".members"), text).unwrap();
+    }
+
+    /// `.vmlist` from the confs now in each node's directory.
+    pub fn write_vmlist(&self) {
+        let mut ids = Vec::new();
+        for name in self.nodes.keys() {
+            let dir = self.root().join("nodes").join(name).join("lxc");
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+                if let Some(vmid) = file.strip_suffix(".conf") {
+                    ids.push(format!(
+                        "\"{vmid}\": {{ \"node\": \"{name}\", \"type\": \"lxc\", \"version\": 1 }}"
+                    ));
+                }
+            }
+        }
+        let text = format!(
+            "{{\n\"version\": 1,\n\"ids\": {{\n{}}}\n}}\n",
+            ids.join(",\n")
+        );
+        std::fs::write(self.root().join(".vmlist"), text).unwrap();
+    }
+
+    /// A container running on `node`: its conf in `nodes/<node>/lxc/` and a cgroup on that node.
+    pub fn add_container(&self, node: &str, vmid: u32, conf: &str) {
+        self.node(node).add_container(vmid, conf);
+        self.write_vmlist();
+    }
+
+    /// `<node>.conf` path in the shared tree.
+    pub fn conf_path(&self, node: &str, vmid: u32) -> PathBuf {
+        self.root()
+            .join("nodes")
+            .join(node)
+            .join("lxc")
+            .join(format!("{vmid}.conf"))
+    }
+
+    /// The node's local config: its host paths, `pve_root`, `node_name` (except on the node
+    /// `.members` names, or when `extra` sets it), and `extra` TOML.
+    pub fn write_local_config(&self, node: &str, extra: &str) -> PathBuf {
+        let host = self.node(node);
+        let r = host.root().display();
+        let name_line = if node == self.first || extra.contains("node_name") {
+            String::new()
+        } else {
+            format!("node_name = \"{node}\"\n")
+        };
+        let text = format!(
+            "pve_root = \"{}\"\n{name_line}cgroup_root = \"{r}/cgroup/lxc\"\nproc_root = \"{r}/proc\"\n\
+             pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
+             log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n",
+            self.root().display()
+        );
+        let path = host.path("lxc_autoscale.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The cluster-wide config, `<pve_root>/lxc_autoscale/lxc_autoscale.conf`.
+    pub fn write_cluster_config(&self, text: &str) -> PathBuf {
+        let path = self.root().join("lxc_autoscale/lxc_autoscale.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the real binary on `node` with its local config and `args`.
+    pub fn run(&self, node: &str, args: &[&str]) -> Output {
+        let config = self.node(node).path("lxc_autoscale.conf");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        self.node(node).run(&all)
+    }
+}
