@@ -421,11 +421,7 @@ impl fmt::Display for Reason {
                 f,
                 "{reading} but cpulimit {cpulimit} binds, more cores would not help: cores unchanged"
             ),
-            Reason::CutHeld { reading, hold } => write!(
-                f,
-                "{reading} but {hold}: {} (cut held)",
-                unchanged(reading.resource)
-            ),
+            Reason::CutHeld { reading, hold } => fmt_cut_held(reading, hold, f),
             Reason::AtBound { reading, bound } => write!(
                 f,
                 "{reading} but already at {bound}: {}",
@@ -473,6 +469,15 @@ impl fmt::Display for Reason {
             },
         }
     }
+}
+
+/// `cpu 12.0% < 20 but scale-up cooldown, 600 s left: cores unchanged (cut held)`.
+fn fmt_cut_held(reading: &Reading, hold: &Hold, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(
+        f,
+        "{reading} but {hold}: {} (cut held)",
+        unchanged(reading.resource)
+    )
 }
 
 /// The reasons of manual changes: `requested through the api by uid 0`, and
