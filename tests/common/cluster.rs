@@ -120,6 +120,12 @@ impl FakeCluster {
     /// `.members` names, or when `extra` sets it), and `extra` TOML.
     pub fn write_local_config(&self, node: &str, extra: &str) -> PathBuf {
         let host = self.node(node);
+        // As in `FakeHost::write_config`: cuts follow the latest reading in these tests.
+        let model = if extra.contains("scale_down_") {
+            ""
+        } else {
+            "scale_down_window = 0\nscale_down_cooldown = 0\n"
+        };
         let r = host.root().display();
         let name_line = if node == self.first || extra.contains("node_name") {
             String::new()
@@ -130,7 +136,7 @@ impl FakeCluster {
             "pve_root = \"{}\"\n{name_line}cgroup_root = \"{r}/cgroup/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n",
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
             self.root().display()
         );
         let path = host.path("lxc_autoscale.conf");
