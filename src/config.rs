@@ -594,7 +594,13 @@ mod spans {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
             let mut entries = Vec::new();
             while let Some(key) = map.next_key::<String>()? {
-                entries.push((key, map.next_value::<Spanned<Node>>()?));
+                // `[nodes.NAME.tiers.TIER]` makes `tiers` implicit there too (no span).
+                let value = if key == "tiers" {
+                    Spanned::new(0..0, map.next_value::<Node>()?)
+                } else {
+                    map.next_value::<Spanned<Node>>()?
+                };
+                entries.push((key, value));
             }
             Ok(Node::Table(entries))
         }

@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::cluster::FakeCluster;
-use common::{stderr, stdout, FakeHost};
+use common::{gotify_listener, stderr, stdout, FakeHost, HttpRequest};
 
 /// A container at 95 % of 2 cores using 900 of 1024 MB: one cycle makes it 4 cores, 1800 MB
 /// (the same rule as the standalone `scales_up_cores_and_memory_in_one_pct_call…` test).
@@ -141,4 +143,161 @@ fn a_host_without_members_is_standalone_even_with_pve_root_set() {
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+}
+
+#[test]
+fn a_per_node_override_in_the_cluster_config_takes_effect_on_that_node_only() {
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config(
+        "max_cores = 8\ncpu_upper_threshold = 80\n\n[nodes.n2]\nmax_cores = 3\n",
+    );
+    for node in ["n1", "n2", "n3"] {
+        once_ok(&cluster, node);
+    }
+    assert_eq!(
+        cluster.node("n1").pct_calls(),
+        ["set 101 -cores 4 -memory 1800"]
+    );
+    // n2's own bound: 4 cores wanted, 3 allowed there.
+    assert_eq!(
+        cluster.node("n2").pct_calls(),
+        ["set 201 -cores 3 -memory 1800"]
+    );
+    assert_eq!(
+        cluster.node("n3").pct_calls(),
+        ["set 301 -cores 4 -memory 1800"]
+    );
+    let out = cluster.run("n2", &["check-config"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "cluster-wide config {}/lxc_autoscale/lxc_autoscale.conf: in use, with the overrides of [nodes.\"n2\"]\n",
+            cluster.root().display()
+        )),
+        "{text}"
+    );
+    let defaults = text.lines().find(|l| l.starts_with("(default)")).unwrap();
+    assert!(defaults.contains(" 1-3 "), "n2's core bounds: {defaults}");
+}
+
+#[test]
+fn a_cluster_wide_key_left_in_the_local_config_refuses_to_start_naming_it() {
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config("poll_interval = 60\n");
+    let local = cluster.write_local_config("n3", "max_cores = 4");
+    let out = cluster.run("n3", &["--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let expected = format!(
+        "invalid config {}: key `max_cores` (line 12, column 13): is a cluster-wide setting",
+        local.display()
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(cluster.node("n3").pct_calls().is_empty());
+}
+
+#[test]
+fn a_secrets_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config("poll_interval = 60\n");
+    let secrets = cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cluster.run("n1", &["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "refusing secrets file {}: it must be owned by uid {} and readable by its owner only (mode 644",
+            secrets.display(),
+            nix::unistd::geteuid()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("tok-123"));
+}
+
+/// Polls `cond` until it holds; panics with `what` after a generous deadline (not a timing
+/// assertion: only a hang fails).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn count(text: &str, what: &str) -> usize {
+    text.matches(what).count()
+}
+
+#[test]
+fn a_bad_cluster_config_on_reload_keeps_the_old_one_logs_once_and_notifies_once() {
+    let cluster = three_busy_nodes();
+    let (url, requests) = gotify_listener(200);
+    let good = format!("poll_interval = 1\ngotify_url = \"{url}\"\n");
+    cluster.write_cluster_config(&good);
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    let n1 = cluster.node("n1");
+    let mut daemon = cluster.spawn("n1");
+    wait_for("a first cycle", || count(&n1.log_text(), "cycle done") >= 1);
+
+    // Taken, this file would stop the cycles for an hour: they go on at the old 1 s.
+    let bad = format!("poll_interval = 3600\nmax_cores = \"many\"\ngotify_url = \"{url}\"\n");
+    cluster.write_cluster_config(&bad);
+    wait_for("the rejection", || {
+        count(&n1.log_text(), "config reload failed") == 1
+    });
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("two more cycles", || {
+        count(&n1.log_text(), "cycle done") >= cycles + 2
+    });
+    let log = n1.log_text();
+    assert_eq!(count(&log, "config reload failed"), 1, "{log}");
+    assert!(
+        log.contains("key `max_cores` (line 2, column 13)"),
+        "the error names the key and line: {log}"
+    );
+
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let rejected = |seen: &[HttpRequest]| {
+        seen.iter()
+            .filter(|r| r.body.contains("cluster-wide config rejected"))
+            .count()
+    };
+    wait_for("the rejection notice", || {
+        seen.extend(requests.try_iter());
+        rejected(&seen) == 1
+    });
+    let notice = seen
+        .iter()
+        .find(|r| r.body.contains("cluster-wide config rejected"))
+        .unwrap();
+    assert!(
+        notice.head.contains("X-Gotify-Key: tok-123\r\n"),
+        "{}",
+        notice.head
+    );
+    assert!(notice.body.contains("max_cores"), "{}", notice.body);
+
+    // A good file again is taken at the next cycle, without a signal.
+    cluster.write_cluster_config(&format!("{good}\n[nodes.n1]\nmax_cores = 3\n"));
+    wait_for("the reload", || n1.log_text().contains("config reloaded"));
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("one more cycle", || {
+        count(&n1.log_text(), "cycle done") > cycles
+    });
+    seen.extend(requests.try_iter());
+    assert_eq!(rejected(&seen), 1, "notified once");
+    assert_eq!(count(&n1.log_text(), "config reload failed"), 1);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod history;
 pub mod nab;
 pub mod quality;
+pub mod rebaseline;
 pub mod replay;
 pub mod replay_cmd;
 pub mod rollback;

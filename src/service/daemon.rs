@@ -12,7 +12,8 @@ use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
-use crate::config::{Config, Scaling};
+use crate::config::cluster::FileStamp;
+use crate::config::{self, Config, Scaling};
 use crate::decide::hold;
 use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
@@ -29,6 +30,7 @@ use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
 
@@ -196,6 +198,8 @@ struct Daemon<'a> {
     model_json: String,
     cycles: u64,
     collector: Collector,
+    /// Files that could not be read, logged once per vmid and file.
+    read_log: ReadFailureLog,
     metrics_log: Option<MetricsLog>,
     counters: ActionCounters,
     /// Containers held back after a change `pct` accepted without applying it.
@@ -207,6 +211,8 @@ struct Daemon<'a> {
     watchdog: Watchdog,
     /// The text log's file, reopened on every reload.
     log: LogFile,
+    /// The cluster-wide config as last read (cluster mode): a change reloads.
+    cluster_stamp: FileStamp,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
 }
@@ -241,6 +247,7 @@ impl<'a> Daemon<'a> {
             model_json: String::from("{}"),
             cycles: 0,
             collector,
+            read_log: ReadFailureLog::default(),
             metrics_log: MetricsLog::from_config(&cfg),
             counters: ActionCounters::default(),
             not_applied: NotApplied::default(),
@@ -250,6 +257,7 @@ impl<'a> Daemon<'a> {
                 path: cfg.pct_path.clone(),
                 timeout: PCT_TIMEOUT,
             },
+            cluster_stamp: FileStamp::of_cluster_config(&cfg),
             cfg,
             inbox,
             watchdog,
@@ -273,6 +281,7 @@ impl<'a> Daemon<'a> {
         let mut first = true;
         loop {
             self.watchdog.progress();
+            self.watch_cluster_config();
             let measured = measure(&self.cfg, &mut self.collector, &mut self.state, &mut |d| {
                 self.inbox.wait_window(d)
             });
@@ -281,6 +290,9 @@ impl<'a> Daemon<'a> {
             };
             // The sampling window is not part of the schedule: the interval starts now.
             let cycle_start = Instant::now();
+            let history = self.collector.read_extra;
+            self.read_log
+                .log(self.collector.read_failures(), &snap, history);
             self.cycle(&snap, collect_time, cycle_start);
             if first {
                 sdnotify::notify(&[NotifyState::Ready]);
@@ -517,7 +529,9 @@ impl<'a> Daemon<'a> {
             match self.inbox.next(due, self.watchdog.idle_wake()) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
-                Some(LoopMsg::Reload) => self.reload(),
+                Some(LoopMsg::Reload) => {
+                    let _ = self.reload();
+                }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
         }
@@ -525,18 +539,44 @@ impl<'a> Daemon<'a> {
 
     /// Re-reads the config; on error keeps the running one and says why. Either way the log file
     /// is reopened (at the new `log_file`, or at the same path for logrotate's postrotate).
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         sdnotify::notify_reloading();
+        // Stamped before reading: an edit during the read is seen at the next cycle.
+        self.cluster_stamp = FileStamp::of_cluster_config(&self.cfg);
         let loaded = load_config(&self.opts.config);
         let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
         self.reopen_log(&log_path);
-        match loaded {
-            Ok(new) => self.take_config(new),
+        let result = match loaded {
+            Ok(new) => {
+                self.take_config(new);
+                Ok(())
+            }
             Err(e) => {
-                error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
+                let e = format!("{e:#}");
+                error!(error = %e, "config reload failed; keeping the running config");
+                Err(e)
+            }
+        };
+        sdnotify::notify(&[NotifyState::Ready]);
+        result
+    }
+
+    /// In cluster mode, reloads when the cluster-wide config changed since it was last read. A
+    /// rejected file is logged and notified once: the next attempt waits for the next change.
+    fn watch_cluster_config(&mut self) {
+        let Some(path) = config::cluster::cluster_config_path(&self.cfg) else {
+            return;
+        };
+        if FileStamp::of(&path) == self.cluster_stamp {
+            return;
+        }
+        info!(path = %path.display(), "cluster-wide config changed; reloading");
+        if let Err(e) = self.reload() {
+            if let Some(n) = self.notifier.as_mut() {
+                let text = format!("{e}\nkeeping the running config");
+                n.send("lxc_autoscale: cluster-wide config rejected", &text, 8);
             }
         }
-        sdnotify::notify(&[NotifyState::Ready]);
     }
 
     fn reopen_log(&mut self, path: &Path) {

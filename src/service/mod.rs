@@ -4,5 +4,6 @@ pub mod api;
 pub mod daemon;
 pub mod lock;
 pub mod logging;
+pub mod readlog;
 pub mod sdnotify;
 pub mod wake;

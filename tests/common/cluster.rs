@@ -151,6 +151,27 @@ impl FakeCluster {
         path
     }
 
+    /// `<pve_root>/priv/lxc_autoscale/secrets.toml`, mode 0600 as pmxcfs shows `priv/` files.
+    pub fn write_secrets(&self, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root().join("priv/lxc_autoscale/secrets.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// The daemon on `node`, running until stopped; stderr is piped, stdout dropped.
+    pub fn spawn(&self, node: &str) -> std::process::Child {
+        let config = self.node(node).path("lxc_autoscale.conf");
+        self.node(node)
+            .command(&["--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs the real binary on `node` with its local config and `args`.
     pub fn run(&self, node: &str, args: &[&str]) -> Output {
         let config = self.node(node).path("lxc_autoscale.conf");
