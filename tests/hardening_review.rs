@@ -631,6 +631,18 @@ fn corrupt_baseline_stops_changes_until_rebaseline_accepts_the_current_allocatio
         "{line}"
     );
 
+    let out = host.run(&["status", "--json", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let why = json["baseline_unreadable"]["101"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "invalid backup {}: not a backup json document: ",
+            baseline.display()
+        )),
+        "{why}"
+    );
+
     // rebaseline accepts the current allocation and keeps the broken file.
     let out = host.run(&["rebaseline", "101", "--config", cfg]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -24,9 +24,10 @@ const HIERARCHIES: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
 const BUSY: u32 = 101;
 const IDLE: u32 = 102;
 /// CPU the busy group must have used before the counters are compared, µs.
-const BUSY_ENOUGH_USEC: u64 = 50_000;
-/// The idle group runs a sleeping process: its whole usage stays below this, µs.
-const IDLE_AT_MOST_USEC: u64 = 20_000;
+const BUSY_ENOUGH_USEC: u64 = 200_000;
+/// The idle group runs a sleeping process: its whole usage (its start included) stays below
+/// this, µs.
+const IDLE_AT_MOST_USEC: u64 = 50_000;
 
 /// Writes to the process's real stderr: the test harness captures only `eprintln!`.
 fn say(text: &str) {
@@ -78,16 +79,38 @@ fn writable_cgroup2_in(candidates: &[&Path]) -> Result<PathBuf, String> {
             why.push(format!("{} is not a cgroup2 mount", root.display()));
             continue;
         }
-        let probe = root.join(format!("lxc_autoscale_probe.{}", std::process::id()));
-        match std::fs::create_dir(&probe) {
-            Ok(()) => {
-                let _ = std::fs::remove_dir(&probe);
-                return Ok(root.to_path_buf());
-            }
-            Err(e) => why.push(format!("cannot create a group in {}: {e}", root.display())),
+        match probe(root) {
+            Ok(()) => return Ok(root.to_path_buf()),
+            Err(e) => why.push(e),
         }
     }
     Err(why.join("; "))
+}
+
+/// Whether a group can be made in `root`, has the freezer, and takes a process.
+fn probe(root: &Path) -> Result<(), String> {
+    let dir = root.join(format!("lxc_autoscale_probe.{}", std::process::id()));
+    std::fs::create_dir(&dir)
+        .map_err(|e| format!("cannot create a group in {}: {e}", root.display()))?;
+    let cleanup = Cleanup {
+        children: vec![spawn(&["sleep", "600"])],
+        dirs: vec![dir.clone()],
+    };
+    if !dir.join("cgroup.freeze").exists() {
+        return Err(format!(
+            "{} has no cgroup.freeze (kernel before 5.2)",
+            root.display()
+        ));
+    }
+    let pid = cleanup.children[0].id().to_string();
+    let moved = std::fs::write(dir.join("cgroup.procs"), pid).map_err(|e| {
+        format!(
+            "cannot move a process into a group of {}: {e}",
+            root.display()
+        )
+    });
+    drop(cleanup);
+    moved
 }
 
 fn spawn(argv: &[&str]) -> Child {
