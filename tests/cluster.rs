@@ -72,8 +72,14 @@ fn each_node_scales_exactly_the_containers_in_its_own_node_directory() {
         conf.contains("cores: 4\n") && conf.contains("memory: 1800\n"),
         "{conf}"
     );
-    // 202 runs on n1's cgroups but its conf is n2's: nobody changed it.
+    // 202 runs on n1's cgroups but its conf is n2's: nobody changed it, nor recorded it.
     assert_eq!(shared("n2", 202), BUSY_CONF);
+    assert_eq!(cluster.ct_record(202), None);
+    for vmid in [101, 201, 301] {
+        let rec = cluster.ct_record(vmid).unwrap();
+        assert_eq!(rec["baseline"]["cores"], 2, "{rec}");
+        assert_eq!(rec["last"]["to"]["cores"], 4, "{rec}");
+    }
 }
 
 #[test]
@@ -143,6 +149,10 @@ fn a_host_without_members_is_standalone_even_with_pve_root_set() {
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    assert!(
+        !empty_root.join("lxc_autoscale").exists(),
+        "no record outside cluster mode"
+    );
 }
 
 #[test]
@@ -300,4 +310,58 @@ fn a_bad_cluster_config_on_reload_keeps_the_old_one_logs_once_and_notifies_once(
     .unwrap();
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_container_scaled_on_n1_and_migrated_to_n2_rolls_back_to_its_true_baseline_on_n2() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    let conf = format!(
+        "{BUSY_CONF}net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth\n"
+    );
+    cluster.add_container("n1", 101, &conf);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    make_busy(cluster.node("n1"), &[101]);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        cluster.node("n1").pct_calls(),
+        ["set 101 -cores 4 -memory 1800"]
+    );
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n1");
+    assert_eq!(rec["identity"]["hwaddrs"][0], "BC:24:11:00:00:01");
+
+    cluster.migrate(101, "n1", "n2");
+    // Busy again on n2 at its scaled 4 cores: n2's own first backup starts from 4 cores.
+    let n2 = cluster.node("n2");
+    n2.set_memory(101, 900, 100);
+    n2.seed_previous_cycle(&[(101, 95.0, 4)]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 8"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(rec["baseline"]["cores"], 2, "{rec}");
+    assert_eq!(rec["last"]["node"], "n2");
+    assert_eq!(rec["last"]["to"]["cores"], 8);
+
+    let out = cluster.run("n2", &["rollback", "101"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline)\n"
+    );
+    assert_eq!(
+        n2.pct_calls(),
+        ["set 101 -cores 8", "set 101 -cores 2 -memory 1024"]
+    );
+    let now = std::fs::read_to_string(cluster.conf_path("n2", 101)).unwrap();
+    assert!(
+        now.contains("cores: 2\n") && now.contains("memory: 1024\n"),
+        "{now}"
+    );
 }

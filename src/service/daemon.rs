@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
+use crate::act::ctrecord::CtRecords;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::cluster::FileStamp;
@@ -431,7 +432,8 @@ impl<'a> Daemon<'a> {
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
-        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        let backups = BackupStore::new(self.cfg.backup_dir.clone())
+            .with_ct_records(CtRecords::for_config(&self.cfg));
         let (watchdog, inbox) = (&self.watchdog, &self.inbox);
         // Called before every change: it is also the progress mark that lets the watchdog cover
         // the `pct` call that follows.
@@ -467,7 +469,8 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
-        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        let backups = BackupStore::new(self.cfg.backup_dir.clone())
+            .with_ct_records(CtRecords::for_config(&self.cfg));
         let mut ctx = LoopCtx {
             pve_lxc_dir: &self.cfg.pve_lxc_dir,
             pct: &mut self.runner,

@@ -110,6 +110,26 @@ impl FakeCluster {
         self.write_vmlist();
     }
 
+    /// Moves `vmid` from `from` to `to` as a finished restart migration leaves it: the conf in
+    /// the target's directory, `.vmlist` regenerated, the cgroup gone from `from` and new on `to`
+    /// with zeroed counters.
+    pub fn migrate(&self, vmid: u32, from: &str, to: &str) {
+        std::fs::rename(self.conf_path(from, vmid), self.conf_path(to, vmid)).unwrap();
+        self.write_vmlist();
+        self.node(from).files.remove_cgroup(vmid).unwrap();
+        let target = self.node(to);
+        target.files.create_cgroup(vmid).unwrap();
+        target.set_cpu_usage(vmid, 0);
+        target.set_memory(vmid, 0, 0);
+    }
+
+    /// `vmid`'s record in `<pve_root>/lxc_autoscale/ct/`, as JSON; `None` when there is none.
+    pub fn ct_record(&self, vmid: u32) -> Option<serde_json::Value> {
+        let path = self.root().join(format!("lxc_autoscale/ct/{vmid}.json"));
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
     /// `<node>.conf` path in the shared tree.
     pub fn conf_path(&self, node: &str, vmid: u32) -> PathBuf {
         self.root()
