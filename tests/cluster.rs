@@ -365,3 +365,45 @@ fn a_container_scaled_on_n1_and_migrated_to_n2_rolls_back_to_its_true_baseline_o
         "{now}"
     );
 }
+
+#[test]
+fn without_quorum_no_change_is_made_and_loss_and_return_are_notified_once() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Memory-bound only: whatever the cycle, the one change is memory 1024 -> 1800.
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 1024\nhostname: web\n");
+    let n1 = cluster.node("n1");
+    n1.set_memory(101, 900, 100);
+    let (url, requests) = gotify_listener(200);
+    cluster.write_cluster_config(&format!("poll_interval = 1\ngotify_url = \"{url}\"\n"));
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    cluster.write_local_config("n1", "");
+    cluster.write_members_quorate(false);
+    let mut daemon = cluster.spawn("n1");
+    wait_for("the loss", || n1.log_text().contains("cluster quorum lost"));
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("two more cycles", || {
+        count(&n1.log_text(), "cycle done") >= cycles + 2
+    });
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+
+    cluster.write_members_quorate(true);
+    wait_for("the change", || !n1.pct_calls().is_empty());
+    assert_eq!(n1.pct_calls(), ["set 101 -memory 1800"]);
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let titled =
+        |seen: &[HttpRequest], title: &str| seen.iter().filter(|r| r.body.contains(title)).count();
+    wait_for("the return notice", || {
+        seen.extend(requests.try_iter());
+        titled(&seen, "cluster quorum back") == 1
+    });
+    assert_eq!(titled(&seen, "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum is back"), 1);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}

@@ -31,6 +31,7 @@ use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
@@ -214,6 +215,8 @@ struct Daemon<'a> {
     log: LogFile,
     /// The cluster-wide config as last read (cluster mode): a change reloads.
     cluster_stamp: FileStamp,
+    /// Whether the cluster had quorum at the last cycle (cluster mode).
+    quorum: Quorum,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
 }
@@ -259,6 +262,7 @@ impl<'a> Daemon<'a> {
                 timeout: PCT_TIMEOUT,
             },
             cluster_stamp: FileStamp::of_cluster_config(&cfg),
+            quorum: Quorum::default(),
             cfg,
             inbox,
             watchdog,
@@ -422,7 +426,8 @@ impl<'a> Daemon<'a> {
             "cycle done"
         );
         let status = format!(
-            "last cycle: {} containers, {} changed, {} failed",
+            "{}last cycle: {} containers, {} changed, {} failed",
+            self.quorum.status_prefix(),
             snap.containers.len(),
             report.applied.len(),
             report.failed.len()
@@ -432,6 +437,9 @@ impl<'a> Daemon<'a> {
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
+        if !self.quorum_allows_changes() {
+            return Report::default();
+        }
         let backups = BackupStore::new(self.cfg.backup_dir.clone())
             .with_ct_records(CtRecords::for_config(&self.cfg));
         let (watchdog, inbox) = (&self.watchdog, &self.inbox);
@@ -562,6 +570,34 @@ impl<'a> Daemon<'a> {
         };
         sdnotify::notify(&[NotifyState::Ready]);
         result
+    }
+
+    /// In cluster mode, whether the cluster has quorum this cycle (pmxcfs is writable); a loss
+    /// and a return are logged and notified once each.
+    fn quorum_allows_changes(&mut self) -> bool {
+        let (ok, title, text) = match self.quorum.check(&self.cfg) {
+            Transition::Steady(ok) => return ok,
+            Transition::Lost(why) => {
+                warn!(reason = %why, "cluster quorum lost: no changes until it returns");
+                (
+                    false,
+                    "lxc_autoscale: cluster quorum lost",
+                    format!("{why}; no changes until it returns"),
+                )
+            }
+            Transition::Regained => {
+                info!("cluster quorum is back: changes resume");
+                (
+                    true,
+                    "lxc_autoscale: cluster quorum back",
+                    "changes resume".to_string(),
+                )
+            }
+        };
+        if let Some(n) = self.notifier.as_mut() {
+            n.send(title, &text, 8);
+        }
+        ok
     }
 
     /// In cluster mode, reloads when the cluster-wide config changed since it was last read. A

@@ -4,6 +4,7 @@ pub mod api;
 pub mod daemon;
 pub mod lock;
 pub mod logging;
+pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;
 pub mod wake;

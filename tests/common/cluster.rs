@@ -60,8 +60,13 @@ impl FakeCluster {
         &self.nodes[name]
     }
 
-    /// `.members` as pmxcfs writes it on the first node.
+    /// `.members` as pmxcfs writes it on the first node, quorate.
     pub fn write_members(&self) {
+        self.write_members_quorate(true);
+    }
+
+    /// `.members` with `quorate` set as given (pmxcfs is read-only without quorum).
+    pub fn write_members_quorate(&self, quorate: bool) {
         let list: Vec<String> = self
             .nodes
             .keys()
@@ -75,9 +80,10 @@ impl FakeCluster {
             })
             .collect();
         let text = format!(
-            "{{\n\"nodename\": \"{}\",\n\"version\": 5,\n\"cluster\": {{ \"name\": \"lab\", \"version\": 3, \"nodes\": {}, \"quorate\": 1 }},\n\"nodelist\": {{\n{}\n  }}\n}}\n",
+            "{{\n\"nodename\": \"{}\",\n\"version\": 5,\n\"cluster\": {{ \"name\": \"lab\", \"version\": 3, \"nodes\": {}, \"quorate\": {} }},\n\"nodelist\": {{\n{}\n  }}\n}}\n",
             self.first,
             self.nodes.len(),
+            u8::from(quorate),
             list.join(",\n")
         );
         std::fs::write(self.root().join(".members"), text).unwrap();
