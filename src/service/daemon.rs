@@ -16,12 +16,13 @@ use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::cluster::FileStamp;
 use crate::config::{self, Config, Scaling};
 use crate::decide::hold;
+use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
-use crate::record::events::EventLog;
+use crate::record::events::{AnomalyFields, EventLog};
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
@@ -193,6 +194,11 @@ struct Daemon<'a> {
     opts: &'a DaemonOpts,
     cfg: Config,
     state: State,
+    /// The per-container model, kept in `state_file`; its encoding is refreshed every
+    /// `MODEL_SAVE_CYCLES` cycles and at exit.
+    models: Models,
+    model_json: String,
+    cycles: u64,
     collector: Collector,
     /// Files that could not be read, logged once per vmid and file.
     read_log: ReadFailureLog,
@@ -229,11 +235,11 @@ impl<'a> Daemon<'a> {
         watchdog: Watchdog,
         log: LogFile,
     ) -> Daemon<'a> {
-        let state = match state::read_state(&cfg.state_file) {
+        let (state, models) = match state::read_state_with_model(&cfg.state_file) {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "ignoring unusable state file");
-                State::default()
+                Default::default()
             }
         };
         let mut collector = Collector::new();
@@ -241,6 +247,9 @@ impl<'a> Daemon<'a> {
         Daemon {
             opts,
             state,
+            models,
+            model_json: String::from("{}"),
+            cycles: 0,
             collector,
             read_log: ReadFailureLog::default(),
             metrics_log: MetricsLog::from_config(&cfg),
@@ -302,6 +311,9 @@ impl<'a> Daemon<'a> {
             }
         }
         sdnotify::notify(&[NotifyState::Stopping]);
+        if self.cycles > 0 {
+            self.save_state(true);
+        }
         self.drain_api();
         info!("lxc_autoscale stopping");
         self.send_lifecycle("lxc_autoscale stopped", "the daemon stopped");
@@ -317,12 +329,48 @@ impl<'a> Daemon<'a> {
         }
     }
 
+    /// Writes the state file; `encode` refreshes the model's encoding first.
+    fn save_state(&mut self, encode: bool) {
+        if encode {
+            match state::encode_model(&self.models) {
+                Ok(json) => self.model_json = json,
+                Err(e) => warn!(error = %format!("{e:#}"), "cannot encode model"),
+            }
+        }
+        let path = &self.cfg.state_file;
+        if let Err(e) = state::write_state_with_model(path, &self.state, &self.model_json) {
+            warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write state file");
+        }
+    }
+
+    /// Logs each anomaly episode that opened, writes it to the event log and sends it to Gotify
+    /// (once per episode: only its start is in the plan).
+    fn report_anomalies(&mut self, plan: &Plan) {
+        for a in &plan.anomalies {
+            let text = a.to_string();
+            warn!(vmid = a.vmid, resource = %a.resource, score = a.onset.score, "{text}");
+            let fields = AnomalyFields {
+                resource: &a.resource.to_string(),
+                direction: a.onset.direction.as_str(),
+                score: a.onset.score,
+            };
+            if let Err(e) = self.events.record_anomaly(a.vmid, &text, fields) {
+                warn!(vmid = a.vmid, error = %format!("{e:#}"), "cannot write event log");
+            }
+            if let Some(n) = self.notifier.as_mut() {
+                n.send(&format!("lxc_autoscale: CT {} anomaly", a.vmid), &text, 5);
+            }
+        }
+    }
+
     /// Decides, applies and records one cycle on `snap`.
     fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
         self.watchdog.progress();
         holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
-        let plan = policy::decide(&self.cfg, snap, &self.state, local_now());
+        let plan =
+            policy::decide_with_model(&self.cfg, snap, &self.state, &mut self.models, local_now());
         let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
+        self.report_anomalies(&plan);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
         self.counters.add(
@@ -363,9 +411,8 @@ impl<'a> Daemon<'a> {
         }
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
-        if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
-            warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
-        }
+        self.cycles += 1;
+        self.save_state(self.cycles % state::MODEL_SAVE_CYCLES == 1);
         if let Some(n) = self.notifier.as_mut() {
             self.watchdog.progress();
             notify_report(n, &report);

@@ -15,6 +15,9 @@ use std::process::Output;
 
 use super::FakeHost;
 
+/// Cuts follow the latest reading in the fixtures' configs (see `FakeHost::write_config`).
+const MODEL_KEYS: &str = "scale_down_window = 0\nscale_down_cooldown = 0\n";
+
 pub struct FakeCluster {
     /// The shared pmxcfs root (`pve_root`).
     pub pmxcfs: tempfile::TempDir,
@@ -146,6 +149,13 @@ impl FakeCluster {
     /// `.members` names, or when `extra` sets it), and `extra` TOML.
     pub fn write_local_config(&self, node: &str, extra: &str) -> PathBuf {
         let host = self.node(node);
+        // As in `FakeHost::write_config`: cuts follow the latest reading in these tests. With a
+        // cluster-wide config these keys live there (`write_cluster_config`).
+        let model = if extra.contains("scale_down_") || self.cluster_config_path().exists() {
+            ""
+        } else {
+            MODEL_KEYS
+        };
         let r = host.root().display();
         let name_line = if node == self.first || extra.contains("node_name") {
             String::new()
@@ -156,7 +166,7 @@ impl FakeCluster {
             "pve_root = \"{}\"\n{name_line}cgroup_root = \"{r}/cgroup/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n",
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
             self.root().display()
         );
         let path = host.path("lxc_autoscale.conf");
@@ -164,10 +174,32 @@ impl FakeCluster {
         path
     }
 
-    /// The cluster-wide config, `<pve_root>/lxc_autoscale/lxc_autoscale.conf`.
+    fn cluster_config_path(&self) -> PathBuf {
+        self.root().join("lxc_autoscale/lxc_autoscale.conf")
+    }
+
+    /// The cluster-wide config, `<pve_root>/lxc_autoscale/lxc_autoscale.conf`. The model keys of
+    /// the local configs move here (a local config may not hold cluster-wide keys).
     pub fn write_cluster_config(&self, text: &str) -> PathBuf {
-        let path = self.root().join("lxc_autoscale/lxc_autoscale.conf");
+        let path = self.cluster_config_path();
+        // Before the first section (so they stay top-level), after the test's own top-level
+        // lines (so the line numbers a test expects do not move).
+        let text = if text.contains("scale_down_") {
+            text.to_string()
+        } else {
+            match text.find("\n[") {
+                Some(i) => format!("{}\n{MODEL_KEYS}{}", &text[..i], &text[i..]),
+                None if text.starts_with('[') => format!("{MODEL_KEYS}{text}"),
+                None => format!("{text}\n{MODEL_KEYS}"),
+            }
+        };
         std::fs::write(&path, text).unwrap();
+        for host in self.nodes.values() {
+            let local = host.path("lxc_autoscale.conf");
+            if let Ok(old) = std::fs::read_to_string(&local) {
+                std::fs::write(&local, old.replace(MODEL_KEYS, "")).unwrap();
+            }
+        }
         path
     }
 
