@@ -407,3 +407,25 @@ fn without_quorum_no_change_is_made_and_loss_and_return_are_notified_once() {
     .unwrap();
     assert!(daemon.wait().unwrap().success());
 }
+
+#[test]
+fn rollback_all_on_the_new_node_finds_a_migrated_container_by_its_record() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, BUSY_CONF);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    make_busy(cluster.node("n1"), &[101]);
+    once_ok(&cluster, "n1");
+    cluster.migrate(101, "n1", "n2");
+    // n2 never changed 101: it has no local backup of it, only the cluster's record.
+    let n2 = cluster.node("n2");
+    assert!(n2.backup_files(101).is_empty());
+    let out = cluster.run("n2", &["rollback", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline)\n"
+    );
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 2 -memory 1024"]);
+}

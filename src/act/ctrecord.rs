@@ -189,6 +189,36 @@ impl CtRecords {
         Ok(Written { path, archived })
     }
 
+    /// The vmids that have a record and whose conf is in `conf_dir`: the containers with a
+    /// record that this node owns now. A missing records directory means none.
+    pub fn vmids_in(&self, conf_dir: &Path) -> Result<Vec<u32>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.dir.display())),
+        };
+        let mut vmids = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", self.dir.display()))?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_string_lossy()
+                .strip_suffix(".json")
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let Ok(vmid) = id.parse::<u32>() else {
+                continue; // an archived `<vmid>.replaced-<when>.json`
+            };
+            if conf_dir.join(format!("{vmid}.conf")).is_file() {
+                vmids.push(vmid);
+            }
+        }
+        vmids.sort_unstable();
+        Ok(vmids)
+    }
+
     fn archive(&self, vmid: u32, when: &str) -> Result<PathBuf> {
         let stamp: String = when.chars().filter(char::is_ascii_digit).collect();
         let to = self.dir.join(format!("{vmid}.replaced-{stamp}.json"));
@@ -345,6 +375,23 @@ mod tests {
         let archived = parse_record(&std::fs::read_to_string(&moved).unwrap(), 101).unwrap();
         assert_eq!(archived.baseline, alloc(8, 16384));
         assert_eq!(n1.read(101).unwrap().unwrap().baseline, alloc(1, 1024));
+    }
+
+    #[test]
+    fn vmids_in_lists_the_records_of_containers_owned_here_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n2 = records(tmp.path(), "n2");
+        assert_eq!(n2.vmids_in(tmp.path()).unwrap(), Vec::<u32>::new());
+        let id = ident("BC:24:11:00:00:01");
+        for vmid in [101, 102] {
+            n2.note_change(vmid, &id, None, (&alloc(2, 1024), &alloc(4, 1800)), at(0))
+                .unwrap();
+        }
+        std::fs::write(n2.dir.join("101.replaced-20231114221325.json"), "{}").unwrap();
+        let confs = tmp.path().join("nodes/n2/lxc");
+        std::fs::create_dir_all(&confs).unwrap();
+        std::fs::write(confs.join("102.conf"), "cores: 4\n").unwrap();
+        assert_eq!(n2.vmids_in(&confs).unwrap(), [102]);
     }
 
     #[test]

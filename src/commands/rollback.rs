@@ -57,8 +57,15 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
     let cfg = load_config(config_path)?;
     let _lock = offline_lock(&cfg, "roll back")?;
     let store = BackupStore::new(cfg.backup_dir.clone());
+    let records = CtRecords::for_config(&cfg);
     let vmids = if args.all {
-        store.vmids()?
+        let mut all = store.vmids()?;
+        if let Some(r) = &records {
+            all.extend(r.vmids_in(&cfg.pve_lxc_dir)?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
     } else {
         args.vmids.clone()
     };
@@ -70,7 +77,6 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
         path: cfg.pct_path.clone(),
         timeout: PCT_TIMEOUT,
     };
-    let records = CtRecords::for_config(&cfg);
     let mut ctx = Ctx {
         store: &store,
         records: records.as_ref(),
