@@ -429,3 +429,50 @@ fn rollback_all_on_the_new_node_finds_a_migrated_container_by_its_record() {
     );
     assert_eq!(n2.pct_calls(), ["set 101 -cores 2 -memory 1024"]);
 }
+
+#[test]
+fn without_quorum_an_api_change_is_refused_with_503_and_pct_is_not_run() {
+    use std::io::{Read, Write};
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 512\nhostname: web1\n");
+    let n1 = cluster.node("n1");
+    let socket = n1.path("run/api.sock");
+    cluster.write_local_config(
+        "n1",
+        &format!(
+            "poll_interval = 3600\n[api]\nlisten = \"unix:{}\"\n",
+            socket.display()
+        ),
+    );
+    cluster.write_members_quorate(false);
+    let mut daemon = cluster.spawn("n1");
+    wait_for("the first cycle and the socket", || {
+        n1.log_text().contains("cycle done")
+            && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let body = r#"{"lxc_id": 101, "cores": 2}"#;
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    write!(
+        stream,
+        "POST /scale/cores HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "no cluster quorum, no changes: {}/.members says the cluster is not quorate",
+            cluster.root().display()
+        )),
+        "{reply}"
+    );
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}

@@ -477,6 +477,10 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
+        if let Some(why) = crate::service::quorum::missing(&self.cfg) {
+            api.refuse(msg, &format!("no cluster quorum, no changes: {why}"));
+            return;
+        }
         let backups = BackupStore::new(self.cfg.backup_dir.clone())
             .with_ct_records(CtRecords::for_config(&self.cfg));
         let mut ctx = LoopCtx {
