@@ -2070,4 +2070,149 @@ mod tests {
             "the sweep must exercise changes: {changes_seen}"
         );
     }
+
+    // --- the model (decide_with_model) ---
+
+    /// Moves the world `k` cycles of 300 s past its start, keeping each container's load.
+    fn at_cycle(w: &mut World, k: i64) {
+        let shift = k * DT_USEC;
+        w.snap.taken_at_usec = NOW_AT + shift;
+        w.state.host.as_mut().unwrap().taken_at_usec = PREV_AT + shift;
+        for p in w.state.containers.values_mut() {
+            p.taken_at_usec = PREV_AT + shift;
+        }
+    }
+
+    /// Local time of cycle `k` (day 0 starts at 00:00).
+    fn local(k: i64) -> NaiveDateTime {
+        at(0) + chrono::Duration::seconds(k * 300)
+    }
+
+    /// Applies a plan's changes to the world's confs.
+    fn apply_to(w: &mut World, plan: &Plan) {
+        for c in &plan.changes {
+            if let Some(s) = c.cores {
+                w.conf(c.vmid).cores = Some(s.to);
+            }
+            if let Some(s) = c.memory_mb {
+                w.conf(c.vmid).memory_mb = s.to;
+            }
+        }
+    }
+
+    /// Sets the cpu load of `vmid` to `cores` of demand on its current allocation.
+    fn load(w: &mut World, vmid: u32, demand_cores: f64) {
+        let c = w
+            .snap
+            .containers
+            .iter_mut()
+            .find(|c| c.vmid == vmid)
+            .unwrap();
+        c.cpu_usage_usec = Some(PREV_USAGE + (demand_cores * DT_USEC as f64).round() as u64);
+    }
+
+    fn step(w: &mut World, cfg: &Config, models: &mut Models, k: i64) -> Plan {
+        at_cycle(w, k);
+        let plan = decide_with_model(cfg, &w.snap, &w.state, models, local(k));
+        apply_to(w, &plan);
+        plan
+    }
+
+    #[test]
+    fn oom_kill_grows_memory_at_once_and_holds_memory_cuts_for_a_day() {
+        let c = cfg("scale_down_window = 0\nscale_down_cooldown = 0\n");
+        let mut w = World::roomy();
+        w.ct(101, 2, 4096, 50.0, 1000.0).extra.counters.oom_kill = Some(3);
+        w.state.containers.get_mut(&101).unwrap().counters.oom_kill = Some(2);
+        let mut models = Models::default();
+        let plan = step(&mut w, &c, &mut models, 0);
+        // 24 % used, but a process was killed: +max(512, 20 % of 4096 = 820) MB at once.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 4916)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "memory 24.4% with 1 OOM kill(s): 4096->4916 MB"
+        );
+        // Nearly idle afterwards: the cut the thresholds ask for is held for 24 h.
+        w.snap.containers[0].extra.counters.oom_kill = Some(3);
+        w.state.containers.get_mut(&101).unwrap().counters.oom_kill = Some(3);
+        w.snap.containers[0].memory_current_bytes = Some(150 * MB);
+        let plan = step(&mut w, &c, &mut models, 1);
+        assert_eq!(memory_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["memory 2.0% < 20 but OOM kill seen, 86100 s left: memory unchanged (cut held)"]
+        );
+        // A day later the hold is over: at most half, in whole 512 MB chunks.
+        let plan = step(&mut w, &c, &mut models, 288);
+        assert_eq!(memory_of(&plan, 101), Some((4916, 2868)));
+    }
+
+    #[test]
+    fn a_cut_right_after_a_scale_up_waits_for_the_cooldown_and_a_burst_after_a_cut_grows_at_once() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 2, 2048, 95.0, 800.0);
+        let mut models = Models::default();
+        // 1.9 cores on 2: up on one window, sized to 70 %: 3 cores.
+        let plan = step(&mut w, &c, &mut models, 0);
+        assert_eq!(cores_of(&plan, 101), Some((2, 3)));
+        // The load falls to 0.1 cores at once: no cut for the hour of cooldown, which runs from
+        // the first cycle that reads the grown allocation.
+        let mut held = Vec::new();
+        for k in 1..13 {
+            load(&mut w, 101, 0.1);
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(cores_of(&plan, 101), None, "cycle {k}");
+            held.push(notes_of(&plan, 101).join(" | "));
+        }
+        assert_eq!(
+            held[0],
+            "cpu 3.3% < 70 (fits fewer cores) but scale-up cooldown, 3600 s left: cores unchanged (cut held)"
+        );
+        assert_eq!(
+            held[11],
+            "cpu 3.3% < 70 (fits fewer cores) but scale-up cooldown, 300 s left: cores unchanged (cut held)"
+        );
+        // An hour after the scale-up, with an hour of readings below: one cut, on the window.
+        load(&mut w, 101, 0.1);
+        let plan = step(&mut w, &c, &mut models, 13);
+        assert_eq!(cores_of(&plan, 101), Some((3, 1)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "cpu max over the last 3600 s 3.3% < 70 (fits fewer cores): cores 3->1"
+        );
+        // A burst right after the cut is met on the next window, not held back.
+        load(&mut w, 101, 0.95);
+        let plan = step(&mut w, &c, &mut models, 14);
+        assert_eq!(cores_of(&plan, 101), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_daily_peak_is_anticipated_before_it_starts() {
+        // 3 cores of demand from 09:00 to 10:00 every day, 0.3 otherwise.
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 1, 4096, 30.0, 2000.0);
+        let mut models = Models::default();
+        let mut grown_before_nine = Vec::new();
+        for k in 0..(5 * 288) {
+            let hour = (k / 12) % 24;
+            let cores = f64::from(w.conf(101).cores.unwrap());
+            // A real host never reads more than the allocation.
+            let demand: f64 = if hour == 9 { 3.0 } else { 0.3 };
+            load(&mut w, 101, demand.min(cores));
+            let plan = step(&mut w, &c, &mut models, k);
+            if hour == 8 {
+                if let Some((from, to)) = cores_of(&plan, 101) {
+                    grown_before_nine.push((k / 288, from, to, k % 12));
+                    let why = change(&plan, 101).unwrap().why().to_string();
+                    assert_eq!(why, "cpu expected at 09:00 275.0% > 80: cores 1->4");
+                }
+            }
+        }
+        // Four days to learn the hour (its mean is 2.75 cores: the first reading of 09:00 is
+        // capped at the 1 core then allocated); on the fifth, the first cycle of 08:00 grows it:
+        // 2.75 cores at 70 % is 4.
+        assert_eq!(grown_before_nine, vec![(4, 1, 4, 0)]);
+    }
 }

@@ -394,7 +394,7 @@ impl<'a> Daemon<'a> {
             &plan,
             &self.state,
             cycle,
-            &self.counters,
+            (&self.counters, &self.models),
         );
         if let Some(api) = &self.api {
             let extras = holds::extras(&self.state, snap.taken_at_usec);
@@ -685,7 +685,7 @@ fn export_metrics(
     plan: &Plan,
     state: &State,
     cycle: CycleInfo,
-    counters: &ActionCounters,
+    (counters, models): (&ActionCounters, &Models),
 ) {
     let prom = &cfg.prometheus_textfile;
     if log.is_none() && prom.as_os_str().is_empty() {
@@ -698,7 +698,8 @@ fn export_metrics(
         }
     }
     if !prom.as_os_str().is_empty() {
-        let text = prometheus::render(&host, &containers, counters);
+        let mut text = prometheus::render(&host, &containers, counters);
+        text.push_str(&prometheus::render_anomaly(&containers, models));
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }
