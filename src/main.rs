@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use lxc_autoscale::commands::{check_config, demo, replay_cmd, rollback, status};
+use lxc_autoscale::commands::{check_config, demo, rebaseline, replay_cmd, rollback, status};
 use lxc_autoscale::config::DEFAULT_CONFIG_PATH;
 use lxc_autoscale::service::daemon::{self, DaemonOpts};
 
@@ -45,6 +45,8 @@ enum Command {
     },
     /// Restore containers to their allocation from before the autoscaler changed them.
     Rollback(rollback::RollbackArgs),
+    /// Accept containers' current allocation as their new baseline (refused while the daemon runs).
+    Rebaseline(rebaseline::RebaselineArgs),
     /// Run the real engine against a built-in simulated host, in accelerated time.
     Demo {
         /// Simulated cycles to run.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig) => check_config::run(&cli.config),
         Some(Command::Status { json }) => status::run(&cli.config, *json),
         Some(Command::Rollback(args)) => rollback::run(&cli.config, args),
+        Some(Command::Rebaseline(args)) => rebaseline::run(&cli.config, args),
         Some(Command::Demo { cycles }) => demo::run(*cycles, &mut std::io::stdout()),
         Some(Command::Replay(args)) => replay_cmd::run(&cli.config, args),
     };

@@ -199,7 +199,7 @@ fn poll_interval_above_one_day_is_refused_naming_the_key() {
         let err = stderr(&out);
         assert!(
             err.contains(&format!(
-                "key `poll_interval` (line 11, column 17): must be from 1 to 86400 seconds (one day), got {value}"
+                "key `poll_interval` (line 13, column 17): must be from 1 to 86400 seconds (one day), got {value}"
             )),
             "{err}"
         );
@@ -293,6 +293,23 @@ mod backoff {
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
 
+    /// Everything logged in this test binary. A global subscriber, because a thread-local one
+    /// misses events whose callsite another thread registered first.
+    fn global_log() -> Buf {
+        static LOG: std::sync::OnceLock<Buf> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let buf = Buf::default();
+            let sink = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            buf
+        })
+        .clone()
+    }
+
     impl Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -331,18 +348,13 @@ mod backoff {
             memory_mb: None,
             reasons: Vec::new(),
         };
-        let log = Buf::default();
-        let sink = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish();
+        let log = global_log();
         let mut not_applied = NotApplied::default();
         let conf_dir = host.path("pve/lxc");
         let cycles = 2 * NOT_APPLIED_BACKOFF_CYCLES + 1;
         let mut pct_cycles = Vec::new();
         let mut backed_off = 0;
-        tracing::subscriber::with_default(subscriber, || {
+        {
             for cycle in 1..=cycles {
                 let before = host.pct_calls().len();
                 let mut target = Target {
@@ -368,18 +380,384 @@ mod backoff {
                     assert_eq!(report.failed.len(), 1);
                 }
             }
-        });
+        }
         // One call, then 11 cycles held back, then the next call: once per 12 cycles.
         assert_eq!(pct_cycles, [1, 13, 25]);
         assert_eq!(backed_off, 22);
         assert_eq!(host.pct_calls(), vec!["set 101 -cores 4"; 3]);
         let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(
-            text.matches("not applied: pct exited 0").count(),
-            3,
-            "{text}"
-        );
-        assert!(!text.contains("scaled"), "{text}");
+        let ours: Vec<&str> = text.lines().filter(|l| l.contains("vmid=101")).collect();
+        let not_applied = ours
+            .iter()
+            .filter(|l| l.contains("not applied: pct exited 0"));
+        assert_eq!(not_applied.count(), 3, "{text}");
+        assert!(!ours.iter().any(|l| l.contains("scaled")), "{text}");
         assert!(backups.list(101).unwrap().is_empty());
     }
+
+    #[test]
+    fn an_unreadable_baseline_is_reported_once_and_holds_the_container_until_it_reads_again() {
+        let host = super::FakeHost::new(4);
+        host.add_container(102, "cores: 2\nmemory: 1024\n");
+        let mut runner = super::common::RecordingPct::new(lxc_autoscale::act::pct::PctOutcome::Ok);
+        let backups = BackupStore::new(host.path("var/backups"));
+        std::fs::create_dir_all(host.path("var/backups/102")).unwrap();
+        std::fs::write(host.path("var/backups/102/baseline.json"), "{").unwrap();
+        let snap = Snapshot {
+            containers: vec![ContainerSample {
+                vmid: 102,
+                conf: Some(CtConf {
+                    cores: Some(2),
+                    memory_mb: 1024,
+                    ..CtConf::default()
+                }),
+                ..ContainerSample::default()
+            }],
+            ..Snapshot::default()
+        };
+        let change = Change {
+            vmid: 102,
+            cores: Some(Step { from: 2, to: 4 }),
+            memory_mb: None,
+            reasons: Vec::new(),
+        };
+        let mut not_applied = NotApplied::default();
+        let conf_dir = host.path("pve/lxc");
+        let mut failed = Vec::new();
+        for cycle in 1..=4 {
+            if cycle == 4 {
+                let identity = lxc_autoscale::act::backup::Identity::default();
+                let alloc = lxc_autoscale::act::backup::Alloc {
+                    cores: Some(2),
+                    memory_mb: 1024,
+                    swap_mb: None,
+                };
+                backups
+                    .rebaseline(102, &identity, &alloc, chrono::Utc::now())
+                    .unwrap();
+            }
+            let mut target = Target {
+                pct: &mut runner,
+                pct_display: "pct".into(),
+                backups: &backups,
+                events: None,
+                dry_run: false,
+                should_stop: &|| false,
+                conf_dir: &conf_dir,
+                not_applied: &mut not_applied,
+            };
+            let report = apply::apply(
+                std::slice::from_ref(&change),
+                &snap,
+                &mut target,
+                chrono::Utc::now(),
+            );
+            failed.push((report.failed.len(), report.backed_off.clone()));
+        }
+        // Cycle 1 reports it; 2 and 3 skip it quietly; after the rebaseline, cycle 4 runs pct.
+        assert_eq!(
+            failed,
+            [(1, vec![]), (0, vec![102]), (0, vec![102]), (1, vec![])]
+        );
+        assert_eq!(runner.calls, vec![vec!["set", "102", "-cores", "4"]]);
+    }
+}
+
+const OLD_MAC: &str = "BC:24:11:00:00:01";
+const NEW_MAC: &str = "BC:24:11:00:00:99";
+
+/// Container 101 as it is now: a new, small container that got the VMID of a destroyed one.
+fn new_container_101(host: &FakeHost) {
+    host.add_container(
+        101,
+        &format!(
+            "cores: 1\nhostname: web\nmemory: 1024\nnet0: name=eth0,bridge=vmbr0,hwaddr={NEW_MAC},type=veth\nostype: debian\nrootfs: local-lvm:vm-101-disk-0,size=8G\n"
+        ),
+    );
+}
+
+/// The baseline the destroyed container 101 (8 cores, 16 GB, same hostname and volume) left.
+fn plant_old_baseline(host: &FakeHost) -> std::path::PathBuf {
+    let dir = host.path("var/backups/101");
+    std::fs::create_dir_all(&dir).unwrap();
+    let identity = format!(
+        r#""identity":{{"hostname":"web","rootfs":"local-lvm:vm-101-disk-0","ostype":"debian","hwaddrs":["{OLD_MAC}"]}}"#
+    );
+    std::fs::write(
+        dir.join("baseline.json"),
+        format!(r#"{{"vmid":101,"timestamp":"2025-01-01T00:00:00.000000Z","before":{{"cores":8,"memory_mb":16384,"swap_mb":null}},"after":null,{identity}}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0000000001-20250101T000000.000000Z.json"),
+        format!(r#"{{"vmid":101,"timestamp":"2025-01-01T00:00:00.000000Z","before":{{"cores":8,"memory_mb":16384,"swap_mb":null}},"after":{{"cores":4,"memory_mb":8192,"swap_mb":null}},{identity}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn rollback_refuses_a_baseline_of_another_container_with_the_same_vmid_unless_forced() {
+    let host = FakeHost::new(16);
+    new_container_101(&host);
+    plant_old_baseline(&host);
+    let cfg = host.write_config("");
+    let cfg = cfg.to_str().unwrap();
+
+    let out = host.run(&["rollback", "101", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("CT 101: rollback failed: refusing: container 101 is not the one this backup was taken from (MAC addresses {NEW_MAC} instead of {OLD_MAC}); pass --force to restore it anyway\n")
+    );
+    assert!(host.pct_calls().is_empty());
+
+    let out = host.run(&["rollback", "101", "--force", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 8 -memory 16384"]);
+    assert_eq!(
+        stdout(&out),
+        format!("CT 101: restored cores 8, memory 16384 MB (baseline) (forced: another container, MAC addresses {NEW_MAC} instead of {OLD_MAC})\n")
+    );
+}
+
+#[test]
+fn daemon_starts_a_fresh_baseline_for_a_new_container_and_moves_the_old_backups_aside() {
+    let host = FakeHost::new(16);
+    new_container_101(&host);
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 1)]);
+    plant_old_baseline(&host);
+    let cfg = host.write_config("");
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls().len(), 1, "{:?}", host.pct_calls());
+
+    let backups = host.path("var/backups");
+    let mut entries: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0], "101");
+    let moved = &entries[1];
+    assert!(moved.starts_with("101.replaced-"), "{moved}");
+    let mut old: Vec<String> = std::fs::read_dir(backups.join(moved))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    old.sort();
+    assert_eq!(
+        old,
+        ["0000000001-20250101T000000.000000Z.json", "baseline.json"]
+    );
+
+    let baseline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backups.join("101/baseline.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        baseline["before"],
+        serde_json::json!({"cores": 1, "memory_mb": 1024, "swap_mb": null})
+    );
+    assert_eq!(
+        baseline["identity"]["hwaddrs"],
+        serde_json::json!([NEW_MAC])
+    );
+    let log = host.log_text();
+    assert_eq!(
+        log.matches(&format!(
+            "another container now has this vmid (MAC addresses {NEW_MAC} instead of {OLD_MAC})"
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    // A rollback now returns to the new container's own baseline.
+    let out = host.run(&["rollback", "101", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 1, memory 1024 MB (baseline)\n"
+    );
+}
+
+#[test]
+fn corrupt_baseline_stops_changes_until_rebaseline_accepts_the_current_allocation() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\nhostname: web\n");
+    host.set_memory(101, 900, 100);
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let dir = host.path("var/backups/101");
+    std::fs::create_dir_all(&dir).unwrap();
+    let baseline = dir.join("baseline.json");
+    std::fs::write(&baseline, "{\"vmid\": 101, \"timest").unwrap();
+    let cfg = host.write_config("");
+    let cfg = cfg.to_str().unwrap();
+
+    // The daemon leaves the container alone and says why, naming the file.
+    let out = host.run(&["--once", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(host.pct_calls().is_empty(), "{:?}", host.pct_calls());
+    let log = host.log_text();
+    let said = format!(
+        "baseline {} is unreadable (invalid backup {}: not a backup json document: ",
+        baseline.display(),
+        baseline.display()
+    );
+    assert_eq!(log.matches(&said).count(), 1, "{log}");
+    assert!(
+        log.contains("container 101 is not changed until 'lxc_autoscale rebaseline 101' accepts its current allocation"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&baseline).unwrap(),
+        "{\"vmid\": 101, \"timest"
+    );
+
+    // status says so too.
+    let out = host.run(&["status", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("101 "))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(&format!(
+            "not changed: baseline unreadable: invalid backup {}: not a backup json document: ",
+            baseline.display()
+        )) && line.ends_with("; run 'lxc_autoscale rebaseline 101'"),
+        "{line}"
+    );
+
+    let out = host.run(&["status", "--json", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let why = json["baseline_unreadable"]["101"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "invalid backup {}: not a backup json document: ",
+            baseline.display()
+        )),
+        "{why}"
+    );
+
+    // rebaseline accepts the current allocation and keeps the broken file.
+    let out = host.run(&["rebaseline", "101", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("baseline.json.replaced-"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "CT 101: baseline is now cores 2, memory 1024 MB ({}); the previous one is kept as {}\n",
+            baseline.display(),
+            dir.join(&kept[0]).display()
+        )
+    );
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+    assert_eq!(
+        b["before"],
+        serde_json::json!({"cores": 2, "memory_mb": 1024, "swap_mb": null})
+    );
+
+    // The next cycle scales it again.
+    host.seed_previous_cycle(&[(101, 95.0, 2)]);
+    let out = host.run(&["--once", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+}
+
+#[test]
+fn rebaseline_is_refused_while_the_daemon_holds_the_lock() {
+    let host = FakeHost::new(4);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("");
+    let _daemon =
+        lxc_autoscale::service::lock::Lock::acquire(&host.path("var/lxc_autoscale.lock")).unwrap();
+    let out = host.run(&["rebaseline", "101", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "lxc_autoscale: error: cannot rebaseline while the daemon is running (pid {}): stop it first with 'systemctl stop lxc_autoscale'\n",
+            std::process::id()
+        )
+    );
+    assert!(!host.path("var/backups/101/baseline.json").exists());
+}
+
+#[test]
+fn check_config_shows_the_gotify_url_without_its_password_in_any_form() {
+    let host = FakeHost::new(4);
+    let password = "p@ss{w0rd}ü";
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"http://admin:{password}@gotify.example:8080/\"\ngotify_token = \"AzT0k3n.Secret-42\"\n"
+    ));
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("gotify on (http://gotify.example:8080/, token set)\n"),
+        "{text}"
+    );
+    let mut forms = leaked_forms("admin", password);
+    forms.extend(leaked_forms("", "AzT0k3n.Secret-42"));
+    for form in &forms {
+        assert!(!text.contains(form.as_str()), "{form:?} in {text}");
+    }
+}
+
+#[test]
+fn sighup_after_the_config_became_a_fifo_keeps_the_old_config_and_sigterm_still_stops() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    // Polls until `cond` holds; only a hang fails (no timing assertion).
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let host = FakeHost::new(4);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first cycle", &|| {
+        host.log_text().contains("cycle done")
+    });
+    std::fs::remove_file(&cfg).unwrap();
+    nix::unistd::mkfifo(&cfg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let pid = Pid::from_raw(daemon.id() as i32);
+    kill(pid, Signal::SIGHUP).unwrap();
+    let refused = format!(
+        "cannot read config {}: it is a FIFO; the config must be a regular file",
+        cfg.display()
+    );
+    wait_for("the refused reload", &|| host.log_text().contains(&refused));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = host.log_text();
+    assert_eq!(
+        log.matches("config reload failed; keeping the running config")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("lxc_autoscale stopping"), "{log}");
 }

@@ -411,9 +411,16 @@ fn symlinked_backup_files_are_never_written_through_nor_read() {
     std::fs::create_dir_all(store.dir.join("101")).unwrap();
     std::os::unix::fs::symlink(&victim, store.dir.join("101/baseline.json")).unwrap();
 
-    store
+    // A baseline that is not ours is an unreadable one: no change (issue 11 item 12).
+    let err = store
         .record(101, &alloc(2), &alloc(4), chrono::Utc::now())
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        err.downcast_ref::<lxc_autoscale::act::backup::BaselineUnreadable>()
+            .is_some(),
+        "{err:#}"
+    );
+    assert!(store.list(101).unwrap().is_empty());
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), fake);
     let err = format!("{:#}", store.baseline(101).unwrap_err());
     assert!(err.contains("symlinks are refused"), "{err}");

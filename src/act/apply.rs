@@ -1,13 +1,14 @@
 //! Carries out a `Plan`: backup, `pct set`, log, event line. Only a zero exit status counts as a
 //! change; everything else is reported as a failure and leaves no backup claiming it happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
-use crate::act::backup::{Alloc, BackupStore};
+use crate::act::backup::{Alloc, BackupStore, BaselineUnreadable, Identity};
+use crate::act::ctrecord;
 use crate::act::pct::{self, PctOutcome, PctRunner, SetArgs};
 use crate::decide::plan::Change;
 use crate::read::pveconf;
@@ -25,9 +26,24 @@ pub const NOT_APPLIED_BACKOFF_CYCLES: u32 = 12;
 pub struct NotApplied {
     /// vmid -> cycles still to skip.
     held: BTreeMap<u32, u32>,
+    /// Containers whose baseline was unreadable: not changed until it reads again (after
+    /// `rebaseline`). Reported once, when found.
+    bad_baseline: BTreeSet<u32>,
 }
 
 impl NotApplied {
+    /// Whether `vmid`'s baseline was found unreadable and still is (read again to find out).
+    fn baseline_still_bad(&mut self, vmid: u32, backups: &BackupStore) -> bool {
+        if !self.bad_baseline.contains(&vmid) {
+            return false;
+        }
+        if backups.baseline(vmid).is_ok() {
+            self.bad_baseline.remove(&vmid);
+            return false;
+        }
+        true
+    }
+
     fn next_cycle(&mut self) {
         self.held.retain(|_, left| {
             *left = left.saturating_sub(1);
@@ -119,6 +135,18 @@ pub fn apply(
             report.interrupted = true;
             break;
         }
+        if !target.dry_run
+            && target
+                .not_applied
+                .baseline_still_bad(change.vmid, target.backups)
+        {
+            debug!(
+                vmid = change.vmid,
+                "change held back: its baseline is unreadable"
+            );
+            report.backed_off.push(change.vmid);
+            continue;
+        }
         if !target.dry_run && target.not_applied.is_held(change.vmid) {
             debug!(
                 vmid = change.vmid,
@@ -175,13 +203,27 @@ fn apply_one(
         memory_mb: args.memory_mb.unwrap_or(conf.memory_mb),
         swap_mb: conf.swap_mb,
     };
-    let recorded = match target.backups.record(vmid, &before, &after, now) {
+    let identity = Identity::of(conf);
+    let recorded = match target
+        .backups
+        .record_for(vmid, Some(&identity), &before, &after, now)
+    {
         Ok(r) => r,
         Err(e) => {
+            if e.downcast_ref::<BaselineUnreadable>().is_some() {
+                target.not_applied.bad_baseline.insert(vmid);
+            }
             let why = format!("not applied: backup failed: {e:#}");
             return fail(report, target, vmid, &summary, why);
         }
     };
+    if let Some((moved_to, why)) = &recorded.replaced {
+        warn!(
+            vmid,
+            moved_to = %moved_to.display(),
+            "another container now has this vmid ({why}): its old backups were moved aside and a fresh baseline started"
+        );
+    }
     let outcome = match target.pct.run(&argv) {
         PctOutcome::Ok => {
             let confirmed = confirm(target.conf_dir, vmid, &args);
@@ -193,7 +235,10 @@ fn apply_one(
         other => Err(failure_text(other)),
     };
     match outcome {
-        Ok(()) => applied(change, summary, target, report),
+        Ok(()) => {
+            ctrecord::note_confirmed(target.backups, vmid, &identity, (&before, &after), now);
+            applied(change, summary, target, report);
+        }
         Err(why) => {
             if let Err(e) = target.backups.discard(&recorded) {
                 warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
@@ -230,15 +275,19 @@ fn applied(change: &Change, summary: String, target: &mut Target<'_>, report: &m
 }
 
 /// After `pct` exited 0: whether `<conf_dir>/<vmid>.conf` now holds what was set. `Err` says
-/// what it holds instead (or why it cannot be read) and starts the back-off.
-fn confirm_in(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> {
+/// what it holds instead, or why it cannot be read.
+pub fn conf_holds(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> {
     let path = pveconf::conf_path(conf_dir, vmid);
     let conf = match pveconf::read_conf(conf_dir, vmid) {
         Ok(Some(conf)) => conf,
         Ok(None) => return Err(format!("{} is gone", path.display())),
         Err(e) => return Err(format!("{e:#}")),
     };
-    let cores_ok = args.cores.is_none() || args.cores == conf.cores;
+    let cores_ok = if args.delete_cores {
+        conf.cores.is_none()
+    } else {
+        args.cores.is_none() || args.cores == conf.cores
+    };
     let memory_ok = args.memory_mb.map_or(true, |m| m == conf.memory_mb);
     if cores_ok && memory_ok {
         return Ok(());
@@ -251,9 +300,9 @@ fn confirm_in(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> 
     ))
 }
 
-/// `confirm_in`, worded as the failure it is.
+/// `conf_holds`, worded as the failure it is; it starts the back-off.
 fn confirm(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), String> {
-    confirm_in(conf_dir, vmid, args).map_err(|found| {
+    conf_holds(conf_dir, vmid, args).map_err(|found| {
         format!(
             "not applied: pct exited 0 but {found}; no change to this container for the next {NOT_APPLIED_BACKOFF_CYCLES} cycles"
         )

@@ -18,8 +18,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
+use crate::act::ctrecord::CtRecords;
 use crate::config::MIN_VMID;
 use crate::fsutil::{ensure_private_dir, write_atomic};
+use crate::read::snapshot::CtConf;
 
 /// Timestamped backups kept per container, besides the baseline.
 pub const KEEP_PER_CONTAINER: usize = 20;
@@ -60,6 +62,66 @@ impl Alloc {
     }
 }
 
+/// What tells a container from a later one that got the same VMID (Proxmox reuses them),
+/// recorded in each backup. A reused VMID often gets the same hostname and the same
+/// `vm-<vmid>-disk-0` volume, but new random MAC addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `rootfs` volume, without its options.
+    #[serde(default)]
+    pub rootfs: Option<String>,
+    #[serde(default)]
+    pub ostype: Option<String>,
+    /// MACs of the `netN` lines, upper case, in `N` order.
+    #[serde(default)]
+    pub hwaddrs: Vec<String>,
+}
+
+impl Identity {
+    /// The identity written in a container's conf.
+    pub fn of(conf: &CtConf) -> Identity {
+        Identity {
+            hostname: conf.hostname.clone(),
+            rootfs: conf.rootfs_volume.clone(),
+            ostype: conf.ostype.clone(),
+            hwaddrs: conf.hwaddrs.clone(),
+        }
+    }
+
+    /// Why `now` is not the container this identity was recorded from, or `None` when it is, or
+    /// when one side records nothing to compare. With MACs on both sides they decide alone: a
+    /// container that shares none is another one (an added or removed NIC keeps one in common,
+    /// and a renamed host keeps them all). Without, any of hostname, rootfs volume and ostype
+    /// that both sides name and that differs makes it another container.
+    pub fn differs(&self, now: &Identity) -> Option<String> {
+        if !self.hwaddrs.is_empty() && !now.hwaddrs.is_empty() {
+            let shared = self.hwaddrs.iter().any(|m| now.hwaddrs.contains(m));
+            return (!shared).then(|| {
+                format!(
+                    "MAC addresses {} instead of {}",
+                    now.hwaddrs.join(","),
+                    self.hwaddrs.join(",")
+                )
+            });
+        }
+        let fields = [
+            ("hostname", &self.hostname, &now.hostname),
+            ("rootfs", &self.rootfs, &now.rootfs),
+            ("ostype", &self.ostype, &now.ostype),
+        ];
+        let diffs: Vec<String> = fields
+            .iter()
+            .filter_map(|(name, was, is)| match (was, is) {
+                (Some(was), Some(is)) if was != is => Some(format!("{name} {is} instead of {was}")),
+                _ => None,
+            })
+            .collect();
+        (!diffs.is_empty()).then(|| diffs.join(", "))
+    }
+}
+
 /// One backup file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backup {
@@ -69,7 +131,34 @@ pub struct Backup {
     pub before: Alloc,
     /// `None` for the baseline.
     pub after: Option<Alloc>,
+    /// The container this was taken from; `None` in backups written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
+
+/// The baseline of a container cannot be read: the container must not be changed (a change would
+/// lose the way back) until `rebaseline` accepts its current allocation.
+#[derive(Debug)]
+pub struct BaselineUnreadable {
+    pub path: PathBuf,
+    pub vmid: u32,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BaselineUnreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "baseline {} is unreadable ({}); container {} is not changed until 'lxc_autoscale rebaseline {}' accepts its current allocation",
+            self.path.display(),
+            self.reason,
+            self.vmid,
+            self.vmid
+        )
+    }
+}
+
+impl std::error::Error for BaselineUnreadable {}
 
 /// What `record` wrote, so that a change that then failed can be taken back with `discard`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,16 +167,30 @@ pub struct Recorded {
     pub path: PathBuf,
     /// Whether this record also wrote the container's baseline.
     pub baseline_created: bool,
+    /// When the backups were of another container with this VMID: where they were moved, and
+    /// why it is another container.
+    pub replaced: Option<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct BackupStore {
     pub dir: PathBuf,
+    /// In cluster mode, the per-container records in pmxcfs, updated after each confirmed change.
+    pub ct_records: Option<CtRecords>,
 }
 
 impl BackupStore {
     pub fn new(dir: PathBuf) -> Self {
-        BackupStore { dir }
+        BackupStore {
+            dir,
+            ct_records: None,
+        }
+    }
+
+    /// The same store, also keeping the cluster's per-container records (`None`: standalone).
+    pub fn with_ct_records(mut self, records: Option<CtRecords>) -> Self {
+        self.ct_records = records;
+        self
     }
 
     fn vmid_dir(&self, vmid: u32) -> PathBuf {
@@ -95,10 +198,26 @@ impl BackupStore {
     }
 
     /// Writes a backup of a change from `before` to `after`, and the baseline (holding `before`)
-    /// if the container has none yet. Call before running `pct`.
+    /// if the container has none yet. Call before running `pct`. Records no identity; see
+    /// `record_for`.
     pub fn record(
         &self,
         vmid: u32,
+        before: &Alloc,
+        after: &Alloc,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded> {
+        self.record_for(vmid, None, before, after, now)
+    }
+
+    /// `record` for the container `identity`. When the baseline was taken from another container
+    /// with this VMID (see `Identity::differs`), the old backups are moved to
+    /// `<backup_dir>/<vmid>.replaced-<UTC time>/` and a fresh baseline is started. An unreadable
+    /// baseline is refused with a `BaselineUnreadable` error: a change would lose the way back.
+    pub fn record_for(
+        &self,
+        vmid: u32,
+        identity: Option<&Identity>,
         before: &Alloc,
         after: &Alloc,
         now: DateTime<Utc>,
@@ -109,8 +228,11 @@ impl BackupStore {
         ensure_private_dir(&self.dir)?;
         let dir = self.vmid_dir(vmid);
         ensure_private_dir(&dir)?;
+        let replaced = self.replace_if_another_container(vmid, identity, now)?;
+        if replaced.is_some() {
+            ensure_private_dir(&dir)?;
+        }
         let timestamp = now.to_rfc3339_opts(SecondsFormat::Micros, true);
-
         let baseline_path = dir.join(BASELINE_FILE);
         let baseline_created = match fs::symlink_metadata(&baseline_path) {
             Ok(_) => false,
@@ -120,6 +242,7 @@ impl BackupStore {
                     timestamp: timestamp.clone(),
                     before: before.clone(),
                     after: None,
+                    identity: identity.cloned(),
                 };
                 write_backup(&baseline_path, &baseline)?;
                 true
@@ -129,12 +252,12 @@ impl BackupStore {
                     .with_context(|| format!("cannot inspect {}", baseline_path.display()))
             }
         };
-
         let backup = Backup {
             vmid,
             timestamp,
             before: before.clone(),
             after: Some(after.clone()),
+            identity: identity.cloned(),
         };
         let newest = self.list(vmid)?.pop();
         let written = next_backup_path(&dir, now, newest.as_deref())
@@ -143,6 +266,7 @@ impl BackupStore {
             Ok(path) => Ok(Recorded {
                 path,
                 baseline_created,
+                replaced,
             }),
             Err(e) => {
                 if baseline_created {
@@ -151,6 +275,92 @@ impl BackupStore {
                 Err(e)
             }
         }
+    }
+
+    /// Reads the baseline (refusing an unreadable one) and, when it was taken from another
+    /// container than `identity`, moves `<vmid>/` aside. Returns where to, and why.
+    fn replace_if_another_container(
+        &self,
+        vmid: u32,
+        identity: Option<&Identity>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(PathBuf, String)>> {
+        let baseline = match self.baseline(vmid) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(anyhow::Error::new(BaselineUnreadable {
+                    path: self.vmid_dir(vmid).join(BASELINE_FILE),
+                    vmid,
+                    reason: format!("{e:#}"),
+                }))
+            }
+        };
+        let why = baseline
+            .and_then(|b| b.identity)
+            .zip(identity)
+            .and_then(|(was, is)| was.differs(is));
+        let Some(why) = why else {
+            return Ok(None);
+        };
+        let from = self.vmid_dir(vmid);
+        let to = self
+            .dir
+            .join(format!("{vmid}.replaced-{}", now.format(STAMP_FORMAT)));
+        if fs::symlink_metadata(&to).is_ok() {
+            bail!(
+                "cannot move {} aside: {} exists",
+                from.display(),
+                to.display()
+            );
+        }
+        fs::rename(&from, &to)
+            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+        Ok(Some((to, why)))
+    }
+
+    /// Makes `before` (a container's current allocation) its new baseline, for `rebaseline`. An
+    /// existing baseline file, readable or not, is kept beside it as
+    /// `baseline.json.replaced-<UTC time>`. Returns the baseline path and where the old one went.
+    pub fn rebaseline(
+        &self,
+        vmid: u32,
+        identity: &Identity,
+        before: &Alloc,
+        now: DateTime<Utc>,
+    ) -> Result<(PathBuf, Option<PathBuf>)> {
+        if vmid < MIN_VMID {
+            bail!("cannot rebaseline container {vmid}: not a VMID (must be {MIN_VMID} or more)");
+        }
+        before
+            .validate()
+            .with_context(|| format!("container {vmid}"))?;
+        ensure_private_dir(&self.dir)?;
+        let dir = self.vmid_dir(vmid);
+        ensure_private_dir(&dir)?;
+        let path = dir.join(BASELINE_FILE);
+        let kept = match fs::symlink_metadata(&path) {
+            Ok(_) => {
+                let old = dir.join(format!(
+                    "{BASELINE_FILE}.replaced-{}",
+                    now.format(STAMP_FORMAT)
+                ));
+                fs::rename(&path, &old).with_context(|| {
+                    format!("cannot move {} to {}", path.display(), old.display())
+                })?;
+                Some(old)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        };
+        let baseline = Backup {
+            vmid,
+            timestamp: now.to_rfc3339_opts(SecondsFormat::Micros, true),
+            before: before.clone(),
+            after: None,
+            identity: Some(identity.clone()),
+        };
+        write_backup(&path, &baseline)?;
+        Ok((path, kept))
     }
 
     /// Takes back a `record` whose change was not applied: a failed change must not stay
@@ -461,6 +671,7 @@ mod tests {
         assert_eq!(
             baseline,
             Backup {
+                identity: None,
                 vmid: 101,
                 timestamp: "2024-05-01T12:30:00.123456Z".to_string(),
                 before: alloc(Some(2), 1024),
@@ -810,5 +1021,119 @@ mod tests {
         fs::write(dir.join("12-20240501T123000.123456Z.json"), b"").unwrap();
         fs::write(dir.join("0000000009-2024.json"), b"").unwrap();
         assert_eq!(store.list(101).unwrap(), vec![rec.path]);
+    }
+
+    fn ident(host: &str, rootfs: &str, macs: &[&str]) -> Identity {
+        Identity {
+            hostname: Some(host.into()),
+            rootfs: Some(rootfs.into()),
+            ostype: Some("debian".into()),
+            hwaddrs: macs.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn identity_with_macs_differs_only_when_no_mac_is_shared() {
+        let was = ident("web", "local-lvm:vm-101-disk-0", &["AA", "BB"]);
+        // Same hostname and volume, new MACs: a new container with a reused VMID.
+        assert_eq!(
+            was.differs(&ident("web", "local-lvm:vm-101-disk-0", &["CC"])),
+            Some("MAC addresses CC instead of AA,BB".into())
+        );
+        // A NIC added, the host renamed, the disk moved: still the same container.
+        assert_eq!(
+            was.differs(&ident("db", "tank:vm-101-disk-0", &["BB", "DD"])),
+            None
+        );
+    }
+
+    #[test]
+    fn identity_without_macs_compares_hostname_rootfs_and_ostype() {
+        let was = ident("web", "local-lvm:vm-101-disk-0", &[]);
+        assert_eq!(
+            was.differs(&ident("web", "local-lvm:vm-101-disk-0", &[])),
+            None
+        );
+        assert_eq!(
+            was.differs(&ident("db", "local-lvm:vm-101-disk-1", &["AA"])),
+            Some(
+                "hostname db instead of web, rootfs local-lvm:vm-101-disk-1 instead of local-lvm:vm-101-disk-0"
+                    .into()
+            )
+        );
+        // Nothing recorded (a backup from before identities): nothing to tell.
+        assert_eq!(Identity::default().differs(&was), None);
+    }
+
+    #[test]
+    fn record_for_another_container_moves_old_backups_and_starts_a_fresh_baseline() {
+        let (_tmp, store) = store();
+        let old = ident("web", "local-lvm:vm-101-disk-0", &["AA"]);
+        store
+            .record_for(
+                101,
+                Some(&old),
+                &alloc(Some(8), 16384),
+                &alloc(Some(4), 8192),
+                t0(),
+            )
+            .unwrap();
+        let new = ident("web", "local-lvm:vm-101-disk-0", &["CC"]);
+        let later = t0() + Duration::seconds(60);
+        let rec = store
+            .record_for(
+                101,
+                Some(&new),
+                &alloc(Some(1), 1024),
+                &alloc(Some(2), 1024),
+                later,
+            )
+            .unwrap();
+        let moved = store.dir.join("101.replaced-20240501T123100.123456Z");
+        assert_eq!(
+            rec.replaced,
+            Some((moved.clone(), "MAC addresses CC instead of AA".into()))
+        );
+        assert!(rec.baseline_created);
+        let baseline = store.baseline(101).unwrap().unwrap();
+        assert_eq!(baseline.before, alloc(Some(1), 1024));
+        assert_eq!(baseline.identity, Some(new));
+        assert_eq!(
+            rec.path.file_name().unwrap(),
+            "0000000001-20240501T123100.123456Z.json"
+        );
+        let mut old_files: Vec<_> = fs::read_dir(&moved)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        old_files.sort();
+        assert_eq!(
+            old_files,
+            ["0000000001-20240501T123000.123456Z.json", "baseline.json"]
+        );
+        assert_eq!(store.vmids().unwrap(), [101]);
+    }
+
+    #[test]
+    fn record_for_refuses_an_unreadable_baseline_naming_it() {
+        let (_tmp, store) = store();
+        let dir = store.dir.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(BASELINE_FILE), "not json").unwrap();
+        let err = store
+            .record_for(101, None, &alloc(Some(1), 512), &alloc(Some(2), 512), t0())
+            .unwrap_err();
+        assert!(err.downcast_ref::<BaselineUnreadable>().is_some());
+        let path = dir.join(BASELINE_FILE);
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "baseline {} is unreadable (invalid backup {}: not a backup json document: expected ident at line 1 column 2); container 101 is not changed until 'lxc_autoscale rebaseline 101' accepts its current allocation",
+                path.display(),
+                path.display()
+            )
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "not json");
+        assert!(store.list(101).unwrap().is_empty());
     }
 }

@@ -124,8 +124,6 @@ pub struct ExtraReading {
     pub io: IoTotals,
     /// `some avg10` of `io.pressure`, percent.
     pub psi_io_some_avg10: Option<f64>,
-    /// First pid of `ns/cgroup.procs`: the container's init as the host sees it.
-    pub init_pid: Option<u32>,
 }
 
 /// `rbytes` and `wbytes` of `io.stat` summed over every device line, bytes. An empty file (no I/O
@@ -244,6 +242,17 @@ pub fn parse_keyed(text: &str, key: &str) -> Option<u64> {
 /// VMIDs of running containers: the subdirectories of `root` whose name is an integer >= 100.
 /// A missing `root` gives an empty list (no container runs), other errors name the path.
 pub fn list_vmids(root: &Path) -> anyhow::Result<Vec<u32>> {
+    Ok(list_cgroups(root)?
+        .into_iter()
+        .map(|(vmid, _)| vmid)
+        .collect())
+}
+
+/// Like `list_vmids`, with the inode of each directory as the listing gives it (`d_ino`, the
+/// same number `stat` gives): a new inode under a known vmid is a restarted container, seen
+/// without a syscall per container.
+pub fn list_cgroups(root: &Path) -> anyhow::Result<Vec<(u32, u64)>> {
+    use std::os::unix::fs::DirEntryExt;
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -251,7 +260,7 @@ pub fn list_vmids(root: &Path) -> anyhow::Result<Vec<u32>> {
             return Err(e).with_context(|| format!("cannot list cgroup dir {}", root.display()))
         }
     };
-    let mut vmids = Vec::new();
+    let mut cgroups = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list cgroup dir {}", root.display()))?;
         let Some(vmid) = entry.file_name().to_str().and_then(parse_vmid) else {
@@ -259,12 +268,12 @@ pub fn list_vmids(root: &Path) -> anyhow::Result<Vec<u32>> {
         };
         // A stopped container's directory can vanish between listing and this check.
         match entry.file_type() {
-            Ok(t) if t.is_dir() => vmids.push(vmid),
+            Ok(t) if t.is_dir() => cgroups.push((vmid, entry.ino())),
             _ => {}
         }
     }
-    vmids.sort_unstable();
-    Ok(vmids)
+    cgroups.sort_unstable();
+    Ok(cgroups)
 }
 
 /// A directory name that is a VMID. `lxc.monitor`, `lxc.pivot` and `0099` style names are not.
@@ -276,77 +285,322 @@ fn parse_vmid(name: &str) -> Option<u32> {
     (vmid >= MIN_VMID).then_some(vmid)
 }
 
-/// Reads the figures of one container's cgroup `dir` (`<cgroup_root>/<vmid>/`). `buf` is reused
-/// across files and calls so that a cycle does not allocate per file.
-pub fn read_container(dir: &Path, buf: &mut Vec<u8>) -> CgroupReading {
-    // The directory is looked up once and its files opened relative to it: the kernel walks the
-    // full path once per container instead of once per file.
-    let Ok(dir) = File::open(dir) else {
-        return CgroupReading::default();
-    };
-    let cgroup_id = dir.metadata().ok().map(|m| m.ino());
-    let read = |name: &str, buf: &mut Vec<u8>| -> bool { read_at(&dir, name, buf).is_ok() };
-    let cpu = if read(CPU_STAT, buf) {
-        utf8(buf).map(parse_cpu_stat).unwrap_or_default()
-    } else {
-        CpuStat::default()
-    };
-    let memory_current_bytes = if read(MEMORY_CURRENT, buf) {
-        utf8(buf).and_then(parse_u64)
-    } else {
-        None
-    };
-    let memory_stat = if read(MEMORY_STAT, buf) {
-        utf8(buf).map(parse_memory_stat).unwrap_or_default()
-    } else {
-        MemoryStat::default()
-    };
-    let oom_kill = read_parsed(&dir, MEMORY_EVENTS, buf, |t| {
+/// The files of `<cgroup_root>/<vmid>/` read through descriptors kept across cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CgFile {
+    CpuStat,
+    MemoryCurrent,
+    MemoryStat,
+    MemoryEvents,
+    CpuPressure,
+    MemoryPressure,
+    SwapCurrent,
+    PidsCurrent,
+    IoStat,
+    IoPressure,
+}
+
+const CG_FILES: usize = 10;
+
+impl CgFile {
+    /// Read on every cycle: the decision and its model use them.
+    pub const EVERY_CYCLE: [CgFile; 6] = [
+        CgFile::CpuStat,
+        CgFile::MemoryCurrent,
+        CgFile::MemoryStat,
+        CgFile::MemoryEvents,
+        CgFile::CpuPressure,
+        CgFile::MemoryPressure,
+    ];
+    /// Read only for history and export.
+    pub const HISTORY: [CgFile; 4] = [
+        CgFile::SwapCurrent,
+        CgFile::PidsCurrent,
+        CgFile::IoStat,
+        CgFile::IoPressure,
+    ];
+
+    /// The file name under `<cgroup_root>/<vmid>/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CgFile::CpuStat => CPU_STAT,
+            CgFile::MemoryCurrent => MEMORY_CURRENT,
+            CgFile::MemoryStat => MEMORY_STAT,
+            CgFile::MemoryEvents => MEMORY_EVENTS,
+            CgFile::CpuPressure => CPU_PRESSURE,
+            CgFile::MemoryPressure => MEMORY_PRESSURE,
+            CgFile::SwapCurrent => MEMORY_SWAP_CURRENT,
+            CgFile::PidsCurrent => PIDS_CURRENT,
+            CgFile::IoStat => IO_STAT,
+            CgFile::IoPressure => IO_PRESSURE,
+        }
+    }
+
+    /// Whether the decision cannot do without the file, which every container cgroup with the
+    /// cpu and memory controllers has, so that its absence is a problem. The others need PSI, swap
+    /// accounting or further controllers: their absence is only "no data".
+    pub fn required(self) -> bool {
+        matches!(
+            self,
+            CgFile::CpuStat | CgFile::MemoryCurrent | CgFile::MemoryStat
+        )
+    }
+
+    /// Whether the file is read only for history and export.
+    pub fn history_only(self) -> bool {
+        CgFile::HISTORY.contains(&self)
+    }
+}
+
+/// How the read of one file went this cycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not read this cycle (history figures off).
+    #[default]
+    NotRead,
+    Ok,
+    /// The file does not exist in the (existing) cgroup directory.
+    Missing,
+    /// Read, but not UTF-8 or without the expected figure.
+    Garbled,
+    /// The open or read failed with this errno.
+    Failed(i32),
+}
+
+/// Cycles after which files that were missing are looked for again even though the directory
+/// looks unchanged (cgroupfs does not always update a directory's ctime when a controller's files
+/// appear).
+const MISSING_RETRY_CYCLES: u32 = 16;
+
+/// The kept descriptors of one container's cgroup directory `<cgroup_root>/<vmid>/`: the
+/// directory itself and each file, re-read with `pread` at offset 0 every cycle. Every descriptor
+/// belongs to one directory instance, so figures of two container lifetimes never mix: on
+/// cgroupfs a read of a removed cgroup's file fails with ENODEV, and a restarted container has a
+/// new directory inode.
+#[derive(Debug)]
+pub struct CgroupDir {
+    dir: File,
+    ino: u64,
+    /// `(ctime s, ctime ns)` of the directory when the files were opened. On ordinary filesystems
+    /// creating or removing a file changes it, so a re-created file is opened anew.
+    ctime: (i64, i64),
+    files: [Slot; CG_FILES],
+    /// Cycles since missing files were last looked for.
+    missing_age: u32,
+    /// Opened since the last `start_cycle`: its `fstat` is fresh.
+    fresh: bool,
+    /// Files opened since this was made; a steady cycle opens none.
+    opens: u64,
+}
+
+#[derive(Debug, Default)]
+enum Slot {
+    #[default]
+    Unopened,
+    Open(File),
+    Missing,
+}
+
+/// The directory of a read went away (ENODEV): the container stopped or restarted, or a controller
+/// was turned off. The figures of this pass are not to be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vanished;
+
+impl CgroupDir {
+    /// Opens the cgroup directory `path`. `ENOENT` means the container is not running.
+    pub fn open(path: &Path) -> io::Result<CgroupDir> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_o_directory())
+            .open(path)?;
+        let meta = dir.metadata()?;
+        Ok(CgroupDir {
+            dir,
+            ino: meta.ino(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            files: Default::default(),
+            missing_age: 0,
+            fresh: true,
+            opens: 0,
+        })
+    }
+
+    /// Inode of the directory: the container's lifetime.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// Files opened so far.
+    pub fn opens(&self) -> u64 {
+        self.opens
+    }
+
+    /// Starts a cycle: one `fstat` of the directory. When its ctime moved (a file was created or
+    /// removed), every file is opened again on its next read; files that were missing are looked
+    /// for again now and then.
+    pub fn start_cycle(&mut self) {
+        if std::mem::take(&mut self.fresh) {
+            return;
+        }
+        self.missing_age += 1;
+        let ctime = self.dir.metadata().map(|m| (m.ctime(), m.ctime_nsec()));
+        if let Some(c) = ctime.ok().filter(|&c| c != self.ctime) {
+            self.ctime = c;
+            self.files = Default::default();
+        } else if self.missing_age >= MISSING_RETRY_CYCLES {
+            self.missing_age = 0;
+            for slot in &mut self.files {
+                if matches!(slot, Slot::Missing) {
+                    *slot = Slot::Unopened;
+                }
+            }
+        }
+    }
+
+    /// Reads `file` into `buf`.
+    fn read(&mut self, file: CgFile, buf: &mut Vec<u8>) -> Result<Outcome, Vanished> {
+        let slot = &mut self.files[file as usize];
+        if matches!(slot, Slot::Unopened) {
+            *slot = match openat(&self.dir, file.name()) {
+                Ok(f) => {
+                    self.opens += 1;
+                    Slot::Open(f)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Slot::Missing,
+                Err(e) => return Ok(Outcome::Failed(errno(&e))),
+            };
+        }
+        let Slot::Open(f) = slot else {
+            return Ok(Outcome::Missing);
+        };
+        match pread_all(f, buf, true) {
+            Ok(()) => Ok(Outcome::Ok),
+            Err(e) if e.raw_os_error() == Some(libc_enodev()) => {
+                *slot = Slot::Unopened;
+                Err(Vanished)
+            }
+            Err(e) => Ok(Outcome::Failed(errno(&e))),
+        }
+    }
+
+    /// Reads and parses `file`, recording how it went in `outcomes`. `None` when unreadable or
+    /// garbled.
+    fn figure<T>(
+        &mut self,
+        file: CgFile,
+        buf: &mut Vec<u8>,
+        outcomes: &mut Outcomes,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, Vanished> {
+        let outcome = self.read(file, buf)?;
+        let value = match outcome {
+            Outcome::Ok => utf8(buf).and_then(parse),
+            _ => None,
+        };
+        outcomes.0[file as usize] = match (outcome, &value) {
+            (Outcome::Ok, None) => Outcome::Garbled,
+            (o, _) => o,
+        };
+        Ok(value)
+    }
+
+    /// The first pid of `ns/cgroup.procs` (the container's init as the host sees it), read
+    /// without keeping a descriptor: it is needed once per container lifetime.
+    pub fn init_pid(&self, buf: &mut Vec<u8>) -> Option<u32> {
+        let file = openat(&self.dir, NS_CGROUP_PROCS).ok()?;
+        pread_all(&file, buf, false).ok()?;
+        utf8(buf).and_then(parse_first_pid)
+    }
+}
+
+/// How the read of each `CgFile` went this cycle, indexed by the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes(pub [Outcome; CG_FILES]);
+
+impl Outcomes {
+    pub fn get(&self, file: CgFile) -> Outcome {
+        self.0[file as usize]
+    }
+}
+
+/// Reads the figures the decision needs from `dir` (the every-cycle files). Any figure is `None`
+/// when its file is missing, unreadable or garbled. `Err(Vanished)` when the directory went away
+/// during the reads: nothing of this pass may be used.
+pub fn read_container(
+    dir: &mut CgroupDir,
+    buf: &mut Vec<u8>,
+    outcomes: &mut Outcomes,
+) -> Result<CgroupReading, Vanished> {
+    let cpu = dir
+        .figure(CgFile::CpuStat, buf, outcomes, |t| {
+            Some(parse_cpu_stat(t)).filter(|s| s.usage_usec.is_some())
+        })?
+        .unwrap_or_default();
+    let memory_current_bytes = dir.figure(CgFile::MemoryCurrent, buf, outcomes, parse_u64)?;
+    let memory_stat = dir
+        .figure(CgFile::MemoryStat, buf, outcomes, |t| {
+            Some(parse_memory_stat(t)).filter(|s| s.file_bytes.is_some())
+        })?
+        .unwrap_or_default();
+    let oom_kill = dir.figure(CgFile::MemoryEvents, buf, outcomes, |t| {
         parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
-    });
-    let psi = |name, buf: &mut Vec<u8>| {
-        read_parsed(&dir, name, buf, |t| Some(parse_psi(t))).unwrap_or_default()
-    };
-    CgroupReading {
-        cgroup_id,
+    })?;
+    let psi = |t: &str| Some(parse_psi(t)).filter(|p| p.some_avg10.is_some());
+    let psi_cpu = dir.figure(CgFile::CpuPressure, buf, outcomes, psi)?;
+    let psi_memory = dir.figure(CgFile::MemoryPressure, buf, outcomes, psi)?;
+    Ok(CgroupReading {
+        cgroup_id: Some(dir.ino()),
         cpu,
         memory_current_bytes,
         memory_stat,
         oom_kill,
-        psi_cpu: psi(CPU_PRESSURE, buf),
-        psi_memory: psi(MEMORY_PRESSURE, buf),
-    }
+        psi_cpu: psi_cpu.unwrap_or_default(),
+        psi_memory: psi_memory.unwrap_or_default(),
+    })
 }
 
-/// Reads the history-only figures (swap, pids, io, io pressure, init pid) of one container's cgroup `dir`, reusing `buf`. A vanished
-/// directory gives all `None`.
-pub fn read_extra(dir: &Path, buf: &mut Vec<u8>) -> ExtraReading {
-    let Ok(dir) = File::open(dir) else {
-        return ExtraReading::default();
-    };
-    // Opened relative to the directory, like `read_container`: one path walk per container.
-    ExtraReading {
-        swap_current_bytes: read_parsed(&dir, MEMORY_SWAP_CURRENT, buf, parse_u64),
-        pids_current: read_parsed(&dir, PIDS_CURRENT, buf, parse_u64),
-        io: read_parsed(&dir, IO_STAT, buf, |t| Some(parse_io_stat(t))).unwrap_or_default(),
-        psi_io_some_avg10: read_parsed(&dir, IO_PRESSURE, buf, parse_psi_some_avg10),
-        init_pid: read_parsed(&dir, NS_CGROUP_PROCS, buf, parse_first_pid),
-    }
-}
-
-/// Reads `name` (relative to the open `dir`, may contain `/`) into `buf` and parses it; `None`
-/// when unreadable.
-fn read_parsed<T>(
-    dir: &File,
-    name: &str,
+/// Reads the history-only figures (swap, pids, io, io pressure) from `dir`, like
+/// `read_container`.
+pub fn read_extra(
+    dir: &mut CgroupDir,
     buf: &mut Vec<u8>,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> Option<T> {
-    if read_at(dir, name, buf).is_ok() {
-        utf8(buf).and_then(parse)
-    } else {
-        None
-    }
+    outcomes: &mut Outcomes,
+) -> Result<ExtraReading, Vanished> {
+    let io = dir.figure(CgFile::IoStat, buf, outcomes, |t| {
+        Some(parse_io_stat(t)).filter(|io| io.read_bytes.is_some() && io.write_bytes.is_some())
+    })?;
+    Ok(ExtraReading {
+        swap_current_bytes: dir.figure(CgFile::SwapCurrent, buf, outcomes, parse_u64)?,
+        pids_current: dir.figure(CgFile::PidsCurrent, buf, outcomes, parse_u64)?,
+        io: io.unwrap_or_default(),
+        psi_io_some_avg10: dir.figure(CgFile::IoPressure, buf, outcomes, parse_psi_some_avg10)?,
+    })
+}
+
+fn openat(dir: &File, name: &str) -> io::Result<File> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+fn libc_o_directory() -> i32 {
+    nix::fcntl::OFlag::O_DIRECTORY.bits()
 }
 
 fn utf8(buf: &[u8]) -> Option<&str> {
@@ -363,26 +617,15 @@ const SHORT_READ_IS_END: usize = 2048;
 
 /// Replaces the contents of `buf` with the file at `path` (at most `MAX_FILE_BYTES`).
 pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    read_file(File::open(path)?, buf)
+    pread_all(&File::open(path)?, buf, false)
 }
 
-/// Replaces the contents of `buf` with the file `name` of the open directory `dir` (at most
-/// `MAX_FILE_BYTES`).
-pub fn read_at(dir: &File, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
-    use nix::fcntl::{openat, OFlag};
-    use nix::sys::stat::Mode;
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        name,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    read_file(unsafe { File::from_raw_fd(fd) }, buf)
-}
-
-/// Reads `file` to its end into `buf`; a small file takes a single read (see `SHORT_READ_IS_END`).
-fn read_file(mut file: File, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Replaces the contents of `buf` with `file` from offset 0 (at most `MAX_FILE_BYTES`), with
+/// `pread` so that a kept descriptor needs no seek. With `one_record` the file is known to be
+/// produced whole by one `show` (every cgroup interface file read here, sysfs attributes), so any
+/// short read is its end; otherwise see `SHORT_READ_IS_END`.
+pub fn pread_all(file: &File, buf: &mut Vec<u8>, one_record: bool) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let max = usize::try_from(MAX_FILE_BYTES).unwrap_or(usize::MAX);
     buf.clear();
     loop {
@@ -393,7 +636,14 @@ fn read_file(mut file: File, buf: &mut Vec<u8>) -> io::Result<()> {
         }
         buf.resize(start + want, 0);
         let n = loop {
-            match file.read(&mut buf[start..]) {
+            let n = match file.read_at(&mut buf[start..], start as u64) {
+                // Not seekable (a pipe standing in for a kernel file): read it as a stream.
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ESPIPE as i32) => {
+                    (&mut &*file).read(&mut buf[start..])
+                }
+                other => other,
+            };
+            match n {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -406,7 +656,8 @@ fn read_file(mut file: File, buf: &mut Vec<u8>) -> io::Result<()> {
             }
         };
         buf.truncate(start + n);
-        if n == 0 || (n < want && buf.len() < SHORT_READ_IS_END) {
+        let short = n < want;
+        if n == 0 || (short && (one_record || buf.len() < SHORT_READ_IS_END)) {
             return Ok(());
         }
     }
@@ -584,26 +835,36 @@ mod tests {
         fs::write(dir.join(MEMORY_STAT), "anon 1000\nfile 134217728\n").unwrap();
     }
 
+    /// One read of the every-cycle files of `dir` through a fresh `CgroupDir`.
+    fn read_once(dir: &Path) -> (CgroupReading, Outcomes) {
+        let mut cg = CgroupDir::open(dir).unwrap();
+        cg.start_cycle();
+        let mut outcomes = Outcomes::default();
+        let r = read_container(&mut cg, &mut Vec::new(), &mut outcomes).unwrap();
+        (r, outcomes)
+    }
+
     #[test]
     fn reads_container_figures_and_dir_inode() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("101");
         fake_cgroup(&dir);
-        let mut buf = Vec::new();
-        let r = read_container(&dir, &mut buf);
+        let (r, outcomes) = read_once(&dir);
         assert_eq!(r.cgroup_id, Some(fs::metadata(&dir).unwrap().ino()));
         assert_eq!(r.cpu.usage_usec, Some(123_456_789));
         assert_eq!(r.memory_current_bytes, Some(536_870_912));
         assert_eq!(r.memory_stat.file_bytes, Some(134_217_728));
         assert_eq!(r.memory_stat.shmem_bytes, None);
+        assert_eq!(outcomes.get(CgFile::CpuStat), Outcome::Ok);
+        assert_eq!(outcomes.get(CgFile::MemoryEvents), Outcome::Missing);
+        assert_eq!(outcomes.get(CgFile::IoStat), Outcome::NotRead);
     }
 
     #[test]
-    fn vanished_cgroup_reads_as_all_none() {
+    fn absent_cgroup_dir_cannot_be_opened() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut buf = b"stale contents".to_vec();
-        let r = read_container(&tmp.path().join("101"), &mut buf);
-        assert_eq!(r, CgroupReading::default());
+        let e = CgroupDir::open(&tmp.path().join("101")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -613,11 +874,71 @@ mod tests {
         fake_cgroup(&dir);
         fs::remove_file(dir.join(MEMORY_STAT)).unwrap();
         fs::write(dir.join(MEMORY_CURRENT), b"12\xff\xfe\n").unwrap();
-        let r = read_container(&dir, &mut Vec::new());
+        let (r, outcomes) = read_once(&dir);
         assert!(r.cgroup_id.is_some());
         assert_eq!(r.cpu.usage_usec, Some(123_456_789));
         assert_eq!(r.memory_current_bytes, None);
         assert_eq!(r.memory_stat, MemoryStat::default());
+        assert_eq!(outcomes.get(CgFile::MemoryStat), Outcome::Missing);
+        assert_eq!(outcomes.get(CgFile::MemoryCurrent), Outcome::Garbled);
+    }
+
+    #[test]
+    fn kept_descriptors_are_reread_from_offset_zero_without_opening_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fake_cgroup(&dir);
+        let mut cg = CgroupDir::open(&dir).unwrap();
+        let mut buf = Vec::new();
+        let mut outcomes = Outcomes::default();
+        cg.start_cycle();
+        read_container(&mut cg, &mut buf, &mut outcomes).unwrap();
+        let opened = cg.opens();
+        // Rewritten in place, as the kernel's counters change.
+        fs::write(dir.join(MEMORY_CURRENT), "7\n").unwrap();
+        cg.start_cycle();
+        let r = read_container(&mut cg, &mut buf, &mut outcomes).unwrap();
+        assert_eq!(r.memory_current_bytes, Some(7));
+        assert_eq!(cg.opens(), opened);
+    }
+
+    #[test]
+    fn a_file_created_in_the_directory_is_opened_on_the_next_cycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("101");
+        fake_cgroup(&dir);
+        let mut cg = CgroupDir::open(&dir).unwrap();
+        let mut outcomes = Outcomes::default();
+        cg.start_cycle();
+        let r = read_container(&mut cg, &mut Vec::new(), &mut outcomes).unwrap();
+        assert_eq!(r.oom_kill, None);
+        fs::write(dir.join(MEMORY_EVENTS), "oom 1\noom_kill 1\n").unwrap();
+        cg.start_cycle();
+        let r = read_container(&mut cg, &mut Vec::new(), &mut outcomes).unwrap();
+        assert_eq!(r.oom_kill, Some(1));
+    }
+
+    #[test]
+    fn pread_all_reads_a_pipe_as_a_stream() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&write, b"usage_usec 5\n").unwrap();
+        drop(write);
+        let mut buf = Vec::new();
+        pread_all(&File::from(read), &mut buf, true).unwrap();
+        assert_eq!(buf, b"usage_usec 5\n");
+    }
+
+    #[test]
+    fn pread_all_reads_a_cgroup_like_file_again_from_the_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CPU_STAT);
+        fs::write(&path, CPU_STAT_TEXT).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        pread_all(&file, &mut buf, true).unwrap();
+        assert_eq!(buf, CPU_STAT_TEXT.as_bytes());
+        pread_all(&file, &mut buf, true).unwrap();
+        assert_eq!(buf, CPU_STAT_TEXT.as_bytes());
     }
 
     #[test]
@@ -635,18 +956,6 @@ mod tests {
         fs::write(&path, &huge).unwrap();
         read_into(&path, &mut buf).unwrap();
         assert_eq!(buf.len() as u64, MAX_FILE_BYTES);
-    }
-
-    #[test]
-    fn read_at_reads_a_file_of_an_open_directory_and_misses_absent_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join(MEMORY_CURRENT), "42\n").unwrap();
-        let dir = File::open(tmp.path()).unwrap();
-        let mut buf = Vec::new();
-        read_at(&dir, MEMORY_CURRENT, &mut buf).unwrap();
-        assert_eq!(buf, b"42\n");
-        let e = read_at(&dir, MEMORY_STAT, &mut buf).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -770,7 +1079,7 @@ mod tests {
         let dir = tmp.path().join("101");
         fake_cgroup(&dir);
         write_every_cycle_files(&dir);
-        let r = read_container(&dir, &mut Vec::new());
+        let (r, _) = read_once(&dir);
         assert_eq!(r.cpu.nr_throttled, Some(3));
         assert_eq!(r.cpu.throttled_usec, Some(4500));
         assert_eq!(r.oom_kill, Some(4));
@@ -799,7 +1108,10 @@ mod tests {
         fs::write(dir.join(PIDS_CURRENT), "37\n").unwrap();
         fs::write(dir.join(IO_STAT), "8:0 rbytes=10 wbytes=20 rios=1 wios=1\n").unwrap();
         fs::write(dir.join(NS_CGROUP_PROCS), "777\n778\n").unwrap();
-        let r = read_extra(&dir, &mut Vec::new());
+        let mut cg = CgroupDir::open(&dir).unwrap();
+        let mut outcomes = Outcomes::default();
+        let r = read_extra(&mut cg, &mut Vec::new(), &mut outcomes).unwrap();
+        assert_eq!(outcomes.get(CgFile::IoPressure), Outcome::Missing);
         assert_eq!(
             r,
             ExtraReading {
@@ -810,8 +1122,8 @@ mod tests {
                     write_bytes: Some(20),
                 },
                 psi_io_some_avg10: None,
-                init_pid: Some(777),
             }
         );
+        assert_eq!(cg.init_pid(&mut Vec::new()), Some(777));
     }
 }

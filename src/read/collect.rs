@@ -1,20 +1,29 @@
 //! Reads one `Snapshot` from the host's files. Spawns no process.
+//!
+//! The files of a container's cgroup and of its veth peers are opened once and re-read with
+//! `pread` every cycle: a steady cycle costs one `fstat` of each cgroup directory, one read per
+//! figure and one `statx` per conf, instead of an open, a read and a close per file.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fmt::Write as _;
+use std::fmt;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::read::cgroup;
+use crate::read::cgroup::{
+    self, CgFile, CgroupDir, CgroupReading, ExtraReading, Outcome, Outcomes,
+};
 use crate::read::hostproc;
 use crate::read::pveconf::{conf_path, ConfCache};
 use crate::read::snapshot::{
-    ContainerExtra, ContainerSample, Counters, EpochUsec, HostSample, Snapshot,
+    ContainerExtra, ContainerSample, Counters, CtConf, EpochUsec, HostSample, Snapshot,
 };
 
-/// Reads the host and every running container. Keeps buffers and a cache of parsed conf files
-/// (re-parsed only when mtime or size changes) across cycles.
+/// Reads the host and every running container. Keeps buffers, the open descriptors of every
+/// running container's cgroup files and a cache of parsed conf files (re-parsed only when mtime or
+/// size changes) across cycles.
 #[derive(Debug, Default)]
 pub struct Collector {
     confs: ConfCache,
@@ -24,11 +33,117 @@ pub struct Collector {
     /// network, rootfs, io pressure). Off, they stay `None`; the figures the decision needs
     /// (throttling, OOM kills, cpu and memory pressure) are read either way.
     pub read_extra: bool,
+    /// The cgroup root the kept descriptors belong to; another root (a reload) drops them.
+    cgroup_root: PathBuf,
+    /// Running containers by vmid.
+    cgroups: HashMap<u32, Ct>,
+    /// Host-side veth interfaces by name.
+    veths: HashMap<OsString, Veth>,
+    /// What could not be read in the last `collect`, for the service to log.
+    failures: Vec<ReadFailure>,
+    /// Soft `RLIMIT_NOFILE` known to be in place, and whether a too low hard limit was reported.
+    fd_limit: Option<u64>,
+    fd_limit_warned: bool,
+    /// Cycles collected so far.
+    cycle: u64,
 }
+
+/// One running container's kept state.
+#[derive(Debug)]
+struct Ct {
+    dir: CgroupDir,
+    /// First pid of `ns/cgroup.procs`, read once per container lifetime (and again if it exits).
+    init_pid: Option<u32>,
+    rootfs: Option<Rootfs>,
+}
+
+/// A `statvfs` of a container's root filesystem: (used, total) bytes.
+#[derive(Debug, Clone, Copy)]
+struct Rootfs {
+    taken_at_usec: EpochUsec,
+    used_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+}
+
+/// How long a rootfs figure is reused: disk usage moves slowly, and a `statvfs` through
+/// `/proc/<pid>/root` per container per cycle would be the largest syscall cost left. The
+/// recorded `rootfs_*` figures are therefore up to this old.
+pub const ROOTFS_REFRESH_USEC: i64 = 600 * 1_000_000;
+
+/// Kept descriptors of one veth's byte counters; `ino` is the listing's inode of its sysfs entry,
+/// so a re-created interface of the same name is opened anew.
+#[derive(Debug)]
+struct Veth {
+    ino: u64,
+    rx: Option<File>,
+    tx: Option<File>,
+    /// The last cycle that listed it.
+    seen: u64,
+}
+
+/// Descriptors one container may hold: its directory, its cgroup files and two per veth.
+const FDS_PER_CONTAINER: u64 = 16;
+/// Descriptors for everything else (logs, state, listings, `pct` pipes).
+const FD_SLACK: u64 = 256;
 
 /// Under `<net_class_root>/<iface>/`: the interface's byte counters.
 const NET_RX_BYTES: &str = "statistics/rx_bytes";
 const NET_TX_BYTES: &str = "statistics/tx_bytes";
+
+/// The `file` of a `ReadFailure` about the container's conf (`<pve_lxc_dir>/<vmid>.conf`).
+pub const CONF_FILE: &str = "conf";
+
+/// A figure of a running container that could not be read this cycle, for the service to log
+/// (once per vmid and file). A container that is gone is not a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadFailure {
+    pub vmid: u32,
+    /// A cgroup file name (`cgroup::CPU_STAT`, ...) or `CONF_FILE`.
+    pub file: &'static str,
+    pub path: PathBuf,
+    pub problem: Problem,
+    /// The file is read only when history or export is on.
+    pub history_only: bool,
+}
+
+/// Why a file gave no figure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The file does not exist although it should.
+    Missing,
+    /// Not UTF-8, or without the expected figure.
+    Garbled,
+    /// The open or read failed with this errno.
+    Failed(i32),
+    /// The conf could not be used; the text says why.
+    Invalid(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing => f.write_str("file missing"),
+            Problem::Garbled => f.write_str("unexpected content"),
+            Problem::Failed(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
+            Problem::Invalid(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One pass over a container's cgroup files.
+struct Pass {
+    reading: CgroupReading,
+    extra: Option<ExtraReading>,
+    outcomes: Outcomes,
+}
+
+impl Pass {
+    fn missing_required(&self) -> bool {
+        CgFile::EVERY_CYCLE
+            .iter()
+            .any(|&f| f.required() && self.outcomes.get(f) == Outcome::Missing)
+    }
+}
 
 impl Collector {
     /// A collector that reads every figure, history-only ones included.
@@ -40,11 +155,12 @@ impl Collector {
     }
 
     /// One snapshot. `now_usec` is stamped as the time of the reading. Per-container problems
-    /// (missing conf, unreadable file) are logged with the vmid and path and leave that figure
-    /// `None`; they never fail the whole snapshot.
+    /// (missing conf, unreadable file) leave that figure `None` and are listed in
+    /// `read_failures`; they never fail the whole snapshot.
     pub fn collect(&mut self, cfg: &Config, now_usec: EpochUsec) -> Snapshot {
-        let vmids = match cgroup::list_vmids(&cfg.cgroup_root) {
-            Ok(vmids) => vmids,
+        self.failures.clear();
+        let listed = match cgroup::list_cgroups(&cfg.cgroup_root) {
+            Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(
                     path = %cfg.cgroup_root.display(),
@@ -54,83 +170,60 @@ impl Collector {
                 Vec::new()
             }
         };
-        self.collect_vmids(cfg, &vmids, now_usec)
+        self.collect_listed(cfg, &listed, now_usec)
     }
 
-    /// The snapshot of the given running containers, `vmids` sorted.
-    #[allow(clippy::too_many_lines)] // split by hfloor's rework, in progress
-    fn collect_vmids(&mut self, cfg: &Config, vmids: &[u32], now_usec: EpochUsec) -> Snapshot {
-        let mut containers = Vec::with_capacity(vmids.len());
-        let mut dir = cfg.cgroup_root.clone();
-        let mut name = String::new();
+    /// What could not be read in the last `collect`, sorted by vmid.
+    pub fn read_failures(&self) -> &[ReadFailure] {
+        &self.failures
+    }
+
+    /// Running containers whose cgroup descriptors are kept.
+    pub fn open_cgroups(&self) -> usize {
+        self.cgroups.len()
+    }
+
+    /// Cgroup files opened so far by the kept containers; a steady cycle adds none.
+    pub fn files_opened(&self) -> u64 {
+        self.cgroups.values().map(|c| c.dir.opens()).sum()
+    }
+
+    /// The snapshot of the given running containers, `(vmid, directory inode)` sorted by vmid.
+    fn collect_listed(
+        &mut self,
+        cfg: &Config,
+        listed: &[(u32, u64)],
+        now_usec: EpochUsec,
+    ) -> Snapshot {
+        if self.cgroup_root != cfg.cgroup_root {
+            self.cgroups.clear();
+            self.cgroup_root.clone_from(&cfg.cgroup_root);
+        }
+        let running = |vmid: u32| listed.binary_search_by_key(&vmid, |&(v, _)| v).is_ok();
+        // Stopped containers give their descriptors back.
+        self.cgroups.retain(|&vmid, _| running(vmid));
+        // One allocation of the final size instead of doubling (and briefly holding both tables).
+        self.cgroups
+            .reserve(listed.len().saturating_sub(self.cgroups.len()));
+        self.ensure_fd_room(listed.len());
+        self.cycle += 1;
         let veths = if self.read_extra {
             list_veths(&cfg.net_class_root)
         } else {
             Vec::new()
         };
-        for &vmid in vmids {
-            name.clear();
-            // Writing into a String cannot fail.
-            let _ = write!(name, "{vmid}");
-            dir.push(&name);
-            let reading = cgroup::read_container(&dir, &mut self.buf);
-            let mut extra = every_cycle_extra(&reading);
-            if self.read_extra && reading.cgroup_id.is_some() {
-                let x = cgroup::read_extra(&dir, &mut self.buf);
-                let (rootfs_used_bytes, rootfs_total_bytes) = x
-                    .init_pid
-                    .map_or((None, None), |pid| rootfs_usage(cfg, pid, vmid));
-                let (net_rx_bytes, net_tx_bytes) =
-                    self.net_bytes(&cfg.net_class_root, &veths, vmid);
-                extra.counters.io_read_bytes = x.io.read_bytes;
-                extra.counters.io_write_bytes = x.io.write_bytes;
-                extra.counters.net_rx_bytes = net_rx_bytes;
-                extra.counters.net_tx_bytes = net_tx_bytes;
-                extra.swap_current_bytes = x.swap_current_bytes;
-                extra.pids_current = x.pids_current;
-                extra.psi_io_some_avg10 = x.psi_io_some_avg10;
-                extra.rootfs_used_bytes = rootfs_used_bytes;
-                extra.rootfs_total_bytes = rootfs_total_bytes;
+        self.veths
+            .reserve(veths.len().saturating_sub(self.veths.len()));
+        let mut containers = Vec::with_capacity(listed.len());
+        for &(vmid, ino) in listed {
+            if let Some(c) = self.sample(cfg, vmid, ino, &veths, now_usec) {
+                containers.push(c);
             }
-            dir.pop();
-            if reading.cgroup_id.is_none() {
-                // Listed a moment ago, gone now: the container stopped, so it is not running.
-                tracing::debug!(vmid, "cgroup vanished while reading; container stopped");
-                continue;
-            }
-            let conf = match self.confs.get(&cfg.pve_lxc_dir, vmid) {
-                Ok(Some(conf)) => Some(conf.clone()),
-                Ok(None) => {
-                    tracing::warn!(
-                        vmid,
-                        path = %conf_path(&cfg.pve_lxc_dir, vmid).display(),
-                        "running container has no conf file; skipping"
-                    );
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        vmid,
-                        path = %conf_path(&cfg.pve_lxc_dir, vmid).display(),
-                        error = %format!("{e:#}"),
-                        "cannot use conf of running container; skipping"
-                    );
-                    None
-                }
-            };
-            containers.push(ContainerSample {
-                vmid,
-                conf,
-                cgroup_id: reading.cgroup_id,
-                cpu_usage_usec: reading.cpu.usage_usec,
-                memory_current_bytes: reading.memory_current_bytes,
-                memory_file_bytes: reading.memory_stat.file_bytes,
-                memory_shmem_bytes: reading.memory_stat.shmem_bytes,
-                memory_inactive_file_bytes: reading.memory_stat.inactive_file_bytes,
-                extra,
-            });
         }
-        self.confs.retain(|vmid| vmids.binary_search(&vmid).is_ok());
+        let cycle = self.cycle;
+        // Interfaces no longer listed (or not read: history off) give their descriptors back.
+        self.veths.retain(|_, v| v.seen == cycle);
+        self.confs.retain(running);
         let host = self.read_host(&cfg.proc_root);
         Snapshot {
             taken_at_usec: now_usec,
@@ -139,34 +232,233 @@ impl Collector {
         }
     }
 
+    /// The sample of one listed container; `None` when it is gone.
+    fn sample(
+        &mut self,
+        cfg: &Config,
+        vmid: u32,
+        listed_ino: u64,
+        veths: &[(u32, OsString, u64)],
+        now_usec: EpochUsec,
+    ) -> Option<ContainerSample> {
+        let Some(pass) = self.read_cgroup(&cfg.cgroup_root, vmid, listed_ino) else {
+            // Listed a moment ago, gone now: the container stopped, so it is not running.
+            tracing::debug!(vmid, "cgroup vanished while reading; container stopped");
+            return None;
+        };
+        self.note_outcomes(cfg, vmid, &pass.outcomes);
+        let reading = pass.reading;
+        let mut extra = every_cycle_extra(&reading);
+        if let Some(x) = pass.extra {
+            let (used, total) = self.rootfs(cfg, vmid, now_usec);
+            let (rx, tx) = self.net_bytes(&cfg.net_class_root, veths, vmid);
+            extra.counters.io_read_bytes = x.io.read_bytes;
+            extra.counters.io_write_bytes = x.io.write_bytes;
+            extra.counters.net_rx_bytes = rx;
+            extra.counters.net_tx_bytes = tx;
+            extra.swap_current_bytes = x.swap_current_bytes;
+            extra.pids_current = x.pids_current;
+            extra.psi_io_some_avg10 = x.psi_io_some_avg10;
+            extra.rootfs_used_bytes = used;
+            extra.rootfs_total_bytes = total;
+        }
+        let conf = self.conf(cfg, vmid);
+        Some(ContainerSample {
+            vmid,
+            conf,
+            cgroup_id: reading.cgroup_id,
+            cpu_usage_usec: reading.cpu.usage_usec,
+            memory_current_bytes: reading.memory_current_bytes,
+            memory_file_bytes: reading.memory_stat.file_bytes,
+            memory_shmem_bytes: reading.memory_stat.shmem_bytes,
+            memory_inactive_file_bytes: reading.memory_stat.inactive_file_bytes,
+            extra,
+        })
+    }
+
+    /// Reads the cgroup files of `vmid` through its kept descriptors, opening them when the
+    /// container is new or restarted (`listed_ino` differs from the kept directory's). `None` when
+    /// the container is gone. When a read finds its directory removed, or a file that every cgroup
+    /// has missing, the directory is looked up again: gone, restarted (read anew from the new
+    /// directory) or unchanged (a file really is missing). Figures of one pass all come from one
+    /// directory instance.
+    fn read_cgroup(&mut self, root: &Path, vmid: u32, listed_ino: u64) -> Option<Pass> {
+        let mut want_ino = listed_ino;
+        for _ in 0..3 {
+            let ct = kept_cgroup(&mut self.cgroups, root, vmid, want_ino)?;
+            let result = read_pass(&mut ct.dir, &mut self.buf, self.read_extra);
+            if let Ok(pass) = &result {
+                if !pass.missing_required() {
+                    return result.ok();
+                }
+            }
+            match cgroup_ino(root, vmid) {
+                None => break,
+                Some(ino) if ino == ct.dir.ino() => {
+                    if let Ok(pass) = result {
+                        return Some(pass);
+                    }
+                }
+                Some(ino) => want_ino = ino,
+            }
+        }
+        self.cgroups.remove(&vmid);
+        None
+    }
+
+    /// Adds the problems of a pass to `failures`. Missing optional files (no PSI, no swap
+    /// accounting, a controller off) are no data, not a problem.
+    fn note_outcomes(&mut self, cfg: &Config, vmid: u32, outcomes: &Outcomes) {
+        for file in CgFile::EVERY_CYCLE.into_iter().chain(CgFile::HISTORY) {
+            let problem = match outcomes.get(file) {
+                Outcome::NotRead | Outcome::Ok => continue,
+                Outcome::Missing if !file.required() => continue,
+                Outcome::Missing => Problem::Missing,
+                Outcome::Garbled => Problem::Garbled,
+                Outcome::Failed(errno) => Problem::Failed(errno),
+            };
+            let mut path = cfg.cgroup_root.join(vmid.to_string());
+            path.push(file.name());
+            self.failures.push(ReadFailure {
+                vmid,
+                file: file.name(),
+                path,
+                problem,
+                history_only: file.history_only(),
+            });
+        }
+    }
+
+    /// The main section of the conf of `vmid`; a missing or unusable conf is a failure.
+    fn conf(&mut self, cfg: &Config, vmid: u32) -> Option<CtConf> {
+        let problem = match self.confs.get(&cfg.pve_lxc_dir, vmid) {
+            Ok(Some(conf)) => return Some(conf.clone()),
+            Ok(None) => Problem::Missing,
+            Err(e) => Problem::Invalid(format!("{e:#}")),
+        };
+        self.failures.push(ReadFailure {
+            vmid,
+            file: CONF_FILE,
+            path: conf_path(&cfg.pve_lxc_dir, vmid),
+            problem,
+            history_only: false,
+        });
+        None
+    }
+
+    /// Raises the soft `RLIMIT_NOFILE` (up to the hard limit) when `containers` may need more
+    /// descriptors than it allows; checked again only when the count outgrows what was set.
+    fn ensure_fd_room(&mut self, containers: usize) {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let need = (containers as u64)
+            .saturating_mul(FDS_PER_CONTAINER)
+            .saturating_add(FD_SLACK);
+        if self.fd_limit.is_some_and(|l| l >= need) {
+            return;
+        }
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        let mut limit = soft;
+        if soft < need {
+            let new = need.max(soft.saturating_mul(2)).min(hard);
+            if setrlimit(Resource::RLIMIT_NOFILE, new, hard).is_ok() {
+                limit = new;
+            }
+        }
+        self.fd_limit = Some(limit);
+        if limit < need && !self.fd_limit_warned {
+            self.fd_limit_warned = true;
+            tracing::warn!(
+                containers,
+                limit,
+                need,
+                "RLIMIT_NOFILE is too low to keep every cgroup file open; raise LimitNOFILE="
+            );
+        }
+    }
+
+    /// Used and total bytes of the root filesystem of `vmid`, taken at most every
+    /// `ROOTFS_REFRESH_USEC`. Quietly `None` when it cannot be read (no init pid, the process
+    /// exited, no permission): the figure is optional.
+    fn rootfs(
+        &mut self,
+        cfg: &Config,
+        vmid: u32,
+        now_usec: EpochUsec,
+    ) -> (Option<u64>, Option<u64>) {
+        let Some(ct) = self.cgroups.get_mut(&vmid) else {
+            return (None, None);
+        };
+        if let Some(r) = ct.rootfs {
+            let age = now_usec.saturating_sub(r.taken_at_usec);
+            if (0..ROOTFS_REFRESH_USEC).contains(&age) {
+                return (r.used_bytes, r.total_bytes);
+            }
+        }
+        let mut figures = (None, None);
+        // A kept init pid that has exited gives way to a fresh one from `ns/cgroup.procs`.
+        for fresh_pid in [ct.init_pid.is_none(), true] {
+            if fresh_pid {
+                ct.init_pid = ct.dir.init_pid(&mut self.buf);
+            }
+            let Some(pid) = ct.init_pid else {
+                break;
+            };
+            if let Some(f) = statvfs_root(cfg, pid, vmid) {
+                figures = f;
+                break;
+            }
+            if fresh_pid {
+                break;
+            }
+        }
+        ct.rootfs = Some(Rootfs {
+            taken_at_usec: now_usec,
+            used_bytes: figures.0,
+            total_bytes: figures.1,
+        });
+        figures
+    }
+
     /// Bytes received and sent by container `vmid` (its view), summed over its veth peers in
     /// `veths`. `None` when it has no veth or one counter is unreadable: a partial sum would look
     /// like a counter that went backwards.
     fn net_bytes(
         &mut self,
         root: &Path,
-        veths: &[(u32, OsString)],
+        veths: &[(u32, OsString, u64)],
         vmid: u32,
     ) -> (Option<u64>, Option<u64>) {
-        let start = veths.partition_point(|(v, _)| *v < vmid);
-        let mine = veths[start..].iter().take_while(|(v, _)| *v == vmid);
+        let start = veths.partition_point(|(v, _, _)| *v < vmid);
+        let mine = veths[start..].iter().take_while(|(v, _, _)| *v == vmid);
         let mut host_rx = Some(0u64);
         let mut host_tx = Some(0u64);
         let mut any = false;
-        let mut path = PathBuf::from(root);
-        for (_, iface) in mine {
+        for (_, iface, ino) in mine {
             any = true;
-            path.push(iface);
-            for (file, total) in [(NET_RX_BYTES, &mut host_rx), (NET_TX_BYTES, &mut host_tx)] {
-                path.push(file);
-                let value = read_text(&path, &mut self.buf)
-                    .ok()
+            // A re-created interface of the same name has a new inode: its counters start anew.
+            if !self.veths.get(iface).is_some_and(|v| v.ino == *ino) {
+                let fresh = Veth {
+                    ino: *ino,
+                    rx: None,
+                    tx: None,
+                    seen: 0,
+                };
+                self.veths.insert(iface.clone(), fresh);
+            }
+            let Some(veth) = self.veths.get_mut(iface) else {
+                continue;
+            };
+            veth.seen = self.cycle;
+            for (file, fd, total) in [
+                (NET_RX_BYTES, &mut veth.rx, &mut host_rx),
+                (NET_TX_BYTES, &mut veth.tx, &mut host_tx),
+            ] {
+                let value = read_kept(fd, || root.join(iface).join(file), &mut self.buf)
                     .and_then(cgroup::parse_u64);
                 *total = total.zip(value).and_then(|(t, v)| t.checked_add(v));
-                path.pop();
-                path.pop();
             }
-            path.pop();
         }
         if !any {
             return (None, None);
@@ -228,9 +520,85 @@ impl Collector {
     }
 }
 
+/// The kept entry of `vmid`, opened anew when there is none or when its directory is not the one
+/// with inode `ino` (the container restarted: its old descriptors are dropped). `None` when the
+/// directory does not exist.
+fn kept_cgroup<'a>(
+    cgroups: &'a mut HashMap<u32, Ct>,
+    root: &Path,
+    vmid: u32,
+    ino: u64,
+) -> Option<&'a mut Ct> {
+    if !cgroups.get(&vmid).is_some_and(|c| c.dir.ino() == ino) {
+        cgroups.remove(&vmid);
+        match CgroupDir::open(&root.join(vmid.to_string())) {
+            Ok(dir) => {
+                let ct = Ct {
+                    dir,
+                    init_pid: None,
+                    rootfs: None,
+                };
+                cgroups.insert(vmid, ct);
+            }
+            Err(e) => {
+                tracing::debug!(vmid, error = %e, "cannot open cgroup dir");
+                return None;
+            }
+        }
+    }
+    cgroups.get_mut(&vmid)
+}
+
+/// Inode of `<root>/<vmid>` now, `None` when it does not exist.
+fn cgroup_ino(root: &Path, vmid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(root.join(vmid.to_string()))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// One cycle's reads of a kept cgroup directory.
+fn read_pass(
+    dir: &mut CgroupDir,
+    buf: &mut Vec<u8>,
+    history: bool,
+) -> Result<Pass, cgroup::Vanished> {
+    dir.start_cycle();
+    let mut outcomes = Outcomes::default();
+    let reading = cgroup::read_container(dir, buf, &mut outcomes)?;
+    let extra = if history {
+        Some(cgroup::read_extra(dir, buf, &mut outcomes)?)
+    } else {
+        None
+    };
+    Ok(Pass {
+        reading,
+        extra,
+        outcomes,
+    })
+}
+
+/// Reads a kept descriptor, opening `path()` first when there is none; a failed read drops the
+/// descriptor so that the next cycle opens the file again.
+fn read_kept<'a>(
+    fd: &mut Option<File>,
+    path: impl FnOnce() -> PathBuf,
+    buf: &'a mut Vec<u8>,
+) -> Option<&'a str> {
+    if fd.is_none() {
+        *fd = File::open(path()).ok();
+    }
+    let file = fd.as_ref()?;
+    if cgroup::pread_all(file, buf, true).is_err() {
+        *fd = None;
+        return None;
+    }
+    std::str::from_utf8(buf).ok()
+}
+
 /// The figures of `ContainerExtra` read on every cycle, whatever `read_extra` says: the decision
 /// and its model use them.
-fn every_cycle_extra(reading: &cgroup::CgroupReading) -> ContainerExtra {
+fn every_cycle_extra(reading: &CgroupReading) -> ContainerExtra {
     ContainerExtra {
         counters: Counters {
             nr_throttled: reading.cpu.nr_throttled,
@@ -246,18 +614,20 @@ fn every_cycle_extra(reading: &cgroup::CgroupReading) -> ContainerExtra {
     }
 }
 
-/// Host-side veth interfaces of containers under `root`, as (vmid, name) sorted by vmid. A missing
-/// or unreadable `root` gives none (no network figures).
-fn list_veths(root: &Path) -> Vec<(u32, OsString)> {
+/// Host-side veth interfaces of containers under `root`, as (vmid, name, inode) sorted by vmid.
+/// A missing or unreadable `root` gives none (no network figures).
+fn list_veths(root: &Path) -> Vec<(u32, OsString, u64)> {
+    use std::os::unix::fs::DirEntryExt;
     let Ok(entries) = std::fs::read_dir(root) else {
         tracing::debug!(path = %root.display(), "cannot list network interfaces");
         return Vec::new();
     };
-    let mut veths: Vec<(u32, OsString)> = entries
+    let mut veths: Vec<(u32, OsString, u64)> = entries
         .filter_map(|e| {
-            let name = e.ok()?.file_name();
+            let e = e.ok()?;
+            let name = e.file_name();
             let vmid = name.to_str().and_then(parse_veth_name)?;
-            Some((vmid, name))
+            Some((vmid, name, e.ino()))
         })
         .collect();
     veths.sort_unstable();
@@ -275,9 +645,9 @@ pub fn parse_veth_name(name: &str) -> Option<u32> {
     (vmid >= crate::config::MIN_VMID).then_some(vmid)
 }
 
-/// Used and total bytes of the filesystem at `<proc_root>/<pid>/root`. Quietly `None` when it
-/// cannot be read (the process exited, no permission): the figure is optional.
-fn rootfs_usage(cfg: &Config, pid: u32, vmid: u32) -> (Option<u64>, Option<u64>) {
+/// Used and total bytes of the filesystem at `<proc_root>/<pid>/root`; `None` when it cannot be
+/// read.
+fn statvfs_root(cfg: &Config, pid: u32, vmid: u32) -> Option<(Option<u64>, Option<u64>)> {
     let mut path = cfg.proc_root.clone();
     path.push(pid.to_string());
     path.push("root");
@@ -286,14 +656,14 @@ fn rootfs_usage(cfg: &Config, pid: u32, vmid: u32) -> (Option<u64>, Option<u64>)
             let frag: u64 = st.fragment_size();
             let blocks: u64 = st.blocks();
             let free: u64 = st.blocks_free();
-            (
+            Some((
                 blocks.checked_sub(free).and_then(|b| b.checked_mul(frag)),
                 blocks.checked_mul(frag),
-            )
+            ))
         }
         Err(e) => {
             tracing::debug!(vmid, path = %path.display(), error = %e, "cannot stat container rootfs");
-            (None, None)
+            None
         }
     }
 }
@@ -413,6 +783,7 @@ mod tests {
                     tags: vec!["prod".into(), "web".into()],
                     lock: None,
                     hostname: Some("web1".into()),
+                    ..CtConf::default()
                 }),
                 cgroup_id: Some(fs::metadata(&dir).unwrap().ino()),
                 cpu_usage_usec: Some(5_000_000),
@@ -460,12 +831,16 @@ mod tests {
     #[test]
     fn container_whose_cgroup_vanished_after_listing_is_skipped() {
         let h = FakeHost::new();
-        h.cgroup(101, 10);
+        let dir = h.cgroup(101, 10);
         h.conf(101, CONF_101);
         h.conf(105, CONF_101);
-        let snap = Collector::new().collect_vmids(&h.cfg, &[101, 105], 0);
+        let ino = fs::metadata(dir).unwrap().ino();
+        let mut c = Collector::new();
+        let snap = c.collect_listed(&h.cfg, &[(101, ino), (105, ino + 1)], 0);
         let vmids: Vec<u32> = snap.containers.iter().map(|c| c.vmid).collect();
         assert_eq!(vmids, vec![101]);
+        assert_eq!(c.open_cgroups(), 1);
+        assert_eq!(c.read_failures(), &[]);
     }
 
     #[test]
@@ -651,5 +1026,259 @@ mod tests {
         assert!(total > 0 && x.rootfs_used_bytes.unwrap() <= total);
         let y = snap.containers[1].extra;
         assert_eq!((y.rootfs_used_bytes, y.rootfs_total_bytes), (None, None));
+    }
+
+    /// Descriptors of this process that point at `dir` or below it.
+    fn fds_under(dir: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    /// Replaces the cgroup of `vmid` by a new directory (a new inode, as a restart gives) whose
+    /// `cpu.stat` reads `usage_usec`.
+    fn restart(h: &FakeHost, vmid: u32, usage_usec: u64) -> PathBuf {
+        let dir = h.cfg.cgroup_root.join(vmid.to_string());
+        let new = h.cfg.cgroup_root.join(format!("new-{vmid}"));
+        fs::rename(&dir, &new).unwrap();
+        h.cgroup(vmid, usage_usec);
+        fs::remove_dir_all(&new).unwrap();
+        dir
+    }
+
+    #[test]
+    fn restarted_container_is_read_from_its_new_cgroup_and_yields_no_rate() {
+        use crate::read::measure::{counter_window_usec, cpu_percent};
+        use crate::read::snapshot::State;
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 5_000_000);
+        h.conf(101, CONF_101);
+        let old_ino = fs::metadata(&dir).unwrap().ino();
+        let mut c = Collector::new();
+        let t0 = 1_700_000_000_000_000;
+        let first = c.collect(&h.cfg, t0);
+        let state = State::default().advanced(&first);
+        // Counters of the new lifetime are higher than the old ones: a rate across the restart
+        // would look plausible, so only the new cgroup id can stop it.
+        restart(&h, 101, 9_000_000);
+        let new_ino = fs::metadata(&dir).unwrap().ino();
+        assert_ne!(new_ino, old_ino);
+        let t1 = t0 + 30_000_000;
+        let second = c.collect(&h.cfg, t1);
+        let ct = &second.containers[0];
+        assert_eq!(ct.cgroup_id, Some(new_ino));
+        assert_eq!(ct.cpu_usage_usec, Some(9_000_000));
+        let prev = state.containers.get(&101);
+        let boot = second.host.boot_time;
+        assert_eq!(cpu_percent(ct, t1, boot, prev, 2.0, i64::MAX), None);
+        assert_eq!(counter_window_usec(ct, t1, boot, prev, i64::MAX), None);
+        assert_eq!(c.open_cgroups(), 1);
+    }
+
+    #[test]
+    fn stopped_container_gives_its_descriptors_back() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        let dir = h.cgroup(102, 20);
+        h.conf(101, CONF_101);
+        h.conf(102, CONF_101);
+        let mut c = Collector::new();
+        c.collect(&h.cfg, 0);
+        assert_eq!(c.open_cgroups(), 2);
+        assert!(fds_under(&dir) > 0);
+        fs::remove_dir_all(&dir).unwrap();
+        let snap = c.collect(&h.cfg, 1);
+        assert_eq!(snap.containers.len(), 1);
+        assert_eq!(c.open_cgroups(), 1);
+        assert_eq!(fds_under(&dir), 0);
+        assert_eq!(c.read_failures(), &[]);
+    }
+
+    #[test]
+    fn steady_cycle_opens_no_file_and_reads_the_new_values() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let mut c = Collector::new();
+        c.collect(&h.cfg, 0);
+        let opened = c.files_opened();
+        assert!(opened >= 3, "{opened}");
+        fs::write(dir.join(cgroup::CPU_STAT), "usage_usec 77\n").unwrap();
+        fs::write(dir.join(cgroup::MEMORY_CURRENT), "2147483648\n").unwrap();
+        let snap = c.collect(&h.cfg, 1);
+        assert_eq!(snap.containers[0].cpu_usage_usec, Some(77));
+        assert_eq!(snap.containers[0].memory_current_bytes, Some(2_147_483_648));
+        assert_eq!(c.files_opened(), opened);
+    }
+
+    #[test]
+    fn re_created_file_is_read_anew() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let mut c = Collector::new();
+        assert_eq!(
+            c.collect(&h.cfg, 0).containers[0].memory_current_bytes,
+            Some(1_073_741_824)
+        );
+        // A new file (new inode) in place of the old one, which a kept descriptor still reads.
+        let path = dir.join(cgroup::MEMORY_CURRENT);
+        fs::write(dir.join("tmp"), "4096\n").unwrap();
+        fs::rename(dir.join("tmp"), &path).unwrap();
+        let snap = c.collect(&h.cfg, 1);
+        assert_eq!(snap.containers[0].memory_current_bytes, Some(4096));
+        fs::remove_file(&path).unwrap();
+        let snap = c.collect(&h.cfg, 2);
+        assert_eq!(snap.containers[0].memory_current_bytes, None);
+        fs::write(&path, "8192\n").unwrap();
+        let snap = c.collect(&h.cfg, 3);
+        assert_eq!(snap.containers[0].memory_current_bytes, Some(8192));
+    }
+
+    #[test]
+    fn read_failures_name_vmid_file_and_problem_and_skip_optional_and_gone_files() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.cgroup(102, 10);
+        h.conf(101, CONF_101);
+        h.conf(102, "cores: many\n");
+        fs::remove_file(dir.join(cgroup::MEMORY_STAT)).unwrap();
+        fs::write(dir.join(cgroup::MEMORY_CURRENT), "lots\n").unwrap();
+        // A directory where a file should be: opening works, reading fails with EISDIR.
+        fs::create_dir(dir.join(cgroup::PIDS_CURRENT)).unwrap();
+        let mut c = Collector::new();
+        c.collect(&h.cfg, 0);
+        let got: Vec<(u32, &str, Problem, bool)> = c
+            .read_failures()
+            .iter()
+            .map(|f| (f.vmid, f.file, f.problem.clone(), f.history_only))
+            .collect();
+        let conf_error = format!(
+            "{:#}",
+            ConfCache::new().get(&h.cfg.pve_lxc_dir, 102).unwrap_err()
+        );
+        assert_eq!(
+            got,
+            vec![
+                (101, cgroup::MEMORY_CURRENT, Problem::Garbled, false),
+                (101, cgroup::MEMORY_STAT, Problem::Missing, false),
+                (101, cgroup::PIDS_CURRENT, Problem::Failed(21), true),
+                (102, CONF_FILE, Problem::Invalid(conf_error), false),
+            ]
+        );
+        assert_eq!(
+            c.read_failures()[1].path,
+            h.cfg.cgroup_root.join("101").join(cgroup::MEMORY_STAT)
+        );
+        assert_eq!(
+            Problem::Failed(21).to_string(),
+            "Is a directory (os error 21)"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+        c.collect(&h.cfg, 1);
+        assert_eq!(c.read_failures().len(), 1);
+    }
+
+    #[test]
+    fn rootfs_is_measured_again_only_after_the_refresh_interval() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        fs::create_dir_all(dir.join("ns")).unwrap();
+        fs::write(dir.join(cgroup::NS_CGROUP_PROCS), "4242\n").unwrap();
+        let root = h.cfg.proc_root.join("4242/root");
+        fs::create_dir_all(&root).unwrap();
+        let mut c = Collector::new();
+        let t0 = 1_700_000_000_000_000;
+        let first = c.collect(&h.cfg, t0).containers[0].extra;
+        assert!(first.rootfs_total_bytes.is_some());
+        // The pid is gone: a reading within the interval reuses the figure, a later one finds none.
+        fs::remove_dir_all(h.cfg.proc_root.join("4242")).unwrap();
+        let within = c.collect(&h.cfg, t0 + ROOTFS_REFRESH_USEC - 1).containers[0].extra;
+        assert_eq!(within.rootfs_total_bytes, first.rootfs_total_bytes);
+        let after = c.collect(&h.cfg, t0 + ROOTFS_REFRESH_USEC).containers[0].extra;
+        assert_eq!(after.rootfs_total_bytes, None);
+        // A new init pid is picked up from ns/cgroup.procs at the next refresh.
+        fs::write(dir.join(cgroup::NS_CGROUP_PROCS), "4343\n").unwrap();
+        fs::create_dir_all(h.cfg.proc_root.join("4343/root")).unwrap();
+        let again = c.collect(&h.cfg, t0 + 2 * ROOTFS_REFRESH_USEC).containers[0].extra;
+        assert_eq!(again.rootfs_total_bytes, first.rootfs_total_bytes);
+    }
+
+    #[test]
+    fn re_created_veth_is_read_anew_and_removed_ones_are_dropped() {
+        let mut h = FakeHost::new();
+        h.cfg.net_class_root = h.tmp.path().join("net");
+        h.cgroup(101, 10);
+        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
+        let mut c = Collector::new();
+        let first = c.collect(&h.cfg, 0).containers[0].extra.counters;
+        assert_eq!(
+            (first.net_rx_bytes, first.net_tx_bytes),
+            (Some(1000), Some(100))
+        );
+        let old = h.cfg.net_class_root.join("veth101i0");
+        let moved = h.cfg.net_class_root.join("gone");
+        fs::rename(&old, &moved).unwrap();
+        veth(&h.cfg.net_class_root, "veth101i0", "1\n", "2\n");
+        fs::remove_dir_all(&moved).unwrap();
+        let second = c.collect(&h.cfg, 1).containers[0].extra.counters;
+        assert_eq!(
+            (second.net_rx_bytes, second.net_tx_bytes),
+            (Some(2), Some(1))
+        );
+        fs::remove_dir_all(&old).unwrap();
+        let third = c.collect(&h.cfg, 2).containers[0].extra.counters;
+        assert_eq!((third.net_rx_bytes, third.net_tx_bytes), (None, None));
+        assert_eq!(fds_under(&h.cfg.net_class_root), 0);
+    }
+
+    /// A writable cgroup v2 directory of the real kernel: `LXC_AUTOSCALE_TEST_CGROUP2`, or the
+    /// hybrid or unified mount point.
+    fn real_cgroup2() -> Option<PathBuf> {
+        let candidates = std::env::var_os("LXC_AUTOSCALE_TEST_CGROUP2")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(PathBuf::from));
+        for dir in candidates {
+            let probe = dir.join(format!("lxc-autoscale-probe-{}", std::process::id()));
+            if dir.join("cgroup.procs").exists() && fs::create_dir(&probe).is_ok() {
+                fs::remove_dir(&probe).unwrap();
+                return Some(dir);
+            }
+        }
+        None
+    }
+
+    #[test]
+    #[ignore = "needs a writable cgroup v2 hierarchy (root): cargo test -- --ignored real_cgroupfs"]
+    fn real_cgroupfs_restart_between_listing_and_reading_reads_the_new_cgroup() {
+        let base = real_cgroup2().expect("no writable cgroup v2 hierarchy");
+        let h = FakeHost::new();
+        let mut cfg = h.cfg.clone();
+        cfg.cgroup_root = base.join(format!("lxc-autoscale-test-{}", std::process::id()));
+        let dir = cfg.cgroup_root.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let mut c = Collector::new();
+        let first = c.collect(&cfg, 0);
+        let old_ino = fs::metadata(&dir).unwrap().ino();
+        assert_eq!(first.containers[0].cgroup_id, Some(old_ino));
+        assert!(first.containers[0].cpu_usage_usec.is_some());
+        // Restarted after the listing: the kept descriptors answer ENODEV, the directory is
+        // looked up again and read anew.
+        fs::remove_dir(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        let new_ino = fs::metadata(&dir).unwrap().ino();
+        assert_ne!(new_ino, old_ino);
+        let second = c.collect_listed(&cfg, &[(101, old_ino)], 1);
+        assert_eq!(second.containers[0].cgroup_id, Some(new_ino));
+        assert!(second.containers[0].cpu_usage_usec.is_some());
+        // Stopped after the listing: no sample, no descriptor kept.
+        fs::remove_dir(&dir).unwrap();
+        let third = c.collect_listed(&cfg, &[(101, new_ino)], 2);
+        assert!(third.containers.is_empty());
+        assert_eq!(c.open_cgroups(), 0);
+        fs::remove_dir(&cfg.cgroup_root).unwrap();
     }
 }

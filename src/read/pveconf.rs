@@ -31,6 +31,7 @@ pub fn parse_conf(text: &str) -> Result<CtConf, String> {
         ..CtConf::default()
     };
     let mut has_setting = false;
+    let mut nics: Vec<(u32, String)> = Vec::new();
     for line in text.lines() {
         let line = line.trim_ascii();
         if line.starts_with('[') {
@@ -74,13 +75,34 @@ pub fn parse_conf(text: &str) -> Result<CtConf, String> {
             // Proxmox ignores a key without a value, so an empty `lock:` does not lock.
             "lock" => conf.lock = non_empty(value),
             "hostname" => conf.hostname = non_empty(value),
-            _ => {}
+            "rootfs" => conf.rootfs_volume = value.split(',').next().and_then(non_empty),
+            "ostype" => conf.ostype = non_empty(value),
+            _ => {
+                if let Some(nic) = net_hwaddr(key, value) {
+                    nics.push(nic);
+                }
+            }
         }
     }
+    nics.sort();
+    conf.hwaddrs = nics.into_iter().map(|(_, mac)| mac).collect();
     if !has_setting {
         return Err("no `key: value` line in the main section (empty or garbled conf)".into());
     }
     Ok(conf)
+}
+
+/// `(N, MAC)` of a `netN: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,...` line, the MAC in
+/// upper case.
+fn net_hwaddr(key: &str, value: &str) -> Option<(u32, String)> {
+    let n = key.strip_prefix("net")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mac = value
+        .split(',')
+        .find_map(|opt| opt.trim().strip_prefix("hwaddr="))?;
+    Some((n.parse().ok()?, mac.trim().to_ascii_uppercase())).filter(|(_, m)| !m.is_empty())
 }
 
 fn non_empty(value: &str) -> Option<String> {
@@ -223,8 +245,33 @@ mod tests {
                 tags: vec!["prod".into(), "web".into()],
                 lock: Some("backup".into()),
                 hostname: Some("web1".into()),
+                rootfs_volume: Some("local-lvm:vm-101-disk-0".into()),
+                ostype: None,
+                hwaddrs: vec!["BC:24:11:00:00:01".into()],
             }
         );
+    }
+
+    #[test]
+    fn reads_identity_macs_in_nic_order_rootfs_volume_and_ostype() {
+        let c = parse_conf(
+            "ostype: debian
+net10: name=eth2,hwaddr=bc:24:11:00:00:0a,type=veth
+\
+             net1: name=eth1,bridge=vmbr1,hwaddr=BC:24:11:00:00:02
+net0: name=eth0,bridge=vmbr0
+\
+             netx: hwaddr=00:00:00:00:00:01
+rootfs: tank:subvol-101-disk-0,size=4G
+\
+             [snap]
+net2: name=eth3,hwaddr=BC:24:11:00:00:03
+",
+        )
+        .unwrap();
+        assert_eq!(c.ostype.as_deref(), Some("debian"));
+        assert_eq!(c.rootfs_volume.as_deref(), Some("tank:subvol-101-disk-0"));
+        assert_eq!(c.hwaddrs, ["BC:24:11:00:00:02", "BC:24:11:00:00:0A"]);
     }
 
     #[test]

@@ -139,6 +139,16 @@ pub struct CtConf {
     /// `lock` reason (backup, snapshot, migrate, ...); a locked container rejects changes.
     pub lock: Option<String>,
     pub hostname: Option<String>,
+    /// `rootfs` volume (`local-lvm:vm-101-disk-0`), without its options. Identity only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_volume: Option<String>,
+    /// `ostype` (`debian`, `alpine`, ...). Identity only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ostype: Option<String>,
+    /// `hwaddr` MAC addresses of the `netN` lines, upper case, in `N` order. Proxmox draws them at
+    /// random for each new container, so they tell a reused VMID apart. Identity only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hwaddrs: Vec<String>,
 }
 
 /// Tag that opts a container out of autoscaling.

@@ -260,6 +260,7 @@ fn container(b: &mut Bytes, vmid: u32, taken_at_usec: i64, state: &mut State) ->
         },
         lock: (b.u8() % 8 == 0).then(|| "backup".to_string()),
         hostname: None,
+        ..CtConf::default()
     });
     let cgroup_id = b.maybe().then(|| 1 + u64::from(b.u8() % 2));
     let prev_usage = b.range(0, 1 << 40);
