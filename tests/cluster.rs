@@ -476,3 +476,50 @@ fn without_quorum_an_api_change_is_refused_with_503_and_pct_is_not_run() {
     .unwrap();
     assert!(daemon.wait().unwrap().success());
 }
+
+#[test]
+fn a_container_that_left_gets_a_migrated_or_destroyed_event_on_the_node_it_left() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Idle and within bounds: no change, so the only events are the departures.
+    for vmid in [101, 102, 103] {
+        cluster.add_container("n1", vmid, "cores: 1\nmemory: 512\n");
+        cluster.node("n1").set_memory(vmid, 200, 0);
+    }
+    cluster.write_local_config("n1", "");
+    cluster.node("n1").seed_previous_cycle(&[]);
+    once_ok(&cluster, "n1");
+
+    cluster.migrate(101, "n1", "n2");
+    std::fs::remove_file(cluster.conf_path("n1", 102)).unwrap();
+    cluster.node("n1").files.remove_cgroup(102).unwrap();
+    cluster.write_vmlist();
+    // 103 only stopped: still n1's in .vmlist, so no event.
+    cluster.node("n1").files.remove_cgroup(103).unwrap();
+    once_ok(&cluster, "n1");
+
+    let events =
+        std::fs::read_to_string(cluster.node("n1").path("var/log/lxc_autoscale.json")).unwrap();
+    let got: Vec<(u64, String, String)> = events
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["container_id"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (101, "migrated".into(), "moved to node n2".into()),
+            (
+                102,
+                "destroyed".into(),
+                "no longer in the cluster's .vmlist".into()
+            ),
+        ]
+    );
+    assert!(cluster.node("n1").pct_calls().is_empty());
+}

@@ -409,6 +409,7 @@ impl<'a> Daemon<'a> {
                 &extras,
             ));
         }
+        crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod departures;
 pub mod lock;
 pub mod logging;
 pub mod quorum;
