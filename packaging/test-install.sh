@@ -117,9 +117,10 @@ fi
 
 echo "== upgrade in checkout mode (--binary) with a user-edited config and existing state"
 cfg="$p/etc/lxc_autoscale/lxc_autoscale.conf"
-sed 's/^poll_interval = 300$/poll_interval = 120/' "$example" >"$cfg"
-printf '# edited by hand, kept byte for byte\nignore_lxc = [105]\n' >>"$cfg"
-sed -i 's/^ignore_lxc = \[\]$//' "$cfg"
+# Edited in place: a key appended at the end would land in the example's last [section].
+sed -e 's/^poll_interval = 300$/poll_interval = 120/' -e 's/^ignore_lxc = \[\]$/ignore_lxc = [105]/' \
+    "$example" >"$cfg"
+printf '# edited by hand, kept byte for byte\n' >>"$cfg"
 chmod 600 "$cfg"
 cp "$cfg" "$work/user.conf"
 echo "stale example" >"$p/etc/lxc_autoscale/lxc_autoscale.conf.example"

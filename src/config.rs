@@ -25,6 +25,9 @@ pub const OLD_DEFAULT_LOCK_FILE: &str = "/var/lock/lxc_autoscale.lock";
 
 /// Longest `poll_interval`: one day. Anything longer is a typo, and bounds all time arithmetic.
 pub const MAX_POLL_INTERVAL_SECS: u64 = 86_400;
+
+/// Upper bound of `scale_down_window` and `scale_down_cooldown`, seconds.
+pub const MAX_SCALE_DOWN_SECS: u64 = 7 * 86_400;
 /// Largest config file read. A real config is a few KiB; the cap keeps a huge file from holding
 /// up a start or a reload.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -58,6 +61,11 @@ pub struct Config {
     pub max_memory: Option<u64>,
     /// MB; memory is lowered in whole multiples of this.
     pub min_decrease_chunk: u64,
+    /// Seconds of recent history that must agree before a cut (its maximum below the lower
+    /// threshold). 0 with `scale_down_cooldown` 0: cuts follow the latest reading alone.
+    pub scale_down_window: u64,
+    /// Seconds after a scale-up of a resource before that resource may be cut.
+    pub scale_down_cooldown: u64,
     /// Percent of host CPUs kept for the host.
     pub reserve_cpu_percent: f64,
     /// MB of `MemAvailable` kept for the host.
@@ -139,6 +147,8 @@ pub struct TierConfig {
     pub core_max_increment: Option<u32>,
     pub memory_min_increment: Option<u64>,
     pub min_decrease_chunk: Option<u64>,
+    pub scale_down_window: Option<u64>,
+    pub scale_down_cooldown: Option<u64>,
     pub min_cores: Option<u32>,
     pub max_cores: Option<u32>,
     pub min_memory: Option<u64>,
@@ -256,6 +266,10 @@ pub struct Limits {
     pub core_max_increment: u32,
     pub memory_min_increment: u64,
     pub min_decrease_chunk: u64,
+    /// Seconds; see `Config::scale_down_window`.
+    pub scale_down_window: u64,
+    /// Seconds; see `Config::scale_down_cooldown`.
+    pub scale_down_cooldown: u64,
     pub min_cores: u32,
     pub max_cores: u32,
     pub min_memory: u64,
@@ -278,6 +292,8 @@ impl Default for Config {
             min_memory: 512,
             max_memory: None,
             min_decrease_chunk: 512,
+            scale_down_window: 3600,
+            scale_down_cooldown: 3600,
             reserve_cpu_percent: 10.0,
             reserve_memory_mb: 2048,
             log_file: PathBuf::from("/var/log/lxc_autoscale.log"),
@@ -578,7 +594,13 @@ mod spans {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
             let mut entries = Vec::new();
             while let Some(key) = map.next_key::<String>()? {
-                entries.push((key, map.next_value::<Spanned<Node>>()?));
+                // `[nodes.NAME.tiers.TIER]` makes `tiers` implicit there too (no span).
+                let value = if key == "tiers" {
+                    Spanned::new(0..0, map.next_value::<Node>()?)
+                } else {
+                    map.next_value::<Spanned<Node>>()?
+                };
+                entries.push((key, value));
             }
             Ok(Node::Table(entries))
         }
@@ -856,6 +878,8 @@ impl Config {
             core_max_increment: t.core_max_increment.unwrap_or(self.core_max_increment),
             memory_min_increment: t.memory_min_increment.unwrap_or(self.memory_min_increment),
             min_decrease_chunk: t.min_decrease_chunk.unwrap_or(self.min_decrease_chunk),
+            scale_down_window: t.scale_down_window.unwrap_or(self.scale_down_window),
+            scale_down_cooldown: t.scale_down_cooldown.unwrap_or(self.scale_down_cooldown),
             min_cores: t.min_cores.unwrap_or(self.min_cores),
             max_cores: t.max_cores.unwrap_or(self.max_cores),
             min_memory: t.min_memory.unwrap_or(self.min_memory),
@@ -978,6 +1002,18 @@ where
             ));
         }
     }
+    for (key, value) in [
+        ("scale_down_window", l.scale_down_window),
+        ("scale_down_cooldown", l.scale_down_cooldown),
+    ] {
+        if value > MAX_SCALE_DOWN_SECS {
+            return Err(err(
+                blame(key),
+                key,
+                format!("must be at most {MAX_SCALE_DOWN_SECS} seconds (a week), got {value}"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1055,6 +1091,8 @@ mod tests {
             "min_memory",
             "max_memory",
             "min_decrease_chunk",
+            "scale_down_window",
+            "scale_down_cooldown",
             "reserve_cpu_percent",
             "reserve_memory_mb",
             "log_file",

@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::cluster::FakeCluster;
-use common::{stderr, stdout, FakeHost};
+use common::{gotify_listener, stderr, stdout, FakeHost, HttpRequest};
 
 /// A container at 95 % of 2 cores using 900 of 1024 MB: one cycle makes it 4 cores, 1800 MB
 /// (the same rule as the standalone `scales_up_cores_and_memory_in_one_pct_call…` test).
@@ -70,8 +72,14 @@ fn each_node_scales_exactly_the_containers_in_its_own_node_directory() {
         conf.contains("cores: 4\n") && conf.contains("memory: 1800\n"),
         "{conf}"
     );
-    // 202 runs on n1's cgroups but its conf is n2's: nobody changed it.
+    // 202 runs on n1's cgroups but its conf is n2's: nobody changed it, nor recorded it.
     assert_eq!(shared("n2", 202), BUSY_CONF);
+    assert_eq!(cluster.ct_record(202), None);
+    for vmid in [101, 201, 301] {
+        let rec = cluster.ct_record(vmid).unwrap();
+        assert_eq!(rec["baseline"]["cores"], 2, "{rec}");
+        assert_eq!(rec["last"]["to"]["cores"], 4, "{rec}");
+    }
 }
 
 #[test]
@@ -141,4 +149,377 @@ fn a_host_without_members_is_standalone_even_with_pve_root_set() {
     let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(host.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    assert!(
+        !empty_root.join("lxc_autoscale").exists(),
+        "no record outside cluster mode"
+    );
+}
+
+#[test]
+fn a_per_node_override_in_the_cluster_config_takes_effect_on_that_node_only() {
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config(
+        "max_cores = 8\ncpu_upper_threshold = 80\n\n[nodes.n2]\nmax_cores = 3\n",
+    );
+    for node in ["n1", "n2", "n3"] {
+        once_ok(&cluster, node);
+    }
+    assert_eq!(
+        cluster.node("n1").pct_calls(),
+        ["set 101 -cores 4 -memory 1800"]
+    );
+    // n2's own bound: 4 cores wanted, 3 allowed there.
+    assert_eq!(
+        cluster.node("n2").pct_calls(),
+        ["set 201 -cores 3 -memory 1800"]
+    );
+    assert_eq!(
+        cluster.node("n3").pct_calls(),
+        ["set 301 -cores 4 -memory 1800"]
+    );
+    let out = cluster.run("n2", &["check-config"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "cluster-wide config {}/lxc_autoscale/lxc_autoscale.conf: in use, with the overrides of [nodes.\"n2\"]\n",
+            cluster.root().display()
+        )),
+        "{text}"
+    );
+    let defaults = text.lines().find(|l| l.starts_with("(default)")).unwrap();
+    assert!(defaults.contains(" 1-3 "), "n2's core bounds: {defaults}");
+}
+
+#[test]
+fn a_cluster_wide_key_left_in_the_local_config_refuses_to_start_naming_it() {
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config("poll_interval = 60\n");
+    let local = cluster.write_local_config("n3", "max_cores = 4");
+    let out = cluster.run("n3", &["--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let expected = format!(
+        "invalid config {}: key `max_cores` (line 12, column 13): is a cluster-wide setting",
+        local.display()
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(cluster.node("n3").pct_calls().is_empty());
+}
+
+#[test]
+fn a_secrets_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = three_busy_nodes();
+    cluster.write_cluster_config("poll_interval = 60\n");
+    let secrets = cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cluster.run("n1", &["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "refusing secrets file {}: it must be owned by uid {} and readable by its owner only (mode 644",
+            secrets.display(),
+            nix::unistd::geteuid()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("tok-123"));
+}
+
+/// Polls `cond` until it holds; panics with `what` after a generous deadline (not a timing
+/// assertion: only a hang fails).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn count(text: &str, what: &str) -> usize {
+    text.matches(what).count()
+}
+
+#[test]
+fn a_bad_cluster_config_on_reload_keeps_the_old_one_logs_once_and_notifies_once() {
+    let cluster = three_busy_nodes();
+    let (url, requests) = gotify_listener(200);
+    let good = format!("poll_interval = 1\ngotify_url = \"{url}\"\n");
+    cluster.write_cluster_config(&good);
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    let n1 = cluster.node("n1");
+    let mut daemon = cluster.spawn("n1");
+    wait_for("a first cycle", || count(&n1.log_text(), "cycle done") >= 1);
+
+    // Taken, this file would stop the cycles for an hour: they go on at the old 1 s.
+    let bad = format!("poll_interval = 3600\nmax_cores = \"many\"\ngotify_url = \"{url}\"\n");
+    cluster.write_cluster_config(&bad);
+    wait_for("the rejection", || {
+        count(&n1.log_text(), "config reload failed") == 1
+    });
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("two more cycles", || {
+        count(&n1.log_text(), "cycle done") >= cycles + 2
+    });
+    let log = n1.log_text();
+    assert_eq!(count(&log, "config reload failed"), 1, "{log}");
+    assert!(
+        log.contains("key `max_cores` (line 2, column 13)"),
+        "the error names the key and line: {log}"
+    );
+
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let rejected = |seen: &[HttpRequest]| {
+        seen.iter()
+            .filter(|r| r.body.contains("cluster-wide config rejected"))
+            .count()
+    };
+    wait_for("the rejection notice", || {
+        seen.extend(requests.try_iter());
+        rejected(&seen) == 1
+    });
+    let notice = seen
+        .iter()
+        .find(|r| r.body.contains("cluster-wide config rejected"))
+        .unwrap();
+    assert!(
+        notice.head.contains("X-Gotify-Key: tok-123\r\n"),
+        "{}",
+        notice.head
+    );
+    assert!(notice.body.contains("max_cores"), "{}", notice.body);
+
+    // A good file again is taken at the next cycle, without a signal.
+    cluster.write_cluster_config(&format!("{good}\n[nodes.n1]\nmax_cores = 3\n"));
+    wait_for("the reload", || n1.log_text().contains("config reloaded"));
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("one more cycle", || {
+        count(&n1.log_text(), "cycle done") > cycles
+    });
+    seen.extend(requests.try_iter());
+    assert_eq!(rejected(&seen), 1, "notified once");
+    assert_eq!(count(&n1.log_text(), "config reload failed"), 1);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_container_scaled_on_n1_and_migrated_to_n2_rolls_back_to_its_true_baseline_on_n2() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    let conf = format!(
+        "{BUSY_CONF}net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth\n"
+    );
+    cluster.add_container("n1", 101, &conf);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    make_busy(cluster.node("n1"), &[101]);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        cluster.node("n1").pct_calls(),
+        ["set 101 -cores 4 -memory 1800"]
+    );
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n1");
+    assert_eq!(rec["identity"]["hwaddrs"][0], "BC:24:11:00:00:01");
+
+    cluster.migrate(101, "n1", "n2");
+    // Busy again on n2 at its scaled 4 cores: n2's own first backup starts from 4 cores.
+    let n2 = cluster.node("n2");
+    n2.set_memory(101, 900, 100);
+    n2.seed_previous_cycle(&[(101, 95.0, 4)]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 8"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(rec["baseline"]["cores"], 2, "{rec}");
+    assert_eq!(rec["last"]["node"], "n2");
+    assert_eq!(rec["last"]["to"]["cores"], 8);
+
+    let out = cluster.run("n2", &["rollback", "101"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline)\n"
+    );
+    assert_eq!(
+        n2.pct_calls(),
+        ["set 101 -cores 8", "set 101 -cores 2 -memory 1024"]
+    );
+    let now = std::fs::read_to_string(cluster.conf_path("n2", 101)).unwrap();
+    assert!(
+        now.contains("cores: 2\n") && now.contains("memory: 1024\n"),
+        "{now}"
+    );
+}
+
+#[test]
+fn without_quorum_no_change_is_made_and_loss_and_return_are_notified_once() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Memory-bound only: whatever the cycle, the one change is memory 1024 -> 1800.
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 1024\nhostname: web\n");
+    let n1 = cluster.node("n1");
+    n1.set_memory(101, 900, 100);
+    let (url, requests) = gotify_listener(200);
+    cluster.write_cluster_config(&format!("poll_interval = 1\ngotify_url = \"{url}\"\n"));
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    cluster.write_local_config("n1", "");
+    cluster.write_members_quorate(false);
+    let mut daemon = cluster.spawn("n1");
+    wait_for("the loss", || n1.log_text().contains("cluster quorum lost"));
+    let cycles = count(&n1.log_text(), "cycle done");
+    wait_for("two more cycles", || {
+        count(&n1.log_text(), "cycle done") >= cycles + 2
+    });
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+
+    cluster.write_members_quorate(true);
+    wait_for("the change", || !n1.pct_calls().is_empty());
+    assert_eq!(n1.pct_calls(), ["set 101 -memory 1800"]);
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let titled =
+        |seen: &[HttpRequest], title: &str| seen.iter().filter(|r| r.body.contains(title)).count();
+    wait_for("the return notice", || {
+        seen.extend(requests.try_iter());
+        titled(&seen, "cluster quorum back") == 1
+    });
+    assert_eq!(titled(&seen, "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum is back"), 1);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}
+
+#[test]
+fn rollback_all_on_the_new_node_finds_a_migrated_container_by_its_record() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, BUSY_CONF);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    make_busy(cluster.node("n1"), &[101]);
+    once_ok(&cluster, "n1");
+    cluster.migrate(101, "n1", "n2");
+    // n2 never changed 101: it has no local backup of it, only the cluster's record.
+    let n2 = cluster.node("n2");
+    assert!(n2.backup_files(101).is_empty());
+    let out = cluster.run("n2", &["rollback", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline)\n"
+    );
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 2 -memory 1024"]);
+}
+
+#[test]
+fn without_quorum_an_api_change_is_refused_with_503_and_pct_is_not_run() {
+    use std::io::{Read, Write};
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 512\nhostname: web1\n");
+    let n1 = cluster.node("n1");
+    let socket = n1.path("run/api.sock");
+    cluster.write_local_config(
+        "n1",
+        &format!(
+            "poll_interval = 3600\n[api]\nlisten = \"unix:{}\"\n",
+            socket.display()
+        ),
+    );
+    cluster.write_members_quorate(false);
+    let mut daemon = cluster.spawn("n1");
+    wait_for("the first cycle and the socket", || {
+        n1.log_text().contains("cycle done")
+            && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let body = r#"{"lxc_id": 101, "cores": 2}"#;
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    write!(
+        stream,
+        "POST /scale/cores HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "no cluster quorum, no changes: {}/.members says the cluster is not quorate",
+            cluster.root().display()
+        )),
+        "{reply}"
+    );
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}
+
+#[test]
+fn a_container_that_left_gets_a_migrated_or_destroyed_event_on_the_node_it_left() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Idle and within bounds: no change, so the only events are the departures.
+    for vmid in [101, 102, 103] {
+        cluster.add_container("n1", vmid, "cores: 1\nmemory: 512\n");
+        cluster.node("n1").set_memory(vmid, 200, 0);
+    }
+    cluster.write_local_config("n1", "");
+    cluster.node("n1").seed_previous_cycle(&[]);
+    once_ok(&cluster, "n1");
+
+    cluster.migrate(101, "n1", "n2");
+    std::fs::remove_file(cluster.conf_path("n1", 102)).unwrap();
+    cluster.node("n1").files.remove_cgroup(102).unwrap();
+    cluster.write_vmlist();
+    // 103 only stopped: still n1's in .vmlist, so no event.
+    cluster.node("n1").files.remove_cgroup(103).unwrap();
+    once_ok(&cluster, "n1");
+
+    let events =
+        std::fs::read_to_string(cluster.node("n1").path("var/log/lxc_autoscale.json")).unwrap();
+    let got: Vec<(u64, String, String)> = events
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["container_id"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (101, "migrated".into(), "moved to node n2".into()),
+            (
+                102,
+                "destroyed".into(),
+                "no longer in the cluster's .vmlist".into()
+            ),
+        ]
+    );
+    assert!(cluster.node("n1").pct_calls().is_empty());
 }

@@ -199,7 +199,7 @@ fn poll_interval_above_one_day_is_refused_naming_the_key() {
         let err = stderr(&out);
         assert!(
             err.contains(&format!(
-                "key `poll_interval` (line 11, column 17): must be from 1 to 86400 seconds (one day), got {value}"
+                "key `poll_interval` (line 13, column 17): must be from 1 to 86400 seconds (one day), got {value}"
             )),
             "{err}"
         );
@@ -631,6 +631,18 @@ fn corrupt_baseline_stops_changes_until_rebaseline_accepts_the_current_allocatio
         "{line}"
     );
 
+    let out = host.run(&["status", "--json", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let why = json["baseline_unreadable"]["101"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "invalid backup {}: not a backup json document: ",
+            baseline.display()
+        )),
+        "{why}"
+    );
+
     // rebaseline accepts the current allocation and keeps the broken file.
     let out = host.run(&["rebaseline", "101", "--config", cfg]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -679,4 +691,73 @@ fn rebaseline_is_refused_while_the_daemon_holds_the_lock() {
         )
     );
     assert!(!host.path("var/backups/101/baseline.json").exists());
+}
+
+#[test]
+fn check_config_shows_the_gotify_url_without_its_password_in_any_form() {
+    let host = FakeHost::new(4);
+    let password = "p@ss{w0rd}ü";
+    let cfg = host.write_config(&format!(
+        "gotify_url = \"http://admin:{password}@gotify.example:8080/\"\ngotify_token = \"AzT0k3n.Secret-42\"\n"
+    ));
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("gotify on (http://gotify.example:8080/, token set)\n"),
+        "{text}"
+    );
+    let mut forms = leaked_forms("admin", password);
+    forms.extend(leaked_forms("", "AzT0k3n.Secret-42"));
+    for form in &forms {
+        assert!(!text.contains(form.as_str()), "{form:?} in {text}");
+    }
+}
+
+#[test]
+fn sighup_after_the_config_became_a_fifo_keeps_the_old_config_and_sigterm_still_stops() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    // Polls until `cond` holds; only a hang fails (no timing assertion).
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let host = FakeHost::new(4);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("poll_interval = 3600");
+    let mut daemon = host
+        .command(&["--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first cycle", &|| {
+        host.log_text().contains("cycle done")
+    });
+    std::fs::remove_file(&cfg).unwrap();
+    nix::unistd::mkfifo(&cfg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let pid = Pid::from_raw(daemon.id() as i32);
+    kill(pid, Signal::SIGHUP).unwrap();
+    let refused = format!(
+        "cannot read config {}: it is a FIFO; the config must be a regular file",
+        cfg.display()
+    );
+    wait_for("the refused reload", &|| host.log_text().contains(&refused));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = host.log_text();
+    assert_eq!(
+        log.matches("config reload failed; keeping the running config")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("lxc_autoscale stopping"), "{log}");
 }

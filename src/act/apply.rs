@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::act::backup::{Alloc, BackupStore, BaselineUnreadable, Identity};
+use crate::act::ctrecord;
 use crate::act::pct::{self, PctOutcome, PctRunner, SetArgs};
 use crate::decide::plan::Change;
 use crate::read::pveconf;
@@ -234,7 +235,10 @@ fn apply_one(
         other => Err(failure_text(other)),
     };
     match outcome {
-        Ok(()) => applied(change, summary, target, report),
+        Ok(()) => {
+            ctrecord::note_confirmed(target.backups, vmid, &identity, (&before, &after), now);
+            applied(change, summary, target, report);
+        }
         Err(why) => {
             if let Err(e) = target.backups.discard(&recorded) {
                 warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");

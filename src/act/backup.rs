@@ -18,6 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
+use crate::act::ctrecord::CtRecords;
 use crate::config::MIN_VMID;
 use crate::fsutil::{ensure_private_dir, write_atomic};
 use crate::read::snapshot::CtConf;
@@ -174,11 +175,22 @@ pub struct Recorded {
 #[derive(Debug, Clone)]
 pub struct BackupStore {
     pub dir: PathBuf,
+    /// In cluster mode, the per-container records in pmxcfs, updated after each confirmed change.
+    pub ct_records: Option<CtRecords>,
 }
 
 impl BackupStore {
     pub fn new(dir: PathBuf) -> Self {
-        BackupStore { dir }
+        BackupStore {
+            dir,
+            ct_records: None,
+        }
+    }
+
+    /// The same store, also keeping the cluster's per-container records (`None`: standalone).
+    pub fn with_ct_records(mut self, records: Option<CtRecords>) -> Self {
+        self.ct_records = records;
+        self
     }
 
     fn vmid_dir(&self, vmid: u32) -> PathBuf {

@@ -2,5 +2,6 @@
 
 pub mod apply;
 pub mod backup;
+pub mod ctrecord;
 pub mod notify;
 pub mod pct;

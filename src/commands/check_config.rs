@@ -89,11 +89,26 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Cluster mode or standalone, and the directory of the confs this node scales.
+/// Cluster mode or standalone, the directory of the confs this node scales, and in cluster mode
+/// where the settings come from.
 fn mode_line(cfg: &crate::config::Config) -> String {
     let dir = cfg.pve_lxc_dir.display();
-    match &cfg.cluster_node {
-        Some(node) => format!("cluster mode: node {node}, scaling the containers in {dir}"),
-        None => format!("standalone: scaling the containers in {dir}"),
+    let Some(node) = &cfg.cluster_node else {
+        return format!("standalone: scaling the containers in {dir}");
+    };
+    let mut text = format!("cluster mode: node {node}, scaling the containers in {dir}");
+    if let Some(path) = crate::config::cluster::cluster_config_path(cfg) {
+        let source = if !path.exists() {
+            "not present: the local config holds every setting".to_string()
+        } else if cfg.nodes.contains_key(node) {
+            format!("in use, with the overrides of [nodes.\"{node}\"]")
+        } else {
+            "in use, no overrides for this node".to_string()
+        };
+        text.push_str(&format!(
+            "\ncluster-wide config {}: {source}",
+            path.display()
+        ));
     }
+    text
 }

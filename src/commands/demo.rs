@@ -13,6 +13,7 @@ use crate::act::apply::{self, NotApplied, Target};
 use crate::act::backup::BackupStore;
 use crate::act::pct::{PctOutcome, PctRunner};
 use crate::config::{self, Config};
+use crate::decide::model::Models;
 use crate::decide::plan::Plan;
 use crate::decide::policy;
 use crate::read::collect::Collector;
@@ -172,6 +173,9 @@ fn demo_config(root: &Path) -> Result<Config> {
     let text = format!(
         r#"
 poll_interval = {STEP_SECS}
+# One cycle per simulated hour: the model's window and cooldown span several cycles.
+scale_down_window = 21600
+scale_down_cooldown = 7200
 energy_mode = true
 off_peak_start = 22
 off_peak_end = 6
@@ -354,11 +358,12 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
     let backups = BackupStore::new(cfg.backup_dir.clone());
     let mut collector = Collector::new();
     let mut state = State::default();
+    let mut models = Models::default();
     let mut text = String::new();
     let _ = writeln!(
         text,
         "lxc_autoscale demo: {} simulated containers on a {HOST_CPUS}-cpu, {} GiB host, one cycle per simulated hour.\n\
-         Same code as the daemon: files -> snapshot -> policy::decide -> pct set (simulated) with backups.\n\
+         Same code as the daemon: files -> snapshot -> model + policy::decide_with_model -> pct set (simulated) with backups.\n\
          Energy mode is on from 22:00 to 06:00; 106 is in tier `critical` (priority 10); 105 is tagged noautoscale.",
         host.cts.len(),
         HOST_MEM_MB / 1024
@@ -376,7 +381,7 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
         let hour = chrono::Timelike::hour(&(now - chrono::Duration::seconds(1)));
         host.advance(STEP_SECS, hour, cycle)?;
         let snap = collector.collect(&cfg, usec(now));
-        let plan = policy::decide(&cfg, &snap, &state, now);
+        let plan = policy::decide_with_model(&cfg, &snap, &state, &mut models, now);
         render_cycle(
             &mut text,
             now,

@@ -3,6 +3,8 @@
 pub mod check_config;
 pub mod demo;
 pub mod history;
+pub mod nab;
+pub mod quality;
 pub mod rebaseline;
 pub mod replay;
 pub mod replay_cmd;

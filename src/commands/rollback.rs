@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::act::apply;
 use crate::act::backup::{Backup, BackupStore, Identity};
+use crate::act::ctrecord::CtRecords;
 use crate::act::pct::{self, CommandRunner, PctOutcome, PctRunner, SetArgs, PCT_TIMEOUT};
 use crate::config::Config;
 use crate::read::pveconf;
@@ -56,8 +57,15 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
     let cfg = load_config(config_path)?;
     let _lock = offline_lock(&cfg, "roll back")?;
     let store = BackupStore::new(cfg.backup_dir.clone());
+    let records = CtRecords::for_config(&cfg);
     let vmids = if args.all {
-        store.vmids()?
+        let mut all = store.vmids()?;
+        if let Some(r) = &records {
+            all.extend(r.vmids_in(&cfg.pve_lxc_dir)?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
     } else {
         args.vmids.clone()
     };
@@ -71,6 +79,7 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
     };
     let mut ctx = Ctx {
         store: &store,
+        records: records.as_ref(),
         runner: &mut runner,
         conf_dir: &cfg.pve_lxc_dir,
         force: args.force,
@@ -95,13 +104,22 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
 /// What a rollback works with.
 struct Ctx<'a> {
     store: &'a BackupStore,
+    /// In cluster mode: the records whose baseline follows a container across migrations.
+    records: Option<&'a CtRecords>,
     runner: &'a mut dyn PctRunner,
     conf_dir: &'a Path,
     force: bool,
 }
 
-/// The backup to restore: the baseline, or with `last` the newest backup and its path.
-fn pick(store: &BackupStore, vmid: u32, last: bool) -> Result<(Backup, Option<PathBuf>)> {
+/// The backup to restore: the baseline (in cluster mode the container record's, when there is
+/// one), or with `last` the newest local backup and its path.
+fn pick(ctx: &Ctx<'_>, vmid: u32, last: bool) -> Result<(Backup, Option<PathBuf>)> {
+    let store = ctx.store;
+    if !last {
+        if let Some(rec) = ctx.records.map(|r| r.read(vmid)).transpose()?.flatten() {
+            return Ok((rec.baseline_backup(), None));
+        }
+    }
     if last {
         let (path, b) = store
             .latest(vmid)?
@@ -133,7 +151,7 @@ fn check_identity(backup: &Backup, conf: &CtConf, vmid: u32, force: bool) -> Res
 }
 
 fn rollback_one(ctx: &mut Ctx<'_>, vmid: u32, last: bool) -> Result<String> {
-    let (backup, latest_path) = pick(ctx.store, vmid, last)?;
+    let (backup, latest_path) = pick(ctx, vmid, last)?;
     let conf = pveconf::read_conf(ctx.conf_dir, vmid)?.with_context(|| {
         format!(
             "container {vmid} has no conf {}",

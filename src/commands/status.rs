@@ -17,14 +17,15 @@ use crate::service::daemon::{load_config, local_now, measure};
 
 pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let mut state = state::read_state(&cfg.state_file).unwrap_or_default();
+    let (mut state, mut models) = state::read_state_with_model(&cfg.state_file).unwrap_or_default();
     let mut collector = Collector::new();
     let (snap, collect_time) = measure(&cfg, &mut collector, &mut state, &mut |d| {
         std::thread::sleep(d);
         true
     })
     .expect("never stopped");
-    let plan = policy::decide(&cfg, &snap, &state, local_now());
+    // The daemon's model as last saved: `status` learns into a copy it never writes back.
+    let plan = policy::decide_with_model(&cfg, &snap, &state, &mut models, local_now());
     let plan = crate::decide::hold::skip_held(plan, &state.holds, snap.taken_at_usec);
     let blocked = unreadable_baselines(&BackupStore::new(cfg.backup_dir.clone()), &plan);
     if json {

@@ -13,12 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
 
+mod layer;
+pub use layer::{cluster_config_path, layer, load, FileStamp, Files, LOCAL_KEYS, SECRET_KEYS};
+
 /// Default `pve_root`: where pmxcfs is mounted on every Proxmox node.
 pub const DEFAULT_PVE_ROOT: &str = "/etc/pve";
 /// Below `pve_root`: one directory per node, each with its containers' confs in `lxc/`.
 pub const NODES_DIR: &str = "nodes";
 /// Below a node's directory: its containers' `<vmid>.conf` files.
 pub const NODE_LXC_DIR: &str = "lxc";
+/// Below `pve_root`: the cluster-wide config (the local schema plus `[nodes."<name>"]`).
+pub const CLUSTER_CONFIG_FILE: &str = "lxc_autoscale/lxc_autoscale.conf";
+/// Below `pve_root`: the secrets, in pmxcfs's root-only `priv/` tree.
+pub const SECRETS_FILE: &str = "priv/lxc_autoscale/secrets.toml";
 
 /// The `cluster` key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -115,7 +122,7 @@ pub fn short_hostname(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }
 
-fn key_error(key: &str, message: String) -> anyhow::Error {
+pub(super) fn key_error(key: &str, message: String) -> anyhow::Error {
     anyhow::Error::new(ConfigError {
         key: key.to_string(),
         line: None,

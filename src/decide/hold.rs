@@ -120,7 +120,7 @@ fn drop_part(change: &mut Change, resource: Resource) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::plan::{Reading, Rule, Step};
+    use crate::decide::plan::{Reading, Rule, Stat, Step};
     use crate::read::snapshot::{ContainerSample, CtConf, Seen};
 
     fn scaled(resource: Resource, from: u64, to: u64) -> Reason {
@@ -129,6 +129,7 @@ mod tests {
             percent: 95.0,
             threshold: 80.0,
             rule: Rule::AboveUpper,
+            stat: Stat::Current,
         };
         Reason::Scaled {
             reading,

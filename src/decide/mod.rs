@@ -1,5 +1,8 @@
-//! Pure decisions: `Config`, `Snapshot`, `State`, now -> `Plan`. Nothing here does IO.
+//! Pure decisions: `Config`, `Snapshot`, `State`, `Models`, now -> `Plan`. Nothing here does IO.
 
+pub mod advice;
+pub mod anomaly;
 pub mod hold;
+pub mod model;
 pub mod plan;
 pub mod policy;

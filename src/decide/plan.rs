@@ -12,6 +12,45 @@ pub struct Plan {
     pub notes: Vec<Note>,
     /// What was measured for each container, whether or not it changes.
     pub observations: Vec<Observation>,
+    /// Anomaly episodes that opened this cycle (only with the model).
+    pub anomalies: Vec<AnomalyOnset>,
+}
+
+/// An anomaly episode of one resource of one container that opened this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AnomalyOnset {
+    pub vmid: u32,
+    pub resource: Resource,
+    #[serde(flatten)]
+    pub onset: crate::decide::anomaly::Onset,
+}
+
+impl fmt::Display for AnomalyOnset {
+    /// One line: `cpu anomaly up: 3.20 cores against a learned 1.00 (score 6.4)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::decide::anomaly::Direction;
+        let dir = match self.onset.direction {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        };
+        let unit = match self.resource {
+            Resource::Cpu => " cores",
+            Resource::Memory => " MB",
+        };
+        write!(
+            f,
+            "{} anomaly {dir}: {:.2}{unit} against a learned {:.2}{unit} (score {:.1})",
+            self.resource, self.onset.value, self.onset.baseline, self.onset.score
+        )
+    }
+}
+
+impl Reading {
+    /// The same reading, as statistic `stat`.
+    pub fn with(mut self, stat: Stat) -> Reading {
+        self.stat = stat;
+        self
+    }
 }
 
 /// A move of one resource from one value to another.
@@ -65,6 +104,56 @@ pub enum Rule {
     BelowLower,
     /// Below the upper threshold while energy mode is in force: scale down towards the upper one.
     BelowUpperEnergy,
+    /// With the model: the basis (the window's maximum) would fit in fewer cores at the packing
+    /// level (`threshold`, 10 points below the upper threshold): cut to that level.
+    BelowPack,
+    /// Processes were OOM-killed since the last cycle: grow memory at once.
+    OomKill { kills: u64 },
+    /// Pressure stall information (`percent` is PSI `avg10`) at or above `threshold`: the
+    /// container waits for this resource; counts like being above the upper threshold.
+    Stalled,
+}
+
+/// Which statistic of the container's history a reading is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stat", rename_all = "snake_case")]
+pub enum Stat {
+    /// The latest sampling window.
+    #[default]
+    Current,
+    /// The maximum over the last `secs` seconds (`scale_down_window`).
+    WindowMax { secs: u64 },
+    /// The daily profile's expected maximum of the local hour starting at `hour`.
+    Forecast { hour: u32 },
+    /// PSI `some avg10` of the resource's pressure file (`full` for `full avg10`).
+    Pressure { full: bool },
+    /// The share of the window the cgroup was throttled (`cpu.stat` `throttled_usec`).
+    Throttled,
+}
+
+/// Why a cut the thresholds asked for is not made this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "hold", rename_all = "snake_case")]
+pub enum Hold {
+    /// The maximum over the last `secs` seconds, `percent` of the allocation, is not below
+    /// `threshold`: the recent history does not agree.
+    Window {
+        percent: f64,
+        threshold: f64,
+        secs: u64,
+    },
+    /// Fewer than `secs` seconds of history so far (`covered_secs`).
+    History { covered_secs: u64, secs: u64 },
+    /// `left_secs` of the `scale_down_cooldown` after a scale-up remain.
+    Cooldown { left_secs: u64 },
+    /// An OOM kill was seen: memory cuts are held for `left_secs` more.
+    OomKill { left_secs: u64 },
+    /// Memory pressure (PSI `some avg10`, percent) is above zero.
+    Pressure { some_avg10: f64 },
+    /// An anomaly episode of the resource is open (`score`: deviations).
+    Anomaly { score: f64 },
+    /// The daily profile expects `percent` of the allocation within the next hour.
+    Forecast { percent: f64, hour: u32 },
 }
 
 /// A measured percent against the threshold its rule compares it with, e.g. `cpu 92.0% > 80`.
@@ -76,6 +165,10 @@ pub struct Reading {
     /// The threshold of `rule`, percent.
     pub threshold: f64,
     pub rule: Rule,
+    /// Which statistic `percent` is (the latest window unless the model says otherwise); its
+    /// fields sit beside the others (`"stat": "window_max", "secs": 3600`), absent for the latest.
+    #[serde(flatten, default, skip_serializing_if = "Stat::is_current")]
+    pub stat: Stat,
 }
 
 /// A limit that stopped a scale-up.
@@ -135,6 +228,8 @@ pub enum Reason {
         headroom: f64,
         min_increment: u64,
     },
+    /// The thresholds ask for a cut (`reading`, the latest window) but the model holds it.
+    CutHeld { reading: Reading, hold: Hold },
     /// A scale-up of `wanted` cut to `granted` by the host headroom.
     CutToHeadroom {
         resource: Resource,
@@ -157,7 +252,8 @@ impl Reason {
     /// debug; everything else is news.
     pub fn log_level(&self) -> Level {
         match self {
-            Reason::Ignored | Reason::OptedOut => Level::Debug,
+            // A held cut repeats every cycle until the history agrees.
+            Reason::Ignored | Reason::OptedOut | Reason::CutHeld { .. } => Level::Debug,
             Reason::Scaled { .. }
             | Reason::Requested { .. }
             | Reason::Held { .. }
@@ -183,18 +279,80 @@ impl fmt::Display for Resource {
     }
 }
 
+impl Stat {
+    pub fn is_current(&self) -> bool {
+        *self == Stat::Current
+    }
+}
+
+impl fmt::Display for Stat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stat::Current => Ok(()),
+            Stat::WindowMax { secs } => write!(f, " max over the last {secs} s"),
+            Stat::Forecast { hour } => write!(f, " expected at {hour:02}:00"),
+            Stat::Pressure { full: false } => f.write_str(" pressure (some avg10)"),
+            Stat::Pressure { full: true } => f.write_str(" pressure (full avg10)"),
+            Stat::Throttled => f.write_str(" throttled"),
+        }
+    }
+}
+
 impl fmt::Display for Reading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (op, suffix) = match self.rule {
-            Rule::AboveUpper => (">", ""),
+            Rule::AboveUpper | Rule::Stalled => (">=", ""),
             Rule::BelowLower => ("<", ""),
             Rule::BelowUpperEnergy => ("<", " (energy mode)"),
+            Rule::BelowPack => ("<", " (fits fewer cores)"),
+            Rule::OomKill { kills } => {
+                return write!(
+                    f,
+                    "{} {:.1}% with {kills} OOM kill(s)",
+                    self.resource, self.percent
+                )
+            }
+        };
+        // `>` for the classic rule keeps today's text; a stall is "at or above".
+        let op = if self.rule == Rule::AboveUpper {
+            ">"
+        } else {
+            op
         };
         write!(
             f,
-            "{} {:.1}% {op} {}{suffix}",
-            self.resource, self.percent, self.threshold
+            "{}{} {:.1}% {op} {}{suffix}",
+            self.resource, self.stat, self.percent, self.threshold
         )
+    }
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hold::Window {
+                percent,
+                threshold,
+                secs,
+            } => write!(
+                f,
+                "max over the last {secs} s is {percent:.1}%, not below {threshold}"
+            ),
+            Hold::History { covered_secs, secs } => {
+                write!(f, "{covered_secs} s of history, {secs} s needed")
+            }
+            Hold::Cooldown { left_secs } => {
+                write!(f, "scale-up cooldown, {left_secs} s left")
+            }
+            Hold::OomKill { left_secs } => write!(f, "OOM kill seen, {left_secs} s left"),
+            Hold::Pressure { some_avg10 } => {
+                write!(f, "memory pressure some avg10 {some_avg10:.2}% > 0")
+            }
+            Hold::Anomaly { score } => write!(f, "anomaly open (score {score:.1})"),
+            Hold::Forecast { percent, hour } => {
+                write!(f, "{percent:.1}% expected at {hour:02}:00")
+            }
+        }
     }
 }
 
@@ -263,6 +421,7 @@ impl fmt::Display for Reason {
                 f,
                 "{reading} but cpulimit {cpulimit} binds, more cores would not help: cores unchanged"
             ),
+            Reason::CutHeld { reading, hold } => fmt_cut_held(reading, hold, f),
             Reason::AtBound { reading, bound } => write!(
                 f,
                 "{reading} but already at {bound}: {}",
@@ -310,6 +469,15 @@ impl fmt::Display for Reason {
             },
         }
     }
+}
+
+/// `cpu 12.0% < 20 but scale-up cooldown, 600 s left: cores unchanged (cut held)`.
+fn fmt_cut_held(reading: &Reading, hold: &Hold, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(
+        f,
+        "{reading} but {hold}: {} (cut held)",
+        unchanged(reading.resource)
+    )
 }
 
 /// The reasons of manual changes: `requested through the api by uid 0`, and
@@ -394,6 +562,7 @@ mod tests {
             percent,
             threshold: 80.0,
             rule: Rule::AboveUpper,
+            stat: Stat::Current,
         }
     }
 
@@ -434,12 +603,14 @@ mod tests {
             percent: 84.0,
             threshold: 80.0,
             rule: Rule::AboveUpper,
+            stat: Stat::Current,
         };
         let energy = Reading {
             resource: Resource::Cpu,
             percent: 30.0,
             threshold: 80.0,
             rule: Rule::BelowUpperEnergy,
+            stat: Stat::Current,
         };
         let change = Change {
             vmid: 101,

@@ -3,12 +3,12 @@
 //! A missing `.members` means a standalone node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::config::cluster::{self as cluster_config, ClusterMode, Membership};
+use crate::config::cluster::{self as cluster_config, Membership};
 use crate::config::{self, Config};
 
 /// Below `pve_root`: the cluster's members.
@@ -133,23 +133,15 @@ pub fn hostname() -> Option<String> {
     Some(cluster_config::short_hostname(&name).to_string())
 }
 
-/// Where a config's `.members` would be, for messages.
-pub fn members_path(cfg: &Config) -> PathBuf {
-    cfg.pve_root.join(MEMBERS_FILE)
-}
-
-/// Loads the config at `path` and resolves cluster mode against `<pve_root>/.members`: the one
-/// entry point of the daemon and every command. A standalone node gets the file as written.
+/// Loads the config at `path`, resolving cluster mode against `<pve_root>/.members` and, in
+/// cluster mode, layering the cluster-wide config (`config::cluster::load`): the one entry point
+/// of the daemon and every command. A standalone node gets the file as written.
 pub fn load_config(path: &Path) -> Result<Config> {
-    let mut cfg = config::load(path)?;
-    if cfg.cluster == ClusterMode::Off {
-        return Ok(cfg);
-    }
-    let members = read_members(&cfg.pve_root)?;
-    let membership = members.as_ref().map(Members::membership);
-    cluster_config::resolve(&mut cfg, membership.as_ref(), hostname)
-        .with_context(|| format!("invalid config {}", path.display()))?;
-    Ok(cfg)
+    cluster_config::load(
+        path,
+        |root| Ok(read_members(root)?.map(|m| m.membership())),
+        hostname,
+    )
 }
 
 #[cfg(test)]
@@ -245,7 +237,7 @@ mod tests {
         )
         .unwrap();
         let off = load_config(&conf).unwrap();
-        assert_eq!(off.pve_lxc_dir, PathBuf::from("/etc/pve/lxc"));
+        assert_eq!(off.pve_lxc_dir, std::path::PathBuf::from("/etc/pve/lxc"));
         assert_eq!(off.cluster_node, None);
     }
 }

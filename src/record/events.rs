@@ -36,6 +36,23 @@ struct Event<'a> {
     container_id: u32,
     action: &'a str,
     change: &'a str,
+    /// Anomaly events only: `cpu` or `memory`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    /// Anomaly events only: `up` or `down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'a str>,
+    /// Anomaly events only: deviations from the learned behaviour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f64>,
+}
+
+/// The extra fields of an `anomaly` event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomalyFields<'a> {
+    pub resource: &'a str,
+    pub direction: &'a str,
+    pub score: f64,
 }
 
 impl EventLog {
@@ -67,7 +84,24 @@ impl EventLog {
         action: &str,
         change: &str,
     ) -> Result<()> {
-        let line = format_event(&self.host, at, vmid, action, change)?;
+        let line = format_event(&self.host, at, vmid, action, change, None)?;
+        self.append(&line)
+    }
+
+    /// Appends an `anomaly` event (an episode start) stamped with the current local time.
+    pub fn record_anomaly(&self, vmid: u32, change: &str, fields: AnomalyFields) -> Result<()> {
+        let line = format_event(
+            &self.host,
+            Local::now(),
+            vmid,
+            "anomaly",
+            change,
+            Some(fields),
+        )?;
+        self.append(&line)
+    }
+
+    fn append(&self, line: &str) -> Result<()> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
                 fs::create_dir_all(parent)
@@ -103,6 +137,7 @@ fn format_event(
     vmid: u32,
     action: &str,
     change: &str,
+    anomaly: Option<AnomalyFields>,
 ) -> Result<String> {
     let event = Event {
         timestamp: at.to_rfc3339_opts(SecondsFormat::Secs, false),
@@ -110,6 +145,9 @@ fn format_event(
         container_id: vmid,
         action,
         change,
+        resource: anomaly.map(|a| a.resource),
+        direction: anomaly.map(|a| a.direction),
+        score: anomaly.map(|a| a.score),
     };
     let mut line = serde_json::to_string(&event).context("cannot encode event")?;
     line.push('\n');
@@ -124,6 +162,34 @@ mod tests {
 
     fn at() -> DateTime<Local> {
         Local.with_ymd_and_hms(2024, 5, 1, 12, 30, 5).unwrap()
+    }
+
+    #[test]
+    fn anomaly_event_carries_resource_direction_and_score() {
+        let fields = AnomalyFields {
+            resource: "cpu",
+            direction: "up",
+            score: 7.5,
+        };
+        let line =
+            format_event("pve1", at(), 101, "anomaly", "cpu anomaly up", Some(fields)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["action"], "anomaly");
+        assert_eq!(v["change"], "cpu anomaly up");
+        assert_eq!(
+            (
+                v["resource"].clone(),
+                v["direction"].clone(),
+                v["score"].clone()
+            ),
+            (
+                serde_json::json!("cpu"),
+                serde_json::json!("up"),
+                serde_json::json!(7.5)
+            )
+        );
+        let plain = format_event("pve1", at(), 101, "scale", "2 -> 3", None).unwrap();
+        assert!(!plain.contains("resource"), "{plain}");
     }
 
     #[test]
@@ -148,7 +214,7 @@ mod tests {
 
     #[test]
     fn event_line_has_the_predecessor_fields_in_order() {
-        let line = format_event("pve1", at(), 101, "Increase Cores", "2 -> 3").unwrap();
+        let line = format_event("pve1", at(), 101, "Increase Cores", "2 -> 3", None).unwrap();
         let ts = at().to_rfc3339_opts(SecondsFormat::Secs, false);
         assert_eq!(
             line,
@@ -161,7 +227,15 @@ mod tests {
 
     #[test]
     fn text_with_quotes_and_newlines_stays_on_one_line() {
-        let line = format_event("pve1", at(), 101, "Failed", "pct said \"no\"\nline two").unwrap();
+        let line = format_event(
+            "pve1",
+            at(),
+            101,
+            "Failed",
+            "pct said \"no\"\nline two",
+            None,
+        )
+        .unwrap();
         assert_eq!(line.matches('\n').count(), 1);
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["change"], "pct said \"no\"\nline two");

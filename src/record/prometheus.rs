@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::decide::model::Models;
 use crate::decide::plan::Change;
 use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
@@ -161,6 +162,35 @@ const CONTAINER_GAUGES: &[(&str, &str, Getter)] = &[
     ),
 ];
 
+/// `lxc_autoscale_container_anomaly{vmid,name,tier,resource}`: the current anomaly score of each
+/// container and resource (deviations from its learned behaviour), 0 when no episode is open.
+pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String {
+    let mut out = String::with_capacity(128 + containers.len() * 160);
+    let name = "lxc_autoscale_container_anomaly";
+    let mut f = Family::new(
+        &mut out,
+        name,
+        "gauge",
+        "Current anomaly score (deviations from the container's learned behaviour), 0 when none.",
+    );
+    for c in containers {
+        let m = models.containers.get(&c.vmid);
+        for (resource, score) in [
+            ("cpu", m.map_or(0.0, |m| m.cpu.detector.score())),
+            ("memory", m.map_or(0.0, |m| m.memory.detector.score())),
+        ] {
+            let labels = format!(
+                "vmid=\"{}\",name=\"{}\",tier=\"{}\",resource=\"{resource}\"",
+                c.vmid,
+                escape_label(c.name.as_deref().unwrap_or("")),
+                escape_label(c.tier.as_deref().unwrap_or(""))
+            );
+            f.sample(name, &labels, score);
+        }
+    }
+    out
+}
+
 /// The whole text file for one cycle.
 pub fn render(
     host: &HostRecord,
@@ -303,6 +333,20 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anomaly_gauge_is_zero_without_an_episode_for_every_container_and_resource() {
+        let cts = [ContainerRecord {
+            vmid: 101,
+            name: Some("web".into()),
+            ..ContainerRecord::default()
+        }];
+        let text = render_anomaly(&cts, &Models::default());
+        assert!(text.contains(
+            "lxc_autoscale_container_anomaly{vmid=\"101\",name=\"web\",tier=\"\",resource=\"cpu\"} 0\n"
+        ), "{text}");
+        assert!(text.contains("resource=\"memory\"} 0\n"), "{text}");
+    }
     use crate::decide::plan::Step;
 
     #[test]

@@ -5,8 +5,17 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::decide::model::Models;
 use crate::fsutil;
 use crate::read::snapshot::State;
+
+/// The `model` key of the state file (the rest is `State`, read on its own: serde's `flatten`
+/// cannot read maps keyed by VMID). A file without it (older versions) gives an empty model.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ModelPart {
+    #[serde(default)]
+    model: Models,
+}
 
 /// Refuse to read a state file larger than this: it is a few hundred bytes per container.
 const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,6 +42,58 @@ pub fn read_state(path: &Path) -> Result<State> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_state(&text).with_context(|| format!("invalid state file {}", path.display()))
+}
+
+/// Reads `path` with its model; see `read_state`.
+pub fn read_state_with_model(path: &Path) -> Result<(State, Models)> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        anyhow::bail!("{} is too large ({} bytes)", path.display(), meta.len());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let state =
+        parse_state(&text).with_context(|| format!("invalid state file {}", path.display()))?;
+    let part: ModelPart = serde_json::from_str(&text)
+        .context("model is not valid json")
+        .with_context(|| format!("invalid state file {}", path.display()))?;
+    Ok((state, part.model))
+}
+
+/// The model as JSON, for `write_state_with_model`. Encoding the model of 1000 containers costs
+/// about a millisecond, so the daemon re-encodes it every `MODEL_SAVE_CYCLES` cycles and at exit
+/// and writes the last encoding in between.
+pub fn encode_model(models: &Models) -> Result<String> {
+    serde_json::to_string(models).context("cannot encode model")
+}
+
+/// Cycles between two encodings of the model.
+pub const MODEL_SAVE_CYCLES: u64 = 10;
+
+/// Writes `state` and the encoded model (`encode_model`) to `path` atomically.
+pub fn write_state_with_model(path: &Path, state: &State, model_json: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::ensure_private_dir(dir)?;
+    }
+    let mut json = serde_json::to_vec(state).context("cannot encode state")?;
+    // `State` is a struct: its JSON is an object ending in `}`; the model goes in as one more key.
+    if json.pop() != Some(b'}') {
+        anyhow::bail!("state did not encode as an object");
+    }
+    if json.len() > 1 {
+        json.push(b',');
+    }
+    json.extend_from_slice(b"\"model\":");
+    json.extend_from_slice(model_json.as_bytes());
+    json.push(b'}');
+    fsutil::write_atomic(path, &json, 0o600)
 }
 
 /// Writes `state` to `path` atomically, creating its directory (0700) when missing.
@@ -80,6 +141,35 @@ mod tests {
         let path = dir.path().join("sub/state.json");
         write_state(&path, &sample()).unwrap();
         assert_eq!(read_state(&path).unwrap(), sample());
+    }
+
+    #[test]
+    fn state_and_model_round_trip_through_the_file_and_old_files_read_as_empty_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut models = Models::default();
+        let ct = models.containers.entry(101).or_default();
+        for k in 0..100i64 {
+            ct.cpu.observe(
+                crate::decide::model::Sample {
+                    ts_usec: k * 300_000_000,
+                    hour: (k / 12 % 24) as u32,
+                    value: Some(k as f64 / 10.0),
+                    alloc: 4.0,
+                },
+                3_600_000_000,
+            );
+        }
+        let json = encode_model(&models).unwrap();
+        write_state_with_model(&path, &sample(), &json).unwrap();
+        assert_eq!(read_state_with_model(&path).unwrap(), (sample(), models));
+        // The plain reader still reads the file, and reads an old one.
+        assert_eq!(read_state(&path).unwrap(), sample());
+        write_state(&path, &sample()).unwrap();
+        assert_eq!(
+            read_state_with_model(&path).unwrap(),
+            (sample(), Models::default())
+        );
     }
 
     #[test]

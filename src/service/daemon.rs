@@ -10,16 +10,19 @@ use tracing::{error, info, warn};
 
 use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
+use crate::act::ctrecord::CtRecords;
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
-use crate::config::{Config, Scaling};
+use crate::config::cluster::FileStamp;
+use crate::config::{self, Config, Scaling};
 use crate::decide::hold;
+use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
 use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
-use crate::record::events::EventLog;
+use crate::record::events::{AnomalyFields, EventLog};
 use crate::record::metrics::{self, CycleInfo, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
@@ -28,6 +31,7 @@ use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
 use crate::service::wake::{Inbox, LoopMsg};
@@ -190,6 +194,11 @@ struct Daemon<'a> {
     opts: &'a DaemonOpts,
     cfg: Config,
     state: State,
+    /// The per-container model, kept in `state_file`; its encoding is refreshed every
+    /// `MODEL_SAVE_CYCLES` cycles and at exit.
+    models: Models,
+    model_json: String,
+    cycles: u64,
     collector: Collector,
     /// Files that could not be read, logged once per vmid and file.
     read_log: ReadFailureLog,
@@ -204,6 +213,10 @@ struct Daemon<'a> {
     watchdog: Watchdog,
     /// The text log's file, reopened on every reload.
     log: LogFile,
+    /// The cluster-wide config as last read (cluster mode): a change reloads.
+    cluster_stamp: FileStamp,
+    /// Whether the cluster had quorum at the last cycle (cluster mode).
+    quorum: Quorum,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
 }
@@ -222,11 +235,11 @@ impl<'a> Daemon<'a> {
         watchdog: Watchdog,
         log: LogFile,
     ) -> Daemon<'a> {
-        let state = match state::read_state(&cfg.state_file) {
+        let (state, models) = match state::read_state_with_model(&cfg.state_file) {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "ignoring unusable state file");
-                State::default()
+                Default::default()
             }
         };
         let mut collector = Collector::new();
@@ -234,6 +247,9 @@ impl<'a> Daemon<'a> {
         Daemon {
             opts,
             state,
+            models,
+            model_json: String::from("{}"),
+            cycles: 0,
             collector,
             read_log: ReadFailureLog::default(),
             metrics_log: MetricsLog::from_config(&cfg),
@@ -245,6 +261,8 @@ impl<'a> Daemon<'a> {
                 path: cfg.pct_path.clone(),
                 timeout: PCT_TIMEOUT,
             },
+            cluster_stamp: FileStamp::of_cluster_config(&cfg),
+            quorum: Quorum::default(),
             cfg,
             inbox,
             watchdog,
@@ -268,6 +286,7 @@ impl<'a> Daemon<'a> {
         let mut first = true;
         loop {
             self.watchdog.progress();
+            self.watch_cluster_config();
             let measured = measure(&self.cfg, &mut self.collector, &mut self.state, &mut |d| {
                 self.inbox.wait_window(d)
             });
@@ -292,6 +311,9 @@ impl<'a> Daemon<'a> {
             }
         }
         sdnotify::notify(&[NotifyState::Stopping]);
+        if self.cycles > 0 {
+            self.save_state(true);
+        }
         self.drain_api();
         info!("lxc_autoscale stopping");
         self.send_lifecycle("lxc_autoscale stopped", "the daemon stopped");
@@ -307,12 +329,48 @@ impl<'a> Daemon<'a> {
         }
     }
 
+    /// Writes the state file; `encode` refreshes the model's encoding first.
+    fn save_state(&mut self, encode: bool) {
+        if encode {
+            match state::encode_model(&self.models) {
+                Ok(json) => self.model_json = json,
+                Err(e) => warn!(error = %format!("{e:#}"), "cannot encode model"),
+            }
+        }
+        let path = &self.cfg.state_file;
+        if let Err(e) = state::write_state_with_model(path, &self.state, &self.model_json) {
+            warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write state file");
+        }
+    }
+
+    /// Logs each anomaly episode that opened, writes it to the event log and sends it to Gotify
+    /// (once per episode: only its start is in the plan).
+    fn report_anomalies(&mut self, plan: &Plan) {
+        for a in &plan.anomalies {
+            let text = a.to_string();
+            warn!(vmid = a.vmid, resource = %a.resource, score = a.onset.score, "{text}");
+            let fields = AnomalyFields {
+                resource: &a.resource.to_string(),
+                direction: a.onset.direction.as_str(),
+                score: a.onset.score,
+            };
+            if let Err(e) = self.events.record_anomaly(a.vmid, &text, fields) {
+                warn!(vmid = a.vmid, error = %format!("{e:#}"), "cannot write event log");
+            }
+            if let Some(n) = self.notifier.as_mut() {
+                n.send(&format!("lxc_autoscale: CT {} anomaly", a.vmid), &text, 5);
+            }
+        }
+    }
+
     /// Decides, applies and records one cycle on `snap`.
     fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
         self.watchdog.progress();
         holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
-        let plan = policy::decide(&self.cfg, snap, &self.state, local_now());
+        let plan =
+            policy::decide_with_model(&self.cfg, snap, &self.state, &mut self.models, local_now());
         let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
+        self.report_anomalies(&plan);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
         self.counters.add(
@@ -336,7 +394,7 @@ impl<'a> Daemon<'a> {
             &plan,
             &self.state,
             cycle,
-            &self.counters,
+            (&self.counters, &self.models),
         );
         if let Some(api) = &self.api {
             let extras = holds::extras(&self.state, snap.taken_at_usec);
@@ -351,11 +409,11 @@ impl<'a> Daemon<'a> {
                 &extras,
             ));
         }
+        crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
-        if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
-            warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
-        }
+        self.cycles += 1;
+        self.save_state(self.cycles % state::MODEL_SAVE_CYCLES == 1);
         if let Some(n) = self.notifier.as_mut() {
             self.watchdog.progress();
             notify_report(n, &report);
@@ -369,7 +427,8 @@ impl<'a> Daemon<'a> {
             "cycle done"
         );
         let status = format!(
-            "last cycle: {} containers, {} changed, {} failed",
+            "{}last cycle: {} containers, {} changed, {} failed",
+            self.quorum.status_prefix(),
             snap.containers.len(),
             report.applied.len(),
             report.failed.len()
@@ -379,7 +438,11 @@ impl<'a> Daemon<'a> {
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
-        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        if !self.quorum_allows_changes() {
+            return Report::default();
+        }
+        let backups = BackupStore::new(self.cfg.backup_dir.clone())
+            .with_ct_records(CtRecords::for_config(&self.cfg));
         let (watchdog, inbox) = (&self.watchdog, &self.inbox);
         // Called before every change: it is also the progress mark that lets the watchdog cover
         // the `pct` call that follows.
@@ -415,7 +478,12 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
-        let backups = BackupStore::new(self.cfg.backup_dir.clone());
+        if let Some(why) = crate::service::quorum::missing(&self.cfg) {
+            api.refuse(msg, &format!("no cluster quorum, no changes: {why}"));
+            return;
+        }
+        let backups = BackupStore::new(self.cfg.backup_dir.clone())
+            .with_ct_records(CtRecords::for_config(&self.cfg));
         let mut ctx = LoopCtx {
             pve_lxc_dir: &self.cfg.pve_lxc_dir,
             pct: &mut self.runner,
@@ -477,7 +545,9 @@ impl<'a> Daemon<'a> {
             match self.inbox.next(due, self.watchdog.idle_wake()) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
-                Some(LoopMsg::Reload) => self.reload(),
+                Some(LoopMsg::Reload) => {
+                    let _ = self.reload();
+                }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
         }
@@ -485,18 +555,72 @@ impl<'a> Daemon<'a> {
 
     /// Re-reads the config; on error keeps the running one and says why. Either way the log file
     /// is reopened (at the new `log_file`, or at the same path for logrotate's postrotate).
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         sdnotify::notify_reloading();
+        // Stamped before reading: an edit during the read is seen at the next cycle.
+        self.cluster_stamp = FileStamp::of_cluster_config(&self.cfg);
         let loaded = load_config(&self.opts.config);
         let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
         self.reopen_log(&log_path);
-        match loaded {
-            Ok(new) => self.take_config(new),
+        let result = match loaded {
+            Ok(new) => {
+                self.take_config(new);
+                Ok(())
+            }
             Err(e) => {
-                error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
+                let e = format!("{e:#}");
+                error!(error = %e, "config reload failed; keeping the running config");
+                Err(e)
+            }
+        };
+        sdnotify::notify(&[NotifyState::Ready]);
+        result
+    }
+
+    /// In cluster mode, whether the cluster has quorum this cycle (pmxcfs is writable); a loss
+    /// and a return are logged and notified once each.
+    fn quorum_allows_changes(&mut self) -> bool {
+        let (ok, title, text) = match self.quorum.check(&self.cfg) {
+            Transition::Steady(ok) => return ok,
+            Transition::Lost(why) => {
+                warn!(reason = %why, "cluster quorum lost: no changes until it returns");
+                (
+                    false,
+                    "lxc_autoscale: cluster quorum lost",
+                    format!("{why}; no changes until it returns"),
+                )
+            }
+            Transition::Regained => {
+                info!("cluster quorum is back: changes resume");
+                (
+                    true,
+                    "lxc_autoscale: cluster quorum back",
+                    "changes resume".to_string(),
+                )
+            }
+        };
+        if let Some(n) = self.notifier.as_mut() {
+            n.send(title, &text, 8);
+        }
+        ok
+    }
+
+    /// In cluster mode, reloads when the cluster-wide config changed since it was last read. A
+    /// rejected file is logged and notified once: the next attempt waits for the next change.
+    fn watch_cluster_config(&mut self) {
+        let Some(path) = config::cluster::cluster_config_path(&self.cfg) else {
+            return;
+        };
+        if FileStamp::of(&path) == self.cluster_stamp {
+            return;
+        }
+        info!(path = %path.display(), "cluster-wide config changed; reloading");
+        if let Err(e) = self.reload() {
+            if let Some(n) = self.notifier.as_mut() {
+                let text = format!("{e}\nkeeping the running config");
+                n.send("lxc_autoscale: cluster-wide config rejected", &text, 8);
             }
         }
-        sdnotify::notify(&[NotifyState::Ready]);
     }
 
     fn reopen_log(&mut self, path: &Path) {
@@ -561,7 +685,7 @@ fn export_metrics(
     plan: &Plan,
     state: &State,
     cycle: CycleInfo,
-    counters: &ActionCounters,
+    (counters, models): (&ActionCounters, &Models),
 ) {
     let prom = &cfg.prometheus_textfile;
     if log.is_none() && prom.as_os_str().is_empty() {
@@ -574,7 +698,8 @@ fn export_metrics(
         }
     }
     if !prom.as_os_str().is_empty() {
-        let text = prometheus::render(&host, &containers, counters);
+        let mut text = prometheus::render(&host, &containers, counters);
+        text.push_str(&prometheus::render_anomaly(&containers, models));
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -2,8 +2,10 @@
 
 pub mod api;
 pub mod daemon;
+pub mod departures;
 pub mod lock;
 pub mod logging;
+pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;
 pub mod wake;

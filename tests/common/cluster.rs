@@ -15,6 +15,9 @@ use std::process::Output;
 
 use super::FakeHost;
 
+/// Cuts follow the latest reading in the fixtures' configs (see `FakeHost::write_config`).
+const MODEL_KEYS: &str = "scale_down_window = 0\nscale_down_cooldown = 0\n";
+
 pub struct FakeCluster {
     /// The shared pmxcfs root (`pve_root`).
     pub pmxcfs: tempfile::TempDir,
@@ -57,8 +60,13 @@ impl FakeCluster {
         &self.nodes[name]
     }
 
-    /// `.members` as pmxcfs writes it on the first node.
+    /// `.members` as pmxcfs writes it on the first node, quorate.
     pub fn write_members(&self) {
+        self.write_members_quorate(true);
+    }
+
+    /// `.members` with `quorate` set as given (pmxcfs is read-only without quorum).
+    pub fn write_members_quorate(&self, quorate: bool) {
         let list: Vec<String> = self
             .nodes
             .keys()
@@ -72,9 +80,10 @@ impl FakeCluster {
             })
             .collect();
         let text = format!(
-            "{{\n\"nodename\": \"{}\",\n\"version\": 5,\n\"cluster\": {{ \"name\": \"lab\", \"version\": 3, \"nodes\": {}, \"quorate\": 1 }},\n\"nodelist\": {{\n{}\n  }}\n}}\n",
+            "{{\n\"nodename\": \"{}\",\n\"version\": 5,\n\"cluster\": {{ \"name\": \"lab\", \"version\": 3, \"nodes\": {}, \"quorate\": {} }},\n\"nodelist\": {{\n{}\n  }}\n}}\n",
             self.first,
             self.nodes.len(),
+            u8::from(quorate),
             list.join(",\n")
         );
         std::fs::write(self.root().join(".members"), text).unwrap();
@@ -107,6 +116,26 @@ impl FakeCluster {
         self.write_vmlist();
     }
 
+    /// Moves `vmid` from `from` to `to` as a finished restart migration leaves it: the conf in
+    /// the target's directory, `.vmlist` regenerated, the cgroup gone from `from` and new on `to`
+    /// with zeroed counters.
+    pub fn migrate(&self, vmid: u32, from: &str, to: &str) {
+        std::fs::rename(self.conf_path(from, vmid), self.conf_path(to, vmid)).unwrap();
+        self.write_vmlist();
+        self.node(from).files.remove_cgroup(vmid).unwrap();
+        let target = self.node(to);
+        target.files.create_cgroup(vmid).unwrap();
+        target.set_cpu_usage(vmid, 0);
+        target.set_memory(vmid, 0, 0);
+    }
+
+    /// `vmid`'s record in `<pve_root>/lxc_autoscale/ct/`, as JSON; `None` when there is none.
+    pub fn ct_record(&self, vmid: u32) -> Option<serde_json::Value> {
+        let path = self.root().join(format!("lxc_autoscale/ct/{vmid}.json"));
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
     /// `<node>.conf` path in the shared tree.
     pub fn conf_path(&self, node: &str, vmid: u32) -> PathBuf {
         self.root()
@@ -120,6 +149,13 @@ impl FakeCluster {
     /// `.members` names, or when `extra` sets it), and `extra` TOML.
     pub fn write_local_config(&self, node: &str, extra: &str) -> PathBuf {
         let host = self.node(node);
+        // As in `FakeHost::write_config`: cuts follow the latest reading in these tests. With a
+        // cluster-wide config these keys live there (`write_cluster_config`).
+        let model = if extra.contains("scale_down_") || self.cluster_config_path().exists() {
+            ""
+        } else {
+            MODEL_KEYS
+        };
         let r = host.root().display();
         let name_line = if node == self.first || extra.contains("node_name") {
             String::new()
@@ -130,7 +166,7 @@ impl FakeCluster {
             "pve_root = \"{}\"\n{name_line}cgroup_root = \"{r}/cgroup/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n",
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
             self.root().display()
         );
         let path = host.path("lxc_autoscale.conf");
@@ -138,11 +174,54 @@ impl FakeCluster {
         path
     }
 
-    /// The cluster-wide config, `<pve_root>/lxc_autoscale/lxc_autoscale.conf`.
+    fn cluster_config_path(&self) -> PathBuf {
+        self.root().join("lxc_autoscale/lxc_autoscale.conf")
+    }
+
+    /// The cluster-wide config, `<pve_root>/lxc_autoscale/lxc_autoscale.conf`. The model keys of
+    /// the local configs move here (a local config may not hold cluster-wide keys).
     pub fn write_cluster_config(&self, text: &str) -> PathBuf {
-        let path = self.root().join("lxc_autoscale/lxc_autoscale.conf");
+        let path = self.cluster_config_path();
+        // Before the first section (so they stay top-level), after the test's own top-level
+        // lines (so the line numbers a test expects do not move).
+        let text = if text.contains("scale_down_") {
+            text.to_string()
+        } else {
+            match text.find("\n[") {
+                Some(i) => format!("{}\n{MODEL_KEYS}{}", &text[..i], &text[i..]),
+                None if text.starts_with('[') => format!("{MODEL_KEYS}{text}"),
+                None => format!("{text}\n{MODEL_KEYS}"),
+            }
+        };
         std::fs::write(&path, text).unwrap();
+        for host in self.nodes.values() {
+            let local = host.path("lxc_autoscale.conf");
+            if let Ok(old) = std::fs::read_to_string(&local) {
+                std::fs::write(&local, old.replace(MODEL_KEYS, "")).unwrap();
+            }
+        }
         path
+    }
+
+    /// `<pve_root>/priv/lxc_autoscale/secrets.toml`, mode 0600 as pmxcfs shows `priv/` files.
+    pub fn write_secrets(&self, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root().join("priv/lxc_autoscale/secrets.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// The daemon on `node`, running until stopped; stderr is piped, stdout dropped.
+    pub fn spawn(&self, node: &str) -> std::process::Child {
+        let config = self.node(node).path("lxc_autoscale.conf");
+        self.node(node)
+            .command(&["--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// Runs the real binary on `node` with its local config and `args`.

@@ -117,11 +117,19 @@ impl FakeHost {
     /// The config with every host path pointing into the fake host, plus `extra` TOML.
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let r = self.root().display();
+        // The model's cuts wait for an hour of history (the defaults): these tests exercise the
+        // threshold rules cycle by cycle, so cuts follow the latest reading unless a test says
+        // otherwise.
+        let model = if extra.contains("scale_down_") {
+            ""
+        } else {
+            "scale_down_window = 0\nscale_down_cooldown = 0\n"
+        };
         let text = format!(
             "cgroup_root = \"{r}/cgroup/lxc\"\npve_lxc_dir = \"{r}/pve/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{extra}\n"
+             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n"
         );
         // The API socket goes into the fake host too, unless the test configures the API itself.
         let text = if extra.contains("[api]") {
@@ -137,6 +145,8 @@ impl FakeHost {
     /// The config `write_config("")` writes, as a value (for tests that run the engine in-process).
     pub fn config(&self) -> Config {
         let mut cfg = Config::default();
+        cfg.scale_down_window = 0;
+        cfg.scale_down_cooldown = 0;
         cfg.cgroup_root = self.files.cgroup_root.clone();
         cfg.pve_lxc_dir = self.files.pve_lxc_dir.clone();
         cfg.proc_root = self.files.proc_root.clone();

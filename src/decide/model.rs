@@ -1,0 +1,372 @@
+//! The per-container model: fixed-size state learned from each container's own readings, kept
+//! across restarts in the state file. Pure: no clock (time comes from the snapshot and the local
+//! hour from the caller), no randomness, no IO, so `replay` reproduces every decision.
+//!
+//! Per container and resource (`Track`):
+//! - a ring of `BUCKETS` bucket maxima spanning `scale_down_window`: a cut needs the maximum over
+//!   the whole window to agree, not just the latest reading ("fall slow");
+//! - the time of the last scale-up seen (an allocation that grew, whoever grew it): a cut waits
+//!   `scale_down_cooldown` after it;
+//! - a daily profile, one slot per local hour, each an exponentially weighted mean of that hour
+//!   over the days seen: a container busy every day at 9:00 is grown before 9:00 ("learn the
+//!   daily shape"), and a cut that the next hour's expected load would undo is held;
+//! - after an OOM kill, memory cuts are held for `OOM_HOLD_USEC`.
+//!
+//! Readings are kept in absolute units (cores of demand, MB used), so an allocation change does
+//! not disturb them. Values are `f32`: the state of 1000 containers stays well under 2 MB of JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::anomaly::Detector;
+
+/// Buckets of the scale-down window.
+pub const BUCKETS: usize = 12;
+/// Hours of the daily profile.
+pub const HOURS: usize = 24;
+/// Days a profile slot needs before it forecasts.
+pub const PROFILE_MIN_DAYS: u8 = 4;
+/// Weight of a new day's maximum in its hour's slot when it is above the slot (rise fast) and
+/// when it is below (forget slowly).
+const PROFILE_RISE: f32 = 0.5;
+const PROFILE_FALL: f32 = 0.2;
+/// Memory cuts are held this long after an OOM kill.
+pub const OOM_HOLD_USEC: i64 = 24 * 3600 * 1_000_000;
+/// Marks an empty bucket.
+const EMPTY: f32 = -1.0;
+
+/// Every container's model, by VMID. Containers not seen for a day are dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Models {
+    pub containers: BTreeMap<u32, CtModel>,
+}
+
+/// One container's model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtModel {
+    pub cpu: Track,
+    pub memory: Track,
+    /// Memory cuts are held until then (µs since the epoch) after an OOM kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_hold_until_usec: Option<i64>,
+    /// When the model last saw the container, µs since the epoch.
+    pub seen_usec: i64,
+}
+
+/// What the model keeps of one resource of one container. Amounts are cores (cpu) or MB
+/// (memory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// Largest reading per bucket; `head` is the newest; `EMPTY` = no reading.
+    buckets: [f32; BUCKETS],
+    head: u8,
+    /// Start of the newest bucket, µs; 0 = the ring is empty.
+    head_start_usec: i64,
+    /// Bucket length in use, µs; a new `scale_down_window` restarts the ring.
+    span_usec: i64,
+    /// First reading since the ring (re)started, µs: coverage = now − this.
+    since_usec: i64,
+    /// Exponentially weighted mean of each local hour over the days seen.
+    daily: [f32; HOURS],
+    /// Days learned per slot (saturating).
+    days: [u8; HOURS],
+    /// The local hour in progress (`HOURS` = none), its mean so far and its readings.
+    hour: u8,
+    hour_mean: f32,
+    hour_n: f32,
+    /// The allocation last seen (cores or MB); 0 = none yet.
+    alloc: f64,
+    /// When an allocation last grew, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_up_usec: Option<i64>,
+    /// When an allocation last shrank, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_down_usec: Option<i64>,
+    /// The online anomaly detector of this resource.
+    #[serde(default)]
+    pub detector: Detector,
+}
+
+impl Default for Track {
+    fn default() -> Self {
+        Track {
+            buckets: [EMPTY; BUCKETS],
+            head: 0,
+            head_start_usec: 0,
+            span_usec: 0,
+            since_usec: 0,
+            daily: [0.0; HOURS],
+            days: [0; HOURS],
+            hour: HOURS as u8,
+            hour_mean: EMPTY,
+            hour_n: 0.0,
+            alloc: 0.0,
+            last_up_usec: None,
+            last_down_usec: None,
+            detector: Detector::default(),
+        }
+    }
+}
+
+/// One reading of one resource as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub ts_usec: i64,
+    /// Local hour of day, 0–23.
+    pub hour: u32,
+    /// Cores of demand or MB used; `None` = not measured this cycle.
+    pub value: Option<f64>,
+    /// The allocation in force (cores or MB).
+    pub alloc: f64,
+}
+
+/// What the track says about the present, for the decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    /// The local hour the view was taken at.
+    pub hour: u32,
+    /// Time the readings cover, µs.
+    pub covered_usec: i64,
+    /// Largest reading over the window (the latest included).
+    pub window_max: Option<f64>,
+    /// Whether the readings cover the whole window.
+    pub covered: bool,
+    /// Expected mean of the next local hour, once learned.
+    pub forecast_next_hour: Option<f64>,
+    /// Expected mean of the current local hour, once learned.
+    pub profile_this_hour: Option<f64>,
+    /// µs until the cooldown after the last scale-up ends (0 = over).
+    pub cooldown_left_usec: i64,
+}
+
+impl Track {
+    /// Takes one reading. `window_usec` 0 keeps only the latest reading.
+    pub fn observe(&mut self, s: Sample, window_usec: i64) {
+        if self.alloc > 0.0 && s.alloc > self.alloc + 1e-9 {
+            self.last_up_usec = Some(s.ts_usec);
+        }
+        if self.alloc > 0.0 && s.alloc < self.alloc - 1e-9 {
+            // After a cut the window must be covered again, at the new allocation, before the
+            // next cut: cuts come at most once per window.
+            self.last_down_usec = Some(s.ts_usec);
+            self.since_usec = s.ts_usec;
+        }
+        self.alloc = s.alloc;
+        let Some(value) = s.value.filter(|v| v.is_finite() && *v >= 0.0) else {
+            return;
+        };
+        self.push_window(s.ts_usec, value as f32, window_usec);
+        self.push_hour(s.hour, value as f32);
+    }
+
+    fn restart_ring(&mut self, ts_usec: i64, span_usec: i64) {
+        self.buckets = [EMPTY; BUCKETS];
+        self.head = 0;
+        self.head_start_usec = ts_usec;
+        self.span_usec = span_usec;
+        self.since_usec = ts_usec;
+    }
+
+    fn push_window(&mut self, ts_usec: i64, value: f32, window_usec: i64) {
+        let span = (window_usec / BUCKETS as i64).max(1);
+        let gap = ts_usec - self.head_start_usec;
+        // Empty ring, new window, clock gone backwards, or a gap longer than the window.
+        if self.head_start_usec == 0
+            || span != self.span_usec
+            || gap < 0
+            || gap >= window_usec + span
+        {
+            self.restart_ring(ts_usec, span);
+        }
+        let steps = (ts_usec - self.head_start_usec) / span;
+        for _ in 0..steps.min(BUCKETS as i64) {
+            self.head = (self.head + 1) % BUCKETS as u8;
+            self.buckets[usize::from(self.head)] = EMPTY;
+        }
+        self.head_start_usec += steps * span;
+        let b = &mut self.buckets[usize::from(self.head)];
+        *b = b.max(value);
+    }
+
+    fn push_hour(&mut self, hour: u32, value: f32) {
+        let hour = (hour % HOURS as u32) as u8;
+        if hour == self.hour {
+            self.hour_n += 1.0;
+            self.hour_mean += (value - self.hour_mean) / self.hour_n;
+            return;
+        }
+        if usize::from(self.hour) < HOURS && self.hour_mean >= 0.0 {
+            let i = usize::from(self.hour);
+            let (old, new) = (self.daily[i], self.hour_mean);
+            self.daily[i] = if self.days[i] == 0 {
+                new
+            } else if new > old {
+                old + PROFILE_RISE * (new - old)
+            } else {
+                old + PROFILE_FALL * (new - old)
+            };
+            self.days[i] = self.days[i].saturating_add(1);
+        }
+        self.hour = hour;
+        self.hour_mean = value;
+        self.hour_n = 1.0;
+    }
+
+    /// The track at `ts_usec`, local `hour`, with the given window and cooldown.
+    pub fn view(&self, ts_usec: i64, hour: u32, window_usec: i64, cooldown_usec: i64) -> View {
+        let window_max = self
+            .buckets
+            .iter()
+            .filter(|b| **b >= 0.0)
+            .fold(None, |m: Option<f32>, b| Some(m.map_or(*b, |m| m.max(*b))))
+            .map(f64::from);
+        let covered_usec = if window_max.is_some() {
+            ts_usec - self.since_usec
+        } else {
+            0
+        };
+        let covered = window_max.is_some() && covered_usec >= window_usec - self.span_usec;
+        let next = ((hour + 1) % HOURS as u32) as usize;
+        let learned =
+            |i: usize| (self.days[i] >= PROFILE_MIN_DAYS).then(|| f64::from(self.daily[i]));
+        let forecast_next_hour = learned(next);
+        let profile_this_hour = learned((hour % HOURS as u32) as usize);
+        let cooldown_left_usec = self
+            .last_up_usec
+            .map_or(0, |t| (t + cooldown_usec - ts_usec).max(0));
+
+        View {
+            hour,
+            covered_usec,
+            window_max,
+            covered,
+            forecast_next_hour,
+            profile_this_hour,
+            cooldown_left_usec,
+        }
+    }
+}
+
+impl Models {
+    /// Drops containers not seen for `OOM_HOLD_USEC` (a day): a VMID may be reused.
+    pub fn forget_older_than(&mut self, ts_usec: i64) {
+        self.containers
+            .retain(|_, m| ts_usec - m.seen_usec < OOM_HOLD_USEC);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+    const HOUR: i64 = 60 * MIN;
+
+    fn s(ts: i64, value: f64) -> Sample {
+        Sample {
+            ts_usec: ts,
+            hour: ((ts / HOUR) % 24) as u32,
+            value: Some(value),
+            alloc: 4.0,
+        }
+    }
+
+    #[test]
+    fn window_max_covers_the_window_and_forgets_older_readings() {
+        let mut t = Track::default();
+        let start = 1000 * HOUR;
+        t.observe(s(start, 3.0), HOUR);
+        for k in 1..=12 {
+            t.observe(s(start + k * 5 * MIN, 1.0), HOUR);
+        }
+        // 3.0 was read 60 min ago: out of the last hour's 12 buckets of 5 min.
+        let v = t.view(start + 60 * MIN, 0, HOUR, 0);
+        assert_eq!((v.window_max, v.covered), (Some(1.0), true));
+        let mut t = Track::default();
+        t.observe(s(start, 3.0), HOUR);
+        for k in 1..=11 {
+            t.observe(s(start + k * 5 * MIN, 1.0), HOUR);
+        }
+        // 55 min later it is still inside.
+        let v = t.view(start + 55 * MIN, 0, HOUR, 0);
+        assert_eq!((v.window_max, v.covered), (Some(3.0), true));
+    }
+
+    #[test]
+    fn a_fresh_track_does_not_cover_the_window() {
+        let mut t = Track::default();
+        t.observe(s(HOUR, 0.5), HOUR);
+        let v = t.view(HOUR, 1, HOUR, 0);
+        assert_eq!((v.window_max, v.covered), (Some(0.5), false));
+        // A zero window is covered by the latest reading alone.
+        let mut t = Track::default();
+        t.observe(s(HOUR, 0.5), 0);
+        assert!(t.view(HOUR, 1, 0, 0).covered);
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_window_restarts_it() {
+        let mut t = Track::default();
+        t.observe(s(HOUR, 3.0), HOUR);
+        t.observe(s(3 * HOUR, 1.0), HOUR);
+        let v = t.view(3 * HOUR, 3, HOUR, 0);
+        assert_eq!((v.window_max, v.covered), (Some(1.0), false));
+    }
+
+    #[test]
+    fn cooldown_runs_from_the_last_allocation_that_grew() {
+        let mut t = Track::default();
+        t.observe(
+            Sample {
+                alloc: 2.0,
+                ..s(HOUR, 1.0)
+            },
+            HOUR,
+        );
+        t.observe(
+            Sample {
+                alloc: 4.0,
+                ..s(HOUR + 5 * MIN, 1.0)
+            },
+            HOUR,
+        );
+        let v = t.view(HOUR + 20 * MIN, 1, HOUR, HOUR);
+        assert_eq!(v.cooldown_left_usec, 45 * MIN);
+        assert_eq!(
+            t.view(2 * HOUR + 5 * MIN, 2, HOUR, HOUR).cooldown_left_usec,
+            0
+        );
+    }
+
+    #[test]
+    fn daily_profile_forecasts_the_next_hour_after_four_days() {
+        let mut t = Track::default();
+        let mut ts = 0;
+        let mut forecasts = Vec::new();
+        for _day in 0..5 {
+            for _ in 0..(24 * 12) {
+                let hour = ((ts / HOUR) % 24) as u32;
+                // 4 cores from 9:00 to 10:00, 0.5 otherwise.
+                t.observe(s(ts, if hour == 9 { 4.0 } else { 0.5 }), HOUR);
+                if hour == 8 && ts % HOUR == 0 {
+                    forecasts.push(t.view(ts, 8, HOUR, 0).forecast_next_hour);
+                }
+                ts += 5 * MIN;
+            }
+        }
+        assert_eq!(forecasts, vec![None, None, None, None, Some(4.0)]);
+    }
+
+    #[test]
+    fn model_state_round_trips_through_json_exactly() {
+        let mut m = Models::default();
+        let ct = m.containers.entry(101).or_default();
+        for k in 0..500 {
+            ct.cpu.observe(s(k * 5 * MIN, (k % 17) as f64 / 7.0), HOUR);
+        }
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Models = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+    }
+}
