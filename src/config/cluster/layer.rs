@@ -331,6 +331,12 @@ pub fn load(
         super::ClusterMode::Auto => members(&local.pve_root)?,
     };
     resolve(&mut local, membership.as_ref(), hostname).with_context(invalid)?;
+    if local.cluster_node.is_some() && written_keys(&local_text).contains("pve_lxc_dir") {
+        let dir = local.pve_lxc_dir.display().to_string();
+        local.warnings.push(format!(
+            "pve_lxc_dir is not used in cluster mode: this node scales the containers in {dir}"
+        ));
+    }
     let (Some(cluster_path), Some(membership)) = (cluster_config_path(&local), membership) else {
         return Ok(local);
     };
@@ -516,6 +522,21 @@ mod tests {
             unknown,
             "invalid secrets file /p/s.toml: line 1: unknown field `gotify_tokn`"
         );
+    }
+
+    #[test]
+    fn load_warns_that_pve_lxc_dir_is_not_used_in_cluster_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("local.conf");
+        std::fs::write(&path, "node_name = \"n2\"\npve_lxc_dir = \"/x\"\n").unwrap();
+        let cfg = load(&path, |_| Ok(Some(members())), || None).unwrap();
+        assert_eq!(
+            cfg.warnings(),
+            ["pve_lxc_dir is not used in cluster mode: this node scales the containers in /etc/pve/nodes/n2/lxc"]
+        );
+        let standalone = load(&path, |_| Ok(None), || None).unwrap();
+        assert!(standalone.warnings().is_empty());
+        assert_eq!(standalone.pve_lxc_dir, PathBuf::from("/x"));
     }
 
     #[test]
