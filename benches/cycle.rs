@@ -414,6 +414,19 @@ fn run_child(mut cmd: Command) -> ChildRun {
     }
 }
 
+/// The bench config for `binary`: another build (`--compare`, perhaps older than the `[api]`
+/// table) gets it without that table.
+fn config_for(b: &Bench, binary: &Path) -> PathBuf {
+    if binary == b.binary {
+        return b.config.clone();
+    }
+    let text = std::fs::read_to_string(&b.config).expect("read bench config");
+    let main = text.split("\n[api]").next().unwrap_or_default();
+    let path = b.host.path("compare.conf");
+    std::fs::write(&path, format!("{main}\n")).expect("write compare config");
+    path
+}
+
 /// `binary` with the fake host's environment.
 fn binary_command(binary: &Path) -> Command {
     let mut cmd = Command::new(binary);
@@ -431,7 +444,7 @@ fn once_command(b: &Bench, binary: &Path, dry_run: bool, stderr: &Path) -> Comma
     if dry_run {
         cmd.arg("--dry-run");
     }
-    cmd.arg("--config").arg(&b.config);
+    cmd.arg("--config").arg(config_for(b, binary));
     cmd.stdout(Stdio::null());
     cmd.stderr(std::fs::File::create(stderr).expect("create stderr file"));
     cmd
@@ -641,19 +654,22 @@ fn running_daemon(
     (cycles, poll): (usize, u64),
     failures: &mut Vec<String>,
 ) -> Option<Running> {
-    let mut text = std::fs::read_to_string(&b.config).expect("read bench config");
-    text.push_str(DAEMON_EXTRA);
-    text.push_str(&format!("poll_interval = {poll}\n"));
+    // Top-level keys go first: the bench config may end with a table.
+    let text = format!(
+        "{DAEMON_EXTRA}poll_interval = {poll}\n{}",
+        std::fs::read_to_string(config_for(b, binary)).expect("read bench config")
+    );
     let config = b.host.path("daemon.conf");
     std::fs::write(&config, text).expect("write daemon config");
     b.restore_state();
     let _ = std::fs::remove_file(b.host.path("var/log/lxc_autoscale.log"));
+    let stderr = b.host.path("running.stderr");
     let mut child = binary_command(binary)
         .arg("--dry-run")
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
         .spawn()
         .expect("spawn the daemon");
     let pid = child.id();
@@ -683,8 +699,9 @@ fn running_daemon(
     let _ = child.wait();
     let log = b.host.log_text();
     if result.is_none() {
+        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
         failures.push(format!(
-            "N={}: the running daemon did not complete its cycles",
+            "N={}: the running daemon did not complete its cycles: {err}",
             b.n
         ));
     }

@@ -44,6 +44,10 @@ pub struct Collector {
     /// Soft `RLIMIT_NOFILE` known to be in place, and whether a too low hard limit was reported.
     fd_limit: Option<u64>,
     fd_limit_warned: bool,
+    /// Overrides `keep_at_most` (tests).
+    keep_cap: Option<usize>,
+    /// Veth interfaces listed this cycle.
+    listed_veths: usize,
     /// Cycles collected so far.
     cycle: u64,
 }
@@ -214,6 +218,7 @@ impl Collector {
         };
         self.veths
             .reserve(veths.len().saturating_sub(self.veths.len()));
+        self.listed_veths = veths.len();
         let mut containers = Vec::with_capacity(listed.len());
         for &(vmid, ino) in listed {
             if let Some(c) = self.sample(cfg, vmid, ino, &veths, now_usec) {
@@ -283,6 +288,9 @@ impl Collector {
     /// directory) or unchanged (a file really is missing). Figures of one pass all come from one
     /// directory instance.
     fn read_cgroup(&mut self, root: &Path, vmid: u32, listed_ino: u64) -> Option<Pass> {
+        if !self.cgroups.contains_key(&vmid) && self.cgroups.len() >= self.keep_at_most() {
+            return read_unkept(root, vmid, &mut self.buf, self.read_extra);
+        }
         let mut want_ino = listed_ino;
         for _ in 0..3 {
             let ct = kept_cgroup(&mut self.cgroups, root, vmid, want_ino)?;
@@ -304,6 +312,21 @@ impl Collector {
         }
         self.cgroups.remove(&vmid);
         None
+    }
+
+    /// Containers whose descriptors may be kept under the soft `RLIMIT_NOFILE`; the others are
+    /// read by opening and closing their files every cycle (as many syscalls as before the
+    /// descriptors were kept, and no rootfs figure).
+    fn keep_at_most(&self) -> usize {
+        if let Some(cap) = self.keep_cap {
+            return cap;
+        }
+        // Two veth descriptors per container are kept either way.
+        let veth_fds = 2 * self.listed_veths as u64;
+        self.fd_limit.map_or(usize::MAX, |l| {
+            let room = l.saturating_sub(FD_SLACK).saturating_sub(veth_fds);
+            usize::try_from(room / (FDS_PER_CONTAINER - 2)).unwrap_or(usize::MAX)
+        })
     }
 
     /// Adds the problems of a pass to `failures`. Missing optional files (no PSI, no swap
@@ -373,7 +396,7 @@ impl Collector {
                 containers,
                 limit,
                 need,
-                "RLIMIT_NOFILE is too low to keep every cgroup file open; raise LimitNOFILE="
+                "RLIMIT_NOFILE is too low to keep every cgroup file open; the rest are opened every cycle (raise LimitNOFILE=)"
             );
         }
     }
@@ -547,6 +570,18 @@ fn kept_cgroup<'a>(
         }
     }
     cgroups.get_mut(&vmid)
+}
+
+/// One pass over the cgroup of `vmid` through descriptors opened for it and closed after it.
+/// `None` when the directory cannot be opened (gone) or vanishes twice.
+fn read_unkept(root: &Path, vmid: u32, buf: &mut Vec<u8>, history: bool) -> Option<Pass> {
+    for _ in 0..2 {
+        let mut dir = CgroupDir::open(&root.join(vmid.to_string())).ok()?;
+        if let Ok(pass) = read_pass(&mut dir, buf, history) {
+            return Some(pass);
+        }
+    }
+    None
 }
 
 /// Inode of `<root>/<vmid>` now, `None` when it does not exist.
@@ -1280,5 +1315,25 @@ mod tests {
         assert!(third.containers.is_empty());
         assert_eq!(c.open_cgroups(), 0);
         fs::remove_dir(&cfg.cgroup_root).unwrap();
+    }
+
+    #[test]
+    fn containers_beyond_the_descriptor_budget_are_read_without_keeping_descriptors() {
+        let h = FakeHost::new();
+        let dirs: Vec<PathBuf> = (101..=103).map(|v| h.cgroup(v, u64::from(v))).collect();
+        for v in 101..=103 {
+            h.conf(v, CONF_101);
+        }
+        let mut c = Collector::new();
+        c.keep_cap = Some(1);
+        for cycle in 0..2 {
+            let snap = c.collect(&h.cfg, cycle);
+            let usage: Vec<Option<u64>> =
+                snap.containers.iter().map(|c| c.cpu_usage_usec).collect();
+            assert_eq!(usage, vec![Some(101), Some(102), Some(103)]);
+            assert_eq!(c.open_cgroups(), 1);
+            assert!(fds_under(&dirs[0]) > 0);
+            assert_eq!(fds_under(&dirs[1]) + fds_under(&dirs[2]), 0);
+        }
     }
 }
