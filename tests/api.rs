@@ -1028,6 +1028,12 @@ fn a_change_made_outside_the_daemon_is_held_and_shown() {
                 .log_text()
                 .contains("by outside the daemon: cores unchanged")
     });
+    // The state file (which `status` reads) is written at the end of the cycle that logged the
+    // hold: wait for a cycle that ended after the hold was seen.
+    let done = d.host.log_text().matches("cycle done").count();
+    wait_for("a cycle that saved the hold", || {
+        d.host.log_text().matches("cycle done").count() > done
+    });
     let r = get(&d.addr, "/containers");
     assert_eq!(
         r.body["data"]["daemon"]["101"]["hold"]["by"], "outside the daemon",
