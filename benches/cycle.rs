@@ -10,7 +10,8 @@
 //! present) and attaches `strace -f -c` between two cycles for a few steady cycles: syscalls per
 //! container per steady cycle (skipped, with a note, when strace is missing or cannot attach), and
 //! the daemon's CPU per cycle and RSS from /proc. `-- --n 100,1000` picks sizes; `-- --compare
-//! PATH` measures another build (say, of an older commit) on the same hosts.
+//! PATH` measures another build (say, of an older commit) on the same hosts; `-- --keep` only builds
+//! the fake hosts and leaves them on disk for profiling by hand.
 //!
 //! The fake host is the one the scenario tests use (`tests/common/mod.rs`); its `pct` is a shell
 //! script fixture that records its argv. The daemon itself never runs a shell.
@@ -59,6 +60,9 @@ struct Mode {
     /// `--compare PATH`: another build (for example of an older commit) measured on the same fake
     /// hosts, whole-process runs alternating with `binary`'s.
     compare: Option<PathBuf>,
+    /// `--keep`: build the fake hosts, print their config paths and keep them on disk, measure
+    /// nothing (for profiling the binary by hand: `perf`, `heaptrack`, `strace`).
+    keep: bool,
 }
 
 impl Mode {
@@ -86,6 +90,7 @@ impl Mode {
             sizes,
             binary,
             compare: value("--compare"),
+            keep: args.iter().any(|a| a == "--keep"),
         }
     }
 
@@ -414,16 +419,23 @@ fn run_child(mut cmd: Command) -> ChildRun {
     }
 }
 
+/// Keys of the bench config that builds older than the model do not know (and refuse).
+const KEYS_NEWER_THAN_COMPARE: [&str; 2] = ["scale_down_window", "scale_down_cooldown"];
+
 /// The bench config for `binary`: another build (`--compare`, perhaps older than the `[api]`
-/// table) gets it without that table.
+/// table and the model's keys) gets it without them.
 fn config_for(b: &Bench, binary: &Path) -> PathBuf {
     if binary == b.binary {
         return b.config.clone();
     }
     let text = std::fs::read_to_string(&b.config).expect("read bench config");
     let main = text.split("\n[api]").next().unwrap_or_default();
+    let kept: Vec<&str> = main
+        .lines()
+        .filter(|l| !KEYS_NEWER_THAN_COMPARE.iter().any(|k| l.starts_with(k)))
+        .collect();
     let path = b.host.path("compare.conf");
-    std::fs::write(&path, format!("{main}\n")).expect("write compare config");
+    std::fs::write(&path, format!("{}\n", kept.join("\n"))).expect("write compare config");
     path
 }
 
@@ -797,6 +809,12 @@ fn compare_whole_process(b: &Bench, other: &Path, mode: &Mode) -> Compared {
         ] {
             b.restore_state();
             let run = run_child(once_command(b, binary, true, &err));
+            if !run.success {
+                let log = std::fs::read_to_string(&err).unwrap_or_default();
+                eprintln!("{} --once failed: {log}", binary.display());
+                cpu.push(f64::NAN);
+                continue;
+            }
             cpu.push(ms(run.cpu));
             *rss = (*rss).max(run.max_rss_kib);
         }
@@ -934,6 +952,20 @@ fn print_running(running: &[(usize, Running)]) {
     }
 }
 
+/// Leaves `b`'s fake host on disk and prints how to run the binary on it.
+fn keep_host(b: Bench) {
+    println!(
+        "N={}: {} --once --dry-run --config {}  (restore the seeded state first: cp {} {})",
+        b.n,
+        b.binary.display(),
+        b.config.display(),
+        b.host.path("seeded-state.json").display(),
+        b.state_path().display()
+    );
+    std::fs::write(b.host.path("seeded-state.json"), &b.seeded_state).expect("write seeded state");
+    let _ = b.host.dir.keep();
+}
+
 struct Row {
     n: usize,
     inproc: InProcess,
@@ -954,6 +986,10 @@ fn main() {
     for &n in &mode.sizes {
         eprintln!("building a fake host with {n} containers");
         let mut b = Bench::build(n, &binary);
+        if mode.keep {
+            keep_host(b);
+            continue;
+        }
         let inproc = in_process(&b, mode.repeats(n), &mut failures);
         let process = whole_process(&b, mode.process_repeats(n), &mut failures);
         rows.push(Row { n, inproc, process });
@@ -978,6 +1014,9 @@ fn main() {
         }
     }
 
+    if mode.keep {
+        return;
+    }
     println!();
     println!(
         "lxc_autoscale cycle benchmark ({} mode)",
