@@ -67,33 +67,34 @@ pub fn read_state_with_model(path: &Path) -> Result<(State, Models)> {
     Ok((state, part.model))
 }
 
-/// The model as JSON, for `write_state_with_model`. Encoding the model of 1000 containers costs
-/// about a millisecond, so the daemon re-encodes it every `MODEL_SAVE_CYCLES` cycles and at exit
-/// and writes the last encoding in between.
+/// The model as JSON (its size in the state file; `benches/quality.rs`).
 pub fn encode_model(models: &Models) -> Result<String> {
     serde_json::to_string(models).context("cannot encode model")
 }
 
-/// Cycles between two encodings of the model.
-pub const MODEL_SAVE_CYCLES: u64 = 10;
+/// The state file's object: `State`'s keys, then `model`.
+#[derive(serde::Serialize)]
+struct StateFile<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    model: &'a Models,
+}
 
-/// Writes `state` and the encoded model (`encode_model`) to `path` atomically.
-pub fn write_state_with_model(path: &Path, state: &State, model_json: &str) -> Result<()> {
+/// Writes `state` and `models` to `path` atomically, creating its directory (0700) when missing.
+/// The JSON goes straight into the file: at 1000 containers it is over 1 MB, and neither it nor
+/// the model's encoding is ever held in memory (encoding costs about a millisecond per 1000
+/// containers, so it is done at every save).
+pub fn write_state_with_model(path: &Path, state: &State, models: &Models) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsutil::ensure_private_dir(dir)?;
     }
-    let mut json = serde_json::to_vec(state).context("cannot encode state")?;
-    // `State` is a struct: its JSON is an object ending in `}`; the model goes in as one more key.
-    if json.pop() != Some(b'}') {
-        anyhow::bail!("state did not encode as an object");
-    }
-    if json.len() > 1 {
-        json.push(b',');
-    }
-    json.extend_from_slice(b"\"model\":");
-    json.extend_from_slice(model_json.as_bytes());
-    json.push(b'}');
-    fsutil::write_atomic(path, &json, 0o600)
+    let file = StateFile {
+        state,
+        model: models,
+    };
+    fsutil::write_atomic_with(path, 0o600, |w| {
+        serde_json::to_writer(w, &file).map_err(std::io::Error::from)
+    })
 }
 
 /// Writes `state` to `path` atomically, creating its directory (0700) when missing.
@@ -160,8 +161,7 @@ mod tests {
                 3_600_000_000,
             );
         }
-        let json = encode_model(&models).unwrap();
-        write_state_with_model(&path, &sample(), &json).unwrap();
+        write_state_with_model(&path, &sample(), &models).unwrap();
         assert_eq!(read_state_with_model(&path).unwrap(), (sample(), models));
         // The plain reader still reads the file, and reads an old one.
         assert_eq!(read_state(&path).unwrap(), sample());

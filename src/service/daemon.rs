@@ -194,10 +194,8 @@ struct Daemon<'a> {
     opts: &'a DaemonOpts,
     cfg: Config,
     state: State,
-    /// The per-container model, kept in `state_file`; its encoding is refreshed every
-    /// `MODEL_SAVE_CYCLES` cycles and at exit.
+    /// The per-container model, kept in `state_file`.
     models: Models,
-    model_json: String,
     cycles: u64,
     collector: Collector,
     /// Files that could not be read, logged once per vmid and file.
@@ -248,7 +246,6 @@ impl<'a> Daemon<'a> {
             opts,
             state,
             models,
-            model_json: String::from("{}"),
             cycles: 0,
             collector,
             read_log: ReadFailureLog::default(),
@@ -312,7 +309,7 @@ impl<'a> Daemon<'a> {
         }
         sdnotify::notify(&[NotifyState::Stopping]);
         if self.cycles > 0 {
-            self.save_state(true);
+            self.save_state();
         }
         self.drain_api();
         info!("lxc_autoscale stopping");
@@ -329,16 +326,10 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// Writes the state file; `encode` refreshes the model's encoding first.
-    fn save_state(&mut self, encode: bool) {
-        if encode {
-            match state::encode_model(&self.models) {
-                Ok(json) => self.model_json = json,
-                Err(e) => warn!(error = %format!("{e:#}"), "cannot encode model"),
-            }
-        }
+    /// Writes the state file, with the model.
+    fn save_state(&self) {
         let path = &self.cfg.state_file;
-        if let Err(e) = state::write_state_with_model(path, &self.state, &self.model_json) {
+        if let Err(e) = state::write_state_with_model(path, &self.state, &self.models) {
             warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write state file");
         }
     }
@@ -413,7 +404,7 @@ impl<'a> Daemon<'a> {
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
-        self.save_state(self.cycles % state::MODEL_SAVE_CYCLES == 1);
+        self.save_state();
         if let Some(n) = self.notifier.as_mut() {
             self.watchdog.progress();
             notify_report(n, &report);
@@ -498,9 +489,7 @@ impl<'a> Daemon<'a> {
         };
         if let Some(done) = api.handle(msg, &mut ctx) {
             holds::note_api_change(&mut self.state, &done, now_usec());
-            if let Err(e) = state::write_state(&self.cfg.state_file, &self.state) {
-                warn!(path = %self.cfg.state_file.display(), error = %format!("{e:#}"), "cannot write state file");
-            }
+            self.save_state();
         }
     }
 
