@@ -247,7 +247,7 @@ fn main() {
     );
     let mb = containers_bytes as f64 / 1e6;
     println!(
-        "GET /containers body: {mb:.2} MB, rendered once per cycle and shared by every request"
+        "GET /containers body: {mb:.2} MB, rendered on the first request after a cycle and shared by the rest"
     );
     println!(
         "targets: {}",

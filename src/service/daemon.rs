@@ -23,7 +23,7 @@ use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
 use crate::record::events::{AnomalyFields, EventLog};
-use crate::record::metrics::{self, CycleInfo, MetricsLog};
+use crate::record::metrics::{self, ContainerRecord, CycleInfo, HostRecord, MetricsLog};
 use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::api::exec::LoopCtx;
@@ -378,28 +378,7 @@ impl<'a> Daemon<'a> {
             failures: report.failed.len(),
         };
         self.watchdog.progress();
-        export_metrics(
-            &self.cfg,
-            self.metrics_log.as_ref(),
-            snap,
-            &plan,
-            &self.state,
-            cycle,
-            (&self.counters, &self.models),
-        );
-        if let Some(api) = &self.api {
-            let extras = holds::extras(&self.state, snap.taken_at_usec);
-            let c = &self.counters;
-            api.publish(view::build(
-                &self.cfg,
-                snap,
-                &plan,
-                &self.state,
-                cycle,
-                c,
-                &extras,
-            ));
-        }
+        self.record_cycle(snap, &plan, cycle);
         crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
@@ -425,6 +404,30 @@ impl<'a> Daemon<'a> {
             report.failed.len()
         );
         sdnotify::notify(&[NotifyState::Status(&status)]);
+    }
+
+    /// Exports the cycle's records (history, Prometheus) and publishes them to the API; they are
+    /// built once for both.
+    fn record_cycle(&self, snap: &Snapshot, plan: &Plan, cycle: CycleInfo) {
+        let log = self.metrics_log.as_ref();
+        if self.api.is_none()
+            && log.is_none()
+            && self.cfg.prometheus_textfile.as_os_str().is_empty()
+        {
+            return;
+        }
+        let records = metrics::records(&self.cfg, snap, plan, &self.state, cycle);
+        export_metrics(
+            &self.cfg,
+            log,
+            plan,
+            &records,
+            (&self.counters, &self.models),
+        );
+        if let Some(api) = &self.api {
+            let extras = holds::extras(&self.state, snap.taken_at_usec);
+            api.publish(view::build(snap, plan, records, &self.counters, &extras));
+        }
     }
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
@@ -671,26 +674,20 @@ fn wants_metrics(cfg: &Config) -> bool {
 fn export_metrics(
     cfg: &Config,
     log: Option<&MetricsLog>,
-    snap: &Snapshot,
     plan: &Plan,
-    state: &State,
-    cycle: CycleInfo,
+    (host, containers): &(HostRecord, Vec<ContainerRecord>),
     (counters, models): (&ActionCounters, &Models),
 ) {
     let prom = &cfg.prometheus_textfile;
-    if log.is_none() && prom.as_os_str().is_empty() {
-        return;
-    }
-    let (host, containers) = metrics::records(cfg, snap, plan, state, cycle);
     if let Some(log) = log {
-        if let Err(e) = log.append(&metrics::encode(&host, &containers)) {
+        if let Err(e) = log.append(&metrics::encode(host, containers)) {
             warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
         }
     }
     if !prom.as_os_str().is_empty() {
-        let mut text = prometheus::render(&host, &containers, counters);
+        let mut text = prometheus::render(host, containers, counters);
         text.push_str(&prometheus::render_planned(&plan.changes));
-        text.push_str(&prometheus::render_anomaly(&containers, models));
+        text.push_str(&prometheus::render_anomaly(containers, models));
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -36,8 +36,8 @@ use self::tasks::{TaskDone, Tasks};
 pub struct View {
     /// RFC 3339 time the last cycle ended; `None` before the first.
     pub cycle_at: Option<String>,
-    /// `GET /containers`' whole body.
-    pub containers_body: Arc<str>,
+    /// `GET /containers`' whole body, rendered on its first request.
+    pub containers: Arc<view::ContainersBody>,
     /// The figures `GET /resource/lxc/status` serializes on request, per running container.
     pub status: Arc<StatusInput>,
     /// `GET /resource/node/status`' body.

@@ -384,7 +384,7 @@ fn containers(ctx: &Ctx, _: &Request) -> Response {
     if view.cycle_at.is_none() {
         return not_ready();
     }
-    Response::shared(200, "application/json", Arc::clone(&view.containers_body))
+    Response::shared(200, "application/json", view.containers.get())
 }
 
 /// The `lxc_id` of a GET.

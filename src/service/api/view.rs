@@ -1,18 +1,18 @@
 //! Builds the `View` the API serves from what one cycle measured and decided: the same figures as
-//! `status --json`, the metrics history and the Prometheus file. Bodies are serialized once per
-//! cycle straight from the records (no intermediate JSON trees).
+//! `status --json`, the metrics history and the Prometheus file. Bodies are serialized on request
+//! straight from the records (no intermediate JSON trees); `GET /containers`' body (about 1 MB at
+//! 1000 containers) once per cycle at most, on its first request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{MetricsInput, StatusInput, View};
-use crate::config::Config;
 use crate::decide::plan::{Change, Note, Observation, Plan, Reason};
-use crate::read::snapshot::{Snapshot, State};
-use crate::record::metrics::{self, ContainerRecord, CycleInfo, HostRecord};
+use crate::read::snapshot::Snapshot;
+use crate::record::metrics::{ContainerRecord, HostRecord};
 use crate::record::prometheus::ActionCounters;
 
 /// Extra per-container lines the daemon adds (holds), as JSON values by vmid.
@@ -92,43 +92,74 @@ fn status_input(plan: &Plan, containers: &[ContainerRecord], extras: &Extras) ->
     }
 }
 
-/// Everything the API shows after a cycle.
+/// `GET /containers`' body: rendered on the first request after a cycle and shared by every
+/// request until the next one; a cycle nobody asks about renders nothing.
+#[derive(Debug, Default)]
+pub struct ContainersBody {
+    notes: Vec<Note>,
+    observations: Vec<Observation>,
+    /// The records, the host and the planned changes.
+    metrics: Arc<MetricsInput>,
+    /// The holds (`extras`).
+    status: Arc<StatusInput>,
+    body: OnceLock<Arc<str>>,
+}
+
+impl ContainersBody {
+    /// The body, rendered now if this is the cycle's first request (concurrent first requests
+    /// wait for the one rendering).
+    pub fn get(&self) -> Arc<str> {
+        let body = self.body.get_or_init(|| {
+            body(ContainersData {
+                changes: &self.metrics.planned,
+                notes: &self.notes,
+                observations: &self.observations,
+                host: &self.metrics.host,
+                containers: &self.metrics.containers,
+                daemon: self.status.extras.iter().map(|(k, v)| (*k, v)).collect(),
+            })
+        });
+        Arc::clone(body)
+    }
+}
+
+/// Everything the API shows after a cycle, from its plan and its records (`metrics::records`,
+/// built once for the history, the Prometheus file and the API).
 pub fn build(
-    cfg: &Config,
     snap: &Snapshot,
     plan: &Plan,
-    state: &State,
-    cycle: CycleInfo,
+    (host, containers): (HostRecord, Vec<ContainerRecord>),
     counters: &ActionCounters,
     extras: &Extras,
 ) -> View {
-    let (host, containers) = metrics::records(cfg, snap, plan, state, cycle);
     let used_mb = plan
         .observations
         .iter()
         .filter_map(|o| Some((o.vmid, o.memory_used_mb?)))
         .collect();
-    let containers_body = body(ContainersData {
-        changes: &plan.changes,
-        notes: &plan.notes,
-        observations: &plan.observations,
-        host: &host,
-        containers: &containers,
-        daemon: extras.iter().map(|(k, v)| (*k, v)).collect(),
+    let status = Arc::new(status_input(plan, &containers, extras));
+    let node_body = body(&host);
+    let cycle_at = Some(host.time.clone());
+    let metrics = Arc::new(MetricsInput {
+        host,
+        containers,
+        counters: *counters,
+        planned: plan.changes.clone(),
     });
     View {
-        cycle_at: Some(host.time.clone()),
-        containers_body,
-        status: Arc::new(status_input(plan, &containers, extras)),
-        node_body: body(&host),
+        cycle_at,
+        containers: Arc::new(ContainersBody {
+            notes: plan.notes.clone(),
+            observations: plan.observations.clone(),
+            metrics: Arc::clone(&metrics),
+            status: Arc::clone(&status),
+            body: OnceLock::new(),
+        }),
+        status,
+        node_body,
         host_cpus: snap.host.cpus,
         host_memory_mb: snap.host.mem_total_kib.map(|k| k / 1024),
         used_mb,
-        metrics: Arc::new(MetricsInput {
-            host,
-            containers,
-            counters: *counters,
-            planned: plan.changes.clone(),
-        }),
+        metrics,
     }
 }
