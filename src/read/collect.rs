@@ -33,6 +33,10 @@ pub struct Collector {
     /// network, rootfs, io pressure). Off, they stay `None`; the figures the decision needs
     /// (throttling, OOM kills, cpu and memory pressure) are read either way.
     pub read_extra: bool,
+    /// One cycle only (`--once`): every file is read once, so each container's descriptors are
+    /// closed right after it is read, while the kernel's structures are still hot, instead of
+    /// being kept and all closed at exit (which costs about 10 ms more at 1000 containers).
+    pub one_shot: bool,
     /// The cgroup root the kept descriptors belong to; another root (a reload) drops them.
     cgroup_root: PathBuf,
     /// Running containers by vmid.
@@ -268,6 +272,9 @@ impl Collector {
             extra.rootfs_total_bytes = total;
         }
         let conf = self.conf(cfg, vmid);
+        if self.one_shot {
+            self.cgroups.remove(&vmid);
+        }
         Some(ContainerSample {
             vmid,
             conf,
@@ -481,6 +488,9 @@ impl Collector {
                 let value = read_kept(fd, || root.join(iface).join(file), &mut self.buf)
                     .and_then(cgroup::parse_u64);
                 *total = total.zip(value).and_then(|(t, v)| t.checked_add(v));
+            }
+            if self.one_shot {
+                self.veths.remove(iface);
             }
         }
         if !any {
@@ -1315,6 +1325,26 @@ mod tests {
         assert!(third.containers.is_empty());
         assert_eq!(c.open_cgroups(), 0);
         fs::remove_dir(&cfg.cgroup_root).unwrap();
+    }
+
+    #[test]
+    fn one_shot_collector_reads_the_same_figures_and_keeps_no_descriptor() {
+        let mut h = FakeHost::new();
+        h.cfg.net_class_root = h.tmp.path().join("net");
+        let dirs: Vec<PathBuf> = (101..=102).map(|v| h.cgroup(v, u64::from(v))).collect();
+        for v in 101..=102 {
+            h.conf(v, CONF_101);
+        }
+        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
+        let kept = Collector::new().collect(&h.cfg, 7);
+        let mut c = Collector::new();
+        c.one_shot = true;
+        let once = c.collect(&h.cfg, 7);
+        assert_eq!(once, kept);
+        assert_eq!(once.containers[0].extra.counters.net_rx_bytes, Some(1000));
+        assert_eq!(c.open_cgroups(), 0);
+        assert_eq!(fds_under(&dirs[0]) + fds_under(&dirs[1]), 0);
+        assert_eq!(fds_under(&h.cfg.net_class_root), 0);
     }
 
     #[test]

@@ -242,6 +242,7 @@ impl<'a> Daemon<'a> {
         };
         let mut collector = Collector::new();
         collector.read_extra = wants_metrics(&cfg);
+        collector.one_shot = opts.once;
         Daemon {
             opts,
             state,
