@@ -146,6 +146,7 @@ pub struct DaemonOpts {
 
 /// Runs the daemon (or one cycle with `once`) until SIGTERM or SIGINT.
 pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
+    crate::service::memory::tune_allocator();
     let cfg = match load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
