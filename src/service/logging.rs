@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 use tracing::Subscriber;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::EnvFilter;
 
 /// Mode of a newly created log file.
 pub const LOG_FILE_MODE: u32 = 0o640;
-/// Environment variable that overrides the level filter (`tracing_subscriber` directives).
+/// Environment variable that overrides the level filter: comma-separated `level` and
+/// `target=level` directives (`tracing_subscriber`'s `Targets`; regex-free, unlike `EnvFilter`).
 pub const LOG_ENV: &str = "RUST_LOG";
 
 /// The file the log lines go to, shared by the logger and the loop that reopens it.
@@ -102,7 +103,10 @@ pub fn init(log_file: Option<&Path>, verbose: bool) -> Result<LogFile> {
         }
     }
     let subscriber = build(
-        EnvFilter::new(directive),
+        // `directive` parsed already (`filter_directive`); the fallback is never used.
+        directive
+            .parse()
+            .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO)),
         std::io::stderr,
         std::io::stderr().is_terminal(),
         file.clone(),
@@ -120,7 +124,7 @@ fn filter_directive(verbose: bool, rust_log: Option<&str>) -> (String, Option<St
     let default = if verbose { "debug" } else { "info" }.to_string();
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
         None => (default, None),
-        Some(given) => match EnvFilter::try_new(given) {
+        Some(given) => match given.parse::<Targets>() {
             Ok(_) => (given.to_string(), None),
             Err(e) => (
                 default.clone(),
@@ -152,7 +156,7 @@ fn open_log_file(path: &Path) -> Result<File> {
 
 /// Timestamp, level and fields on each line; colours only on a terminal and never in the file.
 fn build<W>(
-    filter: EnvFilter,
+    filter: Targets,
     stderr: W,
     stderr_ansi: bool,
     file: LogFile,
@@ -212,7 +216,7 @@ mod tests {
         let path = tmp.path().join("log").join("lxc_autoscale.log");
         let file = LogFile::default();
         file.reopen(&path).unwrap();
-        let subscriber = build(EnvFilter::new("info"), std::io::sink, true, file);
+        let subscriber = build("info".parse().unwrap(), std::io::sink, true, file);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(vmid = 101, cores = 3, "scaled up");
             tracing::debug!("not shown at info");
@@ -235,7 +239,7 @@ mod tests {
         fs::write(&path, "earlier line\n").unwrap();
         let file = LogFile::default();
         file.reopen(&path).unwrap();
-        let subscriber = build(EnvFilter::new("info"), std::io::sink, false, file);
+        let subscriber = build("info".parse().unwrap(), std::io::sink, false, file);
         tracing::subscriber::with_default(subscriber, || tracing::warn!("later line"));
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("earlier line\n"), "{text}");
@@ -267,7 +271,7 @@ mod tests {
         let (a, b) = (tmp.path().join("a.log"), tmp.path().join("new/b.log"));
         let file = LogFile::default();
         file.reopen(&a).unwrap();
-        let subscriber = build(EnvFilter::new("info"), std::io::sink, false, file.clone());
+        let subscriber = build("info".parse().unwrap(), std::io::sink, false, file.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("one");
             file.reopen(&b).unwrap();
@@ -284,7 +288,7 @@ mod tests {
         let (path, rotated) = (tmp.path().join("a.log"), tmp.path().join("a.log.1"));
         let file = LogFile::default();
         file.reopen(&path).unwrap();
-        let subscriber = build(EnvFilter::new("info"), std::io::sink, false, file.clone());
+        let subscriber = build("info".parse().unwrap(), std::io::sink, false, file.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("before rotation");
             fs::rename(&path, &rotated).unwrap();
@@ -314,7 +318,7 @@ mod tests {
         let err = format!("{:#}", file.reopen(&link).unwrap_err());
         assert!(err.contains(&link.display().to_string()), "{err}");
         assert_eq!(file.path(), Some(path.clone()));
-        let subscriber = build(EnvFilter::new("info"), std::io::sink, false, file);
+        let subscriber = build("info".parse().unwrap(), std::io::sink, false, file);
         tracing::subscriber::with_default(subscriber, || tracing::info!("kept"));
         assert_eq!(lines(&path), vec!["kept"]);
         assert_eq!(fs::read_to_string(&target).unwrap(), "");
