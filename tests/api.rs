@@ -1050,3 +1050,36 @@ fn a_change_made_outside_the_daemon_is_held_and_shown() {
     );
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
+
+#[test]
+fn metrics_is_byte_for_byte_the_textfile_of_the_same_cycle_with_the_anomaly_gauges() {
+    let host = fake_host();
+    let prom = host.path("var/lxc_autoscale.prom");
+    let d = start(
+        host,
+        true,
+        &format!("prometheus_textfile = \"{}\"", prom.display()),
+        "",
+    );
+    // poll_interval is an hour: the one cycle so far wrote the file and published the view.
+    let file = std::fs::read_to_string(&prom).unwrap();
+    let r = get(&d.addr, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{}",
+        r.head
+    );
+    let served = r.body.as_str().unwrap();
+    assert_eq!(served, file);
+    for line in [
+        "# TYPE lxc_autoscale_container_anomaly gauge",
+        r#"lxc_autoscale_container_anomaly{vmid="101",name="web1",tier="",resource="cpu"} 0"#,
+        r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="memory"} 0"#,
+        "# TYPE lxc_autoscale_container_planned_cores gauge",
+        "# TYPE lxc_autoscale_scaling_actions_total counter",
+        r#"lxc_autoscale_container_cores{vmid="101",name="web1",tier=""} 1"#,
+    ] {
+        assert!(served.lines().any(|l| l == line), "{line} not in\n{served}");
+    }
+}

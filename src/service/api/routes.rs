@@ -466,7 +466,8 @@ fn node_status(ctx: &Ctx, _: &Request) -> Response {
 }
 
 fn metrics(ctx: &Ctx, _: &Request) -> Response {
-    let text = ctx.shared.view().metrics.render();
+    let p = ctx.shared.published();
+    let text = p.view.metrics.render(&p.anomaly);
     Response::shared(200, "text/plain; version=0.0.4", Arc::from(text))
 }
 
