@@ -1083,3 +1083,78 @@ fn metrics_is_byte_for_byte_the_textfile_of_the_same_cycle_with_the_anomaly_gaug
         assert!(served.lines().any(|l| l == line), "{line} not in\n{served}");
     }
 }
+
+/// Sends a head announcing `Expect: 100-continue` and a `len`-byte body, and reads the server's
+/// first answer (up to its blank line) without sending any of the body.
+fn expect_continue(addr: &Addr, head: &str) -> (String, Box<dyn ReadWrite>) {
+    let mut s = connect(addr);
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        got.push(byte[0]);
+    }
+    (String::from_utf8(got).unwrap(), s)
+}
+
+fn continue_head(path: &str, auth: &str, ct: &str, len: usize) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {ct}\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n")
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_over_tcp_and_the_unix_socket() {
+    for tcp in [true, false] {
+        let d = start(fake_host(), tcp, "", "");
+        // Above 1 KiB, where curl sends `Expect: 100-continue` and waits.
+        let body = format!("{}{}", json!({"lxc_id": 101, "cores": 2}), " ".repeat(2000));
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let head = continue_head("/scale/cores", &auth, "application/json", body.len());
+        let (interim, mut s) = expect_continue(&d.addr, &head);
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(d.pct_calls().is_empty());
+        s.write_all(body.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let r = parse_reply(&out);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["data"]["cores"], json!({"from": 1, "to": 2}));
+        assert_eq!(d.pct_calls(), ["set 101 -cores 2"]);
+    }
+}
+
+#[test]
+fn expect_100_continue_refused_from_the_head_gets_the_final_status_without_sending_the_body() {
+    let d = tcp_daemon("");
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let json = "application/json";
+    let cases = [
+        (continue_head("/scale/cores", "", json, 2000), 401),
+        (
+            continue_head("/scale/cores", "X-API-Key: wrong\r\n", json, 2000),
+            403,
+        ),
+        (
+            continue_head("/scale/cores", &auth, "text/plain", 2000),
+            415,
+        ),
+        (continue_head("/scale/cores", &auth, json, 10 << 20), 413),
+        (continue_head("/nowhere", &auth, json, 2000), 404),
+        (continue_head("/containers", &auth, json, 2000), 405),
+    ];
+    for (head, code) in cases {
+        // Nothing of the body is ever sent: the answer must come from the head alone.
+        let (first, mut s) = expect_continue(&d.addr, &head);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        let mut whole = first.into_bytes();
+        whole.extend_from_slice(&rest);
+        let r = parse_reply(&whole);
+        assert_eq!(r.status, code, "{head}: {}", r.body);
+        assert_eq!(r.body["status"], "error", "{head}");
+        assert!(!r.head.contains("100 Continue"), "{}", r.head);
+    }
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
