@@ -1158,3 +1158,117 @@ fn expect_100_continue_refused_from_the_head_gets_the_final_status_without_sendi
     }
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
+
+/// check-config and the daemon on the same config: check-config exits 1 and the daemon 2, and
+/// both print the same error, which must be `expected` or (for config rules) hold it.
+fn refused_alike(host: &FakeHost, api: &str, expected: &str) {
+    let cfg = host.write_config(&format!("[api]\n{api}"));
+    let cfg = cfg.to_str().unwrap();
+    let check = host.run(&["check-config", "--config", cfg]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{api}: {}",
+        common::stdout(&check)
+    );
+    let err = common::stderr(&check);
+    let msg = err
+        .strip_prefix("lxc_autoscale: error: ")
+        .and_then(|m| m.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{api}: {err}"));
+    assert!(msg == expected || msg.contains(expected), "{api}: {msg}");
+    let daemon = host.run(&["--once", "--config", cfg]);
+    assert_eq!(daemon.status.code(), Some(2), "{api}");
+    let derr = common::stderr(&daemon);
+    assert!(
+        derr.contains(&format!("lxc_autoscale: error: {msg}\n")),
+        "{api}: daemon said {derr}, check-config {msg}"
+    );
+    assert!(!err.contains(TOKEN) && !derr.contains(TOKEN), "{api}");
+}
+
+#[test]
+fn check_config_refuses_every_token_file_the_daemon_refuses_naming_api_token_file() {
+    let host = fake_host();
+    let tcp = format!("listen = \"127.0.0.1:{}\"\n", free_port());
+    let at = |name: &str| {
+        let p = host.path(name);
+        (
+            p.display().to_string(),
+            format!("{tcp}token_file = \"{}\"\n", p.display()),
+        )
+    };
+    let (p, api) = at("api.token");
+    let check = host.run(&[
+        "check-config",
+        "--config",
+        host.write_config(&format!("[api]\n{api}"))
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(check.status.code(), Some(0), "{}", common::stderr(&check));
+    let out = common::stdout(&check);
+    assert!(
+        out.contains("api on 127.0.0.1:")
+            && out.contains(&format!("(token from {p}), allowed: none")),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN), "{out}");
+
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must have mode 0600 (it has 640); run: chmod 600 {p}"),
+    );
+
+    let (p, api) = at("other.token");
+    std::fs::write(&p, TOKEN).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let euid = nix::unistd::geteuid().as_raw();
+    let (p, api, owner) = if euid == 0 {
+        nix::unistd::chown(p.as_str(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        (p, api, 65534)
+    } else {
+        // Not root: a file root owns is owned by someone else.
+        let p = "/etc/hostname".to_string();
+        let api = format!("{tcp}token_file = \"{p}\"\n");
+        (p, api, 0)
+    };
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must be owned by uid {euid} (it is owned by uid {owner})"),
+    );
+
+    let (p, api) = at("empty.token");
+    std::fs::write(&p, "\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused_alike(&host, &api, &format!("api.token_file: {p} is empty"));
+
+    let (p, api) = at("missing.token");
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: cannot read {p}: No such file or directory (os error 2)"),
+    );
+
+    let (p, api) = at("a-directory");
+    std::fs::create_dir(&p).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} is not a regular file"),
+    );
+
+    refused_alike(&host, &tcp, "key `api.token_file`");
+    let (_, api) = at("api.token");
+    std::fs::set_permissions(
+        host.path("api.token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let remote = api.replace("127.0.0.1", "0.0.0.0");
+    refused_alike(&host, &remote, "key `api.allow_remote`");
+    assert!(host.pct_calls().is_empty());
+}
