@@ -523,3 +523,129 @@ fn a_container_that_left_gets_a_migrated_or_destroyed_event_on_the_node_it_left(
     );
     assert!(cluster.node("n1").pct_calls().is_empty());
 }
+
+/// One cycle on `node`, logging at debug level (held cuts are debug: they repeat every cycle).
+fn once_debug(cluster: &FakeCluster, node: &str) -> std::process::Output {
+    let config = cluster.node(node).path("lxc_autoscale.conf");
+    let out = cluster
+        .node(node)
+        .command(&["--once", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{node}: {}", stderr(&out));
+    out
+}
+
+/// The state file of `node`, as JSON.
+fn state_of(cluster: &FakeCluster, node: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(cluster.node(node).path("var/state.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn write_state(cluster: &FakeCluster, node: &str, state: &serde_json::Value) {
+    std::fs::write(cluster.node(node).path("var/state.json"), state.to_string()).unwrap();
+}
+
+fn usec_of(rfc3339: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// The events of `node`'s event log: (vmid, action, change).
+fn events_of(cluster: &FakeCluster, node: &str) -> Vec<(u64, String, String)> {
+    let path = cluster.node(node).path("var/log/lxc_autoscale.json");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["container_id"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// With `scale_down_cooldown = 3600` and cuts on the latest reading otherwise.
+const COOLDOWN_KEYS: &str = "scale_down_window = 0\nscale_down_cooldown = 3600\n";
+
+#[test]
+fn an_arrived_container_is_not_cut_for_twice_the_poll_interval_and_keeps_its_records_cooldown() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    let mac =
+        |n: u32| format!("net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:{n:02},type=veth\n");
+    cluster.add_container("n1", 101, &format!("{BUSY_CONF}{}", mac(1)));
+    cluster.add_container(
+        "n1",
+        102,
+        &format!("cores: 4\nmemory: 2048\nhostname: db\n{}", mac(2)),
+    );
+    // n2 already runs one container, within its bounds.
+    cluster.add_container("n2", 201, "cores: 1\nmemory: 512\nhostname: dns\n");
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, COOLDOWN_KEYS);
+    }
+    let (n1, n2) = (cluster.node("n1"), cluster.node("n2"));
+    n1.set_memory(102, 1000, 0);
+    n1.set_memory(101, 900, 100);
+    n1.seed_previous_cycle(&[(101, 95.0, 2), (102, 50.0, 4)]);
+    once_ok(&cluster, "n1");
+    assert_eq!(n1.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    let rec = cluster.ct_record(101).unwrap();
+    let cooldown = usec_of(&rec["until"]["cpu_cooldown"]);
+    assert_eq!(
+        rec["until"]["memory_cooldown"],
+        rec["until"]["cpu_cooldown"]
+    );
+    assert_eq!(cooldown, usec_of(&rec["last"]["when"]) + 3_600_000_000);
+    assert_eq!(cluster.ct_record(102), None);
+
+    n2.set_memory(201, 200, 0);
+    n2.seed_previous_cycle(&[(201, 50.0, 1)]);
+    once_ok(&cluster, "n2");
+    cluster.migrate(101, "n1", "n2");
+    cluster.migrate(102, "n1", "n2");
+    // On n2 both restarted with zeroed counters: 0 % CPU and 0 MB used would cut both resources.
+    let out = once_debug(&cluster, "n2");
+    assert!(n2.pct_calls().is_empty(), "{:?}", n2.pct_calls());
+    // Held cuts repeat every cycle: they are logged at debug level.
+    let log = stderr(&out);
+    for resource in ["cores", "memory"] {
+        let held = format!("but arrived on this node, 600 s left: {resource} unchanged (cut held)");
+        assert_eq!(count(&log, &held), 1, "{log}");
+        let cooldown = format!("s left: {resource} unchanged (cut held)");
+        assert_eq!(count(&log, &cooldown), 2, "{log}");
+    }
+    assert_eq!(count(&log, "but scale-up cooldown, "), 2, "{log}");
+    let state = state_of(&cluster, "n2");
+    let arrivals = &state["arrivals"];
+    // 102 never changed on n1: no record, only the arrival's own hold of 2 x poll_interval.
+    let until = arrivals["102"]["until_usec"].as_i64().unwrap();
+    assert_eq!(arrivals["102"].as_object().unwrap().len(), 1, "{arrivals}");
+    assert_eq!(arrivals["101"]["until_usec"].as_i64().unwrap(), until);
+    assert_eq!(arrivals["101"]["cpu_cooldown_until_usec"], cooldown);
+    assert_eq!(arrivals["101"]["memory_cooldown_until_usec"], cooldown);
+    assert_eq!(arrivals.as_object().unwrap().len(), 2, "{arrivals}");
+
+    // Once 102's hold has run out (its arrival moved ten minutes back), its cut is made; 101's
+    // cooldown from n1 still holds.
+    let mut state = state;
+    state["arrivals"]["102"]["until_usec"] = (until - 600_000_000).into();
+    write_state(&cluster, "n2", &state);
+    once_ok(&cluster, "n2");
+    // Idle: cores to the minimum, memory by at most half at once.
+    assert_eq!(n2.pct_calls(), ["set 102 -cores 1 -memory 1024"]);
+    let state = state_of(&cluster, "n2");
+    assert_eq!(
+        state["arrivals"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["101"]
+    );
+}

@@ -1,22 +1,79 @@
-//! Containers that left this node (cluster mode): a `migrated` event when `.vmlist` puts a
-//! container seen here last cycle on another node, a `destroyed` event when `.vmlist` no longer
-//! lists it. Its local samples are already gone: the state keeps only what the snapshot holds.
-//! `.vmlist` is read only in a cycle where a container left, so a steady cycle reads nothing more.
+//! Containers that came to or left this node (cluster mode).
+//!
+//! - A container that left: a `migrated` event when `.vmlist` puts it on another node, a
+//!   `destroyed` event when `.vmlist` no longer lists it. Its local samples are already gone: the
+//!   state keeps only what the snapshot holds. A day after a `destroyed` event its record moves to
+//!   `ct/.trash/` (pmxcfs has no symlinks: a rename), unless the vmid is back in the cluster.
+//! - A container that arrived (running here now, not last cycle): no cut for
+//!   max(`scale_down_window`, 2 × `poll_interval`), since its counters restarted with it, and the
+//!   cooldowns and OOM block of its record still hold (see `decide::arrival`). The first cycle
+//!   with no container seen before cannot tell an arrival from a container that ran before the
+//!   daemon: there only a record written by another node marks one.
+//!
+//! `.vmlist` is read at most once per cycle, and only in a cycle where a container left or a
+//! record is due for the trash: a steady cycle reads nothing more.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use tracing::{info, warn};
 
+use crate::act::backup::Identity;
+use crate::act::ctrecord::{self, CtRecord, CtRecords};
 use crate::config::Config;
 use crate::read::cluster;
-use crate::read::snapshot::{Snapshot, State};
+use crate::read::snapshot::{Arrival, EpochUsec, Snapshot, State};
 use crate::record::events::EventLog;
+
+/// A destroyed container's record moves to the trash this long after its `destroyed` event.
+pub const TRASH_AFTER_USEC: EpochUsec = 24 * 3600 * 1_000_000;
+/// Below the records directory: records of destroyed containers.
+pub const TRASH_DIR: &str = ".trash";
 
 /// Where a container went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Departure {
     Migrated { to: String },
     Destroyed,
+}
+
+/// `.vmlist`'s containers (vmid -> node), read on first use and at most once.
+pub struct VmlistOnce<'a> {
+    root: &'a Path,
+    list: Option<Option<BTreeMap<u32, String>>>,
+    /// How many times the file was read (0 or 1).
+    pub reads: u32,
+}
+
+impl<'a> VmlistOnce<'a> {
+    pub fn new(root: &'a Path) -> Self {
+        VmlistOnce {
+            root,
+            list: None,
+            reads: 0,
+        }
+    }
+
+    /// The map, `None` (logged) when `.vmlist` is missing or unreadable.
+    pub fn get(&mut self) -> Option<&BTreeMap<u32, String>> {
+        if self.list.is_none() {
+            self.reads += 1;
+            let list = match cluster::read_vmlist(self.root) {
+                Ok(Some(list)) => Some(cluster::containers_by_node(&list)),
+                Ok(None) => {
+                    warn!("there is no .vmlist to say where containers are");
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "cannot tell where containers are");
+                    None
+                }
+            };
+            self.list = Some(list);
+        }
+        self.list.as_ref().and_then(Option::as_ref)
+    }
 }
 
 /// The containers of `before` missing from `now`, by what `vmlist` (vmid -> node) says. One that
@@ -37,37 +94,173 @@ pub fn departures(
         .collect()
 }
 
-/// Records an event for each container seen with a conf last cycle (`before`) that left `snap`.
-pub fn note(cfg: &Config, before: &State, snap: &Snapshot, events: &EventLog) {
-    let Some(me) = &cfg.cluster_node else {
-        return;
-    };
-    let now: BTreeSet<u32> = snap
-        .containers
+fn with_conf(snap: &Snapshot) -> BTreeSet<u32> {
+    snap.containers
         .iter()
         .filter(|c| c.conf.is_some())
         .map(|c| c.vmid)
+        .collect()
+}
+
+/// Records an event for each container seen with a conf last cycle (`state.seen`) that left
+/// `snap`, notes the destroyed ones in the state, and moves the records that are due to the
+/// trash. `now` is the snapshot's time.
+pub fn note(cfg: &Config, state: &mut State, snap: &Snapshot, events: &EventLog) {
+    let Some(me) = &cfg.cluster_node else {
+        return;
+    };
+    let mut vmlist = VmlistOnce::new(&cfg.pve_root);
+    let now = with_conf(snap);
+    let seen: BTreeSet<u32> = state.seen.keys().copied().collect();
+    if !seen.is_subset(&now) {
+        if let Some(list) = vmlist.get() {
+            for (vmid, departure) in departures(&seen, &now, list, me) {
+                if departure == Departure::Destroyed {
+                    state.destroyed.insert(vmid, snap.taken_at_usec);
+                }
+                record_departure(events, vmid, departure);
+            }
+        }
+    }
+    if let Some(records) = CtRecords::for_config(cfg) {
+        sweep_trash(&records, state, &mut vmlist, snap.taken_at_usec);
+    }
+}
+
+fn record_departure(events: &EventLog, vmid: u32, departure: Departure) {
+    let (action, text) = match departure {
+        Departure::Migrated { to } => ("migrated", format!("moved to node {to}")),
+        Departure::Destroyed => ("destroyed", "no longer in the cluster's .vmlist".into()),
+    };
+    info!(vmid, action, "{text}");
+    if let Err(e) = events.record(vmid, action, &text) {
+        warn!(vmid, error = %format!("{e:#}"), "cannot write event log");
+    }
+}
+
+/// Moves the records of containers destroyed a day ago or more to the trash, unless `.vmlist`
+/// lists the vmid again (reused: the record is the new container's, or is archived when it
+/// changes). A failed move is retried next cycle.
+fn sweep_trash(records: &CtRecords, state: &mut State, vmlist: &mut VmlistOnce, now: EpochUsec) {
+    let due: Vec<u32> = state
+        .destroyed
+        .iter()
+        .filter(|(_, at)| now - **at >= TRASH_AFTER_USEC)
+        .map(|(v, _)| *v)
         .collect();
-    let seen: BTreeSet<u32> = before.seen.keys().copied().collect();
-    if seen.is_subset(&now) {
+    if due.is_empty() {
         return;
     }
-    let vmlist = match cluster::read_vmlist(&cfg.pve_root) {
-        Ok(Some(list)) => cluster::containers_by_node(&list),
-        Ok(None) => {
-            return warn!("containers left this node, but there is no .vmlist to say where")
-        }
-        Err(e) => return warn!(error = %format!("{e:#}"), "cannot tell where containers went"),
+    let Some(list) = vmlist.get() else {
+        return;
     };
-    for (vmid, departure) in departures(&seen, &now, &vmlist, me) {
-        let (action, text) = match departure {
-            Departure::Migrated { to } => ("migrated", format!("moved to node {to}")),
-            Departure::Destroyed => ("destroyed", "no longer in the cluster's .vmlist".into()),
-        };
-        info!(vmid, action, "{text}");
-        if let Err(e) = events.record(vmid, action, &text) {
-            warn!(vmid, error = %format!("{e:#}"), "cannot write event log");
+    for vmid in due {
+        if list.contains_key(&vmid) {
+            info!(vmid, "the vmid is back in the cluster: its record stays");
+            state.destroyed.remove(&vmid);
+            continue;
         }
+        match to_trash(records, vmid, now) {
+            Ok(Some(to)) => {
+                info!(vmid, to = %to.display(), "moved the record of a destroyed container to the trash")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(vmid, error = %format!("{e:#}"), "cannot move the record to the trash; trying again next cycle");
+                continue;
+            }
+        }
+        state.destroyed.remove(&vmid);
+    }
+}
+
+/// Renames `vmid`'s record into `<records>/.trash/<vmid>.<UTC time>.json`; `None` when it has no
+/// record.
+pub fn to_trash(records: &CtRecords, vmid: u32, now: EpochUsec) -> Result<Option<PathBuf>> {
+    let from = records.path(vmid);
+    if !from.exists() {
+        return Ok(None);
+    }
+    let trash = records.dir.join(TRASH_DIR);
+    crate::fsutil::ensure_private_dir(&trash)?;
+    let stamp = chrono::DateTime::from_timestamp_micros(now).map_or_else(
+        || now.to_string(),
+        |t| t.format("%Y%m%dT%H%M%SZ").to_string(),
+    );
+    let to = trash.join(format!("{vmid}.{stamp}.json"));
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+    Ok(Some(to))
+}
+
+/// Notes the containers that arrived on this node since the last cycle (see the module doc): their
+/// cuts are held from `snap`'s time, with the deadlines of their record when it is theirs.
+pub fn note_arrivals(cfg: &Config, state: &mut State, snap: &Snapshot) {
+    let Some(me) = &cfg.cluster_node else {
+        return;
+    };
+    let Some(records) = CtRecords::for_config(cfg) else {
+        return;
+    };
+    let ran_before = !state.seen.is_empty();
+    for c in &snap.containers {
+        let Some(conf) = c.conf.as_ref() else {
+            continue;
+        };
+        if state.seen.contains_key(&c.vmid) || state.arrivals.contains_key(&c.vmid) {
+            continue;
+        }
+        let record = own_record(&records, c.vmid, &Identity::of(conf));
+        let from = record.as_ref().map(|r| r.last.node.as_str());
+        let from_elsewhere = from.is_some_and(|n| n != me);
+        if !ran_before && !from_elsewhere {
+            continue;
+        }
+        let limits = cfg.limits_for(c.vmid);
+        let secs = limits
+            .scale_down_window
+            .max(cfg.poll_interval.saturating_mul(2));
+        let a = arrival(snap.taken_at_usec, secs, record.as_ref());
+        info!(
+            vmid = c.vmid,
+            from = from.unwrap_or("unknown"),
+            hold_secs = secs,
+            "arrived on this node: no cut until its counters cover a new window"
+        );
+        state.arrivals.insert(c.vmid, a);
+    }
+}
+
+/// `vmid`'s record when it is about the container with `identity`; an unreadable one is logged.
+fn own_record(records: &CtRecords, vmid: u32, identity: &Identity) -> Option<CtRecord> {
+    match records.read(vmid) {
+        Ok(Some(r))
+            if r.identity
+                .as_ref()
+                .and_then(|i| i.differs(identity))
+                .is_none() =>
+        {
+            Some(r)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            warn!(vmid, error = %format!("{e:#}"), "cannot read the container record");
+            None
+        }
+    }
+}
+
+/// The holds of a container that arrived at `now`: `secs` of no cuts, and its record's deadlines.
+pub fn arrival(now: EpochUsec, secs: u64, record: Option<&CtRecord>) -> Arrival {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000);
+    let until = |f: fn(&CtRecord) -> Option<&String>| {
+        record.and_then(|r| ctrecord::deadline_usec(f(r).map(String::as_str)))
+    };
+    Arrival {
+        until_usec: now.saturating_add(secs.saturating_mul(1_000_000)),
+        cpu_cooldown_until_usec: until(|r| r.until.cpu_cooldown.as_ref()),
+        memory_cooldown_until_usec: until(|r| r.until.memory_cooldown.as_ref()),
+        oom_until_usec: until(|r| r.until.oom_block.as_ref()),
     }
 }
 
