@@ -649,3 +649,168 @@ fn an_arrived_container_is_not_cut_for_twice_the_poll_interval_and_keeps_its_rec
         ["101"]
     );
 }
+
+fn with_mac(conf: &str, n: u32) -> String {
+    format!("{conf}net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:{n:02},type=veth\n")
+}
+
+#[test]
+fn a_migration_that_starts_while_pct_runs_fails_the_change_and_the_target_node_takes_over() {
+    use std::io::Write;
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, &with_mac(BUSY_CONF, 1));
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let n1 = cluster.node("n1");
+    make_busy(n1, &[101]);
+    let gate = n1.path("pct.hold");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = n1.path("lxc_autoscale.conf");
+    let daemon = n1
+        .command(&["--once", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The cycle read 101's conf and decided; pct waits at the gate while the migration starts.
+    wait_for("pct to be called", || n1.pct_calls().len() == 1);
+    cluster.begin_migration(101, "n1");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gate)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(n1.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    // A failure, not a change: no record, no backup left behind, one failure event.
+    assert_eq!(cluster.ct_record(101), None);
+    assert!(
+        n1.backup_files(101).is_empty(),
+        "{:?}",
+        n1.backup_files(101)
+    );
+    let events = events_of(&cluster, "n1");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].0, events[0].1.as_str()), (101, "failure"));
+    assert!(
+        events[0].2.ends_with("CT 101 is locked (migrate)"),
+        "{events:?}"
+    );
+
+    // The next cycle: the lock is gone with the conf, now on n2. n1 reports where it went and
+    // makes no call; n2 scales it from its true baseline.
+    cluster.finish_migration(101, "n1", "n2");
+    once_ok(&cluster, "n1");
+    assert_eq!(n1.pct_calls().len(), 1);
+    assert_eq!(
+        events_of(&cluster, "n1")[1..],
+        [(101, "migrated".to_string(), "moved to node n2".to_string())]
+    );
+    let n2 = cluster.node("n2");
+    make_busy(n2, &[101]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n2");
+}
+
+#[test]
+fn a_vmid_reused_after_a_destroy_gets_its_own_record_and_a_destroyed_ones_goes_to_the_trash_a_day_later(
+) {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, &with_mac(BUSY_CONF, 1));
+    cluster.add_container("n1", 102, &with_mac(BUSY_CONF, 2));
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let n1 = cluster.node("n1");
+    make_busy(n1, &[101, 102]);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        n1.pct_calls(),
+        [
+            "set 101 -cores 4 -memory 1800",
+            "set 102 -cores 4 -memory 1800"
+        ]
+    );
+    cluster.destroy(101, "n1");
+    cluster.destroy(102, "n1");
+    once_ok(&cluster, "n1");
+    let destroyed: Vec<(u64, String)> = events_of(&cluster, "n1")
+        .into_iter()
+        .filter(|e| e.1 == "destroyed")
+        .map(|e| (e.0, e.2))
+        .collect();
+    let gone = "no longer in the cluster's .vmlist".to_string();
+    assert_eq!(destroyed, [(101, gone.clone()), (102, gone)]);
+    let state = state_of(&cluster, "n1");
+    let at = state["destroyed"]["101"].as_i64().unwrap();
+    assert_eq!(state["destroyed"]["102"].as_i64().unwrap(), at);
+
+    // A new container gets vmid 101 on n2 (another MAC) and is scaled there: the destroyed one's
+    // record is archived beside it, the new one starts from its own allocation.
+    cluster.add_container(
+        "n2",
+        101,
+        &with_mac("cores: 1\nmemory: 512\nhostname: new\n", 99),
+    );
+    let n2 = cluster.node("n2");
+    n2.set_memory(101, 480, 0);
+    n2.seed_previous_cycle(&[(101, 95.0, 1)]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 2 -memory 1024"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&1.into(), &512.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["identity"]["hwaddrs"][0], "BC:24:11:00:00:99");
+    let ct = cluster.root().join("lxc_autoscale/ct");
+    let archived: Vec<String> = std::fs::read_dir(&ct)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("101.replaced-"))
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ct.join(&archived[0])).unwrap()).unwrap();
+    assert_eq!(old["baseline"]["cores"], 2);
+    assert_eq!(old["identity"]["hwaddrs"][0], "BC:24:11:00:00:01");
+
+    // A day after the destroy (the state's clock moved back a day): 102's record goes to the
+    // trash; 101 is in the cluster again, so its record stays where it is.
+    let mut state = state_of(&cluster, "n1");
+    for vmid in ["101", "102"] {
+        state["destroyed"][vmid] = (at - 86_400_000_000).into();
+    }
+    write_state(&cluster, "n1", &state);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        cluster.ct_record(101).unwrap()["identity"]["hwaddrs"][0],
+        "BC:24:11:00:00:99"
+    );
+    assert_eq!(cluster.ct_record(102), None);
+    let trash: Vec<String> = std::fs::read_dir(ct.join(".trash"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(trash.len(), 1);
+    assert!(
+        trash[0].starts_with("102.") && trash[0].ends_with(".json"),
+        "{trash:?}"
+    );
+    let trashed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ct.join(".trash").join(&trash[0])).unwrap())
+            .unwrap();
+    assert_eq!(trashed["vmid"], 102);
+    assert_eq!(state_of(&cluster, "n1").get("destroyed"), None);
+}

@@ -104,10 +104,10 @@ fn with_conf(snap: &Snapshot) -> BTreeSet<u32> {
 
 /// Records an event for each container seen with a conf last cycle (`state.seen`) that left
 /// `snap`, notes the destroyed ones in the state, and moves the records that are due to the
-/// trash. `now` is the snapshot's time.
-pub fn note(cfg: &Config, state: &mut State, snap: &Snapshot, events: &EventLog) {
+/// trash. Returns how many times `.vmlist` was read (0 or 1).
+pub fn note(cfg: &Config, state: &mut State, snap: &Snapshot, events: &EventLog) -> u32 {
     let Some(me) = &cfg.cluster_node else {
-        return;
+        return 0;
     };
     let mut vmlist = VmlistOnce::new(&cfg.pve_root);
     let now = with_conf(snap);
@@ -125,6 +125,7 @@ pub fn note(cfg: &Config, state: &mut State, snap: &Snapshot, events: &EventLog)
     if let Some(records) = CtRecords::for_config(cfg) {
         sweep_trash(&records, state, &mut vmlist, snap.taken_at_usec);
     }
+    vmlist.reads
 }
 
 fn record_departure(events: &EventLog, vmid: u32, departure: Departure) {
@@ -267,6 +268,137 @@ pub fn arrival(now: EpochUsec, secs: u64, record: Option<&CtRecord>) -> Arrival 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::snapshot::{ContainerSample, CtConf, Seen};
+
+    const DAY: EpochUsec = TRASH_AFTER_USEC;
+    const NOW: EpochUsec = 1_700_000_000_000_000;
+
+    fn cluster(root: &Path) -> (Config, EventLog) {
+        let mut cfg = Config::default();
+        cfg.pve_root = root.to_path_buf();
+        cfg.cluster_node = Some("n1".into());
+        let events = EventLog::beside(&root.join("log/lxc_autoscale.log"));
+        std::fs::create_dir_all(root.join("log")).unwrap();
+        std::fs::create_dir_all(root.join("lxc_autoscale/ct")).unwrap();
+        (cfg, events)
+    }
+
+    fn running(vmids: &[u32]) -> Snapshot {
+        Snapshot {
+            taken_at_usec: NOW,
+            containers: vmids
+                .iter()
+                .map(|&vmid| ContainerSample {
+                    vmid,
+                    conf: Some(CtConf {
+                        memory_mb: 512,
+                        ..CtConf::default()
+                    }),
+                    ..ContainerSample::default()
+                })
+                .collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn vmlist(root: &Path, entries: &[(u32, &str)]) {
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|(v, n)| format!("\"{v}\": {{\"node\": \"{n}\", \"type\": \"lxc\"}}"))
+            .collect();
+        let text = format!("{{\"version\": 1, \"ids\": {{{}}}}}", ids.join(","));
+        std::fs::write(root.join(".vmlist"), text).unwrap();
+    }
+
+    fn seen(vmids: &[u32]) -> BTreeMap<u32, Seen> {
+        vmids
+            .iter()
+            .map(|&v| {
+                let s = Seen {
+                    cores: None,
+                    memory_mb: 512,
+                };
+                (v, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_cycle_reads_no_vmlist_and_a_busy_one_reads_it_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cfg, events) = cluster(tmp.path());
+        vmlist(tmp.path(), &[(101, "n1"), (104, "n1"), (105, "n1")]);
+        let mut state = State {
+            seen: seen(&[101, 104]),
+            ..State::default()
+        };
+        assert_eq!(note(&cfg, &mut state, &running(&[101, 104]), &events), 0);
+        // 104 was destroyed here (a departure) and 102 and 103 a day ago (both due): one read.
+        state.destroyed = BTreeMap::from([(102, NOW - DAY), (103, NOW - DAY - 1)]);
+        std::fs::write(
+            tmp.path().join(".vmlist"),
+            r#"{"ids": {"101": {"node": "n1", "type": "lxc"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(note(&cfg, &mut state, &running(&[101]), &events), 1);
+        assert_eq!(state.destroyed, BTreeMap::from([(104, NOW)]));
+    }
+
+    #[test]
+    fn a_destroyed_containers_record_goes_to_the_trash_a_day_later_unless_its_vmid_is_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cfg, events) = cluster(tmp.path());
+        let ct = tmp.path().join("lxc_autoscale/ct");
+        for vmid in [101, 102, 103] {
+            std::fs::write(ct.join(format!("{vmid}.json")), format!("record {vmid}")).unwrap();
+        }
+        vmlist(tmp.path(), &[(102, "n2")]);
+        let mut state = State {
+            // 101 is due, 102 is due but back in the cluster, 103 is a second short of a day.
+            destroyed: BTreeMap::from([(101, NOW - DAY), (102, NOW - DAY), (103, NOW - DAY + 1)]),
+            ..State::default()
+        };
+        assert_eq!(note(&cfg, &mut state, &running(&[]), &events), 1);
+        assert_eq!(state.destroyed, BTreeMap::from([(103, NOW - DAY + 1)]));
+        let trashed = ct.join(".trash/101.20231114T221320Z.json");
+        assert_eq!(std::fs::read_to_string(trashed).unwrap(), "record 101");
+        assert!(!ct.join("101.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(ct.join("102.json")).unwrap(),
+            "record 102"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ct.join("103.json")).unwrap(),
+            "record 103"
+        );
+        let trash: Vec<_> = std::fs::read_dir(ct.join(".trash")).unwrap().collect();
+        assert_eq!(trash.len(), 1);
+    }
+
+    #[test]
+    fn an_arrival_holds_cuts_for_its_window_with_the_deadlines_of_its_record() {
+        let rec: CtRecord = serde_json::from_str(
+            r#"{"vmid":101,"baseline":{"cores":2,"memory_mb":1024},"last":{"from":{"cores":2,"memory_mb":1024},"to":{"cores":4,"memory_mb":1024},"when":"2023-11-14T22:13:20Z","node":"n1"},"until":{"cpu_cooldown":"2023-11-14T23:13:20Z","oom_block":"2023-11-15T22:13:20Z"}}"#,
+        )
+        .unwrap();
+        let a = arrival(NOW, 600, Some(&rec));
+        assert_eq!(
+            a,
+            Arrival {
+                until_usec: NOW + 600_000_000,
+                cpu_cooldown_until_usec: Some(NOW + 3_600_000_000),
+                memory_cooldown_until_usec: None,
+                oom_until_usec: Some(NOW + DAY),
+            }
+        );
+        assert_eq!(
+            arrival(NOW, 600, None),
+            Arrival {
+                until_usec: NOW + 600_000_000,
+                ..Arrival::default()
+            }
+        );
+    }
 
     #[test]
     fn a_container_gone_from_here_is_migrated_or_destroyed_by_vmlist() {
