@@ -814,3 +814,128 @@ fn a_vmid_reused_after_a_destroy_gets_its_own_record_and_a_destroyed_ones_goes_t
     assert_eq!(trashed["vmid"], 102);
     assert_eq!(state_of(&cluster, "n1").get("destroyed"), None);
 }
+
+/// Runs the daemon on `node` in its own user and mount namespaces, where the whole fake pmxcfs is
+/// a read-only bind mount: every write there fails with `EROFS`, from the kernel, as on a node
+/// without quorum. Creating `rw` (returned) unmounts it, so the tree is writable again. The
+/// daemon's pid is written to the returned pid file. `None` when this machine allows no user
+/// namespaces.
+fn spawn_on_read_only_pmxcfs(
+    cluster: &FakeCluster,
+    node: &str,
+    notify: &std::path::Path,
+) -> Option<(std::process::Child, std::path::PathBuf, std::path::PathBuf)> {
+    let probe = std::process::Command::new("unshare")
+        .args(["-Urm", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let host = cluster.node(node);
+    let (rw, pid_file) = (host.path("rw"), host.path("daemon.pid"));
+    let script = r#"
+mount --bind "$ROOT" "$ROOT" && mount -o remount,bind,ro "$ROOT" || exit 97
+"$BIN" --config "$CFG" &
+echo $! > "$PIDFILE"
+i=0
+while [ ! -e "$RW" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+umount "$ROOT"
+wait $!
+"#;
+    let config = host.path("lxc_autoscale.conf");
+    let child = std::process::Command::new("unshare")
+        .args(["-Urm", "sh", "-c", script])
+        .env("ROOT", cluster.root())
+        .env("BIN", env!("CARGO_BIN_EXE_lxc_autoscale"))
+        .env("CFG", &config)
+        .env("PIDFILE", &pid_file)
+        .env("RW", &rw)
+        .env("NOTIFY_SOCKET", notify)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Some((child, rw, pid_file))
+}
+
+#[test]
+fn a_read_only_pmxcfs_holds_every_change_sets_status_and_notifies_loss_and_return_once() {
+    use std::os::unix::net::UnixDatagram;
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Memory-bound only: whatever the cycle, the one change is memory 1024 -> 1800.
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 1024\nhostname: web\n");
+    let n1 = cluster.node("n1");
+    n1.set_memory(101, 900, 100);
+    let (url, requests) = gotify_listener(200);
+    cluster.write_cluster_config(&format!("poll_interval = 1\ngotify_url = \"{url}\"\n"));
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    cluster.write_local_config("n1", "");
+    let sock_path = n1.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // .members says quorate all along: only the write tells.
+    let Some((mut wrapper, rw, pid_file)) = spawn_on_read_only_pmxcfs(&cluster, "n1", &sock_path)
+    else {
+        panic!("this test needs user namespaces (unshare -Urm) to make a read-only pmxcfs");
+    };
+    let mut statuses: Vec<String> = Vec::new();
+    let mut next_status = || loop {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a status from the daemon");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(s) = msg.strip_prefix("STATUS=") {
+            statuses.push(s.trim_end().to_string());
+            return statuses.last().unwrap().clone();
+        }
+    };
+    let why = format!(
+        "pmxcfs refuses writes: cannot write {}/lxc_autoscale/.write-probe-n1: Read-only file system (os error 30)",
+        cluster.root().display()
+    );
+    let held =
+        format!("no quorum, no changes ({why}); last cycle: 1 containers, 0 changed, 0 failed");
+    for _ in 0..3 {
+        assert_eq!(next_status(), held);
+    }
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+
+    std::fs::write(&rw, "").unwrap();
+    let back = loop {
+        let s = next_status();
+        if s != held {
+            break s;
+        }
+    };
+    assert_eq!(back, "last cycle: 1 containers, 1 changed, 0 failed");
+    assert_eq!(n1.pct_calls(), ["set 101 -memory 1800"]);
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let titled =
+        |seen: &[HttpRequest], title: &str| seen.iter().filter(|r| r.body.contains(title)).count();
+    wait_for("the return notice", || {
+        seen.extend(requests.try_iter());
+        titled(&seen, "cluster quorum back") == 1
+    });
+    assert_eq!(titled(&seen, "cluster quorum lost"), 1);
+    let lost = seen
+        .iter()
+        .find(|r| r.body.contains("cluster quorum lost"))
+        .unwrap();
+    assert!(lost.body.contains("Read-only file system"), "{}", lost.body);
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum is back"), 1);
+
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wrapper.wait().unwrap().success());
+}

@@ -444,7 +444,11 @@ impl<'a> Daemon<'a> {
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
-        if !self.quorum_allows_changes() {
+        // Only a cycle that would act probes pmxcfs with a write.
+        let acting = !self.opts.dry_run
+            && self.cfg.scaling != Scaling::Recommend
+            && !plan.changes.is_empty();
+        if !self.quorum_allows_changes(acting) {
             return Report::default();
         }
         let inputs =
@@ -486,7 +490,8 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
-        if let Some(why) = crate::service::quorum::missing(&self.cfg) {
+        let quorum = crate::service::quorum::missing(&self.cfg);
+        if let Some(why) = quorum.or_else(|| crate::service::quorum::probe(&self.cfg)) {
             api.refuse(msg, &format!("no cluster quorum, no changes: {why}"));
             return;
         }
@@ -588,8 +593,8 @@ impl<'a> Daemon<'a> {
 
     /// In cluster mode, whether the cluster has quorum this cycle (pmxcfs is writable); a loss
     /// and a return are logged and notified once each.
-    fn quorum_allows_changes(&mut self) -> bool {
-        let (ok, title, text) = match self.quorum.check(&self.cfg) {
+    fn quorum_allows_changes(&mut self, acting: bool) -> bool {
+        let (ok, title, text) = match self.quorum.check(&self.cfg, acting) {
             Transition::Steady(ok) => return ok,
             Transition::Lost(why) => {
                 warn!(reason = %why, "cluster quorum lost: no changes until it returns");
