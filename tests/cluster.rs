@@ -650,6 +650,16 @@ fn an_arrived_container_is_not_cut_for_twice_the_poll_interval_and_keeps_its_rec
     );
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn with_mac(conf: &str, n: u32) -> String {
     format!("{conf}net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:{n:02},type=veth\n")
 }
@@ -775,9 +785,8 @@ fn a_vmid_reused_after_a_destroy_gets_its_own_record_and_a_destroyed_ones_goes_t
     );
     assert_eq!(rec["identity"]["hwaddrs"][0], "BC:24:11:00:00:99");
     let ct = cluster.root().join("lxc_autoscale/ct");
-    let archived: Vec<String> = std::fs::read_dir(&ct)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let archived: Vec<String> = names_in(&ct)
+        .into_iter()
         .filter(|n| n.starts_with("101.replaced-"))
         .collect();
     assert_eq!(archived.len(), 1, "{archived:?}");
@@ -799,10 +808,7 @@ fn a_vmid_reused_after_a_destroy_gets_its_own_record_and_a_destroyed_ones_goes_t
         "BC:24:11:00:00:99"
     );
     assert_eq!(cluster.ct_record(102), None);
-    let trash: Vec<String> = std::fs::read_dir(ct.join(".trash"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let trash = names_in(&ct.join(".trash"));
     assert_eq!(trash.len(), 1);
     assert!(
         trash[0].starts_with("102.") && trash[0].ends_with(".json"),
