@@ -545,9 +545,17 @@ fn snapshot_create_and_list() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["before", "s2"]);
+    assert_eq!(
+        r.body["data"]["snapshots"][0],
+        json!({"name": "before", "snaptime": 1_700_000_000, "description": "", "parent": null})
+    );
     let r = get(&d.addr, "/resource/vm/config?vm_id=101");
-    assert_eq!(r.body["data"]["rootfs_size"], "8G");
-    assert_eq!(r.body["data"]["tags"], json!(["web"]));
+    assert_eq!(
+        r.body["data"],
+        json!({"lxc_id": 101, "hostname": "web1", "cores": 1, "cpulimit": null, "memory": 512,
+            "swap": null, "rootfs_size": "8G", "tags": ["web"], "lock": null, "protection": false})
+    );
+    assert_eq!(get(&d.addr, "/resource/lxc/config?lxc_id=101").body, r.body);
 }
 
 /// `METHOD PATH CODE BODY`: each request is refused with exactly that code.
