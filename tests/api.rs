@@ -1587,3 +1587,52 @@ fn recommend_mode_changes_nothing_over_many_cycles_and_status_shows_what_it_woul
     assert_eq!(planned[0]["cores"]["from"], 3, "{v}");
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
+
+#[test]
+fn containers_lists_what_status_json_lists_including_an_unreadable_baseline() {
+    let host = fake_host();
+    host.add_container(110, "cores: 1\nmemory: 512\n");
+    host.seed_previous_cycle(&[(110, 95.0, 1)]);
+    std::fs::create_dir_all(host.path("var/backups/110")).unwrap();
+    std::fs::write(host.path("var/backups/110/baseline.json"), "{").unwrap();
+    let d = start(host, true, "", "");
+    // The busy 110 needed cores; its baseline could not be read, so nothing ran.
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    let r = get(&d.addr, "/containers");
+    let data = &r.body["data"];
+    assert!(
+        data["daemon"]["110"]["baseline_unreadable"]
+            .as_str()
+            .unwrap()
+            .contains("rebaseline"),
+        "{data}"
+    );
+    let cfg = d.host.path("lxc_autoscale.conf");
+    let status = d
+        .host
+        .run(&["status", "--json", "--config", cfg.to_str().unwrap()]);
+    let s: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
+    assert!(s["baseline_unreadable"]["110"].is_string(), "{s}");
+    for key in ["changes", "notes", "observations", "host", "containers"] {
+        assert!(
+            data[key].is_array() || data[key].is_object(),
+            "{key} missing: {data}"
+        );
+        assert!(
+            s[key].is_array() || s[key].is_object(),
+            "{key} missing: {s}"
+        );
+    }
+    let vmids = |v: &Value| -> Vec<u64> {
+        let mut ids: Vec<u64> = v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["vmid"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(vmids(data), [101, 102, 110]);
+    assert_eq!(vmids(&s), [101, 102, 110]);
+}
