@@ -4,5 +4,6 @@ pub mod advice;
 pub mod anomaly;
 pub mod hold;
 pub mod model;
+pub mod placement;
 pub mod plan;
 pub mod policy;

@@ -31,6 +31,7 @@ use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::placement::{ClusterDuty, CycleCtx};
 use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
@@ -219,6 +220,8 @@ struct Daemon<'a> {
     quorum: Quorum,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
+    /// Cluster mode: the status file and placement advice.
+    cluster: ClusterDuty,
 }
 
 /// What the loop does after a pause.
@@ -268,6 +271,7 @@ impl<'a> Daemon<'a> {
             watchdog,
             log,
             api: None,
+            cluster: ClusterDuty::default(),
         }
     }
 
@@ -410,6 +414,7 @@ impl<'a> Daemon<'a> {
             ));
         }
         crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
+        self.cluster_duties(snap, &plan, &report);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -434,6 +439,20 @@ impl<'a> Daemon<'a> {
             report.failed.len()
         );
         sdnotify::notify(&[NotifyState::Status(&status)]);
+    }
+
+    /// Cluster mode: the status file, and placement advice on the leader.
+    fn cluster_duties(&mut self, snap: &Snapshot, plan: &Plan, report: &Report) {
+        self.cluster.cycle(CycleCtx {
+            cfg: &self.cfg,
+            snap,
+            plan,
+            report,
+            quorum: self.quorum.status_prefix().is_empty(),
+            state: &mut self.state,
+            events: &self.events,
+            notifier: self.notifier.as_mut(),
+        });
     }
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
