@@ -632,8 +632,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
-        let mut plan = Plan::default();
-        plan.shortfalls = vec![short(101, 512)];
+        let mut plan = Plan {
+            shortfalls: vec![short(101, 512)],
+            ..Plan::default()
+        };
         let mut p = StatusPublisher::default();
         let mut at = |secs: i64, plan: &Plan, applied: Vec<(u32, String, String)>| {
             let facts = CycleFacts {
@@ -671,8 +673,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
-        let mut plan = Plan::default();
-        plan.shortfalls = vec![short(101, 512)];
+        let plan = Plan {
+            shortfalls: vec![short(101, 512)],
+            ..Plan::default()
+        };
         let facts = |secs: i64| CycleFacts {
             cfg: &cfg,
             node: "n1",
