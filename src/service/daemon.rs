@@ -33,6 +33,7 @@ use crate::service::departures;
 use crate::service::import::Import;
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::placement::{ClusterDuty, CycleCtx};
 use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
@@ -226,6 +227,8 @@ struct Daemon<'a> {
     import: Import,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
+    /// Cluster mode: the status file and placement advice.
+    cluster: ClusterDuty,
 }
 
 /// What the loop does after a pause.
@@ -276,6 +279,7 @@ impl<'a> Daemon<'a> {
             watchdog,
             log,
             api: None,
+            cluster: ClusterDuty::default(),
         }
     }
 
@@ -417,6 +421,7 @@ impl<'a> Daemon<'a> {
             );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
+        self.cluster_duties(snap, &plan, &report);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -441,6 +446,20 @@ impl<'a> Daemon<'a> {
             report.failed.len()
         );
         sdnotify::notify(&[NotifyState::Status(&status)]);
+    }
+
+    /// Cluster mode: the status file, and placement advice on the leader.
+    fn cluster_duties(&mut self, snap: &Snapshot, plan: &Plan, report: &Report) {
+        self.cluster.cycle(CycleCtx {
+            cfg: &self.cfg,
+            snap,
+            plan,
+            report,
+            quorum: self.quorum.status_prefix().is_empty(),
+            state: &mut self.state,
+            events: &self.events,
+            notifier: self.notifier.as_mut(),
+        });
     }
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.

@@ -6,6 +6,7 @@ pub mod departures;
 pub mod import;
 pub mod lock;
 pub mod logging;
+pub mod placement;
 pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;
