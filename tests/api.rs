@@ -1050,3 +1050,225 @@ fn a_change_made_outside_the_daemon_is_held_and_shown() {
     );
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
+
+#[test]
+fn metrics_is_byte_for_byte_the_textfile_of_the_same_cycle_with_the_anomaly_gauges() {
+    let host = fake_host();
+    let prom = host.path("var/lxc_autoscale.prom");
+    let d = start(
+        host,
+        true,
+        &format!("prometheus_textfile = \"{}\"", prom.display()),
+        "",
+    );
+    // poll_interval is an hour: the one cycle so far wrote the file and published the view.
+    let file = std::fs::read_to_string(&prom).unwrap();
+    let r = get(&d.addr, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{}",
+        r.head
+    );
+    let served = r.body.as_str().unwrap();
+    assert_eq!(served, file);
+    for line in [
+        "# TYPE lxc_autoscale_container_anomaly gauge",
+        r#"lxc_autoscale_container_anomaly{vmid="101",name="web1",tier="",resource="cpu"} 0"#,
+        r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="memory"} 0"#,
+        "# TYPE lxc_autoscale_container_planned_cores gauge",
+        "# TYPE lxc_autoscale_scaling_actions_total counter",
+        r#"lxc_autoscale_container_cores{vmid="101",name="web1",tier=""} 1"#,
+    ] {
+        assert!(served.lines().any(|l| l == line), "{line} not in\n{served}");
+    }
+}
+
+/// Sends a head announcing `Expect: 100-continue` and a `len`-byte body, and reads the server's
+/// first answer (up to its blank line) without sending any of the body.
+fn expect_continue(addr: &Addr, head: &str) -> (String, Box<dyn ReadWrite>) {
+    let mut s = connect(addr);
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        got.push(byte[0]);
+    }
+    (String::from_utf8(got).unwrap(), s)
+}
+
+fn continue_head(path: &str, auth: &str, ct: &str, len: usize) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {ct}\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n")
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_over_tcp_and_the_unix_socket() {
+    for tcp in [true, false] {
+        let d = start(fake_host(), tcp, "", "");
+        // Above 1 KiB, where curl sends `Expect: 100-continue` and waits.
+        let body = format!("{}{}", json!({"lxc_id": 101, "cores": 2}), " ".repeat(2000));
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let head = continue_head("/scale/cores", &auth, "application/json", body.len());
+        let (interim, mut s) = expect_continue(&d.addr, &head);
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(d.pct_calls().is_empty());
+        s.write_all(body.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let r = parse_reply(&out);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["data"]["cores"], json!({"from": 1, "to": 2}));
+        assert_eq!(d.pct_calls(), ["set 101 -cores 2"]);
+    }
+}
+
+#[test]
+fn expect_100_continue_refused_from_the_head_gets_the_final_status_without_sending_the_body() {
+    let d = tcp_daemon("");
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let json = "application/json";
+    let cases = [
+        (continue_head("/scale/cores", "", json, 2000), 401),
+        (
+            continue_head("/scale/cores", "X-API-Key: wrong\r\n", json, 2000),
+            403,
+        ),
+        (
+            continue_head("/scale/cores", &auth, "text/plain", 2000),
+            415,
+        ),
+        (continue_head("/scale/cores", &auth, json, 10 << 20), 413),
+        (continue_head("/nowhere", &auth, json, 2000), 404),
+        (continue_head("/containers", &auth, json, 2000), 405),
+    ];
+    for (head, code) in cases {
+        // Nothing of the body is ever sent: the answer must come from the head alone.
+        let (first, mut s) = expect_continue(&d.addr, &head);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        let mut whole = first.into_bytes();
+        whole.extend_from_slice(&rest);
+        let r = parse_reply(&whole);
+        assert_eq!(r.status, code, "{head}: {}", r.body);
+        assert_eq!(r.body["status"], "error", "{head}");
+        assert!(!r.head.contains("100 Continue"), "{}", r.head);
+    }
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+/// check-config and the daemon on the same config: check-config exits 1 and the daemon 2, and
+/// both print the same error, which must be `expected` or (for config rules) hold it.
+fn refused_alike(host: &FakeHost, api: &str, expected: &str) {
+    let cfg = host.write_config(&format!("[api]\n{api}"));
+    let cfg = cfg.to_str().unwrap();
+    let check = host.run(&["check-config", "--config", cfg]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{api}: {}",
+        common::stdout(&check)
+    );
+    let err = common::stderr(&check);
+    let msg = err
+        .strip_prefix("lxc_autoscale: error: ")
+        .and_then(|m| m.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{api}: {err}"));
+    assert!(msg == expected || msg.contains(expected), "{api}: {msg}");
+    let daemon = host.run(&["--once", "--config", cfg]);
+    assert_eq!(daemon.status.code(), Some(2), "{api}");
+    let derr = common::stderr(&daemon);
+    assert!(
+        derr.contains(&format!("lxc_autoscale: error: {msg}\n")),
+        "{api}: daemon said {derr}, check-config {msg}"
+    );
+    assert!(!err.contains(TOKEN) && !derr.contains(TOKEN), "{api}");
+}
+
+#[test]
+fn check_config_refuses_every_token_file_the_daemon_refuses_naming_api_token_file() {
+    let host = fake_host();
+    let tcp = format!("listen = \"127.0.0.1:{}\"\n", free_port());
+    let at = |name: &str| {
+        let p = host.path(name);
+        (
+            p.display().to_string(),
+            format!("{tcp}token_file = \"{}\"\n", p.display()),
+        )
+    };
+    let (p, api) = at("api.token");
+    let check = host.run(&[
+        "check-config",
+        "--config",
+        host.write_config(&format!("[api]\n{api}"))
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(check.status.code(), Some(0), "{}", common::stderr(&check));
+    let out = common::stdout(&check);
+    assert!(
+        out.contains("api on 127.0.0.1:")
+            && out.contains(&format!("(token from {p}), allowed: none")),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN), "{out}");
+
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must have mode 0600 (it has 640); run: chmod 600 {p}"),
+    );
+
+    let (p, api) = at("other.token");
+    std::fs::write(&p, TOKEN).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let euid = nix::unistd::geteuid().as_raw();
+    let (p, api, owner) = if euid == 0 {
+        nix::unistd::chown(p.as_str(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        (p, api, 65534)
+    } else {
+        // Not root: a file root owns is owned by someone else.
+        let p = "/etc/hostname".to_string();
+        let api = format!("{tcp}token_file = \"{p}\"\n");
+        (p, api, 0)
+    };
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must be owned by uid {euid} (it is owned by uid {owner})"),
+    );
+
+    let (p, api) = at("empty.token");
+    std::fs::write(&p, "\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused_alike(&host, &api, &format!("api.token_file: {p} is empty"));
+
+    let (p, api) = at("missing.token");
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: cannot read {p}: No such file or directory (os error 2)"),
+    );
+
+    let (p, api) = at("a-directory");
+    std::fs::create_dir(&p).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} is not a regular file"),
+    );
+
+    refused_alike(&host, &tcp, "key `api.token_file`");
+    let (_, api) = at("api.token");
+    std::fs::set_permissions(
+        host.path("api.token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let remote = api.replace("127.0.0.1", "0.0.0.0");
+    refused_alike(&host, &remote, "key `api.allow_remote`");
+    assert!(host.pct_calls().is_empty());
+}

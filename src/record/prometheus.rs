@@ -1,6 +1,7 @@
 //! The Prometheus text file for node_exporter's textfile collector, rewritten atomically each
 //! cycle. Text exposition format 0.0.4; base units (bytes, seconds, ratios 0–1); counters `_total`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -162,9 +163,32 @@ const CONTAINER_GAUGES: &[(&str, &str, Getter)] = &[
     ),
 ];
 
+/// The current anomaly score of each container, CPU and memory: what the anomaly gauge shows.
+/// Kept apart from the models so the API can render the gauge without a copy of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnomalyScores(HashMap<u32, [f64; 2]>);
+
+impl AnomalyScores {
+    /// The detectors' scores after a cycle; a container without a model has none (0).
+    pub fn of(models: &Models) -> AnomalyScores {
+        AnomalyScores(
+            models
+                .containers
+                .iter()
+                .map(|(vmid, m)| (*vmid, [m.cpu.detector.score(), m.memory.detector.score()]))
+                .collect(),
+        )
+    }
+
+    /// CPU and memory score of `vmid`; 0 when it has no model yet.
+    pub fn get(&self, vmid: u32) -> [f64; 2] {
+        self.0.get(&vmid).copied().unwrap_or([0.0, 0.0])
+    }
+}
+
 /// `lxc_autoscale_container_anomaly{vmid,name,tier,resource}`: the current anomaly score of each
 /// container and resource (deviations from its learned behaviour), 0 when no episode is open.
-pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String {
+fn render_anomaly(containers: &[ContainerRecord], scores: &AnomalyScores) -> String {
     let mut out = String::with_capacity(128 + containers.len() * 160);
     let name = "lxc_autoscale_container_anomaly";
     let mut f = Family::new(
@@ -174,11 +198,8 @@ pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String
         "Current anomaly score (deviations from the container's learned behaviour), 0 when none.",
     );
     for c in containers {
-        let m = models.containers.get(&c.vmid);
-        for (resource, score) in [
-            ("cpu", m.map_or(0.0, |m| m.cpu.detector.score())),
-            ("memory", m.map_or(0.0, |m| m.memory.detector.score())),
-        ] {
+        let [cpu, memory] = scores.get(c.vmid);
+        for (resource, score) in [("cpu", cpu), ("memory", memory)] {
             let labels = format!(
                 "vmid=\"{}\",name=\"{}\",tier=\"{}\",resource=\"{resource}\"",
                 c.vmid,
@@ -191,12 +212,23 @@ pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String
     out
 }
 
-/// The whole text file for one cycle.
-pub fn render(
+/// Everything one cycle exports: the text file holds exactly this, and the API's `GET /metrics`
+/// serves exactly this. Every family goes through here, so the two never differ.
+pub fn exposition(
     host: &HostRecord,
     containers: &[ContainerRecord],
     counters: &ActionCounters,
+    planned: &[Change],
+    anomaly: &AnomalyScores,
 ) -> String {
+    let mut text = render(host, containers, counters);
+    text.push_str(&render_planned(planned));
+    text.push_str(&render_anomaly(containers, anomaly));
+    text
+}
+
+/// The container, host and counter families.
+fn render(host: &HostRecord, containers: &[ContainerRecord], counters: &ActionCounters) -> String {
     let mut out = String::with_capacity(1024 + containers.len() * 2048);
     render_containers(&mut out, containers);
     render_host(&mut out, host);
@@ -206,7 +238,7 @@ pub fn render(
 
 /// What the plan would set: one sample per planned resource (`scaling = "recommend"` shows its
 /// recommendations here; in `auto` the cycle applies them). Appended to `render`'s text.
-pub fn render_planned(changes: &[Change]) -> String {
+fn render_planned(changes: &[Change]) -> String {
     let mut out = String::new();
     let cores = "lxc_autoscale_container_planned_cores";
     let mut f = Family::new(
@@ -376,7 +408,7 @@ mod tests {
             name: Some("web".into()),
             ..ContainerRecord::default()
         }];
-        let text = render_anomaly(&cts, &Models::default());
+        let text = render_anomaly(&cts, &AnomalyScores::of(&Models::default()));
         assert!(text.contains(
             "lxc_autoscale_container_anomaly{vmid=\"101\",name=\"web\",tier=\"\",resource=\"cpu\"} 0\n"
         ), "{text}");

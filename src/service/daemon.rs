@@ -399,15 +399,10 @@ impl<'a> Daemon<'a> {
         if let Some(api) = &self.api {
             let extras = holds::extras(&self.state, snap.taken_at_usec);
             let c = &self.counters;
-            api.publish(view::build(
-                &self.cfg,
-                snap,
-                &plan,
-                &self.state,
-                cycle,
-                c,
-                &extras,
-            ));
+            api.publish(
+                view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
+                prometheus::AnomalyScores::of(&self.models),
+            );
         }
         crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
@@ -699,9 +694,8 @@ fn export_metrics(
         }
     }
     if !prom.as_os_str().is_empty() {
-        let mut text = prometheus::render(&host, &containers, counters);
-        text.push_str(&prometheus::render_planned(&plan.changes));
-        text.push_str(&prometheus::render_anomaly(&containers, models));
+        let anomaly = prometheus::AnomalyScores::of(models);
+        let text = prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }
