@@ -2,6 +2,7 @@
 
 pub mod advice;
 pub mod anomaly;
+pub mod arrival;
 pub mod hold;
 pub mod model;
 pub mod plan;

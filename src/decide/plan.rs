@@ -154,6 +154,9 @@ pub enum Hold {
     Anomaly { score: f64 },
     /// The daily profile expects `percent` of the allocation within the next hour.
     Forecast { percent: f64, hour: u32 },
+    /// The container arrived on this node (cluster mode) with restarted counters: no cut for
+    /// `left_secs` more.
+    Arrived { left_secs: u64 },
 }
 
 /// A measured percent against the threshold its rule compares it with, e.g. `cpu 92.0% > 80`.
@@ -351,6 +354,9 @@ impl fmt::Display for Hold {
             Hold::Anomaly { score } => write!(f, "anomaly open (score {score:.1})"),
             Hold::Forecast { percent, hour } => {
                 write!(f, "{percent:.1}% expected at {hour:02}:00")
+            }
+            Hold::Arrived { left_secs } => {
+                write!(f, "arrived on this node, {left_secs} s left")
             }
         }
     }

@@ -164,7 +164,8 @@ const CONTAINER_GAUGES: &[(&str, &str, Getter)] = &[
 ];
 
 /// The current anomaly score of each container, CPU and memory: what the anomaly gauge shows.
-/// Kept apart from the models so the API can render the gauge without a copy of them.
+/// Kept apart from the models so the API can render the gauge without a copy of them; only the
+/// non-zero scores are kept (most containers have no open episode).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnomalyScores(HashMap<u32, [f64; 2]>);
 
@@ -176,6 +177,7 @@ impl AnomalyScores {
                 .containers
                 .iter()
                 .map(|(vmid, m)| (*vmid, [m.cpu.detector.score(), m.memory.detector.score()]))
+                .filter(|(_, s)| *s != [0.0, 0.0])
                 .collect(),
         )
     }
@@ -415,6 +417,35 @@ mod tests {
         assert!(text.contains("resource=\"memory\"} 0\n"), "{text}");
     }
     use crate::decide::plan::Step;
+
+    #[test]
+    fn anomaly_gauge_shows_each_containers_scores_and_0_for_one_without() {
+        let cts = [101, 102].map(|vmid| ContainerRecord {
+            vmid,
+            ..ContainerRecord::default()
+        });
+        let scores = AnomalyScores(HashMap::from([(101, [2.5, 0.0])]));
+        let text = render_anomaly(&cts, &scores);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"lxc_autoscale_container_anomaly{vmid="101",name="",tier="",resource="cpu"} 2.5"#,
+                r#"lxc_autoscale_container_anomaly{vmid="101",name="",tier="",resource="memory"} 0"#,
+                r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="cpu"} 0"#,
+                r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="memory"} 0"#,
+            ]
+        );
+        let all = exposition(
+            &HostRecord::default(),
+            &cts,
+            &ActionCounters::default(),
+            &[],
+            &scores,
+        );
+        assert!(all.ends_with(&text), "{all}");
+        assert!(all.contains("# TYPE lxc_autoscale_container_planned_cores gauge\n"));
+    }
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {

@@ -10,15 +10,15 @@ use tracing::{error, info, warn};
 
 use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
-use crate::act::ctrecord::CtRecords;
+use crate::act::ctrecord::{self, CtRecords};
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::cluster::FileStamp;
 use crate::config::{self, Config, Scaling};
-use crate::decide::hold;
 use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
+use crate::decide::{arrival, hold};
 use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
@@ -29,6 +29,7 @@ use crate::record::state;
 use crate::service::api::exec::LoopCtx;
 use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
+use crate::service::departures;
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
 use crate::service::quorum::{Quorum, Transition};
@@ -126,6 +127,9 @@ pub fn measure(
     // other container (stale, future-stamped, restarted, new) is measured over the window.
     let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
     let mut merged = state.advanced(&first);
+    // What the confs held at the last cycle, not at the first sample: a container that came or
+    // went in between is still seen as such.
+    merged.seen = std::mem::take(&mut state.seen);
     for c in &snap.containers {
         if let Some(prev) = usable_prev(state, c, &snap, max_age) {
             merged.containers.insert(c.vmid, *prev);
@@ -366,10 +370,12 @@ impl<'a> Daemon<'a> {
     /// Decides, applies and records one cycle on `snap`.
     fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
         self.watchdog.progress();
+        departures::note_arrivals(&self.cfg, &mut self.state, snap);
         holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
         let plan =
             policy::decide_with_model(&self.cfg, snap, &self.state, &mut self.models, local_now());
         let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
+        let plan = arrival::hold_cuts(plan, &self.state.arrivals, snap.taken_at_usec);
         self.report_anomalies(&plan);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
@@ -404,7 +410,7 @@ impl<'a> Daemon<'a> {
                 prometheus::AnomalyScores::of(&self.models),
             );
         }
-        crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
+        departures::note(&self.cfg, &mut self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -433,11 +439,17 @@ impl<'a> Daemon<'a> {
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
-        if !self.quorum_allows_changes() {
+        // Only a cycle that would act probes pmxcfs with a write.
+        let acting = !self.opts.dry_run
+            && self.cfg.scaling != Scaling::Recommend
+            && !plan.changes.is_empty();
+        if !self.quorum_allows_changes(acting) {
             return Report::default();
         }
+        let inputs =
+            ctrecord::inputs_for(&self.cfg, &self.models, plan.changes.iter().map(|c| c.vmid));
         let backups = BackupStore::new(self.cfg.backup_dir.clone())
-            .with_ct_records(CtRecords::for_config(&self.cfg));
+            .with_ct_records(CtRecords::for_config(&self.cfg).map(|r| r.with_inputs(inputs)));
         let (watchdog, inbox) = (&self.watchdog, &self.inbox);
         // Called before every change: it is also the progress mark that lets the watchdog cover
         // the `pct` call that follows.
@@ -473,7 +485,8 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
-        if let Some(why) = crate::service::quorum::missing(&self.cfg) {
+        let quorum = crate::service::quorum::missing(&self.cfg);
+        if let Some(why) = quorum.or_else(|| crate::service::quorum::probe(&self.cfg)) {
             api.refuse(msg, &format!("no cluster quorum, no changes: {why}"));
             return;
         }
@@ -575,8 +588,8 @@ impl<'a> Daemon<'a> {
 
     /// In cluster mode, whether the cluster has quorum this cycle (pmxcfs is writable); a loss
     /// and a return are logged and notified once each.
-    fn quorum_allows_changes(&mut self) -> bool {
-        let (ok, title, text) = match self.quorum.check(&self.cfg) {
+    fn quorum_allows_changes(&mut self, acting: bool) -> bool {
+        let (ok, title, text) = match self.quorum.check(&self.cfg, acting) {
             Transition::Steady(ok) => return ok,
             Transition::Lost(why) => {
                 warn!(reason = %why, "cluster quorum lost: no changes until it returns");
