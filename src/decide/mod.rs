@@ -5,5 +5,6 @@ pub mod anomaly;
 pub mod arrival;
 pub mod hold;
 pub mod model;
+pub mod placement;
 pub mod plan;
 pub mod policy;

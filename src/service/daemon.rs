@@ -32,6 +32,7 @@ use crate::service::api::{holds, view};
 use crate::service::departures;
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::placement::{ClusterDuty, CycleCtx};
 use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
@@ -223,6 +224,8 @@ struct Daemon<'a> {
     quorum: Quorum,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
+    /// Cluster mode: the status file and placement advice.
+    cluster: ClusterDuty,
 }
 
 /// What the loop does after a pause.
@@ -272,6 +275,7 @@ impl<'a> Daemon<'a> {
             watchdog,
             log,
             api: None,
+            cluster: ClusterDuty::default(),
         }
     }
 
@@ -411,6 +415,7 @@ impl<'a> Daemon<'a> {
             );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
+        self.cluster_duties(snap, &plan, &report);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -435,6 +440,20 @@ impl<'a> Daemon<'a> {
             report.failed.len()
         );
         sdnotify::notify(&[NotifyState::Status(&status)]);
+    }
+
+    /// Cluster mode: the status file, and placement advice on the leader.
+    fn cluster_duties(&mut self, snap: &Snapshot, plan: &Plan, report: &Report) {
+        self.cluster.cycle(CycleCtx {
+            cfg: &self.cfg,
+            snap,
+            plan,
+            report,
+            quorum: self.quorum.status_prefix().is_empty(),
+            state: &mut self.state,
+            events: &self.events,
+            notifier: self.notifier.as_mut(),
+        });
     }
 
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.

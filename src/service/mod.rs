@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod departures;
 pub mod lock;
 pub mod logging;
+pub mod placement;
 pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;
