@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::cluster::FakeCluster;
+use std::time::{Duration, Instant};
+
+use common::cluster::{stop, FakeCluster};
 use common::{stderr, FakeHost};
 
 /// 2 cores at 95 %, 900 of 1024 MB used: wants 4 cores and 1800 MB (+776 MB).
@@ -84,4 +86,163 @@ fn a_standalone_node_writes_no_status_file() {
     let out = cluster.run("n1", &["--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!cluster.root().join("lxc_autoscale/status").exists());
+}
+
+/// Polls `cond` until it holds; panics with `what` after a generous deadline (not a timing
+/// assertion: only a hang fails).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn cycles(cluster: &FakeCluster, node: &str) -> usize {
+    cluster.node(node).log_text().matches("cycle done").count()
+}
+
+/// The fresh status files that say `leader`.
+fn leaders(cluster: &FakeCluster, nodes: &[&str]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| cluster.status_file(n).is_some_and(|s| s["leader"] == true))
+        .map(|n| (*n).to_string())
+        .collect()
+}
+
+#[test]
+fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2() {
+    let cluster = n1_is_full();
+    for node in ["n1", "n2", "n3"] {
+        cluster.write_local_config(node, "poll_interval = 1");
+    }
+    // n2 and n3 report first, so the leader knows every node when n1 files its request.
+    let mut daemons = vec![cluster.spawn("n2"), cluster.spawn("n3")];
+    wait_for("n2 and n3 status files", || {
+        cluster.status_file("n2").is_some() && cluster.status_file("n3").is_some()
+    });
+    daemons.push(cluster.spawn("n1"));
+    let all = |cluster: &FakeCluster| -> Vec<serde_json::Value> {
+        ["n1", "n2", "n3"]
+            .iter()
+            .flat_map(|n| cluster.events(n, "recommendation"))
+            .collect()
+    };
+    wait_for("a recommendation", || !all(&cluster).is_empty());
+    // Three more cycles on every node: nothing is repeated.
+    let seen: Vec<usize> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| cycles(&cluster, n))
+        .collect();
+    wait_for("three more cycles", || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .zip(&seen)
+            .all(|(n, s)| cycles(&cluster, n) >= s + 3)
+    });
+    let events = all(&cluster);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["container_id"], 101);
+    assert_eq!(e["vmid"], 101);
+    assert_eq!(e["target"], "n2");
+    assert_eq!(e["command"], "pct migrate 101 n2 -restart");
+    assert_eq!(
+        e["why"],
+        "CT 101 on n1 wants +776 MB (got +0 MB) that its node cannot give; n2 has 30720 MB free after reserves, covering 100% of it"
+    );
+    let owner = cluster.lease_owner().unwrap();
+    assert_eq!(
+        cluster.events(&owner, "recommendation").len(),
+        1,
+        "the leader made it"
+    );
+    // A restarted leader keeps its lease and remembers the advice in its state file.
+    let index = ["n2", "n3", "n1"].iter().position(|n| *n == owner).unwrap();
+    stop(daemons.remove(index));
+    let before = cycles(&cluster, &owner);
+    daemons.push(cluster.spawn(&owner));
+    wait_for("three cycles after the restart", || {
+        cycles(&cluster, &owner) >= before + 3
+    });
+    assert_eq!(cluster.lease_owner().as_deref(), Some(owner.as_str()));
+    assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
+    for d in daemons {
+        stop(d);
+    }
+    // Not a migration: nobody ran `pct migrate`.
+    for node in ["n1", "n2", "n3"] {
+        assert!(
+            cluster
+                .node(node)
+                .pct_calls()
+                .iter()
+                .all(|c| !c.starts_with("migrate")),
+            "{node}"
+        );
+    }
+}
+
+#[test]
+fn when_the_leader_stops_and_its_lease_expires_another_node_takes_over() {
+    let cluster = FakeCluster::new(&["n1", "n2", "n3"], 16);
+    let nodes = ["n1", "n2", "n3"];
+    for node in nodes {
+        cluster.write_local_config(node, "poll_interval = 1");
+    }
+    let mut daemons: std::collections::BTreeMap<&str, std::process::Child> =
+        nodes.iter().map(|n| (*n, cluster.spawn(n))).collect();
+    wait_for("a leader all nodes agree on", || {
+        nodes.iter().all(|n| cluster.status_file(n).is_some())
+            && leaders(&cluster, &nodes).len() == 1
+            && cluster
+                .lease_owner()
+                .is_some_and(|o| leaders(&cluster, &nodes) == [o])
+    });
+    let first = cluster.lease_owner().unwrap();
+    // The others keep seeing a live lease: still exactly one leader after more cycles.
+    let rest: Vec<&str> = nodes.iter().copied().filter(|n| *n != first).collect();
+    let seen: Vec<usize> = rest.iter().map(|n| cycles(&cluster, n)).collect();
+    wait_for("two more cycles", || {
+        rest.iter()
+            .zip(&seen)
+            .all(|(n, s)| cycles(&cluster, n) >= s + 2)
+    });
+    assert_eq!(cluster.lease_owner().as_deref(), Some(first.as_str()));
+    assert_eq!(leaders(&cluster, &nodes), [first.as_str()]);
+
+    stop(daemons.remove(first.as_str()).unwrap());
+    // A stopped leader's lease stays until it expires: nobody takes it over before.
+    let seen: Vec<usize> = rest.iter().map(|n| cycles(&cluster, n)).collect();
+    wait_for("two more cycles", || {
+        rest.iter()
+            .zip(&seen)
+            .all(|(n, s)| cycles(&cluster, n) >= s + 2)
+    });
+    assert_eq!(cluster.lease_owner().as_deref(), Some(first.as_str()));
+    cluster.age_lease(121);
+    wait_for("a new leader", || {
+        cluster.lease_owner().is_some_and(|o| o != first) && leaders(&cluster, &rest).len() == 1
+    });
+    let second = cluster.lease_owner().unwrap();
+    assert!(rest.contains(&second.as_str()), "{second}");
+    assert_eq!(leaders(&cluster, &rest), [second.as_str()]);
+    let lock_dir: Vec<String> = std::fs::read_dir(cluster.root().join("priv/lock"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(lock_dir, ["lxc_autoscale-leader"]);
+    let log = cluster.node(&second).log_text();
+    assert_eq!(
+        log.matches("this node is the placement leader").count(),
+        1,
+        "{log}"
+    );
+    for (_, d) in daemons {
+        stop(d);
+    }
 }

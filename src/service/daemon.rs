@@ -570,7 +570,11 @@ impl<'a> Daemon<'a> {
             if due.is_some_and(|due| Instant::now() >= due) {
                 return Next::Cycle;
             }
-            match self.inbox.next(due, self.watchdog.idle_wake()) {
+            let wake = [self.watchdog.idle_wake(), self.cluster.wake_in()]
+                .into_iter()
+                .flatten()
+                .min();
+            match self.inbox.next(due, wake) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
                 Some(LoopMsg::Reload) => {
@@ -578,6 +582,8 @@ impl<'a> Daemon<'a> {
                 }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
+            let quorum = self.quorum.status_prefix().is_empty();
+            self.cluster.between_cycles(&self.cfg, quorum);
         }
     }
 
