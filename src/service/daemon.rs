@@ -397,6 +397,7 @@ impl<'a> Daemon<'a> {
             failures: report.failed.len(),
         };
         self.watchdog.progress();
+        self.cluster_duties(snap, &plan, &report);
         export_metrics(
             &self.cfg,
             self.metrics_log.as_ref(),
@@ -404,7 +405,7 @@ impl<'a> Daemon<'a> {
             &plan,
             &self.state,
             cycle,
-            (&self.counters, &self.models),
+            (&self.counters, &self.models, self.cluster.prometheus()),
         );
         if let Some(api) = &self.api {
             let extras = holds::extras(&self.state, snap.taken_at_usec);
@@ -415,7 +416,6 @@ impl<'a> Daemon<'a> {
             );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
-        self.cluster_duties(snap, &plan, &report);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -719,7 +719,7 @@ fn export_metrics(
     plan: &Plan,
     state: &State,
     cycle: CycleInfo,
-    (counters, models): (&ActionCounters, &Models),
+    (counters, models, cluster): (&ActionCounters, &Models, &str),
 ) {
     let prom = &cfg.prometheus_textfile;
     if log.is_none() && prom.as_os_str().is_empty() {
@@ -733,7 +733,9 @@ fn export_metrics(
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
-        let text = prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
+        let mut text =
+            prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
+        text.push_str(cluster);
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -19,6 +19,7 @@ use crate::read::cluster;
 use crate::read::snapshot::{EpochUsec, Snapshot, State};
 use crate::record::cluster_status::{self, CycleFacts, Published, StatusPublisher};
 use crate::record::events::{EventLog, RecommendationFields};
+use crate::record::prometheus;
 use crate::service::lease::{Holder, Lease};
 
 /// What one cycle hands to the cluster duties.
@@ -42,6 +43,8 @@ pub struct ClusterDuty {
     lease: Lease,
     /// Whether this node held the lease at its last check.
     leader: bool,
+    /// The `lxc_autoscale_cluster_*` families of the last cycle (with `prometheus_textfile`).
+    prometheus: String,
 }
 
 fn now_usec() -> EpochUsec {
@@ -80,6 +83,18 @@ impl ClusterDuty {
         if leader {
             advise(ctx.cfg, ctx.state, ctx.events, ctx.notifier, now);
         }
+        self.prometheus.clear();
+        if !ctx.cfg.prometheus_textfile.as_os_str().is_empty() {
+            match cluster_status::read_cluster(&ctx.cfg.pve_root, now) {
+                Ok(view) => self.prometheus = prometheus::render_cluster(&view),
+                Err(e) => warn!(error = %format!("{e:#}"), "cannot read the cluster status"),
+            }
+        }
+    }
+
+    /// The `lxc_autoscale_cluster_*` families of the last cycle; empty outside cluster mode.
+    pub fn prometheus(&self) -> &str {
+        &self.prometheus
     }
 
     /// Takes, keeps or gives up the placement lease; whether this node leads now.
