@@ -945,3 +945,161 @@ fn a_read_only_pmxcfs_holds_every_change_sets_status_and_notifies_loss_and_retur
     .unwrap();
     assert!(wrapper.wait().unwrap().success());
 }
+
+/// What a steady cycle may write to pmxcfs: the node's status heartbeat (a rename in the status
+/// directory) and the placement leader's lease (a directory under `priv/lock/`).
+fn steady_write_allowed(root: &std::path::Path, path: &std::path::Path) -> bool {
+    let rel = path
+        .strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let status = rel == "lxc_autoscale/status"
+        || ["n1", "n2", "n3"]
+            .iter()
+            .any(|n| rel == format!("lxc_autoscale/status/{n}.json"));
+    let lease = rel == "priv/lock" || rel.starts_with("priv/lock/lxc_autoscale-leader");
+    status || lease
+}
+
+#[test]
+fn steady_cycles_on_three_nodes_write_nothing_to_pmxcfs_but_the_status_heartbeat_and_lease() {
+    let cluster = FakeCluster::new(&["n1", "n2", "n3"], 16);
+    // Each node runs two containers with nothing to change: memory in the middle of its band,
+    // and cores at the minimum (the fake counters stand still, so CPU reads 0 %).
+    for (node, base) in [("n1", 100), ("n2", 200), ("n3", 300)] {
+        let host = cluster.node(node);
+        for vmid in [base + 1, base + 2] {
+            let conf = with_mac("cores: 1\nmemory: 1024\nhostname: idle\n", vmid % 100);
+            cluster.add_container(node, vmid, &conf);
+            host.set_memory(vmid, 500, 100);
+        }
+        host.seed_previous_cycle(&[]);
+    }
+    cluster.write_cluster_config("poll_interval = 1\n");
+    for node in ["n1", "n2", "n3"] {
+        let socket = cluster.node(node).path("api.sock");
+        let api = format!("[api]\nlisten = \"unix:{}\"\n", socket.display());
+        cluster.write_local_config(node, &api);
+    }
+    let mut daemons: Vec<_> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| cluster.spawn(n))
+        .collect();
+    let cycles = |node: &str| count(&cluster.node(node).log_text(), "cycle done");
+    // The first cycles may write what a start writes (a first status file, an import).
+    wait_for("two cycles on every node", || {
+        ["n1", "n2", "n3"].iter().all(|n| cycles(n) >= 2)
+    });
+    let before = cluster.tree_snapshot();
+    let done: Vec<usize> = ["n1", "n2", "n3"].iter().map(|n| cycles(n)).collect();
+    wait_for("three more cycles on every node", || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .zip(&done)
+            .all(|(n, d)| cycles(n) >= d + 3)
+    });
+    let after = cluster.tree_snapshot();
+    for d in &mut daemons {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    for mut d in daemons {
+        assert!(d.wait().unwrap().success());
+    }
+    for node in ["n1", "n2", "n3"] {
+        let log = cluster.node(node).log_text();
+        assert!(
+            !log.contains("planned=1") && !log.contains("planned=2"),
+            "{log}"
+        );
+        assert!(cluster.node(node).pct_calls().is_empty());
+    }
+    let root = cluster.root();
+    let changed: std::collections::BTreeSet<&std::path::PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .filter(|p| !steady_write_allowed(root, p))
+        .collect();
+    assert!(changed.is_empty(), "written in steady cycles: {changed:?}");
+    // The records, confs, .members and .vmlist are all still there, unchanged.
+    assert!(before.len() >= 12, "{:?}", before.keys());
+}
+
+#[test]
+fn the_first_start_in_cluster_mode_imports_local_baselines_once_keeping_other_nodes_records() {
+    use lxc_autoscale::act::backup::{Alloc, BackupStore};
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let alloc = |cores, memory_mb| Alloc {
+        cores: Some(cores),
+        memory_mb,
+        swap_mb: None,
+    };
+    // Before cluster mode, n1 scaled 101 (2 cores, 1024 MB at first) and 102; since then 102
+    // moved to n2, which scaled it again and wrote its record.
+    let store = BackupStore::new(cluster.node("n1").path("var/backups"));
+    let t0 = chrono::Utc::now() - chrono::Duration::days(3);
+    store
+        .record(101, &alloc(2, 1024), &alloc(4, 1800), t0)
+        .unwrap();
+    store
+        .record(102, &alloc(1, 512), &alloc(2, 512), t0)
+        .unwrap();
+    std::fs::write(cluster.conf_path("n2", 102), "cores: 2\nmemory: 512\n").unwrap();
+    cluster.node("n2").files.create_cgroup(102).unwrap();
+    let n2 = cluster.node("n2");
+    n2.set_memory(102, 500, 0);
+    n2.seed_previous_cycle(&[(102, 95.0, 2)]);
+    cluster.write_vmlist();
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 102 -cores 4 -memory 1024"]);
+    let theirs = std::fs::read(cluster.root().join("lxc_autoscale/ct/102.json")).unwrap();
+
+    once_ok(&cluster, "n1");
+    let log = cluster.node("n1").log_text();
+    assert_eq!(count(&log, "local baselines imported"), 1, "{log}");
+    assert!(log.contains("imported=[101] kept=[102]"), "{log}");
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n1");
+    assert_eq!(rec["last"]["to"]["memory_mb"], 1800);
+    assert_eq!(
+        std::fs::read(cluster.root().join("lxc_autoscale/ct/102.json")).unwrap(),
+        theirs
+    );
+    assert!(!cluster
+        .root()
+        .join("priv/lock/lxc_autoscale-import")
+        .exists());
+
+    // 101 now runs on n2, which never backed it up: its rollback finds the imported baseline.
+    std::fs::write(cluster.conf_path("n2", 101), "cores: 4\nmemory: 1800\n").unwrap();
+    cluster.write_vmlist();
+    let out = cluster.run("n2", &["rollback", "101"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // These backups predate identities (`BackupStore::record`), and the output says so.
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline) (the backup records no identity to check)\n"
+    );
+
+    // Done once: a restart of n1 imports nothing again.
+    std::fs::remove_file(cluster.root().join("lxc_autoscale/ct/101.json")).unwrap();
+    once_ok(&cluster, "n1");
+    assert_eq!(cluster.ct_record(101), None);
+    assert_eq!(
+        count(&cluster.node("n1").log_text(), "local baselines imported"),
+        1
+    );
+}

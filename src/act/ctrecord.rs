@@ -290,6 +290,21 @@ impl CtRecords {
         Ok(Written { path, archived })
     }
 
+    /// Writes `rec` when its container has no record yet; `false` (nothing written) when it has
+    /// one, whoever wrote it.
+    pub fn create(&self, rec: &CtRecord) -> Result<bool> {
+        let path = self.path(rec.vmid);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        }
+        let bytes = encode_record(rec)?;
+        fsutil::ensure_private_dir(&self.dir)?;
+        fsutil::write_atomic(&path, &bytes, RECORD_MODE)?;
+        Ok(true)
+    }
+
     /// The vmids that have a record and whose conf is in `conf_dir`: the containers with a
     /// record that this node owns now. A missing records directory means none.
     pub fn vmids_in(&self, conf_dir: &Path) -> Result<Vec<u32>> {

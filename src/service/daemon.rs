@@ -30,6 +30,7 @@ use crate::service::api::exec::LoopCtx;
 use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
 use crate::service::departures;
+use crate::service::import::Import;
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
 use crate::service::placement::{ClusterDuty, CycleCtx};
@@ -222,6 +223,8 @@ struct Daemon<'a> {
     cluster_stamp: FileStamp,
     /// Whether the cluster had quorum at the last cycle (cluster mode).
     quorum: Quorum,
+    /// The one-time import of local baselines into the cluster's records (cluster mode).
+    import: Import,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
     /// Cluster mode: the status file and placement advice.
@@ -270,6 +273,7 @@ impl<'a> Daemon<'a> {
             },
             cluster_stamp: FileStamp::of_cluster_config(&cfg),
             quorum: Quorum::default(),
+            import: Import::default(),
             cfg,
             inbox,
             watchdog,
@@ -383,6 +387,8 @@ impl<'a> Daemon<'a> {
         self.report_anomalies(&plan);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
+        let may_write = !self.opts.dry_run && !self.quorum.holding_back();
+        self.import.tick(&self.cfg, may_write);
         self.counters.add(
             report.applied.iter().map(|a| &a.change),
             report.failed.len(),

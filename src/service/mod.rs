@@ -3,6 +3,7 @@
 pub mod api;
 pub mod daemon;
 pub mod departures;
+pub mod import;
 pub mod lock;
 pub mod logging;
 pub mod placement;

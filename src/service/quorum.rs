@@ -111,6 +111,11 @@ impl Quorum {
         transition
     }
 
+    /// Whether changes are held back now.
+    pub fn holding_back(&self) -> bool {
+        self.lost.is_some()
+    }
+
     /// The start of the systemd status line: says why changes are held back, while they are.
     pub fn status_prefix(&self) -> String {
         self.lost.as_ref().map_or(String::new(), |why| {
