@@ -182,7 +182,14 @@ pub struct State {
     /// move to the trash a day later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destroyed: BTreeMap<u32, EpochUsec>,
+    /// Containers the placement leader advised moving, and when: each at most once a day
+    /// (`RECOMMENDED_FOR_USEC`), across restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recommended: BTreeMap<u32, EpochUsec>,
 }
+
+/// How long a recommendation is remembered, µs: a day.
+pub const RECOMMENDED_FOR_USEC: EpochUsec = 86_400 * 1_000_000;
 
 /// The cut holds of a container that arrived on this node (cluster mode), µs since the epoch:
 /// its counters restarted with it, and the node it left may have set deadlines in its record.
@@ -346,6 +353,12 @@ impl State {
             seen,
             arrivals,
             destroyed: self.destroyed.clone(),
+            recommended: self
+                .recommended
+                .iter()
+                .filter(|(_, at)| snap.taken_at_usec.saturating_sub(**at) < RECOMMENDED_FOR_USEC)
+                .map(|(v, at)| (*v, *at))
+                .collect(),
         }
     }
 }
