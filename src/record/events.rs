@@ -45,6 +45,19 @@ struct Event<'a> {
     /// Anomaly events only: deviations from the learned behaviour.
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f64>,
+    /// Recommendation events only: the container, the node to move it to, why, and the exact
+    /// `pct migrate` line.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    recommendation: Option<RecommendationFields<'a>>,
+}
+
+/// The extra fields of a `recommendation` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecommendationFields<'a> {
+    pub vmid: u32,
+    pub target: &'a str,
+    pub why: &'a str,
+    pub command: &'a str,
 }
 
 /// The extra fields of an `anomaly` event.
@@ -90,14 +103,41 @@ impl EventLog {
 
     /// Appends an `anomaly` event (an episode start) stamped with the current local time.
     pub fn record_anomaly(&self, vmid: u32, change: &str, fields: AnomalyFields) -> Result<()> {
-        let line = format_event(
-            &self.host,
-            Local::now(),
-            vmid,
-            "anomaly",
-            change,
-            Some(fields),
-        )?;
+        self.record_anomaly_at(Local::now(), vmid, change, fields)
+    }
+
+    /// `record_anomaly` with an explicit timestamp (the demo's simulated clock).
+    pub fn record_anomaly_at(
+        &self,
+        at: DateTime<Local>,
+        vmid: u32,
+        change: &str,
+        fields: AnomalyFields,
+    ) -> Result<()> {
+        let line = format_event(&self.host, at, vmid, "anomaly", change, Some(fields))?;
+        self.append(&line)
+    }
+
+    /// The event log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a `recommendation` event (placement advice) stamped with the current local time.
+    pub fn record_recommendation(&self, fields: RecommendationFields) -> Result<()> {
+        let mut line = serde_json::to_string(&Event {
+            timestamp: Local::now().to_rfc3339_opts(SecondsFormat::Secs, false),
+            proxmox_host: &self.host,
+            container_id: fields.vmid,
+            action: "recommendation",
+            change: &format!("move to node {}", fields.target),
+            resource: None,
+            direction: None,
+            score: None,
+            recommendation: Some(fields),
+        })
+        .context("cannot encode event")?;
+        line.push('\n');
         self.append(&line)
     }
 
@@ -148,6 +188,7 @@ fn format_event(
         resource: anomaly.map(|a| a.resource),
         direction: anomaly.map(|a| a.direction),
         score: anomaly.map(|a| a.score),
+        recommendation: None,
     };
     let mut line = serde_json::to_string(&event).context("cannot encode event")?;
     line.push('\n');

@@ -3,9 +3,12 @@
 pub mod api;
 pub mod daemon;
 pub mod departures;
+pub mod import;
+pub mod lease;
 pub mod lock;
 pub mod logging;
 pub mod memory;
+pub mod placement;
 pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;

@@ -16,6 +16,7 @@ use super::tasks::TaskDone;
 use super::{LoopLink, Mutation, Settings, Shared, View};
 use crate::config::Config;
 use crate::decide::plan::Change;
+use crate::record::prometheus::AnomalyScores;
 
 /// How long a stopping daemon waits for running tasks. The unit's `TimeoutStopSec` must exceed
 /// this plus one `pct set` (30 s).
@@ -81,8 +82,10 @@ impl ApiRuntime {
         self.handle.tcp_addr
     }
 
-    pub fn publish(&self, view: View) {
-        self.shared.publish(view);
+    /// Hands the API what a cycle measured, decided and scored, and the cluster families of
+    /// `prometheus::render_cluster` (empty outside cluster mode).
+    pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
+        self.shared.publish(view, anomaly, cluster);
     }
 
     /// A reload re-reads the token; on error the old settings stay. The address needs a restart.
