@@ -545,9 +545,17 @@ fn snapshot_create_and_list() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["before", "s2"]);
+    assert_eq!(
+        r.body["data"]["snapshots"][0],
+        json!({"name": "before", "snaptime": 1_700_000_000, "description": "", "parent": null})
+    );
     let r = get(&d.addr, "/resource/vm/config?vm_id=101");
-    assert_eq!(r.body["data"]["rootfs_size"], "8G");
-    assert_eq!(r.body["data"]["tags"], json!(["web"]));
+    assert_eq!(
+        r.body["data"],
+        json!({"lxc_id": 101, "hostname": "web1", "cores": 1, "cpulimit": null, "memory": 512,
+            "swap": null, "rootfs_size": "8G", "tags": ["web"], "lock": null, "protection": false})
+    );
+    assert_eq!(get(&d.addr, "/resource/lxc/config?lxc_id=101").body, r.body);
 }
 
 /// `METHOD PATH CODE BODY`: each request is refused with exactly that code.
@@ -1578,4 +1586,53 @@ fn recommend_mode_changes_nothing_over_many_cycles_and_status_shows_what_it_woul
     assert_eq!(planned.len(), 1, "{v}");
     assert_eq!(planned[0]["cores"]["from"], 3, "{v}");
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+#[test]
+fn containers_lists_what_status_json_lists_including_an_unreadable_baseline() {
+    let host = fake_host();
+    host.add_container(110, "cores: 1\nmemory: 512\n");
+    host.seed_previous_cycle(&[(110, 95.0, 1)]);
+    std::fs::create_dir_all(host.path("var/backups/110")).unwrap();
+    std::fs::write(host.path("var/backups/110/baseline.json"), "{").unwrap();
+    let d = start(host, true, "", "");
+    // The busy 110 needed cores; its baseline could not be read, so nothing ran.
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    let r = get(&d.addr, "/containers");
+    let data = &r.body["data"];
+    assert!(
+        data["daemon"]["110"]["baseline_unreadable"]
+            .as_str()
+            .unwrap()
+            .contains("rebaseline"),
+        "{data}"
+    );
+    let cfg = d.host.path("lxc_autoscale.conf");
+    let status = d
+        .host
+        .run(&["status", "--json", "--config", cfg.to_str().unwrap()]);
+    let s: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
+    assert!(s["baseline_unreadable"]["110"].is_string(), "{s}");
+    for key in ["changes", "notes", "observations", "host", "containers"] {
+        assert!(
+            data[key].is_array() || data[key].is_object(),
+            "{key} missing: {data}"
+        );
+        assert!(
+            s[key].is_array() || s[key].is_object(),
+            "{key} missing: {s}"
+        );
+    }
+    let vmids = |v: &Value| -> Vec<u64> {
+        let mut ids: Vec<u64> = v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["vmid"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(vmids(data), [101, 102, 110]);
+    assert_eq!(vmids(&s), [101, 102, 110]);
 }

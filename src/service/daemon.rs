@@ -413,7 +413,8 @@ impl<'a> Daemon<'a> {
             (&self.counters, &self.models),
         );
         if let Some(api) = &self.api {
-            let extras = holds::extras(&self.state, snap.taken_at_usec);
+            let bad = self.not_applied.bad_baselines();
+            let extras = holds::extras(&self.state, snap.taken_at_usec, bad);
             let c = &self.counters;
             api.publish(
                 view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
