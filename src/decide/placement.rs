@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::decide::plan::{Headroom, Note, Observation, Reason, Resource, Shortfall};
 
 /// A container is recommended at most once in this many µs (a day).
-pub const RECOMMEND_EVERY_USEC: i64 = 86_400 * 1_000_000;
+pub const RECOMMEND_EVERY_USEC: i64 = crate::read::snapshot::RECOMMENDED_FOR_USEC;
 
 /// The scale-ups the grant notes say did not fit: cut to the headroom, or dropped because the
 /// headroom was below the minimum step. `allocated` comes from the observation of the container.
@@ -111,11 +111,18 @@ impl fmt::Display for WhyMove<'_> {
         }
         write!(f, " that its node cannot give; {} has ", r.target)?;
         let h = r.target_headroom;
-        let cores = h.cores.map_or("unknown".into(), |c| format!("{c:.1}"));
-        let mb = h.memory_mb.map_or("unknown".into(), |m| format!("{m:.0}"));
+        let wants = |res| r.shortfalls.iter().any(|s| s.resource == res);
+        let mut free = Vec::new();
+        if let Some(mb) = h.memory_mb.filter(|_| wants(Resource::Memory)) {
+            free.push(format!("{mb:.0} MB"));
+        }
+        if let Some(cores) = h.cores.filter(|_| wants(Resource::Cpu)) {
+            free.push(format!("{cores:.1} cores"));
+        }
         write!(
             f,
-            "{mb} MB and {cores} cores free after reserves, covering {:.0}% of it",
+            "{} free after reserves, covering {:.0}% of it",
+            free.join(" and "),
             r.covered * 100.0
         )
     }
@@ -228,7 +235,7 @@ pub fn recommend(
 }
 
 /// The shortfalls of every node grouped into one request per container.
-pub fn requests_of<'a>(filed: impl IntoIterator<Item = (&'a str, &'a Shortfall)>) -> Vec<Request> {
+pub fn requests_of<'a>(filed: impl IntoIterator<Item = (&'a str, Shortfall)>) -> Vec<Request> {
     let mut by_vmid: BTreeMap<u32, Request> = BTreeMap::new();
     for (node, s) in filed {
         by_vmid
@@ -239,7 +246,7 @@ pub fn requests_of<'a>(filed: impl IntoIterator<Item = (&'a str, &'a Shortfall)>
                 shortfalls: Vec::new(),
             })
             .shortfalls
-            .push(*s);
+            .push(s);
     }
     by_vmid.into_values().collect()
 }
@@ -347,8 +354,8 @@ mod tests {
 
     #[test]
     fn a_target_filled_by_one_container_is_not_offered_to_the_next() {
-        // n2 takes one 1800 MB container (3000 − 1800 = 1200 left, below the next one's 1024 +
-        // 776); n3 with less room then takes the second.
+        // n2 takes one 1800 MB container (3000 − 1800 = 1200 left): n3's 2500 MB then rank first
+        // for the second.
         let nodes = [node("n2", 4.0, 3000.0, 1.0), node("n3", 4.0, 2500.0, 1.0)];
         let recs = recommend(
             &[memory_short(102, "n1"), memory_short(101, "n1")],
@@ -368,7 +375,7 @@ mod tests {
         );
         assert_eq!(
             recs[0].why().to_string(),
-            "CT 101 on n1 wants +776 MB (got +0 MB) that its node cannot give; n2 has 3000 MB and 4.0 cores free after reserves, covering 100% of it"
+            "CT 101 on n1 wants +776 MB (got +0 MB) that its node cannot give; n2 has 3000 MB free after reserves, covering 100% of it"
         );
     }
 

@@ -186,7 +186,14 @@ pub struct State {
     /// mode); `None` before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned: Option<std::collections::BTreeSet<u32>>,
+    /// Containers the placement leader advised moving, and when: each at most once a day
+    /// (`RECOMMENDED_FOR_USEC`), across restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recommended: BTreeMap<u32, EpochUsec>,
 }
+
+/// How long a recommendation is remembered, µs: a day.
+pub const RECOMMENDED_FOR_USEC: EpochUsec = 86_400 * 1_000_000;
 
 /// The cut holds of a container that arrived on this node (cluster mode), µs since the epoch:
 /// its counters restarted with it, and the node it left may have set deadlines in its record.
@@ -351,6 +358,12 @@ impl State {
             arrivals,
             destroyed: self.destroyed.clone(),
             owned: self.owned.clone(),
+            recommended: self
+                .recommended
+                .iter()
+                .filter(|(_, at)| snap.taken_at_usec.saturating_sub(**at) < RECOMMENDED_FOR_USEC)
+                .map(|(v, at)| (*v, *at))
+                .collect(),
         }
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::decide::model::Models;
 use crate::decide::plan::Change;
+use crate::record::cluster_status::ClusterView;
 use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
 /// Mode of the text file: node_exporter runs as its own user and must read it.
@@ -397,6 +398,66 @@ fn render_counters(out: &mut String, counters: &ActionCounters) {
 /// Writes `text` to `path` atomically (readers never see half a file).
 pub fn write(path: &Path, text: &str) -> Result<()> {
     crate::fsutil::write_atomic(path, text.as_bytes(), TEXTFILE_MODE)
+}
+
+/// The `lxc_autoscale_cluster_*` families from the merged status files (cluster mode): how many
+/// nodes report and how many are stale, and per node whether it is stale or the placement
+/// leader, its headroom after reserves and its open "does not fit" requests.
+pub fn render_cluster(view: &ClusterView) -> String {
+    let mut out = String::with_capacity(1024 + view.nodes.len() * 512);
+    let stale = view.nodes.iter().filter(|n| n.stale).count();
+    for (name, help, value) in [
+        (
+            "lxc_autoscale_cluster_nodes",
+            "Nodes with a status file.",
+            view.nodes.len(),
+        ),
+        (
+            "lxc_autoscale_cluster_stale_nodes",
+            "Nodes whose status file is older than 3 poll intervals.",
+            stale,
+        ),
+    ] {
+        Family::new(&mut out, name, "gauge", help).sample(name, "", value as f64);
+    }
+    type NodeGetter = fn(&crate::record::cluster_status::NodeView) -> Option<f64>;
+    let per_node: [(&str, &str, NodeGetter); 5] = [
+        (
+            "lxc_autoscale_cluster_stale",
+            "1 when the node's status file is older than 3 poll intervals.",
+            |n| Some(f64::from(u8::from(n.stale))),
+        ),
+        (
+            "lxc_autoscale_cluster_leader",
+            "1 on the placement leader (by its status file).",
+            |n| Some(f64::from(u8::from(n.status.leader))),
+        ),
+        (
+            "lxc_autoscale_cluster_headroom_cores",
+            "Cores free after the reserve and the host's use.",
+            |n| n.status.cpu.headroom,
+        ),
+        (
+            "lxc_autoscale_cluster_headroom_memory_bytes",
+            "Memory free after the reserve and the host's use.",
+            |n| n.status.memory.headroom.map(|mb| mb * BYTES_PER_MB as f64),
+        ),
+        (
+            "lxc_autoscale_cluster_shortfalls",
+            "Open scale-ups that do not fit on the node.",
+            |n| Some(n.status.shortfalls.len() as f64),
+        ),
+    ];
+    for (name, help, get) in per_node {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for n in &view.nodes {
+            if let Some(v) = get(n) {
+                let labels = format!("node=\"{}\"", escape_label(&n.status.node));
+                f.sample(name, &labels, v);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

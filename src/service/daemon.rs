@@ -403,6 +403,7 @@ impl<'a> Daemon<'a> {
             failures: report.failed.len(),
         };
         self.watchdog.progress();
+        self.cluster_duties(snap, &plan, &report);
         export_metrics(
             &self.cfg,
             self.metrics_log.as_ref(),
@@ -410,7 +411,7 @@ impl<'a> Daemon<'a> {
             &plan,
             &self.state,
             cycle,
-            (&self.counters, &self.models),
+            (&self.counters, &self.models, self.cluster.prometheus()),
         );
         if let Some(api) = &self.api {
             let bad = self.not_applied.bad_baselines();
@@ -422,7 +423,6 @@ impl<'a> Daemon<'a> {
             );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
-        self.cluster_duties(snap, &plan, &report);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -577,7 +577,11 @@ impl<'a> Daemon<'a> {
             if due.is_some_and(|due| Instant::now() >= due) {
                 return Next::Cycle;
             }
-            match self.inbox.next(due, self.watchdog.idle_wake()) {
+            let wake = [self.watchdog.idle_wake(), self.cluster.wake_in()]
+                .into_iter()
+                .flatten()
+                .min();
+            match self.inbox.next(due, wake) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
                 Some(LoopMsg::Reload) => {
@@ -585,6 +589,8 @@ impl<'a> Daemon<'a> {
                 }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
+            let quorum = self.quorum.status_prefix().is_empty();
+            self.cluster.between_cycles(&self.cfg, quorum);
         }
     }
 
@@ -720,7 +726,7 @@ fn export_metrics(
     plan: &Plan,
     state: &State,
     cycle: CycleInfo,
-    (counters, models): (&ActionCounters, &Models),
+    (counters, models, cluster): (&ActionCounters, &Models, &str),
 ) {
     let prom = &cfg.prometheus_textfile;
     if log.is_none() && prom.as_os_str().is_empty() {
@@ -734,7 +740,9 @@ fn export_metrics(
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
-        let text = prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
+        let mut text =
+            prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
+        text.push_str(cluster);
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod daemon;
 pub mod departures;
 pub mod import;
+pub mod lease;
 pub mod lock;
 pub mod logging;
 pub mod placement;

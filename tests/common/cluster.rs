@@ -313,3 +313,58 @@ fn add_pct_refusals(host: &FakeHost, node: &str) {
     )
     .unwrap();
 }
+
+/// Helpers of the placement scenarios (`tests/cluster_placement.rs`).
+impl FakeCluster {
+    /// `<pve_root>/lxc_autoscale/status/<node>.json`, `None` until it exists.
+    pub fn status_file(&self, node: &str) -> Option<serde_json::Value> {
+        let path = self
+            .root()
+            .join(format!("lxc_autoscale/status/{node}.json"));
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// The node named in the placement lease's `owner` file, `None` while there is no lease.
+    pub fn lease_owner(&self) -> Option<String> {
+        let path = self.root().join("priv/lock/lxc_autoscale-leader/owner");
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(v["node"].as_str()?.to_string())
+    }
+
+    /// Makes the lease look unrefreshed for `secs` seconds, as a crashed leader leaves it.
+    pub fn age_lease(&self, secs: i64) {
+        let path = self.root().join("priv/lock/lxc_autoscale-leader/owner");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        v["refreshed"] = serde_json::json!(now - secs);
+        std::fs::write(&path, v.to_string()).unwrap();
+    }
+
+    /// The `node`'s event log lines with `action` = `what`.
+    pub fn events(&self, node: &str, what: &str) -> Vec<serde_json::Value> {
+        let path = self.node(node).path("var/log/lxc_autoscale.json");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["action"] == what)
+            .collect()
+    }
+}
+
+/// Stops a daemon with SIGTERM and waits for it; it must exit cleanly.
+pub fn stop(mut daemon: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -98,6 +98,8 @@ pub struct Settings {
     pub pve_lxc_dir: PathBuf,
     pub pve_vmlist: PathBuf,
     pub pct_path: PathBuf,
+    /// `pve_root` in cluster mode (`GET /cluster/status` reads its status files), else `None`.
+    pub pve_root: Option<PathBuf>,
 }
 
 impl Settings {
@@ -114,6 +116,7 @@ impl Settings {
             pve_lxc_dir: cfg.pve_lxc_dir.clone(),
             pve_vmlist: cfg.pve_vmlist.clone(),
             pct_path: cfg.pct_path.clone(),
+            pve_root: cfg.cluster_node.as_ref().map(|_| cfg.pve_root.clone()),
         })
     }
 

@@ -144,6 +144,14 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/cluster/status",
+        auth: true,
+        summary: "every node's status file merged (cluster mode), as `status --cluster --json`",
+        params: &[],
+        handler: cluster_status,
+    },
+    Route {
+        method: "GET",
         path: "/metrics",
         auth: true,
         summary: "Prometheus exposition",
@@ -411,6 +419,18 @@ fn containers(ctx: &Ctx, _: &Request) -> Response {
         return not_ready();
     }
     Response::shared(200, "application/json", Arc::clone(&view.containers_body))
+}
+
+/// The cluster's status files merged; 404 outside cluster mode.
+fn cluster_status(ctx: &Ctx, _: &Request) -> Response {
+    let Some(root) = ctx.shared.settings().pve_root.clone() else {
+        return error(404, "not in cluster mode: no cluster status", Vec::new());
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    match crate::record::cluster_status::read_cluster(&root, now) {
+        Ok(view) => Response::json(200, &json!(view)),
+        Err(e) => error(500, &format!("{e:#}"), Vec::new()),
+    }
 }
 
 /// The `lxc_id` of a GET.
