@@ -171,6 +171,19 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
     });
     assert_eq!(cluster.lease_owner().as_deref(), Some(owner.as_str()));
     assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
+    // A new leader learns the advice from the old leader's status file: no repeat either.
+    let restarted = daemons.pop().unwrap();
+    stop(restarted);
+    cluster.age_lease(121);
+    wait_for("a new leader", || {
+        cluster.lease_owner().is_some_and(|o| o != owner)
+    });
+    let next = cluster.lease_owner().unwrap();
+    let before = cycles(&cluster, &next);
+    wait_for("three cycles of the new leader", || {
+        cycles(&cluster, &next) >= before + 3
+    });
+    assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
     for d in daemons {
         stop(d);
     }
