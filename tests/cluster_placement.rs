@@ -333,7 +333,8 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     cluster.write_local_config(
         "n1",
         &format!(
-            "poll_interval = 1\n[api]\nlisten = \"unix:{}\"\n",
+            "poll_interval = 1\nprometheus_textfile = \"{}\"\n[api]\nlisten = \"unix:{}\"\n",
+            cluster.node("n1").path("var/lxc_autoscale.prom").display(),
             socket.display()
         ),
     );
@@ -366,6 +367,29 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     );
     assert_eq!(summary(&view), summary(&cluster_json(&cluster, "n2")));
     assert_eq!(view["nodes"][0]["memory"]["capacity"], 65536.0);
+    // GET /metrics carries the cluster families as the text file does, once a cycle of n1 has
+    // seen both files.
+    let get_metrics = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    wait_for("n1's metrics to count both nodes", || {
+        get_metrics().contains("\nlxc_autoscale_cluster_nodes 2\n")
+    });
+    let reply = get_metrics();
+    assert!(
+        reply.contains("\nlxc_autoscale_cluster_stale_nodes 0\n"),
+        "{reply}"
+    );
+    let line = format!("\nlxc_autoscale_cluster_leader{{node=\"{leader}\"}} 1\n");
+    assert!(reply.contains(&line), "{reply}");
     for d in daemons {
         stop(d);
     }

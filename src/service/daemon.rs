@@ -417,10 +417,9 @@ impl<'a> Daemon<'a> {
             let bad = self.not_applied.bad_baselines();
             let extras = holds::extras(&self.state, snap.taken_at_usec, bad);
             let c = &self.counters;
-            api.publish(
-                view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
-                prometheus::AnomalyScores::of(&self.models),
-            );
+            let mut v = view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras);
+            std::sync::Arc::make_mut(&mut v.metrics).cluster = self.cluster.prometheus().into();
+            api.publish(v, prometheus::AnomalyScores::of(&self.models));
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
         self.state = self.state.advanced(snap);

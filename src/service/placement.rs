@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::act::apply::Report;
 use crate::act::notify::Notifier;
-use crate::config::{Config, Placement};
+use crate::config::{ApiListen, Config, Placement};
 use crate::decide::placement::{self, Candidate, Recommendation};
 use crate::decide::plan::{Headroom, Plan};
 use crate::read::cluster;
@@ -43,7 +43,8 @@ pub struct ClusterDuty {
     lease: Lease,
     /// Whether this node held the lease at its last check.
     leader: bool,
-    /// The `lxc_autoscale_cluster_*` families of the last cycle (with `prometheus_textfile`).
+    /// The `lxc_autoscale_cluster_*` families of the last cycle (with `prometheus_textfile` or
+    /// the API on).
     prometheus: String,
 }
 
@@ -85,7 +86,9 @@ impl ClusterDuty {
             advise(ctx.cfg, ctx.state, ctx.events, ctx.notifier, now);
         }
         self.prometheus.clear();
-        if !ctx.cfg.prometheus_textfile.as_os_str().is_empty() {
+        let exported = !ctx.cfg.prometheus_textfile.as_os_str().is_empty()
+            || ctx.cfg.api.listen_addr().is_ok_and(|l| l != ApiListen::Off);
+        if exported {
             match cluster_status::read_cluster(&ctx.cfg.pve_root, now) {
                 Ok(view) => self.prometheus = prometheus::render_cluster(&view),
                 Err(e) => warn!(error = %format!("{e:#}"), "cannot read the cluster status"),

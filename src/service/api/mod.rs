@@ -68,18 +68,22 @@ pub struct MetricsInput {
     pub containers: Vec<ContainerRecord>,
     pub counters: ActionCounters,
     pub planned: Vec<Change>,
+    /// The `lxc_autoscale_cluster_*` families the text file ends with (cluster mode), else "".
+    pub cluster: String,
 }
 
 impl MetricsInput {
     /// The same text as the Prometheus textfile of the same cycle, from the same function.
     pub fn render(&self, anomaly: &AnomalyScores) -> String {
-        prometheus::exposition(
+        let mut text = prometheus::exposition(
             &self.host,
             &self.containers,
             &self.counters,
             &self.planned,
             anomaly,
-        )
+        );
+        text.push_str(&self.cluster);
+        text
     }
 }
 

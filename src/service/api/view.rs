@@ -129,6 +129,7 @@ pub fn build(
             containers,
             counters: *counters,
             planned: plan.changes.clone(),
+            cluster: String::new(),
         }),
     }
 }
