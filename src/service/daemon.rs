@@ -417,9 +417,11 @@ impl<'a> Daemon<'a> {
             let bad = self.not_applied.bad_baselines();
             let extras = holds::extras(&self.state, snap.taken_at_usec, bad);
             let c = &self.counters;
-            let mut v = view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras);
-            std::sync::Arc::make_mut(&mut v.metrics).cluster = self.cluster.prometheus().into();
-            api.publish(v, prometheus::AnomalyScores::of(&self.models));
+            api.publish(
+                view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
+                prometheus::AnomalyScores::of(&self.models),
+                self.cluster.prometheus(),
+            );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
@@ -739,9 +741,14 @@ fn export_metrics(
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
-        let mut text =
-            prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
-        text.push_str(cluster);
+        let text = prometheus::exposition(
+            &host,
+            &containers,
+            counters,
+            &plan.changes,
+            &anomaly,
+            cluster,
+        );
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

@@ -129,7 +129,6 @@ pub fn build(
             containers,
             counters: *counters,
             planned: plan.changes.clone(),
-            cluster: String::new(),
         }),
     }
 }
