@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{stop, FakeCluster};
-use common::{stderr, FakeHost};
+use common::{gotify_listener, stderr, FakeHost, HttpRequest};
 
 /// 2 cores at 95 %, 900 of 1024 MB used: wants 4 cores and 1800 MB (+776 MB).
 const BUSY_CONF: &str = "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n";
@@ -117,8 +117,10 @@ fn leaders(cluster: &FakeCluster, nodes: &[&str]) -> Vec<String> {
 #[test]
 fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2() {
     let cluster = n1_is_full();
+    let (url, requests) = gotify_listener(200);
+    let extra = format!("poll_interval = 1\ngotify_url = \"{url}\"\ngotify_token = \"tok\"");
     for node in ["n1", "n2", "n3"] {
-        cluster.write_local_config(node, "poll_interval = 1");
+        cluster.write_local_config(node, &extra);
     }
     // n2 and n3 report first, so the leader knows every node when n1 files its request.
     let mut daemons = vec![cluster.spawn("n2"), cluster.spawn("n3")];
@@ -187,6 +189,23 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
     for d in daemons {
         stop(d);
     }
+    // One notification, with the command, through every restart and take-over (the stops are
+    // notified too: the last notice arrived before the daemons exited).
+    let advice: Vec<String> = requests
+        .try_iter()
+        .map(|r: HttpRequest| r.body)
+        .filter(|b| b.contains("does not fit"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let body: serde_json::Value = serde_json::from_str(&advice[0]).unwrap();
+    assert_eq!(body["title"], "lxc_autoscale: CT 101 does not fit on n1");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("\nrun: pct migrate 101 n2 -restart"),
+        "{body}"
+    );
     // Not a migration: nobody ran `pct migrate`.
     for node in ["n1", "n2", "n3"] {
         assert!(
