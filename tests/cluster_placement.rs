@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{stop, FakeCluster};
-use common::{stderr, FakeHost};
+use common::{gotify_listener, stderr, FakeHost, HttpRequest};
 
 /// 2 cores at 95 %, 900 of 1024 MB used: wants 4 cores and 1800 MB (+776 MB).
 const BUSY_CONF: &str = "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n";
@@ -117,8 +117,10 @@ fn leaders(cluster: &FakeCluster, nodes: &[&str]) -> Vec<String> {
 #[test]
 fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2() {
     let cluster = n1_is_full();
+    let (url, requests) = gotify_listener(200);
+    let extra = format!("poll_interval = 1\ngotify_url = \"{url}\"\ngotify_token = \"tok\"");
     for node in ["n1", "n2", "n3"] {
-        cluster.write_local_config(node, "poll_interval = 1");
+        cluster.write_local_config(node, &extra);
     }
     // n2 and n3 report first, so the leader knows every node when n1 files its request.
     let mut daemons = vec![cluster.spawn("n2"), cluster.spawn("n3")];
@@ -171,9 +173,39 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
     });
     assert_eq!(cluster.lease_owner().as_deref(), Some(owner.as_str()));
     assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
+    // A new leader learns the advice from the old leader's status file: no repeat either.
+    let restarted = daemons.pop().unwrap();
+    stop(restarted);
+    cluster.age_lease(121);
+    wait_for("a new leader", || {
+        cluster.lease_owner().is_some_and(|o| o != owner)
+    });
+    let next = cluster.lease_owner().unwrap();
+    let before = cycles(&cluster, &next);
+    wait_for("three cycles of the new leader", || {
+        cycles(&cluster, &next) >= before + 3
+    });
+    assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
     for d in daemons {
         stop(d);
     }
+    // One notification, with the command, through every restart and take-over (the stops are
+    // notified too: the last notice arrived before the daemons exited).
+    let advice: Vec<String> = requests
+        .try_iter()
+        .map(|r: HttpRequest| r.body)
+        .filter(|b| b.contains("does not fit"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let body: serde_json::Value = serde_json::from_str(&advice[0]).unwrap();
+    assert_eq!(body["title"], "lxc_autoscale: CT 101 does not fit on n1");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("\nrun: pct migrate 101 n2 -restart"),
+        "{body}"
+    );
     // Not a migration: nobody ran `pct migrate`.
     for node in ["n1", "n2", "n3"] {
         assert!(
@@ -320,7 +352,8 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     cluster.write_local_config(
         "n1",
         &format!(
-            "poll_interval = 1\n[api]\nlisten = \"unix:{}\"\n",
+            "poll_interval = 1\nprometheus_textfile = \"{}\"\n[api]\nlisten = \"unix:{}\"\n",
+            cluster.node("n1").path("var/lxc_autoscale.prom").display(),
             socket.display()
         ),
     );
@@ -353,6 +386,29 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     );
     assert_eq!(summary(&view), summary(&cluster_json(&cluster, "n2")));
     assert_eq!(view["nodes"][0]["memory"]["capacity"], 65536.0);
+    // GET /metrics carries the cluster families as the text file does, once a cycle of n1 has
+    // seen both files.
+    let get_metrics = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    wait_for("n1's metrics to count both nodes", || {
+        get_metrics().contains("\nlxc_autoscale_cluster_nodes 2\n")
+    });
+    let reply = get_metrics();
+    assert!(
+        reply.contains("\nlxc_autoscale_cluster_stale_nodes 0\n"),
+        "{reply}"
+    );
+    let line = format!("\nlxc_autoscale_cluster_leader{{node=\"{leader}\"}} 1\n");
+    assert!(reply.contains(&line), "{reply}");
     for d in daemons {
         stop(d);
     }
