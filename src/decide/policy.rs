@@ -441,6 +441,7 @@ fn assess(
                 floor_mb: floor,
                 pct,
                 oom_kills,
+                at_most_half: !(host.model && limits.scale_down_window > 0),
             };
             plan_memory(&limits, &m, &adv, host.energy, &mut note)
         }
@@ -659,7 +660,13 @@ struct MemoryFigures {
     pct: f64,
     /// Processes OOM-killed since the last cycle.
     oom_kills: u64,
+    /// A cut takes at most half at once: without the model's window, a cut rests on one reading.
+    at_most_half: bool,
 }
+
+/// Used memory at or above this percent of the allocation is pinned at it: the kernel reclaims
+/// what it can and the rest waits, so the real need is unknown beyond "at least this much".
+pub const PINNED_PERCENT: f64 = 95.0;
 
 /// Share of the allocation an OOM kill grows memory by, at least (and at least
 /// `memory_min_increment`).
@@ -699,6 +706,12 @@ fn plan_memory(
             })
     };
     if let Some((reading, used, step)) = up {
+        // Pinned at the allocation, the reading says only that the need is at least that much:
+        // the recent peak is the better guess of how much.
+        let used = match adv.peak {
+            Some(peak) if m.pct >= PINNED_PERCENT => used.max(peak),
+            _ => used,
+        };
         return memory_up(l, m.memory_mb, reading, used, step, note);
     }
     let current = memory_cut(l, m, m.used_mb, m.pct, energy);
@@ -769,8 +782,8 @@ fn memory_up(
     })
 }
 
-/// The cut `used` MB at `pct` % call for, in whole chunks, at most half at once, never below
-/// the floor or `min_memory`. `None` = no cut.
+/// The cut `used` MB at `pct` % call for, in whole chunks, never below the floor or
+/// `min_memory`, and at most half at once unless the model's window agreed. `None` = no cut.
 fn memory_cut(
     l: &Limits,
     m: &MemoryFigures,
@@ -795,8 +808,14 @@ fn memory_cut(
     if m.memory_mb <= target {
         return None;
     }
-    // Whole chunks only, never more than half at once, never past the target.
-    let room = (m.memory_mb - target).min(m.memory_mb / 2);
+    // Whole chunks only, never past the target; without the model's window never more than half
+    // at once.
+    let room = m.memory_mb - target;
+    let room = if m.at_most_half {
+        room.min(m.memory_mb / 2)
+    } else {
+        room
+    };
     let chunk = l.min_decrease_chunk.max(1);
     let reduction = room / chunk * chunk;
     (reduction > 0).then_some((m.memory_mb - reduction, reading))
@@ -1094,12 +1113,12 @@ mod tests {
         let mut w = World::roomy();
         w.ct(101, 2, 1024, 50.0, 860.0);
         let plan = w.decide(&Config::default());
-        // 860 MB used at mid 50 % -> 1720 MB.
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        // 860 MB used at mid 52.5 % -> 1639 MB.
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
         assert_eq!(cores_of(&plan, 101), None);
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory 84.0% > 80: 1024->1720 MB"
+            "memory 84.0% > 80: 1024->1639 MB"
         );
     }
 
@@ -1115,12 +1134,12 @@ mod tests {
             c.memory_mb,
             Some(Step {
                 from: 1024,
-                to: 1720
+                to: 1639
             })
         );
         assert_eq!(
             c.why().to_string(),
-            "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1720 MB"
+            "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1639 MB"
         );
     }
 
@@ -1267,7 +1286,7 @@ mod tests {
         let plan = w.decide(&Config::default());
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory 4.9% < 20: 4096->2048 MB"
+            "memory 4.9% < 25: 4096->2048 MB"
         );
     }
 
@@ -1432,7 +1451,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), Some((1024, 1624)));
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory cut from +696 to +600 MB: host headroom 600 MB"]
+            vec!["memory cut from +615 to +600 MB: host headroom 600 MB"]
         );
     }
 
@@ -1445,7 +1464,7 @@ mod tests {
         assert_eq!(
             notes_of(&plan, 101),
             vec![
-                "memory 84.0% > 80 wants +696 MB: host headroom 300 MB is below memory_min_increment 512, not scaled up"
+                "memory 84.0% > 80 wants +615 MB: host headroom 300 MB is below memory_min_increment 512, not scaled up"
             ]
         );
     }
@@ -1489,7 +1508,7 @@ mod tests {
             vec!["cpu 92.0% > 80 wants +2: host cpu headroom unknown, not scaled up"]
         );
         assert_eq!(cores_of(&plan, 102), Some((4, 2)));
-        assert_eq!(memory_of(&plan, 103), Some((1024, 1720)));
+        assert_eq!(memory_of(&plan, 103), Some((1024, 1639)));
     }
 
     #[test]
@@ -1503,7 +1522,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), None);
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory 84.0% > 80 wants +696 MB: host memory headroom unknown, not scaled up"]
+            vec!["memory 84.0% > 80 wants +615 MB: host memory headroom unknown, not scaled up"]
         );
         assert_eq!(memory_of(&plan, 102), Some((4096, 2048)));
         assert_eq!(cores_of(&plan, 103), Some((2, 4)));
@@ -1711,7 +1730,7 @@ mod tests {
         w.ct(101, 2, 1024, 92.0, 860.0).cpu_usage_usec = None;
         let plan = w.decide(&Config::default());
         assert_eq!(cores_of(&plan, 101), None);
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
         assert_eq!(
             notes_of(&plan, 101),
             vec!["cpu not measured this cycle: cores unchanged"]
@@ -1761,8 +1780,23 @@ mod tests {
         c.memory_inactive_file_bytes = Some(0);
         let plan = w.decide(&Config::default());
         assert_eq!(observation(&plan, 101).memory_used_mb, Some(3500.0));
-        // Above the upper threshold: grown to fit 3500 MB at 50 %, never cut.
-        assert_eq!(memory_of(&plan, 101), Some((4096, 7000)));
+        // Above the upper threshold: grown to fit 3500 MB at 52.5 % (mid of 80 and 25), never cut.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 6667)));
+        // 1300 MB charged, 1200 MB of it tmpfs: Proxmox's figure (current − file) reads 100 MB,
+        // 2.4 %, far below the lower threshold; used is 1300 MB, 31.7 %: no cut, even after a
+        // whole window of it with the model.
+        let mut w = World::roomy();
+        let c = w.ct(102, 2, 4096, 50.0, 0.0);
+        c.memory_current_bytes = Some(1300 * MB);
+        c.memory_file_bytes = Some(1200 * MB);
+        c.memory_shmem_bytes = Some(1200 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let mut models = Models::default();
+        for k in 0..40 {
+            let plan = step(&mut w, &Config::default(), &mut models, k);
+            assert_eq!(observation(&plan, 102).memory_used_mb, Some(1300.0));
+            assert_eq!(memory_of(&plan, 102), None, "cycle {k}");
+        }
     }
 
     #[test]
@@ -1828,7 +1862,7 @@ mod tests {
         w.snap.host.cpus = None;
         let plan = w.decide(&Config::default());
         assert_eq!(cores_of(&plan, 101), None);
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
         assert_eq!(
             notes_of(&plan, 101),
             vec!["cores unknown (no cores line, host cpus unread): cores unchanged"]
@@ -2140,7 +2174,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), None);
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory 2.0% < 20 but OOM kill seen, 86100 s left: memory unchanged (cut held)"]
+            vec!["memory 2.0% < 25 but OOM kill seen, 86100 s left: memory unchanged (cut held)"]
         );
         // A day later the hold is over: at most half, in whole 512 MB chunks.
         let plan = step(&mut w, &c, &mut models, 288);
@@ -2173,18 +2207,64 @@ mod tests {
             held[11],
             "cpu 3.3% < 70 (fits fewer cores) but scale-up cooldown, 300 s left: cores unchanged (cut held)"
         );
-        // An hour after the scale-up, with an hour of readings below: one cut, on the window.
+        // An hour after the scale-up (the cooldown), with the 45 min window below: one cut, on the
+        // window.
         load(&mut w, 101, 0.1);
         let plan = step(&mut w, &c, &mut models, 13);
         assert_eq!(cores_of(&plan, 101), Some((3, 1)));
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "cpu max over the last 3600 s 3.3% < 70 (fits fewer cores): cores 3->1"
+            "cpu max over the last 2700 s 3.3% < 70 (fits fewer cores): cores 3->1"
         );
         // A burst right after the cut is met on the next window, not held back.
         load(&mut w, 101, 0.95);
         let plan = step(&mut w, &c, &mut models, 14);
         assert_eq!(cores_of(&plan, 101), Some((1, 2)));
+    }
+
+    /// Sets the used memory of `vmid` (the working set too: all page cache inactive).
+    fn use_mb(w: &mut World, vmid: u32, used_mb: f64) {
+        let c = w
+            .snap
+            .containers
+            .iter_mut()
+            .find(|c| c.vmid == vmid)
+            .unwrap();
+        c.memory_current_bytes = Some((used_mb * MB as f64).round() as u64 + 50 * MB);
+    }
+
+    #[test]
+    fn a_memory_cut_waits_for_twice_the_window_then_goes_to_its_target_in_one_step() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 1, 8192, 10.0, 4000.0);
+        let mut models = Models::default();
+        assert_eq!(memory_of(&step(&mut w, &c, &mut models, 0), 101), None);
+        // 500 MB from then on (6.1 %): the 4000 MB reading stays in memory's 5400 s window
+        // (2 × scale_down_window) until cycle 18.
+        use_mb(&mut w, 101, 500.0);
+        for k in 1..18 {
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(memory_of(&plan, 101), None, "cycle {k}");
+        }
+        let plan = step(&mut w, &c, &mut models, 18);
+        // Target max(500 ÷ 52.5 % = 953, 500 + 10 %) MB: 14 whole chunks of 512 go at once,
+        // not half.
+        assert_eq!(memory_of(&plan, 101), Some((8192, 1024)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "memory max over the last 5400 s 6.1% < 25: 8192->1024 MB"
+        );
+        // The 4000 MB burst comes back: pinned at the allocation (99.6 %), memory grows to carry
+        // the recent peak, 4000 MB halved per day (3821 MB after 95 min), at 52.5 %: 7279 MB in
+        // one step, not 1943 MB (the pinned reading's own size) and then more.
+        use_mb(&mut w, 101, 1020.0);
+        let plan = step(&mut w, &c, &mut models, 19);
+        assert_eq!(memory_of(&plan, 101), Some((1024, 7279)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "memory 99.6% > 80: 1024->7279 MB"
+        );
     }
 
     #[test]
