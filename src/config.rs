@@ -114,6 +114,11 @@ pub struct Config {
     pub node_name: String,
     /// `auto`: cluster mode when `<pve_root>/.members` lists more than one node; `off`: never.
     pub cluster: ClusterMode,
+    /// `recommend`: in cluster mode one daemon (the placement leader) advises moving a container
+    /// whose scale-up does not fit on its node to a node with room; `off`: no advice, no leader.
+    pub placement: Placement,
+    /// Nodes never named as a placement target.
+    pub placement_exclude_nodes: Vec<String>,
     /// `[nodes."<name>"]` overrides; allowed in the cluster-wide config only (`config::cluster`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
@@ -164,6 +169,16 @@ pub enum Scaling {
     #[default]
     Auto,
     /// Measure, record and serve the API, show the plan, never apply it.
+    Recommend,
+}
+
+/// The `placement` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Off,
+    /// Advise `pct migrate` when a scale-up does not fit (never migrate by itself).
+    #[default]
     Recommend,
 }
 
@@ -322,6 +337,8 @@ impl Default for Config {
             pve_root: PathBuf::from(cluster::DEFAULT_PVE_ROOT),
             node_name: String::new(),
             cluster: ClusterMode::Auto,
+            placement: Placement::Recommend,
+            placement_exclude_nodes: Vec::new(),
             nodes: BTreeMap::new(),
             cluster_node: None,
             tier_index: HashMap::new(),
@@ -676,6 +693,7 @@ impl Config {
 
         self.check_top_level(&err)?;
         self.check_list_sizes(&err)?;
+        self.check_placement(&err)?;
         check_levels(&self.top_level_limits(), None, &err)?;
         self.check_tiers(&err)
     }
@@ -767,6 +785,23 @@ impl Config {
                     too_long(tier.containers.len()),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `placement_exclude_nodes` holds node names.
+    fn check_placement<F>(&self, err: &F) -> Result<(), ConfigError>
+    where
+        F: Fn(Option<&str>, &str, String) -> ConfigError,
+    {
+        let key = "placement_exclude_nodes";
+        if self.placement_exclude_nodes.len() > MAX_LIST_ENTRIES {
+            let n = self.placement_exclude_nodes.len();
+            let message = format!("has {n} entries, more than the {MAX_LIST_ENTRIES} allowed");
+            return Err(err(None, key, message));
+        }
+        for name in &self.placement_exclude_nodes {
+            cluster::check_node_name(name).map_err(|m| err(None, key, m))?;
         }
         Ok(())
     }
@@ -1024,6 +1059,21 @@ mod tests {
 
     fn err_of(text: &str) -> String {
         format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn placement_defaults_to_recommend_and_exclusions_must_be_node_names() {
+        let c = parse("").unwrap();
+        assert_eq!(c.placement, Placement::Recommend);
+        assert!(c.placement_exclude_nodes.is_empty());
+        let c = parse("placement = \"off\"\nplacement_exclude_nodes = [\"n3\"]").unwrap();
+        assert_eq!(c.placement, Placement::Off);
+        assert_eq!(c.placement_exclude_nodes, ["n3"]);
+        assert!(err_of("placement = \"migrate\"").starts_with("key `placement` (line 1"));
+        assert_eq!(
+            err_of("placement_exclude_nodes = [\"n1\", \"../x\"]"),
+            "key `placement_exclude_nodes` (line 1, column 27): `../x` is not a node name (letters, digits and `-`, at most 63)"
+        );
     }
 
     #[test]

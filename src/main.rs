@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use lxc_autoscale::commands::{check_config, demo, rebaseline, replay_cmd, rollback, status};
+use lxc_autoscale::commands::{
+    check_config, demo, place, rebaseline, replay_cmd, rollback, status,
+};
 use lxc_autoscale::config::DEFAULT_CONFIG_PATH;
 use lxc_autoscale::service::daemon::{self, DaemonOpts};
 
@@ -42,7 +44,13 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every node's status file merged (cluster mode); a file older than 3 poll intervals is
+        /// a stale node.
+        #[arg(long)]
+        cluster: bool,
     },
+    /// Show where containers that do not fit on their node would (cluster mode, --dry-run).
+    Place(place::PlaceArgs),
     /// Restore containers to their allocation from before the autoscaler changed them.
     Rollback(rollback::RollbackArgs),
     /// Accept containers' current allocation as their new baseline (refused while the daemon runs).
@@ -67,7 +75,15 @@ fn main() -> ExitCode {
             verbose: cli.verbose,
         }),
         Some(Command::CheckConfig) => check_config::run(&cli.config),
-        Some(Command::Status { json }) => status::run(&cli.config, *json),
+        Some(Command::Status {
+            json,
+            cluster: false,
+        }) => status::run(&cli.config, *json),
+        Some(Command::Status {
+            json,
+            cluster: true,
+        }) => status::run_cluster(&cli.config, *json),
+        Some(Command::Place(args)) => place::run(&cli.config, args),
         Some(Command::Rollback(args)) => rollback::run(&cli.config, args),
         Some(Command::Rebaseline(args)) => rebaseline::run(&cli.config, args),
         Some(Command::Demo { cycles }) => demo::run(*cycles, &mut std::io::stdout()),

@@ -17,10 +17,12 @@ use serde_json::{json, Value};
 const TOKEN: &str = "tok-3f9a1c77e2b54d0e9b1d";
 
 /// The fake `pct` for the API's commands. A test fixture only: the daemon never runs a shell.
-/// `pct.sleep.<cmd>` holds seconds to sleep; `pct.fail.<cmd>` makes that command fail.
+/// `pct.sleep.<cmd>` holds seconds to sleep; `pct.hold.<cmd>` keeps that command running until
+/// the test removes the file; `pct.fail.<cmd>` makes that command fail.
 const API_PCT: &str = r#"#!/bin/sh
 printf '%s\n' "$*" >> "@ROOT@/pct.calls"
 if [ -f "@ROOT@/pct.sleep.$1" ]; then sleep "$(cat "@ROOT@/pct.sleep.$1")"; fi
+while [ -f "@ROOT@/pct.hold.$1" ]; do sleep 0.05; done
 if [ -f "@ROOT@/pct.fail.$1" ]; then
   echo "unable to $1 CT $2: storage does not support it" >&2
   echo "second line" >&2
@@ -288,6 +290,9 @@ fn unix_socket_is_0600_and_serves_without_a_token() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body["data"]["vmid"], 101);
     assert_eq!(r.body["data"]["cores"], 1);
+    let r = request(&d.addr, "GET", "/resource/vm/status?vm_id=102", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["data"]["vmid"], 102);
     let r = request(&d.addr, "GET", "/resource/node/status", &[], None);
     assert_eq!(r.body["data"]["cpus"], 4);
     assert!(d.pct_calls().is_empty());
@@ -321,6 +326,29 @@ fn stale_socket_is_replaced_and_a_regular_file_is_refused() {
         std::fs::read_to_string(host.path("run/api.sock")).unwrap(),
         "not a socket"
     );
+
+    // A symlink, even to a socket, is not followed.
+    let host = fake_host();
+    std::fs::create_dir_all(host.path("run")).unwrap();
+    let target = host.path("elsewhere.sock");
+    drop(std::os::unix::net::UnixListener::bind(&target).unwrap());
+    std::os::unix::fs::symlink(&target, host.path("run/api.sock")).unwrap();
+    let cfg = host.write_config(&format!(
+        "[api]\nlisten = \"unix:{}\"\n",
+        host.path("run/api.sock").display()
+    ));
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("api.listen") && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(host.path("run/api.sock"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(target.exists());
 }
 
 #[test]
@@ -517,9 +545,17 @@ fn snapshot_create_and_list() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["before", "s2"]);
+    assert_eq!(
+        r.body["data"]["snapshots"][0],
+        json!({"name": "before", "snaptime": 1_700_000_000, "description": "", "parent": null})
+    );
     let r = get(&d.addr, "/resource/vm/config?vm_id=101");
-    assert_eq!(r.body["data"]["rootfs_size"], "8G");
-    assert_eq!(r.body["data"]["tags"], json!(["web"]));
+    assert_eq!(
+        r.body["data"],
+        json!({"lxc_id": 101, "hostname": "web1", "cores": 1, "cpulimit": null, "memory": 512,
+            "swap": null, "rootfs_size": "8G", "tags": ["web"], "lock": null, "protection": false})
+    );
+    assert_eq!(get(&d.addr, "/resource/lxc/config?lxc_id=101").body, r.body);
 }
 
 /// `METHOD PATH CODE BODY`: each request is refused with exactly that code.
@@ -571,6 +607,15 @@ fn refusals_have_their_exact_status_code_and_never_reach_pct() {
         let r = request(&d.addr, method, path, &[BEARER], Some(&body));
         assert_eq!(r.status, code, "{line}: {}", r.body);
         assert_eq!(r.body["status"], "error", "{line}");
+        if code == 403 {
+            let key = match path {
+                "/scale/storage/increase" => "api.allow_storage",
+                "/snapshot/rollback" => "api.allow_snapshot_rollback",
+                _ => "api.allow_clone",
+            };
+            let msg = r.body["message"].as_str().unwrap();
+            assert!(msg.contains(key), "{line}: {msg}");
+        }
     }
     let r = post(
         &d.addr,
@@ -1049,4 +1094,545 @@ fn a_change_made_outside_the_daemon_is_held_and_shown() {
         common::stdout(&status)
     );
     assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+#[test]
+fn metrics_is_byte_for_byte_the_textfile_of_the_same_cycle_with_the_anomaly_gauges() {
+    let host = fake_host();
+    let prom = host.path("var/lxc_autoscale.prom");
+    let d = start(
+        host,
+        true,
+        &format!("prometheus_textfile = \"{}\"", prom.display()),
+        "",
+    );
+    // poll_interval is an hour: the one cycle so far wrote the file and published the view.
+    let file = std::fs::read_to_string(&prom).unwrap();
+    let r = get(&d.addr, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{}",
+        r.head
+    );
+    let served = r.body.as_str().unwrap();
+    assert_eq!(served, file);
+    for line in [
+        "# TYPE lxc_autoscale_container_anomaly gauge",
+        r#"lxc_autoscale_container_anomaly{vmid="101",name="web1",tier="",resource="cpu"} 0"#,
+        r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="memory"} 0"#,
+        "# TYPE lxc_autoscale_container_planned_cores gauge",
+        "# TYPE lxc_autoscale_scaling_actions_total counter",
+        r#"lxc_autoscale_container_cores{vmid="101",name="web1",tier=""} 1"#,
+    ] {
+        assert!(served.lines().any(|l| l == line), "{line} not in\n{served}");
+    }
+}
+
+/// Sends a head announcing `Expect: 100-continue` and a `len`-byte body, and reads the server's
+/// first answer (up to its blank line) without sending any of the body.
+fn expect_continue(addr: &Addr, head: &str) -> (String, Box<dyn ReadWrite>) {
+    let mut s = connect(addr);
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        got.push(byte[0]);
+    }
+    (String::from_utf8(got).unwrap(), s)
+}
+
+fn continue_head(path: &str, auth: &str, ct: &str, len: usize) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {ct}\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n")
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_over_tcp_and_the_unix_socket() {
+    for tcp in [true, false] {
+        let d = start(fake_host(), tcp, "", "");
+        // Above 1 KiB, where curl sends `Expect: 100-continue` and waits.
+        let body = format!("{}{}", json!({"lxc_id": 101, "cores": 2}), " ".repeat(2000));
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let head = continue_head("/scale/cores", &auth, "application/json", body.len());
+        let (interim, mut s) = expect_continue(&d.addr, &head);
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(d.pct_calls().is_empty());
+        s.write_all(body.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let r = parse_reply(&out);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["data"]["cores"], json!({"from": 1, "to": 2}));
+        assert_eq!(d.pct_calls(), ["set 101 -cores 2"]);
+    }
+}
+
+#[test]
+fn expect_100_continue_refused_from_the_head_gets_the_final_status_without_sending_the_body() {
+    let d = tcp_daemon("");
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let json = "application/json";
+    let cases = [
+        (continue_head("/scale/cores", "", json, 2000), 401),
+        (
+            continue_head("/scale/cores", "X-API-Key: wrong\r\n", json, 2000),
+            403,
+        ),
+        (
+            continue_head("/scale/cores", &auth, "text/plain", 2000),
+            415,
+        ),
+        (continue_head("/scale/cores", &auth, json, 10 << 20), 413),
+        (continue_head("/nowhere", &auth, json, 2000), 404),
+        (continue_head("/containers", &auth, json, 2000), 405),
+    ];
+    for (head, code) in cases {
+        // Nothing of the body is ever sent: the answer must come from the head alone.
+        let (first, mut s) = expect_continue(&d.addr, &head);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        let mut whole = first.into_bytes();
+        whole.extend_from_slice(&rest);
+        let r = parse_reply(&whole);
+        assert_eq!(r.status, code, "{head}: {}", r.body);
+        assert_eq!(r.body["status"], "error", "{head}");
+        assert!(!r.head.contains("100 Continue"), "{}", r.head);
+    }
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+/// check-config and the daemon on the same config: check-config exits 1 and the daemon 2, and
+/// both print the same error, which must be `expected` or (for config rules) hold it.
+fn refused_alike(host: &FakeHost, api: &str, expected: &str) {
+    let cfg = host.write_config(&format!("[api]\n{api}"));
+    let cfg = cfg.to_str().unwrap();
+    let check = host.run(&["check-config", "--config", cfg]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{api}: {}",
+        common::stdout(&check)
+    );
+    let err = common::stderr(&check);
+    let msg = err
+        .strip_prefix("lxc_autoscale: error: ")
+        .and_then(|m| m.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{api}: {err}"));
+    assert!(msg == expected || msg.contains(expected), "{api}: {msg}");
+    let daemon = host.run(&["--once", "--config", cfg]);
+    assert_eq!(daemon.status.code(), Some(2), "{api}");
+    let derr = common::stderr(&daemon);
+    assert!(
+        derr.contains(&format!("lxc_autoscale: error: {msg}\n")),
+        "{api}: daemon said {derr}, check-config {msg}"
+    );
+    assert!(!err.contains(TOKEN) && !derr.contains(TOKEN), "{api}");
+}
+
+#[test]
+fn check_config_refuses_every_token_file_the_daemon_refuses_naming_api_token_file() {
+    let host = fake_host();
+    let tcp = format!("listen = \"127.0.0.1:{}\"\n", free_port());
+    let at = |name: &str| {
+        let p = host.path(name);
+        (
+            p.display().to_string(),
+            format!("{tcp}token_file = \"{}\"\n", p.display()),
+        )
+    };
+    let (p, api) = at("api.token");
+    let check = host.run(&[
+        "check-config",
+        "--config",
+        host.write_config(&format!("[api]\n{api}"))
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(check.status.code(), Some(0), "{}", common::stderr(&check));
+    let out = common::stdout(&check);
+    assert!(
+        out.contains("api on 127.0.0.1:")
+            && out.contains(&format!("(token from {p}), allowed: none")),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN), "{out}");
+
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must have mode 0600 (it has 640); run: chmod 600 {p}"),
+    );
+
+    let (p, api) = at("other.token");
+    std::fs::write(&p, TOKEN).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let euid = nix::unistd::geteuid().as_raw();
+    let (p, api, owner) = if euid == 0 {
+        nix::unistd::chown(p.as_str(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        (p, api, 65534)
+    } else {
+        // Not root: a file root owns is owned by someone else.
+        let p = "/etc/hostname".to_string();
+        let api = format!("{tcp}token_file = \"{p}\"\n");
+        (p, api, 0)
+    };
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} must be owned by uid {euid} (it is owned by uid {owner})"),
+    );
+
+    let (p, api) = at("empty.token");
+    std::fs::write(&p, "\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused_alike(&host, &api, &format!("api.token_file: {p} is empty"));
+
+    let (p, api) = at("missing.token");
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: cannot read {p}: No such file or directory (os error 2)"),
+    );
+
+    let (p, api) = at("a-directory");
+    std::fs::create_dir(&p).unwrap();
+    refused_alike(
+        &host,
+        &api,
+        &format!("api.token_file: {p} is not a regular file"),
+    );
+
+    refused_alike(&host, &tcp, "key `api.token_file`");
+    let (_, api) = at("api.token");
+    std::fs::set_permissions(
+        host.path("api.token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let remote = api.replace("127.0.0.1", "0.0.0.0");
+    refused_alike(&host, &remote, "key `api.allow_remote`");
+    assert!(host.pct_calls().is_empty());
+}
+
+#[test]
+fn the_autoscaler_leaves_a_container_alone_while_a_task_on_it_runs() {
+    let host = fake_host();
+    let held = host.path("pct.hold.resize");
+    std::fs::write(&held, "").unwrap();
+    let d = start(host, true, "poll_interval = 1", "allow_storage = true\n");
+    let r = post(
+        &d.addr,
+        "/scale/storage/increase",
+        json!({"lxc_id": 101, "disk_size": 2}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["data"]["task_id"].as_str().unwrap().to_string();
+    // 101 now needs memory: a cycle would grow it, but the task holds the container.
+    d.host.set_memory(101, 500, 0);
+    wait_for("a cycle that kept off 101 because of the task", || {
+        d.host
+            .log_text()
+            .contains("an api task on this container is running: not changed this cycle")
+    });
+    let task = |d: &Daemon| get(&d.addr, &format!("/tasks/{id}")).body["data"]["state"].clone();
+    assert_eq!(task(&d), "running");
+    assert_eq!(d.pct_calls(), ["resize 101 rootfs +2G"]);
+    std::fs::remove_file(&held).unwrap();
+    wait_for("the task to end and the autoscaler to grow 101", || {
+        d.pct_calls().len() >= 2
+    });
+    assert_eq!(task(&d), "ok");
+    let calls = d.pct_calls();
+    assert_eq!(calls[0], "resize 101 rootfs +2G");
+    assert!(calls[1].starts_with("set 101 -memory "), "{calls:?}");
+}
+
+#[test]
+fn a_stopped_source_is_cloned_directly_and_a_stopped_clone_destroyed_without_stop() {
+    let host = fake_host();
+    // Stopped: a conf and no cgroup.
+    std::fs::write(
+        host.path("pve/lxc/120.conf"),
+        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.path("pve/lxc/121.conf"),
+        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
+    )
+    .unwrap();
+    let d = start(host, true, "", "allow_clone = true\nallow_destroy = true\n");
+    let t = d.task(&post(
+        &d.addr,
+        "/clone/create",
+        json!({"lxc_id": 120, "new_lxc_id": 220, "new_lxc_name": "db2"}),
+    ));
+    assert_eq!(t["state"], "ok", "{t}");
+    assert_eq!(t["message"], "container 120 cloned to 220 (db2)");
+    let t = d.task(&request(
+        &d.addr,
+        "DELETE",
+        "/clone/delete",
+        &[BEARER],
+        Some(&json!({"lxc_id": 121, "confirm": 121})),
+    ));
+    assert_eq!(t["state"], "ok", "{t}");
+    assert_eq!(
+        d.pct_calls(),
+        [
+            "clone 120 220 -hostname db2",
+            "set 220 -tags db;autoscale-clone",
+            "destroy 121 -purge 1",
+        ]
+    );
+}
+
+#[test]
+fn task_fields_out_of_range_are_422_a_wrong_type_400_and_an_unknown_snapshot_404_without_pct() {
+    let d = task_daemon();
+    let cases = [
+        (
+            "/scale/storage/increase",
+            json!({"lxc_id": 101, "disk_size": 0}),
+            422,
+            "disk_size",
+        ),
+        (
+            "/scale/storage/increase",
+            json!({"lxc_id": 101, "disk_size": 1025}),
+            422,
+            "disk_size",
+        ),
+        (
+            "/scale/storage/increase",
+            json!({"lxc_id": 101, "disk_size": -5}),
+            422,
+            "disk_size",
+        ),
+        (
+            "/scale/storage/increase",
+            json!({"lxc_id": 101, "disk_size": "5G"}),
+            400,
+            "disk_size",
+        ),
+        (
+            "/scale/storage/increase",
+            json!({"lxc_id": 101}),
+            422,
+            "disk_size",
+        ),
+        (
+            "/snapshot/rollback",
+            json!({"lxc_id": 102, "snapshot_name": "before", "confirm": 101}),
+            422,
+            "confirm",
+        ),
+        (
+            "/snapshot/rollback",
+            json!({"lxc_id": 102, "snapshot_name": "nosuch", "confirm": 102}),
+            404,
+            "snapshot_name",
+        ),
+        (
+            "/snapshot/rollback",
+            json!({"lxc_id": 102, "snapshot_name": "current", "confirm": 102}),
+            422,
+            "snapshot_name",
+        ),
+        (
+            "/clone/create",
+            json!({"lxc_id": 101, "new_lxc_id": 99, "new_lxc_name": "web2"}),
+            422,
+            "new_lxc_id",
+        ),
+        (
+            "/clone/create",
+            json!({"lxc_id": 101, "new_lxc_id": 1_000_000_000u64, "new_lxc_name": "web2"}),
+            422,
+            "new_lxc_id",
+        ),
+        (
+            "/clone/create",
+            json!({"lxc_id": 101, "new_lxc_id": 201, "new_lxc_name": "web_2.example"}),
+            422,
+            "new_lxc_name",
+        ),
+    ];
+    for (path, body, code, field) in cases {
+        let r = post(&d.addr, path, body.clone());
+        assert_eq!(r.status, code, "{path} {body}: {}", r.body);
+        assert_eq!(r.body["status"], "error");
+        assert_eq!(
+            r.body["errors"][0]["field"], field,
+            "{path} {body}: {}",
+            r.body
+        );
+    }
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+#[test]
+fn a_token_file_on_the_unix_socket_makes_the_socket_ask_for_the_token() {
+    let host = fake_host();
+    let api = format!("token_file = \"{}\"\n", host.path("api.token").display());
+    let d = start(host, false, "", &api);
+    let r = request(&d.addr, "GET", "/containers", &[], None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = request(
+        &d.addr,
+        "GET",
+        "/containers",
+        &[("X-API-Key", "nope")],
+        None,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(request(&d.addr, "GET", "/health", &[], None).status, 200);
+    assert_eq!(get(&d.addr, "/containers").status, 200);
+    let body = json!({"lxc_id": 101, "cores": 2});
+    assert_eq!(
+        request(&d.addr, "POST", "/scale/cores", &[], Some(&body)).status,
+        401
+    );
+    assert!(d.pct_calls().is_empty());
+}
+
+#[test]
+fn a_reload_reads_the_new_token_and_keeps_the_old_one_when_the_file_is_refused() {
+    let mut d = tcp_daemon("");
+    let file = d.host.path("api.token");
+    std::fs::write(&file, "tok-second-7c1e0a9b\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let second = [("Authorization", "Bearer tok-second-7c1e0a9b")];
+    wait_for("the reloaded token", || {
+        request(&d.addr, "GET", "/containers", &second, None).status == 200
+    });
+    assert_eq!(get(&d.addr, "/containers").status, 403);
+    // Open to others: refused on reload, the running token stays.
+    std::fs::write(&file, "tok-third-55aa\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the refused reload", || {
+        d.host.log_text().contains("api settings not reloaded")
+    });
+    let third = [("Authorization", "Bearer tok-third-55aa")];
+    assert_eq!(
+        request(&d.addr, "GET", "/containers", &third, None).status,
+        403
+    );
+    assert_eq!(
+        request(&d.addr, "GET", "/containers", &second, None).status,
+        200
+    );
+    let all = d.all_output();
+    for secret in [TOKEN, "tok-second-7c1e0a9b", "tok-third-55aa"] {
+        assert!(!all.contains(secret), "{secret} leaked");
+    }
+}
+
+#[test]
+fn an_api_change_is_counted_in_the_metrics_like_the_autoscalers() {
+    let d = start(fake_host(), true, "poll_interval = 1", "");
+    let r = post(&d.addr, "/scale/cores", json!({"lxc_id": 101, "cores": 3}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let up = r#"lxc_autoscale_scaling_actions_total{resource="cpu",direction="up"} 1"#;
+    let mut text = String::new();
+    wait_for("a cycle that published the count", || {
+        text = get(&d.addr, "/metrics").body.as_str().unwrap().to_string();
+        text.lines().any(|l| l == up)
+    });
+    for line in [
+        r#"lxc_autoscale_scaling_actions_total{resource="cpu",direction="down"} 0"#,
+        r#"lxc_autoscale_scaling_actions_total{resource="memory",direction="up"} 0"#,
+        "lxc_autoscale_pct_failures_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+    assert_eq!(d.pct_calls(), ["set 101 -cores 3"]);
+}
+
+#[test]
+fn recommend_mode_changes_nothing_over_many_cycles_and_status_shows_what_it_would_do() {
+    let host = fake_host();
+    // Idle and above its minimum: `auto` would take cores and memory back every cycle.
+    host.add_container(110, "cores: 3\nmemory: 4096\n");
+    host.set_memory(110, 100, 0);
+    host.seed_previous_cycle(&[]);
+    let d = start(host, true, "scaling = \"recommend\"\npoll_interval = 1", "");
+    wait_for("three cycles", || {
+        d.host.log_text().matches("cycle done").count() >= 3
+    });
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    assert!(
+        d.host.log_text().contains("recommend mode: would change"),
+        "{}",
+        d.host.log_text()
+    );
+    assert!(d.host.backup_files(110).is_empty());
+    let cfg = d.host.path("lxc_autoscale.conf");
+    let status = d
+        .host
+        .run(&["status", "--json", "--config", cfg.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
+    let planned: Vec<&Value> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["vmid"] == 110)
+        .collect();
+    assert_eq!(planned.len(), 1, "{v}");
+    assert_eq!(planned[0]["cores"]["from"], 3, "{v}");
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+}
+
+#[test]
+fn containers_lists_what_status_json_lists_including_an_unreadable_baseline() {
+    let host = fake_host();
+    host.add_container(110, "cores: 1\nmemory: 512\n");
+    host.seed_previous_cycle(&[(110, 95.0, 1)]);
+    std::fs::create_dir_all(host.path("var/backups/110")).unwrap();
+    std::fs::write(host.path("var/backups/110/baseline.json"), "{").unwrap();
+    let d = start(host, true, "", "");
+    // The busy 110 needed cores; its baseline could not be read, so nothing ran.
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    let r = get(&d.addr, "/containers");
+    let data = &r.body["data"];
+    assert!(
+        data["daemon"]["110"]["baseline_unreadable"]
+            .as_str()
+            .unwrap()
+            .contains("rebaseline"),
+        "{data}"
+    );
+    let cfg = d.host.path("lxc_autoscale.conf");
+    let status = d
+        .host
+        .run(&["status", "--json", "--config", cfg.to_str().unwrap()]);
+    let s: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
+    assert!(s["baseline_unreadable"]["110"].is_string(), "{s}");
+    for key in ["changes", "notes", "observations", "host", "containers"] {
+        assert!(
+            data[key].is_array() || data[key].is_object(),
+            "{key} missing: {data}"
+        );
+        assert!(
+            s[key].is_array() || s[key].is_object(),
+            "{key} missing: {s}"
+        );
+    }
+    let vmids = |v: &Value| -> Vec<u64> {
+        let mut ids: Vec<u64> = v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["vmid"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(vmids(data), [101, 102, 110]);
+    assert_eq!(vmids(&s), [101, 102, 110]);
 }

@@ -523,3 +523,583 @@ fn a_container_that_left_gets_a_migrated_or_destroyed_event_on_the_node_it_left(
     );
     assert!(cluster.node("n1").pct_calls().is_empty());
 }
+
+/// One cycle on `node`, logging at debug level (held cuts are debug: they repeat every cycle).
+fn once_debug(cluster: &FakeCluster, node: &str) -> std::process::Output {
+    let config = cluster.node(node).path("lxc_autoscale.conf");
+    let out = cluster
+        .node(node)
+        .command(&["--once", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{node}: {}", stderr(&out));
+    out
+}
+
+/// The state file of `node`, as JSON.
+fn state_of(cluster: &FakeCluster, node: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(cluster.node(node).path("var/state.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn write_state(cluster: &FakeCluster, node: &str, state: &serde_json::Value) {
+    std::fs::write(cluster.node(node).path("var/state.json"), state.to_string()).unwrap();
+}
+
+fn usec_of(rfc3339: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// The events of `node`'s event log: (vmid, action, change).
+fn events_of(cluster: &FakeCluster, node: &str) -> Vec<(u64, String, String)> {
+    let path = cluster.node(node).path("var/log/lxc_autoscale.json");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["container_id"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// With `scale_down_cooldown = 3600` and cuts on the latest reading otherwise.
+const COOLDOWN_KEYS: &str = "scale_down_window = 0\nscale_down_cooldown = 3600\n";
+
+#[test]
+fn an_arrived_container_is_not_cut_for_twice_the_poll_interval_and_keeps_its_records_cooldown() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    let mac =
+        |n: u32| format!("net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:{n:02},type=veth\n");
+    cluster.add_container("n1", 101, &format!("{BUSY_CONF}{}", mac(1)));
+    cluster.add_container(
+        "n1",
+        102,
+        &format!("cores: 4\nmemory: 2048\nhostname: db\n{}", mac(2)),
+    );
+    // n2 already runs one container, within its bounds.
+    cluster.add_container("n2", 201, "cores: 1\nmemory: 512\nhostname: dns\n");
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, COOLDOWN_KEYS);
+    }
+    let (n1, n2) = (cluster.node("n1"), cluster.node("n2"));
+    n1.set_memory(102, 1000, 0);
+    n1.set_memory(101, 900, 100);
+    n1.seed_previous_cycle(&[(101, 95.0, 2), (102, 50.0, 4)]);
+    once_ok(&cluster, "n1");
+    assert_eq!(n1.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    let rec = cluster.ct_record(101).unwrap();
+    let cooldown = usec_of(&rec["until"]["cpu_cooldown"]);
+    assert_eq!(
+        rec["until"]["memory_cooldown"],
+        rec["until"]["cpu_cooldown"]
+    );
+    assert_eq!(cooldown, usec_of(&rec["last"]["when"]) + 3_600_000_000);
+    assert_eq!(cluster.ct_record(102), None);
+
+    n2.set_memory(201, 200, 0);
+    n2.seed_previous_cycle(&[(201, 50.0, 1)]);
+    once_ok(&cluster, "n2");
+    cluster.migrate(101, "n1", "n2");
+    cluster.migrate(102, "n1", "n2");
+    // On n2 both restarted with zeroed counters: 0 % CPU and 0 MB used would cut both resources.
+    let out = once_debug(&cluster, "n2");
+    assert!(n2.pct_calls().is_empty(), "{:?}", n2.pct_calls());
+    // Held cuts repeat every cycle: they are logged at debug level.
+    let log = stderr(&out);
+    for resource in ["cores", "memory"] {
+        let held = format!("but arrived on this node, 600 s left: {resource} unchanged (cut held)");
+        assert_eq!(count(&log, &held), 1, "{log}");
+        let cooldown = format!("s left: {resource} unchanged (cut held)");
+        assert_eq!(count(&log, &cooldown), 2, "{log}");
+    }
+    assert_eq!(count(&log, "but scale-up cooldown, "), 2, "{log}");
+    let state = state_of(&cluster, "n2");
+    let arrivals = &state["arrivals"];
+    // 102 never changed on n1: no record, only the arrival's own hold of 2 x poll_interval.
+    let until = arrivals["102"]["until_usec"].as_i64().unwrap();
+    assert_eq!(arrivals["102"].as_object().unwrap().len(), 1, "{arrivals}");
+    assert_eq!(arrivals["101"]["until_usec"].as_i64().unwrap(), until);
+    assert_eq!(arrivals["101"]["cpu_cooldown_until_usec"], cooldown);
+    assert_eq!(arrivals["101"]["memory_cooldown_until_usec"], cooldown);
+    assert_eq!(arrivals.as_object().unwrap().len(), 2, "{arrivals}");
+
+    // Once 102's hold has run out (its arrival moved ten minutes back), its cut is made; 101's
+    // cooldown from n1 still holds.
+    let mut state = state;
+    state["arrivals"]["102"]["until_usec"] = (until - 600_000_000).into();
+    write_state(&cluster, "n2", &state);
+    once_ok(&cluster, "n2");
+    // Idle: cores to the minimum, memory by at most half at once.
+    assert_eq!(n2.pct_calls(), ["set 102 -cores 1 -memory 1024"]);
+    let state = state_of(&cluster, "n2");
+    assert_eq!(
+        state["arrivals"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["101"]
+    );
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn with_mac(conf: &str, n: u32) -> String {
+    format!("{conf}net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:{n:02},type=veth\n")
+}
+
+#[test]
+fn a_migration_that_starts_while_pct_runs_fails_the_change_and_the_target_node_takes_over() {
+    use std::io::Write;
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, &with_mac(BUSY_CONF, 1));
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let n1 = cluster.node("n1");
+    make_busy(n1, &[101]);
+    let gate = n1.path("pct.hold");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = n1.path("lxc_autoscale.conf");
+    let daemon = n1
+        .command(&["--once", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The cycle read 101's conf and decided; pct waits at the gate while the migration starts.
+    wait_for("pct to be called", || n1.pct_calls().len() == 1);
+    cluster.begin_migration(101, "n1");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gate)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(n1.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    // A failure, not a change: no record, no backup left behind, one failure event.
+    assert_eq!(cluster.ct_record(101), None);
+    assert!(
+        n1.backup_files(101).is_empty(),
+        "{:?}",
+        n1.backup_files(101)
+    );
+    let events = events_of(&cluster, "n1");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].0, events[0].1.as_str()), (101, "failure"));
+    assert!(
+        events[0].2.ends_with("CT 101 is locked (migrate)"),
+        "{events:?}"
+    );
+
+    // The next cycle: the lock is gone with the conf, now on n2. n1 reports where it went and
+    // makes no call; n2 scales it from its true baseline.
+    cluster.finish_migration(101, "n1", "n2");
+    once_ok(&cluster, "n1");
+    assert_eq!(n1.pct_calls().len(), 1);
+    assert_eq!(
+        events_of(&cluster, "n1")[1..],
+        [(101, "migrated".to_string(), "moved to node n2".to_string())]
+    );
+    let n2 = cluster.node("n2");
+    make_busy(n2, &[101]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 4 -memory 1800"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n2");
+}
+
+#[test]
+fn a_vmid_reused_after_a_destroy_gets_its_own_record_and_a_destroyed_ones_goes_to_the_trash_a_day_later(
+) {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, &with_mac(BUSY_CONF, 1));
+    cluster.add_container("n1", 102, &with_mac(BUSY_CONF, 2));
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let n1 = cluster.node("n1");
+    make_busy(n1, &[101, 102]);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        n1.pct_calls(),
+        [
+            "set 101 -cores 4 -memory 1800",
+            "set 102 -cores 4 -memory 1800"
+        ]
+    );
+    cluster.destroy(101, "n1");
+    cluster.destroy(102, "n1");
+    once_ok(&cluster, "n1");
+    let destroyed: Vec<(u64, String)> = events_of(&cluster, "n1")
+        .into_iter()
+        .filter(|e| e.1 == "destroyed")
+        .map(|e| (e.0, e.2))
+        .collect();
+    let gone = "no longer in the cluster's .vmlist".to_string();
+    assert_eq!(destroyed, [(101, gone.clone()), (102, gone)]);
+    let state = state_of(&cluster, "n1");
+    let at = state["destroyed"]["101"].as_i64().unwrap();
+    assert_eq!(state["destroyed"]["102"].as_i64().unwrap(), at);
+
+    // A new container gets vmid 101 on n2 (another MAC) and is scaled there: the destroyed one's
+    // record is archived beside it, the new one starts from its own allocation.
+    cluster.add_container(
+        "n2",
+        101,
+        &with_mac("cores: 1\nmemory: 512\nhostname: new\n", 99),
+    );
+    let n2 = cluster.node("n2");
+    n2.set_memory(101, 480, 0);
+    n2.seed_previous_cycle(&[(101, 95.0, 1)]);
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 101 -cores 2 -memory 1024"]);
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&1.into(), &512.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["identity"]["hwaddrs"][0], "BC:24:11:00:00:99");
+    let ct = cluster.root().join("lxc_autoscale/ct");
+    let archived: Vec<String> = names_in(&ct)
+        .into_iter()
+        .filter(|n| n.starts_with("101.replaced-"))
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ct.join(&archived[0])).unwrap()).unwrap();
+    assert_eq!(old["baseline"]["cores"], 2);
+    assert_eq!(old["identity"]["hwaddrs"][0], "BC:24:11:00:00:01");
+
+    // A day after the destroy (the state's clock moved back a day): 102's record goes to the
+    // trash; 101 is in the cluster again, so its record stays where it is.
+    let mut state = state_of(&cluster, "n1");
+    for vmid in ["101", "102"] {
+        state["destroyed"][vmid] = (at - 86_400_000_000).into();
+    }
+    write_state(&cluster, "n1", &state);
+    once_ok(&cluster, "n1");
+    assert_eq!(
+        cluster.ct_record(101).unwrap()["identity"]["hwaddrs"][0],
+        "BC:24:11:00:00:99"
+    );
+    assert_eq!(cluster.ct_record(102), None);
+    let trash = names_in(&ct.join(".trash"));
+    assert_eq!(trash.len(), 1);
+    assert!(
+        trash[0].starts_with("102.") && trash[0].ends_with(".json"),
+        "{trash:?}"
+    );
+    let trashed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ct.join(".trash").join(&trash[0])).unwrap())
+            .unwrap();
+    assert_eq!(trashed["vmid"], 102);
+    assert_eq!(state_of(&cluster, "n1").get("destroyed"), None);
+}
+
+/// Runs the daemon on `node` in its own user and mount namespaces, where the whole fake pmxcfs is
+/// a read-only bind mount: every write there fails with `EROFS`, from the kernel, as on a node
+/// without quorum. Creating `rw` (returned) unmounts it, so the tree is writable again. The
+/// daemon's pid is written to the returned pid file. `None` when this machine allows no user
+/// namespaces.
+fn spawn_on_read_only_pmxcfs(
+    cluster: &FakeCluster,
+    node: &str,
+    notify: &std::path::Path,
+) -> Option<(std::process::Child, std::path::PathBuf, std::path::PathBuf)> {
+    let probe = std::process::Command::new("unshare")
+        .args(["-Urm", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let host = cluster.node(node);
+    let (rw, pid_file) = (host.path("rw"), host.path("daemon.pid"));
+    let script = r#"
+mount --bind "$ROOT" "$ROOT" && mount -o remount,bind,ro "$ROOT" || exit 97
+"$BIN" --config "$CFG" &
+echo $! > "$PIDFILE"
+i=0
+while [ ! -e "$RW" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+umount "$ROOT"
+wait $!
+"#;
+    let config = host.path("lxc_autoscale.conf");
+    let child = std::process::Command::new("unshare")
+        .args(["-Urm", "sh", "-c", script])
+        .env("ROOT", cluster.root())
+        .env("BIN", env!("CARGO_BIN_EXE_lxc_autoscale"))
+        .env("CFG", &config)
+        .env("PIDFILE", &pid_file)
+        .env("RW", &rw)
+        .env("NOTIFY_SOCKET", notify)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Some((child, rw, pid_file))
+}
+
+#[test]
+fn a_read_only_pmxcfs_holds_every_change_sets_status_and_notifies_loss_and_return_once() {
+    use std::os::unix::net::UnixDatagram;
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    // Memory-bound only: whatever the cycle, the one change is memory 1024 -> 1800.
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 1024\nhostname: web\n");
+    let n1 = cluster.node("n1");
+    n1.set_memory(101, 900, 100);
+    let (url, requests) = gotify_listener(200);
+    cluster.write_cluster_config(&format!("poll_interval = 1\ngotify_url = \"{url}\"\n"));
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    cluster.write_local_config("n1", "");
+    let sock_path = n1.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // .members says quorate all along: only the write tells.
+    let Some((mut wrapper, rw, pid_file)) = spawn_on_read_only_pmxcfs(&cluster, "n1", &sock_path)
+    else {
+        panic!("this test needs user namespaces (unshare -Urm) to make a read-only pmxcfs");
+    };
+    let mut statuses: Vec<String> = Vec::new();
+    let mut next_status = || loop {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a status from the daemon");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(s) = msg.strip_prefix("STATUS=") {
+            statuses.push(s.trim_end().to_string());
+            return statuses.last().unwrap().clone();
+        }
+    };
+    let why = format!(
+        "pmxcfs refuses writes: cannot write {}/lxc_autoscale/.write-probe-n1: Read-only file system (os error 30)",
+        cluster.root().display()
+    );
+    let held =
+        format!("no quorum, no changes ({why}); last cycle: 1 containers, 0 changed, 0 failed");
+    for _ in 0..3 {
+        assert_eq!(next_status(), held);
+    }
+    assert!(n1.pct_calls().is_empty(), "{:?}", n1.pct_calls());
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+
+    std::fs::write(&rw, "").unwrap();
+    let back = loop {
+        let s = next_status();
+        if s != held {
+            break s;
+        }
+    };
+    assert_eq!(back, "last cycle: 1 containers, 1 changed, 0 failed");
+    assert_eq!(n1.pct_calls(), ["set 101 -memory 1800"]);
+    let mut seen: Vec<HttpRequest> = Vec::new();
+    let titled =
+        |seen: &[HttpRequest], title: &str| seen.iter().filter(|r| r.body.contains(title)).count();
+    wait_for("the return notice", || {
+        seen.extend(requests.try_iter());
+        titled(&seen, "cluster quorum back") == 1
+    });
+    assert_eq!(titled(&seen, "cluster quorum lost"), 1);
+    let lost = seen
+        .iter()
+        .find(|r| r.body.contains("cluster quorum lost"))
+        .unwrap();
+    assert!(lost.body.contains("Read-only file system"), "{}", lost.body);
+    assert_eq!(count(&n1.log_text(), "cluster quorum lost"), 1);
+    assert_eq!(count(&n1.log_text(), "cluster quorum is back"), 1);
+
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wrapper.wait().unwrap().success());
+}
+
+/// What a steady cycle may write to pmxcfs: the node's status heartbeat (a rename in the status
+/// directory) and the placement leader's lease (a directory under `priv/lock/`).
+fn steady_write_allowed(root: &std::path::Path, path: &std::path::Path) -> bool {
+    let rel = path
+        .strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let status = rel == "lxc_autoscale/status"
+        || ["n1", "n2", "n3"]
+            .iter()
+            .any(|n| rel == format!("lxc_autoscale/status/{n}.json"));
+    let lease = rel == "priv/lock" || rel.starts_with("priv/lock/lxc_autoscale-leader");
+    status || lease
+}
+
+#[test]
+fn steady_cycles_on_three_nodes_write_nothing_to_pmxcfs_but_the_status_heartbeat_and_lease() {
+    let cluster = FakeCluster::new(&["n1", "n2", "n3"], 16);
+    // Each node runs two containers with nothing to change: memory in the middle of its band,
+    // and cores at the minimum (the fake counters stand still, so CPU reads 0 %).
+    for (node, base) in [("n1", 100), ("n2", 200), ("n3", 300)] {
+        let host = cluster.node(node);
+        for vmid in [base + 1, base + 2] {
+            let conf = with_mac("cores: 1\nmemory: 1024\nhostname: idle\n", vmid % 100);
+            cluster.add_container(node, vmid, &conf);
+            host.set_memory(vmid, 500, 100);
+        }
+        host.seed_previous_cycle(&[]);
+    }
+    cluster.write_cluster_config("poll_interval = 1\n");
+    for node in ["n1", "n2", "n3"] {
+        let socket = cluster.node(node).path("api.sock");
+        let api = format!("[api]\nlisten = \"unix:{}\"\n", socket.display());
+        cluster.write_local_config(node, &api);
+    }
+    let mut daemons: Vec<_> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| cluster.spawn(n))
+        .collect();
+    let cycles = |node: &str| count(&cluster.node(node).log_text(), "cycle done");
+    // The first cycles may write what a start writes (a first status file, an import).
+    wait_for("two cycles on every node", || {
+        ["n1", "n2", "n3"].iter().all(|n| cycles(n) >= 2)
+    });
+    let before = cluster.tree_snapshot();
+    let done: Vec<usize> = ["n1", "n2", "n3"].iter().map(|n| cycles(n)).collect();
+    wait_for("three more cycles on every node", || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .zip(&done)
+            .all(|(n, d)| cycles(n) >= d + 3)
+    });
+    let after = cluster.tree_snapshot();
+    for d in &mut daemons {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    for mut d in daemons {
+        assert!(d.wait().unwrap().success());
+    }
+    for node in ["n1", "n2", "n3"] {
+        let log = cluster.node(node).log_text();
+        assert!(
+            !log.contains("planned=1") && !log.contains("planned=2"),
+            "{log}"
+        );
+        assert!(cluster.node(node).pct_calls().is_empty());
+    }
+    let root = cluster.root();
+    let changed: std::collections::BTreeSet<&std::path::PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .filter(|p| !steady_write_allowed(root, p))
+        .collect();
+    assert!(changed.is_empty(), "written in steady cycles: {changed:?}");
+    // The records, confs, .members and .vmlist are all still there, unchanged.
+    assert!(before.len() >= 12, "{:?}", before.keys());
+}
+
+#[test]
+fn the_first_start_in_cluster_mode_imports_local_baselines_once_keeping_other_nodes_records() {
+    use lxc_autoscale::act::backup::{Alloc, BackupStore};
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let alloc = |cores, memory_mb| Alloc {
+        cores: Some(cores),
+        memory_mb,
+        swap_mb: None,
+    };
+    // Before cluster mode, n1 scaled 101 (2 cores, 1024 MB at first) and 102; since then 102
+    // moved to n2, which scaled it again and wrote its record.
+    let store = BackupStore::new(cluster.node("n1").path("var/backups"));
+    let t0 = chrono::Utc::now() - chrono::Duration::days(3);
+    store
+        .record(101, &alloc(2, 1024), &alloc(4, 1800), t0)
+        .unwrap();
+    store
+        .record(102, &alloc(1, 512), &alloc(2, 512), t0)
+        .unwrap();
+    std::fs::write(cluster.conf_path("n2", 102), "cores: 2\nmemory: 512\n").unwrap();
+    cluster.node("n2").files.create_cgroup(102).unwrap();
+    let n2 = cluster.node("n2");
+    n2.set_memory(102, 500, 0);
+    n2.seed_previous_cycle(&[(102, 95.0, 2)]);
+    cluster.write_vmlist();
+    once_ok(&cluster, "n2");
+    assert_eq!(n2.pct_calls(), ["set 102 -cores 4 -memory 1024"]);
+    let theirs = std::fs::read(cluster.root().join("lxc_autoscale/ct/102.json")).unwrap();
+
+    once_ok(&cluster, "n1");
+    let log = cluster.node("n1").log_text();
+    assert_eq!(count(&log, "local baselines imported"), 1, "{log}");
+    assert!(log.contains("imported=[101] kept=[102]"), "{log}");
+    let rec = cluster.ct_record(101).unwrap();
+    assert_eq!(
+        (&rec["baseline"]["cores"], &rec["baseline"]["memory_mb"]),
+        (&2.into(), &1024.into()),
+        "{rec}"
+    );
+    assert_eq!(rec["last"]["node"], "n1");
+    assert_eq!(rec["last"]["to"]["memory_mb"], 1800);
+    assert_eq!(
+        std::fs::read(cluster.root().join("lxc_autoscale/ct/102.json")).unwrap(),
+        theirs
+    );
+    assert!(!cluster
+        .root()
+        .join("priv/lock/lxc_autoscale-import")
+        .exists());
+
+    // 101 now runs on n2, which never backed it up: its rollback finds the imported baseline.
+    std::fs::write(cluster.conf_path("n2", 101), "cores: 4\nmemory: 1800\n").unwrap();
+    cluster.write_vmlist();
+    let out = cluster.run("n2", &["rollback", "101"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // These backups predate identities (`BackupStore::record`), and the output says so.
+    assert_eq!(
+        stdout(&out),
+        "CT 101: restored cores 2, memory 1024 MB (baseline) (the backup records no identity to check)\n"
+    );
+
+    // Done once: a restart of n1 imports nothing again.
+    std::fs::remove_file(cluster.root().join("lxc_autoscale/ct/101.json")).unwrap();
+    once_ok(&cluster, "n1");
+    assert_eq!(cluster.ct_record(101), None);
+    assert_eq!(
+        count(&cluster.node("n1").log_text(), "local baselines imported"),
+        1
+    );
+}

@@ -55,6 +55,11 @@ impl NotApplied {
         self.held.insert(vmid, NOT_APPLIED_BACKOFF_CYCLES);
     }
 
+    /// Containers found with an unreadable baseline and not changed since (until `rebaseline`).
+    pub fn bad_baselines(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bad_baseline.iter().copied()
+    }
+
     /// Whether changes to `vmid` are being skipped this cycle.
     pub fn is_held(&self, vmid: u32) -> bool {
         self.held.contains_key(&vmid)

@@ -39,6 +39,91 @@ pub struct CtRecord {
     /// The container the record is about; a different one with the same vmid gets a new record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// Deadlines that follow the container to another node; absent when none runs.
+    #[serde(default, skip_serializing_if = "Deadlines::is_empty")]
+    pub until: Deadlines,
+}
+
+/// Absolute times (RFC 3339, UTC, whole seconds) before which the node a container arrives on
+/// must not cut it: the model's scale-up cooldown per resource (`scale_down_cooldown` after the
+/// allocation grew) and the memory-cut block after an OOM kill (24 h).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadlines {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cooldown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_cooldown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_block: Option<String>,
+}
+
+impl Deadlines {
+    pub fn is_empty(&self) -> bool {
+        self == &Deadlines::default()
+    }
+}
+
+/// What the writer of a change knows about a container's deadlines: its `scale_down_cooldown`
+/// (seconds) and the model's OOM block (µs since the epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadlineInputs {
+    pub cooldown_secs: u64,
+    pub oom_until_usec: Option<i64>,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// µs since the epoch of an RFC 3339 deadline; `None` when absent or unreadable (no hold is
+/// better than a hold of unknown length).
+pub fn deadline_usec(at: Option<&str>) -> Option<i64> {
+    Some(DateTime::parse_from_rfc3339(at?).ok()?.timestamp_micros())
+}
+
+/// Whether the allocation grew (`None` = all host CPUs, the most there is).
+fn cores_grew(from: Option<u32>, to: Option<u32>) -> bool {
+    match (from, to) {
+        (Some(a), Some(b)) => b > a,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// The deadlines after a change from `from` to `to` at `now`: a resource that grew starts its
+/// cooldown; the others keep `prev`'s while they run; the OOM block is the later of both.
+fn next_deadlines(
+    prev: &Deadlines,
+    (from, to): (&Alloc, &Alloc),
+    inputs: DeadlineInputs,
+    now: DateTime<Utc>,
+) -> Deadlines {
+    let running = |at: &Option<String>| {
+        at.clone()
+            .filter(|a| deadline_usec(Some(a)).is_some_and(|u| u > now.timestamp_micros()))
+    };
+    let cooldown = chrono::Duration::seconds(i64::try_from(inputs.cooldown_secs).unwrap_or(0));
+    let started = |grew: bool, prev: &Option<String>| {
+        if grew && inputs.cooldown_secs > 0 {
+            Some(stamp(now + cooldown))
+        } else {
+            running(prev)
+        }
+    };
+    let oom_model = inputs
+        .oom_until_usec
+        .and_then(DateTime::from_timestamp_micros)
+        .map(stamp);
+    let oom = [running(&prev.oom_block), running(&oom_model)]
+        .into_iter()
+        .flatten()
+        .max_by_key(|a| deadline_usec(Some(a)));
+    Deadlines {
+        cpu_cooldown: started(cores_grew(from.cores, to.cores), &prev.cpu_cooldown),
+        memory_cooldown: started(to.memory_mb > from.memory_mb, &prev.memory_cooldown),
+        oom_block: oom,
+    }
 }
 
 impl CtRecord {
@@ -78,6 +163,9 @@ pub struct Written {
 pub struct CtRecords {
     pub dir: PathBuf,
     pub node: String,
+    /// Per container, what the deadlines of its next record are computed from (`with_inputs`);
+    /// a container not listed keeps the deadlines its record has.
+    pub inputs: std::collections::BTreeMap<u32, DeadlineInputs>,
 }
 
 fn check_alloc(alloc: &Alloc, field: &str) -> Result<()> {
@@ -126,7 +214,17 @@ impl CtRecords {
         Some(CtRecords {
             dir: cfg.pve_root.join(CT_RECORDS_DIR),
             node,
+            inputs: Default::default(),
         })
+    }
+
+    /// The same records, with the deadline inputs of the containers about to change.
+    pub fn with_inputs(
+        mut self,
+        inputs: impl IntoIterator<Item = (u32, DeadlineInputs)>,
+    ) -> CtRecords {
+        self.inputs.extend(inputs);
+        self
     }
 
     pub fn path(&self, vmid: u32) -> PathBuf {
@@ -161,16 +259,18 @@ impl CtRecords {
         let when = now.to_rfc3339_opts(SecondsFormat::Secs, true);
         let existing = self.read(vmid)?;
         let mut archived = None;
-        let baseline = match existing {
+        let (baseline, prev) = match existing {
             Some(rec) => match rec.identity.as_ref().and_then(|was| was.differs(identity)) {
-                None => rec.baseline,
+                None => (rec.baseline, rec.until),
                 Some(why) => {
                     archived = Some((self.archive(vmid, &when)?, why));
-                    local_baseline.unwrap_or(from).clone()
+                    (local_baseline.unwrap_or(from).clone(), Deadlines::default())
                 }
             },
-            None => local_baseline.unwrap_or(from).clone(),
+            None => (local_baseline.unwrap_or(from).clone(), Deadlines::default()),
         };
+        let inputs = self.inputs.get(&vmid).copied().unwrap_or_default();
+        let until = next_deadlines(&prev, (from, to), inputs, now);
         let rec = CtRecord {
             vmid,
             baseline,
@@ -181,12 +281,28 @@ impl CtRecords {
                 node: self.node.clone(),
             },
             identity: Some(identity.clone()),
+            until,
         };
         let bytes = encode_record(&rec)?;
         fsutil::ensure_private_dir(&self.dir)?;
         let path = self.path(vmid);
         fsutil::write_atomic(&path, &bytes, RECORD_MODE)?;
         Ok(Written { path, archived })
+    }
+
+    /// Writes `rec` when its container has no record yet; `false` (nothing written) when it has
+    /// one, whoever wrote it.
+    pub fn create(&self, rec: &CtRecord) -> Result<bool> {
+        let path = self.path(rec.vmid);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        }
+        let bytes = encode_record(rec)?;
+        fsutil::ensure_private_dir(&self.dir)?;
+        fsutil::write_atomic(&path, &bytes, RECORD_MODE)?;
+        Ok(true)
     }
 
     /// The vmids that have a record and whose conf is in `conf_dir`: the containers with a
@@ -227,6 +343,27 @@ impl CtRecords {
             .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
         Ok(to)
     }
+}
+
+/// The deadline inputs of `vmids` under `cfg` and the model: what their next records start from.
+pub fn inputs_for(
+    cfg: &Config,
+    models: &crate::decide::model::Models,
+    vmids: impl IntoIterator<Item = u32>,
+) -> Vec<(u32, DeadlineInputs)> {
+    vmids
+        .into_iter()
+        .map(|vmid| {
+            let inputs = DeadlineInputs {
+                cooldown_secs: cfg.limits_for(vmid).scale_down_cooldown,
+                oom_until_usec: models
+                    .containers
+                    .get(&vmid)
+                    .and_then(|m| m.oom_hold_until_usec),
+            };
+            (vmid, inputs)
+        })
+        .collect()
 }
 
 /// After a change that `pct` made and the conf confirms: updates `vmid`'s record when `backups`
@@ -304,6 +441,7 @@ mod tests {
         CtRecords {
             dir: dir.join("ct"),
             node: node.into(),
+            inputs: Default::default(),
         }
     }
 
@@ -428,6 +566,87 @@ mod tests {
         assert_eq!(
             e,
             "field `baseline`: cores Some(2), memory 0 MB is no allocation Proxmox accepts"
+        );
+    }
+
+    #[test]
+    fn a_scale_up_starts_the_cooldown_of_what_grew_and_the_model_oom_block_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let oom_until = at(86_400).timestamp_micros();
+        let n1 = records(tmp.path(), "n1").with_inputs([(
+            101,
+            DeadlineInputs {
+                cooldown_secs: 3600,
+                oom_until_usec: Some(oom_until),
+            },
+        )]);
+        let id = ident("BC:24:11:00:00:01");
+        // Memory grows, cores stay.
+        n1.note_change(101, &id, None, (&alloc(2, 1024), &alloc(2, 1800)), at(0))
+            .unwrap();
+        let rec = n1.read(101).unwrap().unwrap();
+        assert_eq!(
+            rec.until,
+            Deadlines {
+                cpu_cooldown: None,
+                memory_cooldown: Some("2023-11-14T23:13:20Z".into()),
+                oom_block: Some("2023-11-15T22:13:20Z".into()),
+            }
+        );
+        let text = std::fs::read_to_string(n1.path(101)).unwrap();
+        assert!(
+            text.ends_with(r#""until":{"memory_cooldown":"2023-11-14T23:13:20Z","oom_block":"2023-11-15T22:13:20Z"}}"#),
+            "{text}"
+        );
+        assert_eq!(
+            deadline_usec(rec.until.oom_block.as_deref()),
+            Some(oom_until)
+        );
+        // On n2 (no inputs of its own), 30 min later, cores grow with no cooldown configured:
+        // the memory cooldown and the OOM block carry over; after they ran out, they are dropped.
+        let n2 = records(tmp.path(), "n2");
+        n2.note_change(101, &id, None, (&alloc(2, 1800), &alloc(4, 1800)), at(1800))
+            .unwrap();
+        let rec = n2.read(101).unwrap().unwrap();
+        assert_eq!(
+            rec.until.memory_cooldown.as_deref(),
+            Some("2023-11-14T23:13:20Z")
+        );
+        assert_eq!(rec.until.cpu_cooldown, None);
+        assert_eq!(rec.until.oom_block.as_deref(), Some("2023-11-15T22:13:20Z"));
+        n2.note_change(
+            101,
+            &id,
+            None,
+            (&alloc(4, 1800), &alloc(2, 1800)),
+            at(90_000),
+        )
+        .unwrap();
+        assert_eq!(n2.read(101).unwrap().unwrap().until, Deadlines::default());
+        assert!(!std::fs::read_to_string(n2.path(101))
+            .unwrap()
+            .contains("until"));
+    }
+
+    #[test]
+    fn a_reused_vmid_does_not_inherit_the_old_containers_deadlines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = DeadlineInputs {
+            cooldown_secs: 3600,
+            oom_until_usec: None,
+        };
+        let n1 = records(tmp.path(), "n1").with_inputs([(101, inputs)]);
+        let old = ident("BC:24:11:00:00:01");
+        n1.note_change(101, &old, None, (&alloc(2, 1024), &alloc(4, 1024)), at(0))
+            .unwrap();
+        let plain = records(tmp.path(), "n1");
+        let new = ident("BC:24:11:00:00:99");
+        plain
+            .note_change(101, &new, None, (&alloc(2, 1024), &alloc(2, 900)), at(5))
+            .unwrap();
+        assert_eq!(
+            plain.read(101).unwrap().unwrap().until,
+            Deadlines::default()
         );
     }
 }

@@ -9,7 +9,10 @@ use crate::service::daemon::{load_config, warn_if_token_exposed};
 
 pub fn run(path: &Path) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    // The daemon's own check of `api.token_file`: the errors it refuses to start with.
+    let api = crate::service::api::Settings::from_config(&cfg)?;
     println!("config {} is valid", path.display());
+    println!("{}", api_line(&api));
     println!("{}", mode_line(&cfg));
     for w in cfg.warnings() {
         println!("warning: {w}");
@@ -42,6 +45,12 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     if !cfg.ignore_lxc.is_empty() {
         println!("ignored: {:?}", cfg.ignore_lxc);
     }
+    print_tiers(&cfg);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The effective limits of the top level and of each tier, one row each.
+fn print_tiers(cfg: &crate::config::Config) {
     println!(
         "{:<12} {:>8} {:>11} {:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8}  containers",
         "tier",
@@ -86,7 +95,6 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Cluster mode or standalone, the directory of the confs this node scales, and in cluster mode
@@ -111,4 +119,35 @@ fn mode_line(cfg: &crate::config::Config) -> String {
         ));
     }
     text
+}
+
+/// Where the API listens, whether a token guards it, and which risky endpoints are on.
+fn api_line(api: &crate::service::api::Settings) -> String {
+    use crate::config::ApiListen;
+    let at = match api.listen() {
+        ApiListen::Off => return "api off".into(),
+        ApiListen::Tcp(a) => a.to_string(),
+        ApiListen::Unix(p) => format!("unix:{}", p.display()),
+    };
+    let token = if api.token.is_some() {
+        format!("token from {}", api.api.token_file.display())
+    } else {
+        "no token: socket permissions only".into()
+    };
+    let a = &api.api;
+    let on: Vec<&str> = [
+        (a.allow_storage, "storage"),
+        (a.allow_snapshot_rollback, "snapshot_rollback"),
+        (a.allow_clone, "clone"),
+        (a.allow_destroy, "destroy"),
+    ]
+    .iter()
+    .filter_map(|&(on, name)| on.then_some(name))
+    .collect();
+    let allowed = if on.is_empty() {
+        "none".to_string()
+    } else {
+        on.join(", ")
+    };
+    format!("api on {at} ({token}), allowed: {allowed}")
 }

@@ -4,6 +4,7 @@ pub mod check_config;
 pub mod demo;
 pub mod history;
 pub mod nab;
+pub mod place;
 pub mod quality;
 pub mod rebaseline;
 pub mod replay;

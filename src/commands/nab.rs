@@ -6,8 +6,13 @@
 //! the earliest alarm of a window counts; a window without an alarm costs 1; an alarm outside
 //! every window costs 0.11, scaled by `scaled_sigmoid(|right − i| / (width − 1))` of the window
 //! before it when there is one (nearly nothing just after a window, the full 0.11 far after it).
-//! The raw scores of all files are summed and normalised: 0 = no alarm at all, 100 = every window
-//! hit on its first row with no false alarm.
+//! A window lying wholly in the probation counts neither as hit nor as missed. The raw scores of all
+//! files are summed and normalised: 0 = no alarm at all, 100 = every window hit on its first row
+//! with no false alarm. These are the rules of NAB's `nab/sweeper.py` (commit `ea702d7`).
+//!
+//! The detector is scored on its episode starts, as binary detections, at the daemon's defaults:
+//! no threshold is swept or tuned on the scored files. (NAB sweeps a threshold over a detector's
+//! per-row score; over a 0/1 score that sweep could only choose between these alarms and none.)
 
 use std::path::Path;
 
@@ -26,9 +31,9 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// NAB's `scaledSigmoid`: 1 at −1 (sic: ~0.987), 0 at 0, −1 beyond 3.
+/// NAB's `scaledSigmoid` (`nab/sweeper.py`): 2·sigmoid(5) − 1 ≈ 0.987 at −1, 0 at 0, −1 from 3.
 pub fn scaled_sigmoid(relative_position: f64) -> f64 {
-    if relative_position > 3.0 {
+    if relative_position >= 3.0 {
         -1.0
     } else {
         2.0 * sigmoid(-5.0 * relative_position) - 1.0
@@ -84,9 +89,16 @@ pub fn raw_score(series: &Series, alarms: &[bool]) -> (f64, f64, f64) {
             (None, None) => score -= FP_WEIGHT,
         }
     }
-    let misses = window_hit.iter().filter(|h| !**h).count() as f64;
+    // As in NAB, a window counts only if some of its rows are past the probation.
+    let scored = |w: &&(usize, usize)| w.1 >= probation;
+    let n = series.windows.iter().filter(scored).count() as f64;
+    let misses = series
+        .windows
+        .iter()
+        .zip(&window_hit)
+        .filter(|(w, hit)| scored(w) && !**hit)
+        .count() as f64;
     score -= misses * FN_WEIGHT;
-    let n = series.windows.len() as f64;
     (score, -n * FN_WEIGHT, n * TP_WEIGHT)
 }
 
@@ -227,6 +239,49 @@ mod tests {
         // Only the earliest alarm of a window counts; later ones cost nothing.
         let (two, _, _) = raw_score(&s, &alarms_at(1000, &[750, 760]));
         assert_eq!(two, mid);
+    }
+
+    #[test]
+    fn scaled_sigmoid_is_minus_one_from_three_window_lengths_past_a_window() {
+        assert_eq!(scaled_sigmoid(3.0), -1.0);
+        assert_eq!(scaled_sigmoid(7.5), -1.0);
+        assert!((scaled_sigmoid(2.9) - -0.9999989913051835).abs() < 1e-15);
+        assert_eq!(scaled_sigmoid(0.0), 0.0);
+        assert!((scaled_sigmoid(-1.0) - 0.9866142981514305).abs() < 1e-15);
+    }
+
+    #[test]
+    fn scores_a_mixed_file_exactly() {
+        // 1000 rows: probation 150; windows of 100 rows at 200 and 500.
+        let s = series(1000, vec![(200, 299), (500, 599)]);
+        // 100: probation, free. 180: before any window, −0.11. 250: half way into the first
+        // window. 260: a second alarm in that window, nothing. 349: 50 rows after it,
+        // 0.11 × scaled_sigmoid(50/99). 900: over 3 window lengths after the second (missed)
+        // window, −0.11. The miss: −1.
+        let (raw, null, perfect) = raw_score(&s, &alarms_at(1000, &[100, 180, 250, 260, 349, 900]));
+        let want = -0.11 + 0.8597925669097837 + 0.11 * -0.8517865273499055 - 0.11 - 1.0;
+        assert!((raw - want).abs() < 1e-12, "{raw} vs {want}");
+        assert!((raw - -0.45390395109870585).abs() < 1e-12, "{raw}");
+        assert_eq!((null, perfect), (-2.0, 2.0));
+        let norm = normalised(&[(raw, null, perfect)]);
+        assert!((norm - 38.65240122253235).abs() < 1e-9, "{norm}");
+    }
+
+    #[test]
+    fn a_window_inside_the_probation_is_neither_hit_nor_missed() {
+        // Probation is 150 rows: the window at 100..=140 is not scored, the one at 500 is.
+        let s = series(1000, vec![(100, 140), (500, 599)]);
+        assert_eq!(raw_score(&s, &alarms_at(1000, &[])), (-1.0, -1.0, 1.0));
+        assert_eq!(
+            raw_score(&s, &alarms_at(1000, &[120, 500])),
+            (1.0, -1.0, 1.0)
+        );
+        // A window straddling the probation's end counts, but only alarms past the probation.
+        let s = series(1000, vec![(100, 199)]);
+        assert_eq!(raw_score(&s, &alarms_at(1000, &[120])), (-1.0, -1.0, 1.0));
+        let (raw, _, _) = raw_score(&s, &alarms_at(1000, &[150]));
+        let want = scaled_sigmoid(-50.0 / 100.0) / scaled_sigmoid(-1.0);
+        assert!((raw - want).abs() < 1e-12, "{raw} vs {want}");
     }
 
     #[test]

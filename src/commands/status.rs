@@ -11,9 +11,10 @@ use crate::act::backup::BackupStore;
 use crate::decide::plan::Plan;
 use crate::decide::policy;
 use crate::read::collect::Collector;
+use crate::record::cluster_status;
 use crate::record::metrics::{self, CycleInfo};
 use crate::record::state;
-use crate::service::daemon::{load_config, local_now, measure};
+use crate::service::daemon::{load_config, local_now, measure, now_usec};
 
 pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
@@ -46,6 +47,24 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", render_status(&plan, &blocked));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status --cluster [--json]`: every node's status file merged, stale nodes marked.
+pub fn run_cluster(path: &Path, json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    if cfg.cluster_node.is_none() {
+        anyhow::bail!(
+            "not in cluster mode ({} lists no cluster, or cluster = \"off\"): no cluster status",
+            cfg.pve_root.join(".members").display()
+        );
+    }
+    let view = cluster_status::read_cluster(&cfg.pve_root, now_usec())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", cluster_status::render(&view));
     }
     Ok(ExitCode::SUCCESS)
 }

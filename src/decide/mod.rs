@@ -2,7 +2,9 @@
 
 pub mod advice;
 pub mod anomaly;
+pub mod arrival;
 pub mod hold;
 pub mod model;
+pub mod placement;
 pub mod plan;
 pub mod policy;

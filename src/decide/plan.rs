@@ -14,6 +14,46 @@ pub struct Plan {
     pub observations: Vec<Observation>,
     /// Anomaly episodes that opened this cycle (only with the model).
     pub anomalies: Vec<AnomalyOnset>,
+    /// Scale-ups the host could not give in full (cut to, or dropped below, its headroom): what
+    /// another node would have to give. Filed in the node's cluster status file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shortfalls: Vec<Shortfall>,
+    /// The host headroom after reserves the grants started from, before this cycle's scale-ups.
+    #[serde(skip_serializing_if = "Headroom::is_unknown")]
+    pub headroom: Headroom,
+}
+
+/// A scale-up of one resource that does not fit on this host: `wanted` was asked for, `granted`
+/// given (0 when the headroom was below the minimum step). Cores for cpu, MB for memory; both are
+/// amounts added to `allocated`, the allocation before the scale-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub vmid: u32,
+    pub resource: Resource,
+    pub allocated: u64,
+    pub wanted: u64,
+    pub granted: u64,
+}
+
+impl Shortfall {
+    /// What is missing: `wanted − granted`.
+    pub fn missing(&self) -> u64 {
+        self.wanted.saturating_sub(self.granted)
+    }
+}
+
+/// Host headroom after reserves: usable cores minus busy cores, and `MemAvailable` minus
+/// `reserve_memory_mb` in MB. `None` = unknown this cycle. May be negative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Headroom {
+    pub cores: Option<f64>,
+    pub memory_mb: Option<f64>,
+}
+
+impl Headroom {
+    pub fn is_unknown(&self) -> bool {
+        self.cores.is_none() && self.memory_mb.is_none()
+    }
 }
 
 /// An anomaly episode of one resource of one container that opened this cycle.
@@ -87,7 +127,7 @@ pub struct Note {
 }
 
 /// Which resource a reason is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Cpu,
@@ -154,6 +194,9 @@ pub enum Hold {
     Anomaly { score: f64 },
     /// The daily profile expects `percent` of the allocation within the next hour.
     Forecast { percent: f64, hour: u32 },
+    /// The container arrived on this node (cluster mode) with restarted counters: no cut for
+    /// `left_secs` more.
+    Arrived { left_secs: u64 },
 }
 
 /// A measured percent against the threshold its rule compares it with, e.g. `cpu 92.0% > 80`.
@@ -351,6 +394,9 @@ impl fmt::Display for Hold {
             Hold::Anomaly { score } => write!(f, "anomaly open (score {score:.1})"),
             Hold::Forecast { percent, hour } => {
                 write!(f, "{percent:.1}% expected at {hour:02}:00")
+            }
+            Hold::Arrived { left_secs } => {
+                write!(f, "arrived on this node, {left_secs} s left")
             }
         }
     }

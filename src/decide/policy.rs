@@ -12,9 +12,10 @@ use chrono::{NaiveDateTime, Timelike};
 use crate::config::{Config, Limits};
 use crate::decide::advice::{self, Advice, Inputs, ResourceAdvice};
 use crate::decide::model::Models;
+use crate::decide::placement;
 use crate::decide::plan::{
-    AnomalyOnset, Bound, Change, Hold, Managed, Note, Observation, Plan, Reading, Reason, Resource,
-    Rule, Stat, Step,
+    AnomalyOnset, Bound, Change, Headroom, Hold, Managed, Note, Observation, Plan, Reading, Reason,
+    Resource, Rule, Stat, Step,
 };
 use crate::read::measure;
 use crate::read::snapshot::{self, ContainerSample, Snapshot, State};
@@ -155,6 +156,11 @@ fn decide_inner(
         .extend(wants.into_iter().filter_map(Want::into_change));
     // Grant notes are written in grant order; readers expect VMID order.
     plan.notes.sort_by_key(|n| n.vmid);
+    plan.headroom = Headroom {
+        cores: cpu_headroom,
+        memory_mb: memory_headroom_mb,
+    };
+    plan.shortfalls = placement::shortfalls(&plan.notes, &plan.observations);
     plan
 }
 

@@ -175,6 +175,52 @@ pub struct State {
     /// changed outside the daemon.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seen: BTreeMap<u32, Seen>,
+    /// Containers that arrived on this node (cluster mode) and whose cuts are held.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arrivals: BTreeMap<u32, Arrival>,
+    /// Containers that left the cluster from this node (cluster mode), and when: their records
+    /// move to the trash a day later.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destroyed: BTreeMap<u32, EpochUsec>,
+    /// Containers the placement leader advised moving, and when: each at most once a day
+    /// (`RECOMMENDED_FOR_USEC`), across restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recommended: BTreeMap<u32, EpochUsec>,
+}
+
+/// How long a recommendation is remembered, µs: a day.
+pub const RECOMMENDED_FOR_USEC: EpochUsec = 86_400 * 1_000_000;
+
+/// The cut holds of a container that arrived on this node (cluster mode), µs since the epoch:
+/// its counters restarted with it, and the node it left may have set deadlines in its record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrival {
+    /// No cut of either resource before then: max(`scale_down_window`, 2 × `poll_interval`) after
+    /// it arrived.
+    pub until_usec: EpochUsec,
+    /// The scale-up cooldowns in its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cooldown_until_usec: Option<EpochUsec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_cooldown_until_usec: Option<EpochUsec>,
+    /// The memory-cut block after an OOM kill in its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_until_usec: Option<EpochUsec>,
+}
+
+impl Arrival {
+    /// Whether any of its holds still runs at `now`.
+    pub fn active(&self, now: EpochUsec) -> bool {
+        [
+            Some(self.until_usec),
+            self.cpu_cooldown_until_usec,
+            self.memory_cooldown_until_usec,
+            self.oom_until_usec,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|u| u > now)
+    }
 }
 
 /// A manual change's hold on one container: until when (µs since the epoch) each resource is
@@ -279,7 +325,7 @@ impl State {
             .filter(|(_, h)| h.active(snap.taken_at_usec))
             .map(|(v, h)| (*v, h.clone()))
             .collect();
-        let seen = snap
+        let seen: BTreeMap<u32, Seen> = snap
             .containers
             .iter()
             .filter_map(|c| {
@@ -293,11 +339,26 @@ impl State {
                 ))
             })
             .collect();
+        // An arrival's holds last while it runs here and they do.
+        let arrivals = self
+            .arrivals
+            .iter()
+            .filter(|(v, a)| a.active(snap.taken_at_usec) && seen.contains_key(v))
+            .map(|(v, a)| (*v, *a))
+            .collect();
         State {
             host,
             containers,
             holds,
             seen,
+            arrivals,
+            destroyed: self.destroyed.clone(),
+            recommended: self
+                .recommended
+                .iter()
+                .filter(|(_, at)| snap.taken_at_usec.saturating_sub(**at) < RECOMMENDED_FOR_USEC)
+                .map(|(v, at)| (*v, *at))
+                .collect(),
         }
     }
 }

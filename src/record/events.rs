@@ -45,6 +45,19 @@ struct Event<'a> {
     /// Anomaly events only: deviations from the learned behaviour.
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f64>,
+    /// Recommendation events only: the container, the node to move it to, why, and the exact
+    /// `pct migrate` line.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    recommendation: Option<RecommendationFields<'a>>,
+}
+
+/// The extra fields of a `recommendation` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecommendationFields<'a> {
+    pub vmid: u32,
+    pub target: &'a str,
+    pub why: &'a str,
+    pub command: &'a str,
 }
 
 /// The extra fields of an `anomaly` event.
@@ -101,6 +114,24 @@ impl EventLog {
         self.append(&line)
     }
 
+    /// Appends a `recommendation` event (placement advice) stamped with the current local time.
+    pub fn record_recommendation(&self, fields: RecommendationFields) -> Result<()> {
+        let mut line = serde_json::to_string(&Event {
+            timestamp: Local::now().to_rfc3339_opts(SecondsFormat::Secs, false),
+            proxmox_host: &self.host,
+            container_id: fields.vmid,
+            action: "recommendation",
+            change: &format!("move to node {}", fields.target),
+            resource: None,
+            direction: None,
+            score: None,
+            recommendation: Some(fields),
+        })
+        .context("cannot encode event")?;
+        line.push('\n');
+        self.append(&line)
+    }
+
     fn append(&self, line: &str) -> Result<()> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
@@ -148,6 +179,7 @@ fn format_event(
         resource: anomaly.map(|a| a.resource),
         direction: anomaly.map(|a| a.direction),
         score: anomaly.map(|a| a.score),
+        recommendation: None,
     };
     let mut line = serde_json::to_string(&event).context("cannot encode event")?;
     line.push('\n');

@@ -1,6 +1,7 @@
 //! The Prometheus text file for node_exporter's textfile collector, rewritten atomically each
 //! cycle. Text exposition format 0.0.4; base units (bytes, seconds, ratios 0–1); counters `_total`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use anyhow::Result;
 
 use crate::decide::model::Models;
 use crate::decide::plan::Change;
+use crate::record::cluster_status::ClusterView;
 use crate::record::metrics::{ContainerRecord, HostRecord, BYTES_PER_MB};
 
 /// Mode of the text file: node_exporter runs as its own user and must read it.
@@ -162,9 +164,34 @@ const CONTAINER_GAUGES: &[(&str, &str, Getter)] = &[
     ),
 ];
 
+/// The current anomaly score of each container, CPU and memory: what the anomaly gauge shows.
+/// Kept apart from the models so the API can render the gauge without a copy of them; only the
+/// non-zero scores are kept (most containers have no open episode).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnomalyScores(HashMap<u32, [f64; 2]>);
+
+impl AnomalyScores {
+    /// The detectors' scores after a cycle; a container without a model has none (0).
+    pub fn of(models: &Models) -> AnomalyScores {
+        AnomalyScores(
+            models
+                .containers
+                .iter()
+                .map(|(vmid, m)| (*vmid, [m.cpu.detector.score(), m.memory.detector.score()]))
+                .filter(|(_, s)| *s != [0.0, 0.0])
+                .collect(),
+        )
+    }
+
+    /// CPU and memory score of `vmid`; 0 when it has no model yet.
+    pub fn get(&self, vmid: u32) -> [f64; 2] {
+        self.0.get(&vmid).copied().unwrap_or([0.0, 0.0])
+    }
+}
+
 /// `lxc_autoscale_container_anomaly{vmid,name,tier,resource}`: the current anomaly score of each
 /// container and resource (deviations from its learned behaviour), 0 when no episode is open.
-pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String {
+fn render_anomaly(containers: &[ContainerRecord], scores: &AnomalyScores) -> String {
     let mut out = String::with_capacity(128 + containers.len() * 160);
     let name = "lxc_autoscale_container_anomaly";
     let mut f = Family::new(
@@ -174,11 +201,8 @@ pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String
         "Current anomaly score (deviations from the container's learned behaviour), 0 when none.",
     );
     for c in containers {
-        let m = models.containers.get(&c.vmid);
-        for (resource, score) in [
-            ("cpu", m.map_or(0.0, |m| m.cpu.detector.score())),
-            ("memory", m.map_or(0.0, |m| m.memory.detector.score())),
-        ] {
+        let [cpu, memory] = scores.get(c.vmid);
+        for (resource, score) in [("cpu", cpu), ("memory", memory)] {
             let labels = format!(
                 "vmid=\"{}\",name=\"{}\",tier=\"{}\",resource=\"{resource}\"",
                 c.vmid,
@@ -191,12 +215,23 @@ pub fn render_anomaly(containers: &[ContainerRecord], models: &Models) -> String
     out
 }
 
-/// The whole text file for one cycle.
-pub fn render(
+/// Everything one cycle exports: the text file holds exactly this, and the API's `GET /metrics`
+/// serves exactly this. Every family goes through here, so the two never differ.
+pub fn exposition(
     host: &HostRecord,
     containers: &[ContainerRecord],
     counters: &ActionCounters,
+    planned: &[Change],
+    anomaly: &AnomalyScores,
 ) -> String {
+    let mut text = render(host, containers, counters);
+    text.push_str(&render_planned(planned));
+    text.push_str(&render_anomaly(containers, anomaly));
+    text
+}
+
+/// The container, host and counter families.
+fn render(host: &HostRecord, containers: &[ContainerRecord], counters: &ActionCounters) -> String {
     let mut out = String::with_capacity(1024 + containers.len() * 2048);
     render_containers(&mut out, containers);
     render_host(&mut out, host);
@@ -206,7 +241,7 @@ pub fn render(
 
 /// What the plan would set: one sample per planned resource (`scaling = "recommend"` shows its
 /// recommendations here; in `auto` the cycle applies them). Appended to `render`'s text.
-pub fn render_planned(changes: &[Change]) -> String {
+fn render_planned(changes: &[Change]) -> String {
     let mut out = String::new();
     let cores = "lxc_autoscale_container_planned_cores";
     let mut f = Family::new(
@@ -365,6 +400,66 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
     crate::fsutil::write_atomic(path, text.as_bytes(), TEXTFILE_MODE)
 }
 
+/// The `lxc_autoscale_cluster_*` families from the merged status files (cluster mode): how many
+/// nodes report and how many are stale, and per node whether it is stale or the placement
+/// leader, its headroom after reserves and its open "does not fit" requests.
+pub fn render_cluster(view: &ClusterView) -> String {
+    let mut out = String::with_capacity(1024 + view.nodes.len() * 512);
+    let stale = view.nodes.iter().filter(|n| n.stale).count();
+    for (name, help, value) in [
+        (
+            "lxc_autoscale_cluster_nodes",
+            "Nodes with a status file.",
+            view.nodes.len(),
+        ),
+        (
+            "lxc_autoscale_cluster_stale_nodes",
+            "Nodes whose status file is older than 3 poll intervals.",
+            stale,
+        ),
+    ] {
+        Family::new(&mut out, name, "gauge", help).sample(name, "", value as f64);
+    }
+    type NodeGetter = fn(&crate::record::cluster_status::NodeView) -> Option<f64>;
+    let per_node: [(&str, &str, NodeGetter); 5] = [
+        (
+            "lxc_autoscale_cluster_stale",
+            "1 when the node's status file is older than 3 poll intervals.",
+            |n| Some(f64::from(u8::from(n.stale))),
+        ),
+        (
+            "lxc_autoscale_cluster_leader",
+            "1 on the placement leader (by its status file).",
+            |n| Some(f64::from(u8::from(n.status.leader))),
+        ),
+        (
+            "lxc_autoscale_cluster_headroom_cores",
+            "Cores free after the reserve and the host's use.",
+            |n| n.status.cpu.headroom,
+        ),
+        (
+            "lxc_autoscale_cluster_headroom_memory_bytes",
+            "Memory free after the reserve and the host's use.",
+            |n| n.status.memory.headroom.map(|mb| mb * BYTES_PER_MB as f64),
+        ),
+        (
+            "lxc_autoscale_cluster_shortfalls",
+            "Open scale-ups that do not fit on the node.",
+            |n| Some(n.status.shortfalls.len() as f64),
+        ),
+    ];
+    for (name, help, get) in per_node {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for n in &view.nodes {
+            if let Some(v) = get(n) {
+                let labels = format!("node=\"{}\"", escape_label(&n.status.node));
+                f.sample(name, &labels, v);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,13 +471,42 @@ mod tests {
             name: Some("web".into()),
             ..ContainerRecord::default()
         }];
-        let text = render_anomaly(&cts, &Models::default());
+        let text = render_anomaly(&cts, &AnomalyScores::of(&Models::default()));
         assert!(text.contains(
             "lxc_autoscale_container_anomaly{vmid=\"101\",name=\"web\",tier=\"\",resource=\"cpu\"} 0\n"
         ), "{text}");
         assert!(text.contains("resource=\"memory\"} 0\n"), "{text}");
     }
     use crate::decide::plan::Step;
+
+    #[test]
+    fn anomaly_gauge_shows_each_containers_scores_and_0_for_one_without() {
+        let cts = [101, 102].map(|vmid| ContainerRecord {
+            vmid,
+            ..ContainerRecord::default()
+        });
+        let scores = AnomalyScores(HashMap::from([(101, [2.5, 0.0])]));
+        let text = render_anomaly(&cts, &scores);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"lxc_autoscale_container_anomaly{vmid="101",name="",tier="",resource="cpu"} 2.5"#,
+                r#"lxc_autoscale_container_anomaly{vmid="101",name="",tier="",resource="memory"} 0"#,
+                r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="cpu"} 0"#,
+                r#"lxc_autoscale_container_anomaly{vmid="102",name="",tier="",resource="memory"} 0"#,
+            ]
+        );
+        let all = exposition(
+            &HostRecord::default(),
+            &cts,
+            &ActionCounters::default(),
+            &[],
+            &scores,
+        );
+        assert!(all.ends_with(&text), "{all}");
+        assert!(all.contains("# TYPE lxc_autoscale_container_planned_cores gauge\n"));
+    }
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {

@@ -10,15 +10,15 @@ use tracing::{error, info, warn};
 
 use crate::act::apply::{self, NotApplied, Report, Target};
 use crate::act::backup::BackupStore;
-use crate::act::ctrecord::CtRecords;
+use crate::act::ctrecord::{self, CtRecords};
 use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::cluster::FileStamp;
 use crate::config::{self, Config, Scaling};
-use crate::decide::hold;
 use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
+use crate::decide::{arrival, hold};
 use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
@@ -29,8 +29,11 @@ use crate::record::state;
 use crate::service::api::exec::LoopCtx;
 use crate::service::api::runtime::{ApiMsg, ApiRuntime};
 use crate::service::api::{holds, view};
+use crate::service::departures;
+use crate::service::import::Import;
 use crate::service::lock::{Lock, LockError};
 use crate::service::logging::{self, LogFile};
+use crate::service::placement::{ClusterDuty, CycleCtx};
 use crate::service::quorum::{Quorum, Transition};
 use crate::service::readlog::ReadFailureLog;
 use crate::service::sdnotify::{self, NotifyState, Watchdog};
@@ -126,6 +129,9 @@ pub fn measure(
     // other container (stale, future-stamped, restarted, new) is measured over the window.
     let max_age = snapshot::max_sample_age_usec(cfg.poll_interval);
     let mut merged = state.advanced(&first);
+    // What the confs held at the last cycle, not at the first sample: a container that came or
+    // went in between is still seen as such.
+    merged.seen = std::mem::take(&mut state.seen);
     for c in &snap.containers {
         if let Some(prev) = usable_prev(state, c, &snap, max_age) {
             merged.containers.insert(c.vmid, *prev);
@@ -217,8 +223,12 @@ struct Daemon<'a> {
     cluster_stamp: FileStamp,
     /// Whether the cluster had quorum at the last cycle (cluster mode).
     quorum: Quorum,
+    /// The one-time import of local baselines into the cluster's records (cluster mode).
+    import: Import,
     /// The REST API, when `api.listen` is set.
     api: Option<ApiRuntime>,
+    /// Cluster mode: the status file and placement advice.
+    cluster: ClusterDuty,
 }
 
 /// What the loop does after a pause.
@@ -263,11 +273,13 @@ impl<'a> Daemon<'a> {
             },
             cluster_stamp: FileStamp::of_cluster_config(&cfg),
             quorum: Quorum::default(),
+            import: Import::default(),
             cfg,
             inbox,
             watchdog,
             log,
             api: None,
+            cluster: ClusterDuty::default(),
         }
     }
 
@@ -366,13 +378,17 @@ impl<'a> Daemon<'a> {
     /// Decides, applies and records one cycle on `snap`.
     fn cycle(&mut self, snap: &Snapshot, collect_time: Duration, cycle_start: Instant) {
         self.watchdog.progress();
+        departures::note_arrivals(&self.cfg, &mut self.state, snap);
         holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
         let plan =
             policy::decide_with_model(&self.cfg, snap, &self.state, &mut self.models, local_now());
         let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
+        let plan = arrival::hold_cuts(plan, &self.state.arrivals, snap.taken_at_usec);
         self.report_anomalies(&plan);
         log_notes(&plan);
         let report = self.apply_plan(&plan, snap);
+        let may_write = !self.opts.dry_run && !self.quorum.holding_back();
+        self.import.tick(&self.cfg, may_write);
         self.counters.add(
             report.applied.iter().map(|a| &a.change),
             report.failed.len(),
@@ -387,6 +403,7 @@ impl<'a> Daemon<'a> {
             failures: report.failed.len(),
         };
         self.watchdog.progress();
+        self.cluster_duties(snap, &plan, &report);
         export_metrics(
             &self.cfg,
             self.metrics_log.as_ref(),
@@ -394,22 +411,18 @@ impl<'a> Daemon<'a> {
             &plan,
             &self.state,
             cycle,
-            (&self.counters, &self.models),
+            (&self.counters, &self.models, self.cluster.prometheus()),
         );
         if let Some(api) = &self.api {
-            let extras = holds::extras(&self.state, snap.taken_at_usec);
+            let bad = self.not_applied.bad_baselines();
+            let extras = holds::extras(&self.state, snap.taken_at_usec, bad);
             let c = &self.counters;
-            api.publish(view::build(
-                &self.cfg,
-                snap,
-                &plan,
-                &self.state,
-                cycle,
-                c,
-                &extras,
-            ));
+            api.publish(
+                view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
+                prometheus::AnomalyScores::of(&self.models),
+            );
         }
-        crate::service::departures::note(&self.cfg, &self.state, snap, &self.events);
+        departures::note(&self.cfg, &mut self.state, snap, &self.events);
         self.state = self.state.advanced(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
@@ -436,13 +449,33 @@ impl<'a> Daemon<'a> {
         sdnotify::notify(&[NotifyState::Status(&status)]);
     }
 
+    /// Cluster mode: the status file, and placement advice on the leader.
+    fn cluster_duties(&mut self, snap: &Snapshot, plan: &Plan, report: &Report) {
+        self.cluster.cycle(CycleCtx {
+            cfg: &self.cfg,
+            snap,
+            plan,
+            report,
+            quorum: self.quorum.status_prefix().is_empty(),
+            state: &mut self.state,
+            events: &self.events,
+            notifier: self.notifier.as_mut(),
+        });
+    }
+
     /// Applies the plan's changes; a stop request ends it between two `pct` calls.
     fn apply_plan(&mut self, plan: &Plan, snap: &Snapshot) -> Report {
-        if !self.quorum_allows_changes() {
+        // Only a cycle that would act probes pmxcfs with a write.
+        let acting = !self.opts.dry_run
+            && self.cfg.scaling != Scaling::Recommend
+            && !plan.changes.is_empty();
+        if !self.quorum_allows_changes(acting) {
             return Report::default();
         }
+        let inputs =
+            ctrecord::inputs_for(&self.cfg, &self.models, plan.changes.iter().map(|c| c.vmid));
         let backups = BackupStore::new(self.cfg.backup_dir.clone())
-            .with_ct_records(CtRecords::for_config(&self.cfg));
+            .with_ct_records(CtRecords::for_config(&self.cfg).map(|r| r.with_inputs(inputs)));
         let (watchdog, inbox) = (&self.watchdog, &self.inbox);
         // Called before every change: it is also the progress mark that lets the watchdog cover
         // the `pct` call that follows.
@@ -478,7 +511,8 @@ impl<'a> Daemon<'a> {
             api.refuse(msg, "the daemon runs with --dry-run: it changes nothing");
             return;
         }
-        if let Some(why) = crate::service::quorum::missing(&self.cfg) {
+        let quorum = crate::service::quorum::missing(&self.cfg);
+        if let Some(why) = quorum.or_else(|| crate::service::quorum::probe(&self.cfg)) {
             api.refuse(msg, &format!("no cluster quorum, no changes: {why}"));
             return;
         }
@@ -543,7 +577,11 @@ impl<'a> Daemon<'a> {
             if due.is_some_and(|due| Instant::now() >= due) {
                 return Next::Cycle;
             }
-            match self.inbox.next(due, self.watchdog.idle_wake()) {
+            let wake = [self.watchdog.idle_wake(), self.cluster.wake_in()]
+                .into_iter()
+                .flatten()
+                .min();
+            match self.inbox.next(due, wake) {
                 None => {}
                 Some(LoopMsg::Stop) => return Next::Stop,
                 Some(LoopMsg::Reload) => {
@@ -551,6 +589,8 @@ impl<'a> Daemon<'a> {
                 }
                 Some(LoopMsg::Api(msg)) => self.handle_api(msg),
             }
+            let quorum = self.quorum.status_prefix().is_empty();
+            self.cluster.between_cycles(&self.cfg, quorum);
         }
     }
 
@@ -580,8 +620,8 @@ impl<'a> Daemon<'a> {
 
     /// In cluster mode, whether the cluster has quorum this cycle (pmxcfs is writable); a loss
     /// and a return are logged and notified once each.
-    fn quorum_allows_changes(&mut self) -> bool {
-        let (ok, title, text) = match self.quorum.check(&self.cfg) {
+    fn quorum_allows_changes(&mut self, acting: bool) -> bool {
+        let (ok, title, text) = match self.quorum.check(&self.cfg, acting) {
             Transition::Steady(ok) => return ok,
             Transition::Lost(why) => {
                 warn!(reason = %why, "cluster quorum lost: no changes until it returns");
@@ -686,7 +726,7 @@ fn export_metrics(
     plan: &Plan,
     state: &State,
     cycle: CycleInfo,
-    (counters, models): (&ActionCounters, &Models),
+    (counters, models, cluster): (&ActionCounters, &Models, &str),
 ) {
     let prom = &cfg.prometheus_textfile;
     if log.is_none() && prom.as_os_str().is_empty() {
@@ -699,9 +739,10 @@ fn export_metrics(
         }
     }
     if !prom.as_os_str().is_empty() {
-        let mut text = prometheus::render(&host, &containers, counters);
-        text.push_str(&prometheus::render_planned(&plan.changes));
-        text.push_str(&prometheus::render_anomaly(&containers, models));
+        let anomaly = prometheus::AnomalyScores::of(models);
+        let mut text =
+            prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
+        text.push_str(cluster);
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

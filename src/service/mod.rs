@@ -3,8 +3,11 @@
 pub mod api;
 pub mod daemon;
 pub mod departures;
+pub mod import;
+pub mod lease;
 pub mod lock;
 pub mod logging;
+pub mod placement;
 pub mod quorum;
 pub mod readlog;
 pub mod sdnotify;

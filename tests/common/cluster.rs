@@ -18,6 +18,19 @@ use super::FakeHost;
 /// Cuts follow the latest reading in the fixtures' configs (see `FakeHost::write_config`).
 const MODEL_KEYS: &str = "scale_down_window = 0\nscale_down_cooldown = 0\n";
 
+/// Inserted into each node's fake `pct` after its gates: like Proxmox, `pct set` refuses a conf
+/// that is gone (the container migrated away) or that holds a `lock:` line in its main section.
+const PCT_REFUSALS: &str = r#"if [ ! -f "@ROOT@/pve/lxc/$2.conf" ]; then
+  echo "Configuration file 'nodes/@NODE@/lxc/$2.conf' does not exist" >&2
+  exit 2
+fi
+lock=$(awk '/^\[/{exit} /^lock: /{print substr($0, 7); exit}' "@ROOT@/pve/lxc/$2.conf")
+if [ -n "$lock" ]; then
+  echo "CT $2 is locked ($lock)" >&2
+  exit 25
+fi
+"#;
+
 pub struct FakeCluster {
     /// The shared pmxcfs root (`pve_root`).
     pub pmxcfs: tempfile::TempDir,
@@ -40,6 +53,7 @@ impl FakeCluster {
             let host = FakeHost::new(host_cpus);
             std::fs::remove_dir(&host.files.pve_lxc_dir).unwrap();
             std::os::unix::fs::symlink(&node_dir, &host.files.pve_lxc_dir).unwrap();
+            add_pct_refusals(&host, name);
             nodes.insert((*name).to_string(), host);
         }
         let cluster = FakeCluster {
@@ -127,6 +141,57 @@ impl FakeCluster {
         target.files.create_cgroup(vmid).unwrap();
         target.set_cpu_usage(vmid, 0);
         target.set_memory(vmid, 0, 0);
+    }
+
+    /// The start of a migration of `vmid` off `node`: its conf gets `lock: migrate`, as
+    /// `pct migrate` sets it before anything moves.
+    pub fn begin_migration(&self, vmid: u32, node: &str) {
+        let path = self.conf_path(node, vmid);
+        let conf = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("lock: migrate\n{conf}")).unwrap();
+    }
+
+    /// The end of a migration that `begin_migration` started: the lock is gone and the container
+    /// runs on `to` (see `migrate`).
+    pub fn finish_migration(&self, vmid: u32, from: &str, to: &str) {
+        let path = self.conf_path(from, vmid);
+        let conf = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, conf.replacen("lock: migrate\n", "", 1)).unwrap();
+        self.migrate(vmid, from, to);
+    }
+
+    /// `vmid` destroyed on `node` (`pct destroy`): its cgroup and conf gone, `.vmlist` without it.
+    pub fn destroy(&self, vmid: u32, node: &str) {
+        self.node(node).files.remove_cgroup(vmid).unwrap();
+        std::fs::remove_file(self.conf_path(node, vmid)).unwrap();
+        self.write_vmlist();
+    }
+
+    /// Every file and directory under the shared root with its content (files) and inode and
+    /// mtime: two snapshots differ exactly where something was written.
+    pub fn tree_snapshot(&self) -> BTreeMap<PathBuf, (u64, i64, i64, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u64, i64, i64, Vec<u8>)>) {
+            use std::os::unix::fs::MetadataExt;
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let content = if meta.is_file() {
+                    std::fs::read(&path).unwrap()
+                } else {
+                    Vec::new()
+                };
+                out.insert(
+                    path.clone(),
+                    (meta.ino(), meta.mtime(), meta.mtime_nsec(), content),
+                );
+                if meta.is_dir() {
+                    walk(&path, out);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.root(), &mut out);
+        out
     }
 
     /// `vmid`'s record in `<pve_root>/lxc_autoscale/ct/`, as JSON; `None` when there is none.
@@ -231,4 +296,75 @@ impl FakeCluster {
         all.extend(["--config", config.to_str().unwrap()]);
         self.node(node).run(&all)
     }
+}
+
+/// Makes `host`'s fake `pct` refuse what Proxmox's refuses (`PCT_REFUSALS`).
+fn add_pct_refusals(host: &FakeHost, node: &str) {
+    let path = host.path("pct");
+    let script = std::fs::read_to_string(&path).unwrap();
+    let gate = "[ \"$1\" = set ] || exit 2\n";
+    assert!(script.contains(gate), "the fake pct changed: {script}");
+    let refusals = PCT_REFUSALS
+        .replace("@ROOT@", &host.root().display().to_string())
+        .replace("@NODE@", node);
+    std::fs::write(
+        &path,
+        script.replacen(gate, &format!("{gate}{refusals}"), 1),
+    )
+    .unwrap();
+}
+
+/// Helpers of the placement scenarios (`tests/cluster_placement.rs`).
+impl FakeCluster {
+    /// `<pve_root>/lxc_autoscale/status/<node>.json`, `None` until it exists.
+    pub fn status_file(&self, node: &str) -> Option<serde_json::Value> {
+        let path = self
+            .root()
+            .join(format!("lxc_autoscale/status/{node}.json"));
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// The node named in the placement lease's `owner` file, `None` while there is no lease.
+    pub fn lease_owner(&self) -> Option<String> {
+        let path = self.root().join("priv/lock/lxc_autoscale-leader/owner");
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(v["node"].as_str()?.to_string())
+    }
+
+    /// Makes the lease look unrefreshed for `secs` seconds, as a crashed leader leaves it.
+    pub fn age_lease(&self, secs: i64) {
+        let path = self.root().join("priv/lock/lxc_autoscale-leader/owner");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        v["refreshed"] = serde_json::json!(now - secs);
+        std::fs::write(&path, v.to_string()).unwrap();
+    }
+
+    /// The `node`'s event log lines with `action` = `what`.
+    pub fn events(&self, node: &str, what: &str) -> Vec<serde_json::Value> {
+        let path = self.node(node).path("var/log/lxc_autoscale.json");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["action"] == what)
+            .collect()
+    }
+}
+
+/// Stops a daemon with SIGTERM and waits for it; it must exit cleanly.
+pub fn stop(mut daemon: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

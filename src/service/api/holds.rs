@@ -71,17 +71,23 @@ fn rfc3339(usec: EpochUsec) -> String {
         .map_or_else(|| usec.to_string(), |t| t.to_rfc3339())
 }
 
-/// The holds still running at `now`, per container, for `GET /containers` and the status view.
-pub fn extras(state: &State, now: EpochUsec) -> Extras {
+/// What `GET /containers` and the status view add per container: the holds still running at
+/// `now`, and the containers the daemon leaves alone because their baseline cannot be read (what
+/// `status --json` lists as `baseline_unreadable`).
+pub fn extras(state: &State, now: EpochUsec, bad_baselines: impl Iterator<Item = u32>) -> Extras {
     let mut out = Extras::new();
+    for vmid in bad_baselines {
+        out.insert(
+            vmid,
+            json!({"baseline_unreadable": "its baseline backup cannot be read: not changed until `lxc_autoscale rebaseline`"}),
+        );
+    }
     for (vmid, h) in &state.holds {
         let until = |r| hold::held_until(&state.holds, *vmid, r, now).map(rfc3339);
         let (cores, memory) = (until(Resource::Cpu), until(Resource::Memory));
         if cores.is_some() || memory.is_some() {
-            out.insert(
-                *vmid,
-                json!({"hold": {"cores_until": cores, "memory_until": memory, "by": h.by}}),
-            );
+            let entry = out.entry(*vmid).or_insert_with(|| json!({}));
+            entry["hold"] = json!({"cores_until": cores, "memory_until": memory, "by": h.by});
         }
     }
     out

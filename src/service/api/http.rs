@@ -19,6 +19,8 @@ pub struct Request {
     /// Header names lowercased, values trimmed.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// HTTP/1.1 or later: only such a client is sent `100 Continue`.
+    pub http11: bool,
 }
 
 impl Request {
@@ -28,6 +30,15 @@ impl Request {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// `Expect: 100-continue` from an HTTP/1.1 client: it waits for `100 Continue` (or the final
+    /// answer) before it sends the body. An HTTP/1.0 client's expectation is ignored (RFC 9110).
+    pub fn expects_continue(&self) -> bool {
+        self.http11
+            && self
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     }
 
     pub fn query_param(&self, name: &str) -> Option<&str> {
@@ -72,6 +83,7 @@ pub fn parse_head(head: &str) -> Result<Request, ReadError> {
         method: method.to_string(),
         path: percent_decode(path).ok_or(ReadError::Malformed("bad path encoding"))?,
         query: parse_query(query).ok_or(ReadError::Malformed("bad query string"))?,
+        http11: version != "HTTP/1.0",
         ..Request::default()
     };
     for l in lines.filter(|l| !l.is_empty()) {
@@ -138,8 +150,12 @@ pub fn body_length(req: &Request) -> Result<usize, ReadError> {
     Ok(n as usize)
 }
 
-/// Reads one request: the head up to the blank line, then exactly the declared body.
-pub fn read_request(r: &mut impl Read) -> Result<Request, ReadError> {
+/// The interim answer to `Expect: 100-continue`: the request is acceptable so far, send the body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Reads the head up to the blank line. Returns the request without its body and the bytes that
+/// came after the head (the start of the body).
+pub fn read_head(r: &mut impl Read) -> Result<(Request, Vec<u8>), ReadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let head_end = loop {
@@ -155,16 +171,32 @@ pub fn read_request(r: &mut impl Read) -> Result<Request, ReadError> {
         }
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| ReadError::Malformed("head"))?;
-    let mut req = parse_head(head)?;
-    let len = body_length(&req)?;
-    let mut body = buf.split_off(head_end + 4);
-    if body.len() < len {
-        let mut rest = vec![0u8; len - body.len()];
+    let req = parse_head(head)?;
+    Ok((req, buf.split_off(head_end + 4)))
+}
+
+/// Reads the rest of a `len`-byte body whose first bytes (`early`) came with the head.
+pub fn read_body(
+    r: &mut impl Read,
+    req: &mut Request,
+    mut early: Vec<u8>,
+    len: usize,
+) -> Result<(), ReadError> {
+    if early.len() < len {
+        let mut rest = vec![0u8; len - early.len()];
         r.read_exact(&mut rest).map_err(|_| ReadError::Gone)?;
-        body.extend_from_slice(&rest);
+        early.extend_from_slice(&rest);
     }
-    body.truncate(len);
-    req.body = body;
+    early.truncate(len);
+    req.body = early;
+    Ok(())
+}
+
+/// Reads one whole request: the head, then exactly the declared body.
+pub fn read_request(r: &mut impl Read) -> Result<Request, ReadError> {
+    let (mut req, early) = read_head(r)?;
+    let len = body_length(&req)?;
+    read_body(r, &mut req, early, len)?;
     Ok(req)
 }
 
@@ -313,6 +345,25 @@ mod tests {
             read_request(&mut &raw[..]),
             Err(ReadError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn only_an_http11_client_expecting_100_continue_is_sent_it() {
+        let head = |v: &str, e: &str| parse_head(&format!("POST /a {v}\r\nExpect: {e}")).unwrap();
+        assert!(head("HTTP/1.1", "100-continue").expects_continue());
+        assert!(head("HTTP/1.1", "100-Continue").expects_continue());
+        assert!(!head("HTTP/1.0", "100-continue").expects_continue());
+        assert!(!head("HTTP/1.1", "something-else").expects_continue());
+        assert!(!parse_head("POST /a HTTP/1.1").unwrap().expects_continue());
+    }
+
+    #[test]
+    fn head_is_read_without_waiting_for_the_body() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\nhi";
+        let (req, early) = read_head(&mut &raw[..]).unwrap();
+        assert_eq!(req.path, "/a");
+        assert!(req.body.is_empty());
+        assert_eq!(early, b"hi");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use anyhow::Result;
 use crate::config::{ApiConfig, ApiListen, Config};
 use crate::decide::plan::Change;
 use crate::record::metrics::{ContainerRecord, HostRecord};
-use crate::record::prometheus::{self, ActionCounters};
+use crate::record::prometheus::{self, ActionCounters, AnomalyScores};
 
 use self::auth::{FailureLimiter, Token};
 use self::http::Response;
@@ -71,11 +71,23 @@ pub struct MetricsInput {
 }
 
 impl MetricsInput {
-    /// The same text as the Prometheus textfile.
-    pub fn render(&self) -> String {
-        prometheus::render(&self.host, &self.containers, &self.counters)
-            + &prometheus::render_planned(&self.planned)
+    /// The same text as the Prometheus textfile of the same cycle, from the same function.
+    pub fn render(&self, anomaly: &AnomalyScores) -> String {
+        prometheus::exposition(
+            &self.host,
+            &self.containers,
+            &self.counters,
+            &self.planned,
+            anomaly,
+        )
     }
+}
+
+/// What one cycle published: the view and the anomaly scores the metrics show with it.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub view: Arc<View>,
+    pub anomaly: Arc<AnomalyScores>,
 }
 
 /// The API's part of the config, with the token read from its file.
@@ -86,6 +98,8 @@ pub struct Settings {
     pub pve_lxc_dir: PathBuf,
     pub pve_vmlist: PathBuf,
     pub pct_path: PathBuf,
+    /// `pve_root` in cluster mode (`GET /cluster/status` reads its status files), else `None`.
+    pub pve_root: Option<PathBuf>,
 }
 
 impl Settings {
@@ -102,6 +116,7 @@ impl Settings {
             pve_lxc_dir: cfg.pve_lxc_dir.clone(),
             pve_vmlist: cfg.pve_vmlist.clone(),
             pct_path: cfg.pct_path.clone(),
+            pve_root: cfg.cluster_node.as_ref().map(|_| cfg.pve_root.clone()),
         })
     }
 
@@ -158,7 +173,8 @@ pub trait LoopLink: Send + Sync {
 
 /// Everything the API threads share.
 pub struct Shared {
-    pub view: RwLock<Arc<View>>,
+    /// The view and the anomaly scores, swapped together so a scrape never mixes two cycles.
+    pub published: RwLock<Published>,
     pub settings: RwLock<Arc<Settings>>,
     /// Set on SIGTERM: every new request gets 503.
     pub draining: AtomicBool,
@@ -170,7 +186,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(settings: Settings, link: Box<dyn LoopLink>) -> Arc<Shared> {
         Arc::new(Shared {
-            view: RwLock::new(Arc::new(View::default())),
+            published: RwLock::new(Published::default()),
             settings: RwLock::new(Arc::new(settings)),
             draining: AtomicBool::new(false),
             limiter: FailureLimiter::default(),
@@ -180,15 +196,25 @@ impl Shared {
     }
 
     pub fn view(&self) -> Arc<View> {
-        Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.published().view)
+    }
+
+    pub fn published(&self) -> Published {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn publish(&self, view: View) {
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    pub fn publish(&self, view: View, anomaly: AnomalyScores) {
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published {
+            view: Arc::new(view),
+            anomaly: Arc::new(anomaly),
+        };
     }
 
     pub fn set_settings(&self, s: Settings) {

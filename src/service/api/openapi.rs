@@ -49,9 +49,13 @@ fn operation(route: &Route) -> Value {
             "401": {"description": "no credential"},
             "403": {"description": "wrong token or a disabled feature"},
             "404": {"description": "unknown container or route"},
+            "405": {"description": "wrong method; Allow lists the right ones"},
             "409": {"description": "locked container or another conflict"},
+            "413": {"description": "body over 64 KiB"},
+            "415": {"description": "body not Content-Type: application/json"},
             "422": {"description": "invalid field values, listed in errors"},
             "429": {"description": "too many failed attempts"},
+            "500": {"description": "pct failed: its exit status and first stderr lines"},
             "503": {"description": "stopping or not ready"}
         }
     });
@@ -108,5 +112,17 @@ mod tests {
         let body = &doc["paths"]["/scale/cores"]["post"]["requestBody"]["content"]
             ["application/json"]["schema"];
         assert_eq!(body["required"], json!(["lxc_id", "cores"]));
+        let codes: Vec<&String> = doc["paths"]["/scale/cores"]["post"]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "200", "202", "400", "401", "403", "404", "405", "409", "413", "415", "422", "429",
+                "500", "503"
+            ]
+        );
     }
 }

@@ -144,6 +144,14 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/cluster/status",
+        auth: true,
+        summary: "every node's status file merged (cluster mode), as `status --cluster --json`",
+        params: &[],
+        handler: cluster_status,
+    },
+    Route {
+        method: "GET",
         path: "/metrics",
         auth: true,
         summary: "Prometheus exposition",
@@ -274,33 +282,52 @@ fn path_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// Answers one request.
+/// Answers one whole request.
 pub fn handle(shared: &Arc<Shared>, peer: &str, req: &Request) -> Response {
-    if shared.draining.load(Ordering::SeqCst) {
-        return error(503, "the daemon is stopping", Vec::new())
-            .with_header("Retry-After", "30".into());
+    match admit(shared, peer, req) {
+        Ok(route) => dispatch(route, shared, peer, req),
+        Err(refused) => refused,
     }
-    let candidates: Vec<&Route> = ROUTES
+}
+
+/// Everything that can be decided from the head alone, before a body is read: draining (503),
+/// the route (404, 405), the credential (401, 403, 429) and a JSON content type (415). Its
+/// answer decides whether an `Expect: 100-continue` client is told to send the body.
+pub fn admit(shared: &Arc<Shared>, peer: &str, req: &Request) -> Result<&'static Route, Response> {
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err(error(503, "the daemon is stopping", Vec::new())
+            .with_header("Retry-After", "30".into()));
+    }
+    let mut candidates = ROUTES
         .iter()
         .filter(|r| path_matches(r.path, &req.path))
-        .collect();
-    if candidates.is_empty() {
-        return error(404, "no such route; see GET /routes", Vec::new());
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(error(404, "no such route; see GET /routes", Vec::new()));
     }
+    let candidates: Vec<&'static Route> = candidates.collect();
     let Some(route) = candidates.iter().find(|r| r.method == req.method) else {
         let allow: Vec<&str> = candidates.iter().map(|r| r.method).collect();
-        return error(
+        return Err(error(
             405,
             &format!("method {} not allowed", req.method),
             Vec::new(),
         )
-        .with_header("Allow", allow.join(", "));
+        .with_header("Allow", allow.join(", ")));
     };
     if route.auth {
         if let Some(refused) = authorize(shared, peer, req) {
-            return refused;
+            return Err(refused);
         }
     }
+    if route.method != "GET" {
+        json_content_type(req)?;
+    }
+    Ok(route)
+}
+
+/// Runs an admitted request's handler.
+pub fn dispatch(route: &Route, shared: &Arc<Shared>, peer: &str, req: &Request) -> Response {
     (route.handler)(&Ctx { shared, peer }, req)
 }
 
@@ -328,17 +355,24 @@ fn authorize(shared: &Shared, peer: &str, req: &Request) -> Option<Response> {
     })
 }
 
-/// The JSON object of a POST or DELETE body: 415 for another type, 400 when it is not an object.
-fn json_body(req: &Request) -> Result<Map<String, Value>, Response> {
+/// 415 unless the request says `Content-Type: application/json` (parameters such as `charset`
+/// allowed).
+fn json_content_type(req: &Request) -> Result<(), Response> {
     let ct = req.header("content-type").unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Err(error(
-            415,
-            "the body must be Content-Type: application/json",
-            Vec::new(),
-        ));
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
     }
+    Err(error(
+        415,
+        "the body must be Content-Type: application/json",
+        Vec::new(),
+    ))
+}
+
+/// The JSON object of a POST or DELETE body: 415 for another type, 400 when it is not an object.
+fn json_body(req: &Request) -> Result<Map<String, Value>, Response> {
+    json_content_type(req)?;
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(error(400, "the body must be a JSON object", Vec::new())),
@@ -385,6 +419,18 @@ fn containers(ctx: &Ctx, _: &Request) -> Response {
         return not_ready();
     }
     Response::shared(200, "application/json", Arc::clone(&view.containers_body))
+}
+
+/// The cluster's status files merged; 404 outside cluster mode.
+fn cluster_status(ctx: &Ctx, _: &Request) -> Response {
+    let Some(root) = ctx.shared.settings().pve_root.clone() else {
+        return error(404, "not in cluster mode: no cluster status", Vec::new());
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    match crate::record::cluster_status::read_cluster(&root, now) {
+        Ok(view) => Response::json(200, &json!(view)),
+        Err(e) => error(500, &format!("{e:#}"), Vec::new()),
+    }
 }
 
 /// The `lxc_id` of a GET.
@@ -466,7 +512,8 @@ fn node_status(ctx: &Ctx, _: &Request) -> Response {
 }
 
 fn metrics(ctx: &Ctx, _: &Request) -> Response {
-    let text = ctx.shared.view().metrics.render();
+    let p = ctx.shared.published();
+    let text = p.view.metrics.render(&p.anomaly);
     Response::shared(200, "text/plain; version=0.0.4", Arc::from(text))
 }
 

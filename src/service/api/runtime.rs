@@ -16,6 +16,7 @@ use super::tasks::TaskDone;
 use super::{LoopLink, Mutation, Settings, Shared, View};
 use crate::config::Config;
 use crate::decide::plan::Change;
+use crate::record::prometheus::AnomalyScores;
 
 /// How long a stopping daemon waits for running tasks. The unit's `TimeoutStopSec` must exceed
 /// this plus one `pct set` (30 s).
@@ -81,8 +82,9 @@ impl ApiRuntime {
         self.handle.tcp_addr
     }
 
-    pub fn publish(&self, view: View) {
-        self.shared.publish(view);
+    /// Hands the API what a cycle measured, decided and scored.
+    pub fn publish(&self, view: View, anomaly: AnomalyScores) {
+        self.shared.publish(view, anomaly);
     }
 
     /// A reload re-reads the token; on error the old settings stay. The address needs a restart.

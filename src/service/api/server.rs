@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tracing::{debug, warn};
 
-use super::http::{self, ReadError};
+use super::http::{self, ReadError, Response};
 use super::{routes, Shared};
 use crate::config::ApiListen;
 
@@ -264,40 +264,76 @@ fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Conn>) {
 /// Reads one request, answers it, closes. Never logs the query string or any header.
 fn serve(mut conn: Conn, shared: &Arc<Shared>) {
     let peer = conn.peer();
-    let read = http::read_request(&mut DeadlineReader {
-        conn: &mut conn,
-        deadline: Instant::now() + REQUEST_DEADLINE,
-    });
-    let (resp, drain) = match read {
-        Ok(req) => {
-            let resp = routes::handle(shared, &peer, &req);
-            debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
-            (resp, false)
-        }
-        Err(ReadError::Gone) => return,
-        Err(ReadError::TooLarge) => (
-            routes::error(
-                413,
-                &format!("the body is larger than {} bytes", http::MAX_BODY_BYTES),
-                Vec::new(),
-            ),
-            true,
-        ),
-        Err(ReadError::HeadTooLarge) => (
-            routes::error(431, "the request head is too large", Vec::new()),
-            true,
-        ),
-        Err(ReadError::Malformed(m)) => (routes::error(400, m, Vec::new()), false),
+    let Some((resp, unread)) = exchange(&mut conn, shared, &peer) else {
+        return;
     };
     if resp.write_to(&mut conn).is_err() {
         return;
     }
     conn.shutdown_write();
-    if drain {
+    if unread > 0 {
+        // Read and drop the body that was not wanted, so the client sees the answer rather than
+        // a reset (closing on unread data resets the connection).
         let mut reader = DeadlineReader {
             conn: &mut conn,
             deadline: Instant::now() + Duration::from_secs(2),
         };
-        let _ = io::copy(&mut reader.by_ref().take(DRAIN_LIMIT), &mut io::sink());
+        let _ = io::copy(
+            &mut reader.by_ref().take(unread.min(DRAIN_LIMIT)),
+            &mut io::sink(),
+        );
     }
+}
+
+/// Reads the head; refuses what the head alone can refuse before any of the body is read; tells
+/// an `Expect: 100-continue` client to send the body only when the request got that far; reads
+/// the body and runs the handler. Returns the answer and how many declared body bytes are still
+/// unread, or `None` when the client went away.
+fn exchange(conn: &mut Conn, shared: &Arc<Shared>, peer: &str) -> Option<(Response, u64)> {
+    let mut reader = DeadlineReader {
+        conn,
+        deadline: Instant::now() + REQUEST_DEADLINE,
+    };
+    let (mut req, early) = match http::read_head(&mut reader) {
+        Ok(r) => r,
+        Err(ReadError::HeadTooLarge) => return refused(ReadError::HeadTooLarge, DRAIN_LIMIT),
+        Err(e) => return refused(e, 0),
+    };
+    let declared = req
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let unread = declared.saturating_sub(early.len() as u64);
+    let route = match routes::admit(shared, peer, &req) {
+        Ok(r) => r,
+        Err(resp) => return Some((resp, unread)),
+    };
+    let len = match http::body_length(&req) {
+        Ok(n) => n,
+        Err(e) => return refused(e, unread),
+    };
+    if req.expects_continue() && early.len() < len {
+        reader.conn.write_all(http::CONTINUE).ok()?;
+    }
+    if let Err(e) = http::read_body(&mut reader, &mut req, early, len) {
+        return refused(e, 0);
+    }
+    let resp = routes::dispatch(route, shared, peer, &req);
+    debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+    Some((resp, 0))
+}
+
+/// The answer to a request that could not be read; `None` when there is nobody to answer.
+fn refused(e: ReadError, unread: u64) -> Option<(Response, u64)> {
+    let resp = match e {
+        ReadError::Gone => return None,
+        ReadError::TooLarge => routes::error(
+            413,
+            &format!("the body is larger than {} bytes", http::MAX_BODY_BYTES),
+            Vec::new(),
+        ),
+        ReadError::HeadTooLarge => routes::error(431, "the request head is too large", Vec::new()),
+        ReadError::Malformed(m) => routes::error(400, m, Vec::new()),
+    };
+    Some((resp, unread))
 }

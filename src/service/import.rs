@@ -1,0 +1,328 @@
+//! The first start in cluster mode: this node's local baselines (`backup_dir`) become container
+//! records in pmxcfs, so that a container scaled here before cluster mode keeps its true baseline
+//! wherever it runs later. Done once per node (a marker file in `backup_dir`), under a cluster
+//! lock so that nodes starting together import one after another, and never over a record that
+//! exists (another node wrote it, or a change here did).
+//!
+//! The lock is a directory, `<pve_root>/priv/lock/lxc_autoscale-import`, made with `mkdir` (atomic
+//! in pmxcfs, like Proxmox's own `priv/lock/` locks). A lock older than `LOCK_EXPIRES_SECS`
+//! belongs to a node that died while holding it and is removed. While the lock is held elsewhere,
+//! or pmxcfs refuses the writes, the import waits for a later cycle.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use tracing::{info, warn};
+
+use crate::act::backup::{Backup, BackupStore};
+use crate::act::ctrecord::{CtRecord, CtRecords, Deadlines, LastChange};
+use crate::config::Config;
+
+/// Below `pve_root`: the import lock.
+pub const IMPORT_LOCK: &str = "priv/lock/lxc_autoscale-import";
+/// A lock older than this is expired (Proxmox's `cfs_lock` uses the same bound).
+pub const LOCK_EXPIRES_SECS: u64 = 120;
+/// In `backup_dir`: this node imported its baselines (not a vmid, so the backups ignore it).
+pub const IMPORTED_MARKER: &str = ".cluster-imported";
+
+/// What an import attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Records written for `imported`; `kept` already had one.
+    Done { imported: Vec<u32>, kept: Vec<u32> },
+    /// Another node holds the lock (made `age_secs` ago).
+    Busy { age_secs: u64 },
+}
+
+/// The import's progress across cycles.
+#[derive(Debug, Default)]
+pub struct Import {
+    done: bool,
+}
+
+impl Import {
+    /// Tries the import once per cycle until it is done (a steady cycle only checks a flag).
+    /// `allowed`: the cluster has quorum and the daemon may write (not `--dry-run`).
+    pub fn tick(&mut self, cfg: &Config, allowed: bool) {
+        if self.done || cfg.cluster_node.is_none() || !allowed {
+            return;
+        }
+        if cfg.backup_dir.join(IMPORTED_MARKER).exists() {
+            self.done = true;
+            return;
+        }
+        match import(cfg, Utc::now()) {
+            Ok(Some(Outcome::Done { imported, kept })) => {
+                info!(imported = ?imported, kept = ?kept, "local baselines imported into the cluster's container records");
+                self.done = true;
+            }
+            Ok(Some(Outcome::Busy { age_secs })) => {
+                info!(
+                    age_secs,
+                    "another node holds the import lock; trying again next cycle"
+                );
+            }
+            Ok(None) => self.done = true,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot import local baselines; trying again next cycle")
+            }
+        }
+    }
+}
+
+/// A held `mkdir` lock; removed on drop.
+struct DirLock(PathBuf);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir(&self.0) {
+            warn!(path = %self.0.display(), error = %e, "cannot release the cluster lock");
+        }
+    }
+}
+
+/// Takes the lock at `path`, removing it first when older than `expires`; `Err(age)` while
+/// another holder's lock is fresh.
+fn take_lock(path: &Path, expires: Duration) -> Result<std::result::Result<DirLock, u64>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    for _ in 0..2 {
+        match std::fs::create_dir(path) {
+            Ok(()) => return Ok(Ok(DirLock(path.to_path_buf()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+        let age = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+            .unwrap_or_default();
+        if age < expires {
+            return Ok(Err(age.as_secs()));
+        }
+        warn!(path = %path.display(), age_secs = age.as_secs(), "removing an expired cluster lock");
+        match std::fs::remove_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+    Ok(Err(0))
+}
+
+/// Imports `cfg`'s local baselines into records under the lock and writes the marker; `None`
+/// outside cluster mode.
+pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
+    let Some(records) = CtRecords::for_config(cfg) else {
+        return Ok(None);
+    };
+    let expires = Duration::from_secs(LOCK_EXPIRES_SECS);
+    let _lock = match take_lock(&cfg.pve_root.join(IMPORT_LOCK), expires)? {
+        Ok(lock) => lock,
+        Err(age_secs) => return Ok(Some(Outcome::Busy { age_secs })),
+    };
+    let store = BackupStore::new(cfg.backup_dir.clone());
+    let (mut imported, mut kept) = (Vec::new(), Vec::new());
+    for vmid in store.vmids()? {
+        let rec = match local_record(&store, vmid, &records.node) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(vmid, error = %format!("{e:#}"), "cannot read the local baseline; not imported");
+                continue;
+            }
+        };
+        if records.create(&rec)? {
+            imported.push(vmid);
+        } else {
+            kept.push(vmid);
+        }
+    }
+    crate::fsutil::ensure_private_dir(&cfg.backup_dir)?;
+    let text = format!(
+        "imported {imported:?}, kept {kept:?} at {}\n",
+        now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    crate::fsutil::write_atomic(
+        &cfg.backup_dir.join(IMPORTED_MARKER),
+        text.as_bytes(),
+        0o600,
+    )?;
+    Ok(Some(Outcome::Done { imported, kept }))
+}
+
+/// The record this node's backups give `vmid`: its baseline, and its newest backup as the last
+/// change (the baseline itself when there is none).
+fn local_record(store: &BackupStore, vmid: u32, node: &str) -> Result<Option<CtRecord>> {
+    let Some(baseline) = store.baseline(vmid)? else {
+        return Ok(None);
+    };
+    let latest: Backup = store.latest(vmid)?.map_or(baseline.clone(), |(_, b)| b);
+    let when = DateTime::parse_from_rfc3339(&latest.timestamp)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        })
+        .unwrap_or(latest.timestamp.clone());
+    Ok(Some(CtRecord {
+        vmid,
+        baseline: baseline.before.clone(),
+        last: LastChange {
+            from: latest.before.clone(),
+            to: latest.after.clone().unwrap_or(latest.before),
+            when,
+            node: node.to_string(),
+        },
+        identity: latest.identity.or(baseline.identity),
+        until: Deadlines::default(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::backup::{Alloc, Identity};
+    use chrono::TimeZone;
+
+    fn alloc(cores: u32, memory_mb: u64) -> Alloc {
+        Alloc {
+            cores: Some(cores),
+            memory_mb,
+            swap_mb: None,
+        }
+    }
+
+    fn ident(mac: &str) -> Identity {
+        Identity {
+            hostname: Some("web".into()),
+            rootfs: None,
+            ostype: None,
+            hwaddrs: vec![mac.into()],
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn cluster_cfg(root: &Path) -> Config {
+        let mut cfg = Config::default();
+        cfg.pve_root = root.join("pve");
+        cfg.backup_dir = root.join("backups");
+        cfg.cluster_node = Some("n1".into());
+        cfg
+    }
+
+    fn records(cfg: &Config, node: &str) -> CtRecords {
+        let mut r = CtRecords::for_config(cfg).unwrap();
+        r.node = node.into();
+        r
+    }
+
+    #[test]
+    fn local_baselines_are_imported_once_and_a_record_another_node_wrote_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cluster_cfg(tmp.path());
+        let store = BackupStore::new(cfg.backup_dir.clone());
+        let a = ident("BC:24:11:00:00:01");
+        store
+            .record_for(101, Some(&a), &alloc(2, 1024), &alloc(4, 1800), at(0))
+            .unwrap();
+        store
+            .record_for(101, Some(&a), &alloc(4, 1800), &alloc(4, 2600), at(60))
+            .unwrap();
+        store
+            .record_for(102, None, &alloc(1, 512), &alloc(2, 512), at(0))
+            .unwrap();
+        let theirs = records(&cfg, "n2");
+        theirs
+            .note_change(102, &a, None, (&alloc(8, 4096), &alloc(6, 4096)), at(30))
+            .unwrap();
+        let their_bytes = std::fs::read(theirs.path(102)).unwrap();
+
+        let out = import(&cfg, at(100)).unwrap().unwrap();
+        assert_eq!(
+            out,
+            Outcome::Done {
+                imported: vec![101],
+                kept: vec![102]
+            }
+        );
+        let rec = theirs.read(101).unwrap().unwrap();
+        assert_eq!(rec.baseline, alloc(2, 1024));
+        assert_eq!(
+            rec.last,
+            LastChange {
+                from: alloc(4, 1800),
+                to: alloc(4, 2600),
+                when: "2023-11-14T22:14:20Z".into(),
+                node: "n1".into(),
+            }
+        );
+        assert_eq!(rec.identity, Some(a));
+        assert_eq!(std::fs::read(theirs.path(102)).unwrap(), their_bytes);
+        assert!(!cfg.pve_root.join(IMPORT_LOCK).exists());
+        assert_eq!(
+            std::fs::read_to_string(cfg.backup_dir.join(IMPORTED_MARKER)).unwrap(),
+            "imported [101], kept [102] at 2023-11-14T22:15:00Z\n"
+        );
+        // Done once: with the marker there, a new daemon imports nothing again.
+        std::fs::remove_file(theirs.path(101)).unwrap();
+        let mut again = Import::default();
+        again.tick(&cfg, true);
+        assert!(again.done);
+        assert!(!theirs.path(101).exists());
+        assert_eq!(store.vmids().unwrap(), [101, 102]);
+    }
+
+    #[test]
+    fn a_fresh_lock_held_elsewhere_defers_the_import_and_an_expired_one_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cluster_cfg(tmp.path());
+        let store = BackupStore::new(cfg.backup_dir.clone());
+        store
+            .record_for(101, None, &alloc(2, 1024), &alloc(4, 1024), at(0))
+            .unwrap();
+        let lock = cfg.pve_root.join(IMPORT_LOCK);
+        std::fs::create_dir_all(&lock).unwrap();
+        assert_eq!(
+            import(&cfg, at(100)).unwrap(),
+            Some(Outcome::Busy { age_secs: 0 })
+        );
+        let mut import_state = Import::default();
+        import_state.tick(&cfg, true);
+        assert!(!import_state.done);
+        assert!(!cfg.backup_dir.join(IMPORTED_MARKER).exists());
+        assert!(records(&cfg, "n1").read(101).unwrap().is_none());
+        // Its holder died two minutes and a second ago.
+        let then = SystemTime::now() - Duration::from_secs(LOCK_EXPIRES_SECS + 1);
+        let secs = then
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let tv = nix::sys::time::TimeVal::new(i64::try_from(secs).unwrap(), 0);
+        nix::sys::stat::utimes(&lock, &tv, &tv).unwrap();
+        import_state.tick(&cfg, true);
+        assert!(import_state.done);
+        assert!(!lock.exists());
+        let rec = records(&cfg, "n1").read(101).unwrap().unwrap();
+        assert_eq!(rec.baseline, alloc(2, 1024));
+    }
+
+    #[test]
+    fn no_import_without_quorum_or_outside_cluster_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = cluster_cfg(tmp.path());
+        let mut i = Import::default();
+        i.tick(&cfg, false);
+        assert!(!i.done);
+        assert!(!cfg.pve_root.exists());
+        cfg.cluster_node = None;
+        i.tick(&cfg, true);
+        assert!(!cfg.pve_root.exists());
+        assert_eq!(import(&cfg, at(0)).unwrap(), None);
+    }
+}
