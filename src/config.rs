@@ -62,7 +62,7 @@ pub struct Config {
     /// MB; memory is lowered in whole multiples of this.
     pub min_decrease_chunk: u64,
     /// Seconds of recent history that must agree before a cut (its maximum below the lower
-    /// threshold); memory needs twice that (`advice::MEMORY_WINDOW_FACTOR`). 0 with
+    /// threshold); memory needs 2.5 × that (`advice::MEMORY_WINDOW_PERCENT`). 0 with
     /// `scale_down_cooldown` 0: cuts follow the latest reading alone.
     pub scale_down_window: u64,
     /// Seconds after a scale-up of a resource before that resource may be cut.
@@ -299,7 +299,7 @@ impl Default for Config {
             cpu_upper_threshold: 80.0,
             cpu_lower_threshold: 20.0,
             memory_upper_threshold: 80.0,
-            memory_lower_threshold: 25.0,
+            memory_lower_threshold: 20.0,
             core_min_increment: 1,
             core_max_increment: 4,
             memory_min_increment: 512,
@@ -1083,8 +1083,7 @@ mod tests {
         assert_eq!(c.cpu_upper_threshold, 80.0);
         assert_eq!(c.cpu_lower_threshold, 20.0);
         assert_eq!(c.memory_upper_threshold, 80.0);
-        // Not the Python tool's 20: chosen on the Bitbrains traces (README "Decision quality").
-        assert_eq!(c.memory_lower_threshold, 25.0);
+        assert_eq!(c.memory_lower_threshold, 20.0);
         assert_eq!(c.core_min_increment, 1);
         assert_eq!(c.core_max_increment, 4);
         assert_eq!(c.memory_min_increment, 512);

@@ -1030,13 +1030,10 @@ mod tests {
         assert!(parse_history("[{\"101\": ", 300).is_err());
     }
 
-    /// The threshold rules with cuts on the latest reading (no window, no cooldown) and the
-    /// memory band 20–80 %: these tests are about the judge's accounting.
+    /// The threshold rules with cuts on the latest reading (no window, no cooldown): these
+    /// tests are about the judge's accounting.
     fn classic() -> Config {
-        crate::config::parse(
-            "scale_down_window = 0\nscale_down_cooldown = 0\nmemory_lower_threshold = 20\n",
-        )
-        .unwrap()
+        crate::config::parse("scale_down_window = 0\nscale_down_cooldown = 0\n").unwrap()
     }
 
     /// A history of one container, 2 cores / 1024 MB recorded, one line per (cpu %, used MB),

@@ -5,8 +5,8 @@
 //!
 //! Rules (thresholds are documented in the README, "The model"):
 //! - a cut is sized on the maximum over `scale_down_window` (not the latest reading) and only
-//!   when the readings cover the whole window; memory's window is `MEMORY_WINDOW_FACTOR` times as
-//!   long (a memory shortfall kills, a CPU one slows); it waits `scale_down_cooldown` after a
+//!   when the readings cover the whole window; memory's window is 2.5 times as long
+//!   (`MEMORY_WINDOW_PERCENT`: a memory shortfall kills, a CPU one slows); it waits `scale_down_cooldown` after a
 //!   scale-up of the resource; it never goes below what the daily profile expects for the next
 //!   hour;
 //! - no cut while an anomaly episode of the resource is open; no memory cut within 24 h of an OOM
@@ -31,10 +31,10 @@ pub const THROTTLED_STALL: f64 = 0.2;
 
 const USEC_PER_SEC: i64 = 1_000_000;
 
-/// Memory cuts need this many times `scale_down_window` of agreeing history. Measured on the
-/// Bitbrains traces (README "Decision quality"): memory bursts there recur within hours, and a
+/// Memory cuts need `scale_down_window` × this / 100 of agreeing history (2.5 ×). Measured on
+/// the Bitbrains traces (README "Decision quality"): memory bursts there recur within hours, and a
 /// cut after one quiet window was the main source of memory saturation and of re-growths.
-pub const MEMORY_WINDOW_FACTOR: u64 = 2;
+pub const MEMORY_WINDOW_PERCENT: u64 = 250;
 
 /// The daily profile forecasts only a step: the next hour's usual level at this many times the
 /// current hour's.
@@ -203,11 +203,11 @@ fn memory_holds(
 }
 
 /// Seconds of agreeing history a cut of `resource` needs: `scale_down_window`, times
-/// `MEMORY_WINDOW_FACTOR` for memory.
+/// `MEMORY_WINDOW_PERCENT` / 100 for memory.
 pub fn window_secs(l: &Limits, resource: Resource) -> u64 {
     match resource {
         Resource::Cpu => l.scale_down_window,
-        Resource::Memory => l.scale_down_window.saturating_mul(MEMORY_WINDOW_FACTOR),
+        Resource::Memory => l.scale_down_window.saturating_mul(MEMORY_WINDOW_PERCENT) / 100,
     }
 }
 

@@ -447,7 +447,7 @@ fn assess(
                 floor_mb: floor,
                 pct,
                 oom_kills,
-                at_most_half: !(host.model && limits.scale_down_window > 0),
+                windowed: host.model && limits.scale_down_window > 0,
             };
             plan_memory(&limits, &m, &adv, host.energy, &mut note)
         }
@@ -666,8 +666,9 @@ struct MemoryFigures {
     pct: f64,
     /// Processes OOM-killed since the last cycle.
     oom_kills: u64,
-    /// A cut takes at most half at once: without the model's window, a cut rests on one reading.
-    at_most_half: bool,
+    /// Cuts rest on the model's window, not on one reading: they go to their target in one step,
+    /// and are due below `memory_cut_level`. Without it a cut takes at most half at once.
+    windowed: bool,
 }
 
 /// Used memory at or above this percent of the allocation is pinned at it: the kernel reclaims
@@ -713,9 +714,11 @@ fn plan_memory(
     };
     if let Some((reading, used, step)) = up {
         // Pinned at the allocation, the reading says only that the need is at least that much:
-        // the recent peak is the better guess of how much.
+        // the recent peak is the better guess of how much. It is carried at the upper threshold,
+        // not the middle of the band: a known amount, not a trend to grow into.
+        let mid = (upper + l.memory_lower_threshold) / 2.0;
         let used = match adv.peak {
-            Some(peak) if m.pct >= PINNED_PERCENT => used.max(peak),
+            Some(peak) if m.pct >= PINNED_PERCENT => used.max(peak * mid / upper),
             _ => used,
         };
         return memory_up(l, m.memory_mb, reading, used, step, note);
@@ -734,7 +737,7 @@ fn plan_memory(
         let threshold = if energy {
             pack_level(upper, l.memory_lower_threshold)
         } else {
-            l.memory_lower_threshold
+            memory_cut_level(l, m.windowed)
         };
         if let (Some((_, reading)), Some(hold)) =
             (current, disagreement(stat, of(amount), threshold))
@@ -788,6 +791,19 @@ fn memory_up(
     })
 }
 
+/// The used memory, percent of the allocation, below which a memory cut is due: the lower
+/// threshold; on the model's window (`windowed`) also below half the middle of the band (25 % with
+/// 80 and 20), so a cut frees at least half of the allocation. The window's maximum is a far
+/// safer basis than one reading; cutting on it sooner holds fewer idle MB.
+fn memory_cut_level(l: &Limits, windowed: bool) -> f64 {
+    let lower = l.memory_lower_threshold;
+    if windowed {
+        lower.max((l.memory_upper_threshold + lower) / 4.0)
+    } else {
+        lower
+    }
+}
+
 /// The cut `used` MB at `pct` % call for, in whole chunks, never below the floor or
 /// `min_memory`, and at most half at once unless the model's window agreed. `None` = no cut.
 fn memory_cut(
@@ -800,11 +816,12 @@ fn memory_cut(
     let (upper, lower) = (l.memory_upper_threshold, l.memory_lower_threshold);
     let mid = (upper + lower) / 2.0;
     let energy_target = pack_level(upper, lower);
+    let due = memory_cut_level(l, m.windowed);
     let (target_percent, reading) = if energy && pct < energy_target {
         let r = reading(Resource::Memory, pct, energy_target, Rule::BelowUpperEnergy);
         (energy_target, r)
-    } else if pct < lower {
-        (mid, reading(Resource::Memory, pct, lower, Rule::BelowLower))
+    } else if pct < due {
+        (mid, reading(Resource::Memory, pct, due, Rule::BelowLower))
     } else {
         return None;
     };
@@ -817,10 +834,10 @@ fn memory_cut(
     // Whole chunks only, never past the target; without the model's window never more than half
     // at once.
     let room = m.memory_mb - target;
-    let room = if m.at_most_half {
-        room.min(m.memory_mb / 2)
-    } else {
+    let room = if m.windowed {
         room
+    } else {
+        room.min(m.memory_mb / 2)
     };
     let chunk = l.min_decrease_chunk.max(1);
     let reduction = room / chunk * chunk;
@@ -1119,12 +1136,12 @@ mod tests {
         let mut w = World::roomy();
         w.ct(101, 2, 1024, 50.0, 860.0);
         let plan = w.decide(&Config::default());
-        // 860 MB used at mid 52.5 % -> 1639 MB.
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
+        // 860 MB used at mid 50 % -> 1720 MB.
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
         assert_eq!(cores_of(&plan, 101), None);
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory 84.0% > 80: 1024->1639 MB"
+            "memory 84.0% > 80: 1024->1720 MB"
         );
     }
 
@@ -1140,12 +1157,12 @@ mod tests {
             c.memory_mb,
             Some(Step {
                 from: 1024,
-                to: 1639
+                to: 1720
             })
         );
         assert_eq!(
             c.why().to_string(),
-            "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1639 MB"
+            "cpu 92.0% > 80: cores 2->4; memory 84.0% > 80: 1024->1720 MB"
         );
     }
 
@@ -1292,7 +1309,7 @@ mod tests {
         let plan = w.decide(&Config::default());
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory 4.9% < 25: 4096->2048 MB"
+            "memory 4.9% < 20: 4096->2048 MB"
         );
     }
 
@@ -1457,7 +1474,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), Some((1024, 1624)));
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory cut from +615 to +600 MB: host headroom 600 MB"]
+            vec!["memory cut from +696 to +600 MB: host headroom 600 MB"]
         );
     }
 
@@ -1470,7 +1487,7 @@ mod tests {
         assert_eq!(
             notes_of(&plan, 101),
             vec![
-                "memory 84.0% > 80 wants +615 MB: host headroom 300 MB is below memory_min_increment 512, not scaled up"
+                "memory 84.0% > 80 wants +696 MB: host headroom 300 MB is below memory_min_increment 512, not scaled up"
             ]
         );
     }
@@ -1514,7 +1531,7 @@ mod tests {
             vec!["cpu 92.0% > 80 wants +2: host cpu headroom unknown, not scaled up"]
         );
         assert_eq!(cores_of(&plan, 102), Some((4, 2)));
-        assert_eq!(memory_of(&plan, 103), Some((1024, 1639)));
+        assert_eq!(memory_of(&plan, 103), Some((1024, 1720)));
     }
 
     #[test]
@@ -1528,7 +1545,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), None);
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory 84.0% > 80 wants +615 MB: host memory headroom unknown, not scaled up"]
+            vec!["memory 84.0% > 80 wants +696 MB: host memory headroom unknown, not scaled up"]
         );
         assert_eq!(memory_of(&plan, 102), Some((4096, 2048)));
         assert_eq!(cores_of(&plan, 103), Some((2, 4)));
@@ -1736,7 +1753,7 @@ mod tests {
         w.ct(101, 2, 1024, 92.0, 860.0).cpu_usage_usec = None;
         let plan = w.decide(&Config::default());
         assert_eq!(cores_of(&plan, 101), None);
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
         assert_eq!(
             notes_of(&plan, 101),
             vec!["cpu not measured this cycle: cores unchanged"]
@@ -1786,8 +1803,8 @@ mod tests {
         c.memory_inactive_file_bytes = Some(0);
         let plan = w.decide(&Config::default());
         assert_eq!(observation(&plan, 101).memory_used_mb, Some(3500.0));
-        // Above the upper threshold: grown to fit 3500 MB at 52.5 % (mid of 80 and 25), never cut.
-        assert_eq!(memory_of(&plan, 101), Some((4096, 6667)));
+        // Above the upper threshold: grown to fit 3500 MB at 50 %, never cut.
+        assert_eq!(memory_of(&plan, 101), Some((4096, 7000)));
         // 1300 MB charged, 1200 MB of it tmpfs: Proxmox's figure (current − file) reads 100 MB,
         // 2.4 %, far below the lower threshold; used is 1300 MB, 31.7 %: no cut, even after a
         // whole window of it with the model.
@@ -1868,7 +1885,7 @@ mod tests {
         w.snap.host.cpus = None;
         let plan = w.decide(&Config::default());
         assert_eq!(cores_of(&plan, 101), None);
-        assert_eq!(memory_of(&plan, 101), Some((1024, 1639)));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
         assert_eq!(
             notes_of(&plan, 101),
             vec!["cores unknown (no cores line, host cpus unread): cores unchanged"]
@@ -2180,7 +2197,7 @@ mod tests {
         assert_eq!(memory_of(&plan, 101), None);
         assert_eq!(
             notes_of(&plan, 101),
-            vec!["memory 2.0% < 25 but OOM kill seen, 86100 s left: memory unchanged (cut held)"]
+            vec!["memory 2.0% < 20 but OOM kill seen, 86100 s left: memory unchanged (cut held)"]
         );
         // A day later the hold is over: at most half, in whole 512 MB chunks.
         let plan = step(&mut w, &c, &mut models, 288);
@@ -2240,36 +2257,36 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_cut_waits_for_twice_the_window_then_goes_to_its_target_in_one_step() {
+    fn a_memory_cut_waits_for_its_longer_window_then_goes_to_its_target_in_one_step() {
         let c = Config::default();
         let mut w = World::roomy();
         w.ct(101, 1, 8192, 10.0, 4000.0);
         let mut models = Models::default();
         assert_eq!(memory_of(&step(&mut w, &c, &mut models, 0), 101), None);
-        // 500 MB from then on (6.1 %): the 4000 MB reading stays in memory's 5400 s window
-        // (2 × scale_down_window) until cycle 18.
+        // 500 MB from then on (6.1 %): the 4000 MB reading stays in memory's 6750 s window
+        // (2.5 × scale_down_window, 12 buckets of 562.5 s) until cycle 23.
         use_mb(&mut w, 101, 500.0);
-        for k in 1..18 {
+        for k in 1..23 {
             let plan = step(&mut w, &c, &mut models, k);
             assert_eq!(memory_of(&plan, 101), None, "cycle {k}");
         }
-        let plan = step(&mut w, &c, &mut models, 18);
-        // Target max(500 ÷ 52.5 % = 953, 500 + 10 %) MB: 14 whole chunks of 512 go at once,
-        // not half.
+        let plan = step(&mut w, &c, &mut models, 23);
+        // Due below 25 % (half the middle of the band) on the window; target max(500 ÷ 50 % =
+        // 1000, 500 + 10 %) MB: 14 whole chunks of 512 go at once, not half.
         assert_eq!(memory_of(&plan, 101), Some((8192, 1024)));
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory max over the last 5400 s 6.1% < 25: 8192->1024 MB"
+            "memory max over the last 6750 s 6.1% < 25: 8192->1024 MB"
         );
         // The 4000 MB burst comes back: pinned at the allocation (99.6 %), memory grows to carry
-        // the recent peak, 4000 MB halved per day (3821 MB after 95 min), at 52.5 %: 7279 MB in
-        // one step, not 1943 MB (the pinned reading's own size) and then more.
+        // the recent peak, 4000 MB halved per day (3775.5 MB after 2 h), at the upper threshold:
+        // 4720 MB in one step, not 2040 MB (the pinned reading at 50 %) and then more.
         use_mb(&mut w, 101, 1020.0);
-        let plan = step(&mut w, &c, &mut models, 19);
-        assert_eq!(memory_of(&plan, 101), Some((1024, 7279)));
+        let plan = step(&mut w, &c, &mut models, 24);
+        assert_eq!(memory_of(&plan, 101), Some((1024, 4720)));
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "memory 99.6% > 80: 1024->7279 MB"
+            "memory 99.6% > 80: 1024->4720 MB"
         );
     }
 
