@@ -13,8 +13,8 @@
 //! - after an OOM kill, memory cuts are held for `OOM_HOLD_USEC`;
 //! - the recent peak: the largest reading, halved every `PEAK_HALF_LIFE_USEC` since it was read.
 //!   A memory scale-up from a reading pinned at the allocation (the real need is unknown, only that
-//!   it is at least the allocation) grows at least to it: a burst that came before is likely to
-//!   come again at its old size, so one step instead of a chain of doublings.
+//!   it is at least the allocation) grows to carry it at the upper threshold: a burst that came
+//!   before is likely to come again at its old size, so one step instead of a chain of doublings.
 //!
 //! Readings are kept in absolute units (cores of demand, MB used), so an allocation change does
 //! not disturb them. Values are `f32`: the state of 1000 containers stays well under 2 MB of JSON.
