@@ -347,11 +347,62 @@ fn rollback_of_a_baseline_without_cores_deletes_the_cores_line() {
 }
 
 #[test]
-fn demo_runs_to_completion() {
+fn demo_shows_the_model_at_work_and_the_anomaly_events_of_its_incidents() {
     let host = FakeHost::new(1);
     let out = host.run(&["demo"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = common::stdout(&out);
-    assert!(text.contains("24 cycles"), "{text}");
     assert!(text.contains("(energy mode)"), "{text}");
+    // The two incidents are caught by the detector, one event per resource and episode, written
+    // to the event log at the simulated time.
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("event log: "))
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    let v: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let utc = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let summary: Vec<(u64, &str, &str, String)> = v
+        .iter()
+        .map(|e| {
+            (
+                e["container_id"].as_u64().unwrap(),
+                e["resource"].as_str().unwrap(),
+                e["direction"].as_str().unwrap(),
+                utc(e["timestamp"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let at = |t: &str| t.to_string();
+    assert_eq!(
+        summary,
+        vec![
+            (106, "cpu", "down", at("2026-11-23 13:00")),
+            (106, "memory", "down", at("2026-11-23 13:00")),
+            (101, "cpu", "up", at("2026-11-23 16:00")),
+        ]
+    );
+    assert!(v.iter().all(|e| e["action"] == "anomaly"), "{text}");
+    // The model at work: an open anomaly holds the dead service's cut, the recent-history window
+    // holds cuts, a daily peak is anticipated.
+    assert!(text.contains("but anomaly open (score"), "{text}");
+    assert!(text.contains("but max over the last 21600 s is"), "{text}");
+    assert!(text.contains("cpu expected at 11:00"), "{text}");
+    // Fewer changes than the 13 of the demo's 24 cycles without the model's history.
+    let changes: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("24 cycles, "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("summary line");
+    assert!(changes < 13, "{changes} changes\n{text}");
 }

@@ -1,5 +1,11 @@
 //! `lxc_autoscale demo`: the real engine (collect -> decide -> apply, backups included) against a
 //! simulated host built in a temp dir, one simulated hour per cycle. Needs no root and no Proxmox.
+//!
+//! The model learns from history, so the demo first runs the same loop silently over
+//! `HISTORY_DAYS` simulated days (what a daemon installed two weeks ago would have learned), then
+//! prints `cycles` live ones, in which two incidents happen: a runaway process in CT 101 and the
+//! database service of CT 106 dying. The anomaly detector catches both; each episode start is
+//! written to the event log as the daemon writes it.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -7,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 use crate::act::apply::{self, NotApplied, Target};
 use crate::act::backup::BackupStore;
@@ -19,17 +25,24 @@ use crate::decide::policy;
 use crate::read::collect::Collector;
 use crate::read::hostfiles::{self, CpuStatFile, HostFiles, MemoryStatFile};
 use crate::read::snapshot::State;
+use crate::record::events::{AnomalyFields, EventLog};
 
 /// Simulated time between cycles.
 const STEP_SECS: i64 = 3600;
+/// Simulated days run silently before the printed cycles, so the model has a history to learn
+/// from (the anomaly detector's warm-up is 288 readings: 12 days at one reading an hour).
+const HISTORY_DAYS: u32 = 14;
+/// Live cycle at which CT 101 gets a runaway process (16:00), and at which CT 106's database
+/// service dies (12:00).
+const RUNAWAY_CYCLE: u32 = 8;
+const DEATH_CYCLE: u32 = 4;
 const HOST_CPUS: u32 = 16;
 const HOST_MEM_MB: u64 = 65_536;
 /// Linux reports /proc/stat in USER_HZ ticks.
 const USER_HZ: u64 = 100;
 const MIB: u64 = 1024 * 1024;
 
-/// How a simulated container behaves: demand in cores and used memory in MB at an hour of the day
-/// (`cycle` counts cycles since the start).
+/// How a simulated container behaves: demand in cores and used memory in MB at an hour of the day.
 #[derive(Clone, Copy)]
 enum Shape {
     Steady,
@@ -54,14 +67,14 @@ impl Shape {
         match self {
             Shape::Steady => "steady",
             Shape::Spiky => "spiky",
-            Shape::GrowingMemory => "growing memory",
+            Shape::GrowingMemory => "fills, 03:00 reset",
             Shape::IdleAtNight => "idle at night",
             Shape::Busy => "busy (opted out)",
         }
     }
 
-    /// (demand cores, used MB) at local `hour` in cycle `cycle`.
-    fn load(self, hour: u32, cycle: u32) -> (f64, u64) {
+    /// (demand cores, used MB) at local `hour`.
+    fn load(self, hour: u32) -> (f64, u64) {
         let day = (8..22).contains(&hour);
         match self {
             Shape::Steady => (1.5, 700),
@@ -72,7 +85,8 @@ impl Shape {
                     (0.4, 900)
                 }
             }
-            Shape::GrowingMemory => (0.3, 600 + 160 * u64::from(cycle)),
+            // A cache that fills up all day and is restarted at 03:00.
+            Shape::GrowingMemory => (0.3, 600 + 40 * u64::from((hour + 21) % 24)),
             Shape::IdleAtNight => {
                 if day {
                     (2.6, 2600)
@@ -82,6 +96,17 @@ impl Shape {
             }
             Shape::Busy => (3.9, 3000),
         }
+    }
+}
+
+/// The live incidents: (demand cores, used MB) that replace a container's usual load.
+fn incident(vmid: u32, cycle: u32) -> Option<(f64, u64)> {
+    match vmid {
+        // A runaway process: every core it can get.
+        101 if cycle >= RUNAWAY_CYCLE => Some((16.0, 700)),
+        // The database service died: the container idles with its memory freed.
+        106 if cycle >= DEATH_CYCLE => Some((0.02, 150)),
+        _ => None,
     }
 }
 
@@ -267,7 +292,7 @@ impl Host {
         for i in 0..self.cts.len() {
             let (cores, memory_mb) = self.allocation(self.cts[i].vmid)?;
             let c = &mut self.cts[i];
-            let (demand, used_mb) = c.shape.load(hour, cycle);
+            let (demand, used_mb) = incident(c.vmid, cycle).unwrap_or_else(|| c.shape.load(hour));
             let granted = demand.min(f64::from(cores));
             c.usage_usec += (granted * dt_usec as f64) as u64;
             busy_cores += granted;
@@ -302,11 +327,12 @@ impl Host {
     }
 }
 
-fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan, host: &Host) {
+fn render_cycle(out: &mut String, c: &Cycle, engine: &Engine) {
+    let energy = policy::energy_window(&engine.cfg, chrono::Timelike::hour(&c.now));
     let _ = writeln!(
         out,
         "\n== {}{}",
-        when.format("%a %H:%M"),
+        c.now.format("%a %H:%M"),
         if energy { "  (energy mode)" } else { "" }
     );
     let _ = writeln!(
@@ -314,15 +340,16 @@ fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan
         "  {:<5} {:<7} {:<16} {:>6} {:>6} {:>6} {:>7}  decision",
         "vmid", "name", "load shape", "cores", "cpu%", "mem%", "mem MB"
     );
-    for o in &plan.observations {
-        let shape = host
+    for o in &c.plan.observations {
+        let shape = engine
+            .host
             .cts
             .iter()
-            .find(|c| c.vmid == o.vmid)
-            .map_or("", |c| c.shape.label());
-        let decision = if let Some(c) = plan.changes.iter().find(|c| c.vmid == o.vmid) {
-            apply::describe(c)
-        } else if let Some(n) = plan.notes.iter().find(|n| n.vmid == o.vmid) {
+            .find(|ct| ct.vmid == o.vmid)
+            .map_or("", |ct| ct.shape.label());
+        let decision = if let Some(ch) = c.plan.changes.iter().find(|ch| ch.vmid == o.vmid) {
+            ch.why().to_string()
+        } else if let Some(n) = c.plan.notes.iter().find(|n| n.vmid == o.vmid) {
             n.reason.to_string()
         } else {
             "-".into()
@@ -341,64 +368,86 @@ fn render_cycle(out: &mut String, when: NaiveDateTime, energy: bool, plan: &Plan
             decision
         );
     }
+    for a in &c.plan.anomalies {
+        let _ = writeln!(out, "  ! anomaly, CT {}: {a}", a.vmid);
+    }
+    for line in &c.anomaly_events {
+        let _ = writeln!(out, "    event log: {line}");
+    }
+    for f in &c.failed {
+        let _ = writeln!(out, "  ! {f}");
+    }
 }
 
-/// Runs `cycles` simulated hours starting Monday 08:00 and prints each cycle's decisions.
-pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
-    let scratch = Scratch::new()?;
-    let cfg = demo_config(&scratch.0)?;
-    let mut host = Host::create(HostFiles::of(&cfg))?;
-    let start = NaiveDate::from_ymd_opt(2026, 11, 23)
-        .and_then(|d| d.and_hms_opt(8, 0, 0))
-        .context("demo start time")?;
-    let mut pct = SimPct {
-        conf_dir: cfg.pve_lxc_dir.clone(),
-        calls: 0,
-    };
-    let backups = BackupStore::new(cfg.backup_dir.clone());
-    let mut collector = Collector::new();
-    let mut state = State::default();
-    let mut models = Models::default();
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "lxc_autoscale demo: {} simulated containers on a {HOST_CPUS}-cpu, {} GiB host, one cycle per simulated hour.\n\
-         Same code as the daemon: files -> snapshot -> model + policy::decide_with_model -> pct set (simulated) with backups.\n\
-         Energy mode is on from 22:00 to 06:00; 106 is in tier `critical` (priority 10); 105 is tagged noautoscale.",
-        host.cts.len(),
-        HOST_MEM_MB / 1024
-    );
+/// The real loop over the simulated host: collect -> model + decide -> apply, one cycle per call.
+struct Engine {
+    cfg: Config,
+    host: Host,
+    pct: SimPct,
+    backups: BackupStore,
+    events: EventLog,
+    collector: Collector,
+    state: State,
+    models: Models,
+    not_applied: NotApplied,
+    /// Time of cycle 0 (the seed reading), the start of the history.
+    origin: NaiveDateTime,
+}
 
-    // The first reading only seeds the counters, as the daemon's sampling window does.
-    let at = |i: i64| start + chrono::Duration::seconds(i * STEP_SECS);
-    let usec = |t: NaiveDateTime| Utc.from_utc_datetime(&t).timestamp_micros();
-    host.advance(0, 8, 0)?;
-    state = state.advanced(&collector.collect(&cfg, usec(at(0))));
-    let mut changes = 0;
-    let mut not_applied = NotApplied::default();
-    for cycle in 1..=cycles {
-        let now = at(i64::from(cycle));
+/// What one cycle did.
+struct Cycle {
+    now: NaiveDateTime,
+    plan: Plan,
+    applied: usize,
+    /// Failed changes, one line each.
+    failed: Vec<String>,
+    /// The anomaly events written this cycle, as JSON lines.
+    anomaly_events: Vec<String>,
+}
+
+impl Engine {
+    fn new(root: &Path, start: NaiveDateTime) -> Result<Engine> {
+        let cfg = demo_config(root)?;
+        let host = Host::create(HostFiles::of(&cfg))?;
+        let mut engine = Engine {
+            pct: SimPct {
+                conf_dir: cfg.pve_lxc_dir.clone(),
+                calls: 0,
+            },
+            backups: BackupStore::new(cfg.backup_dir.clone()),
+            events: EventLog::beside(&cfg.log_file),
+            collector: Collector::new(),
+            state: State::default(),
+            models: Models::default(),
+            not_applied: NotApplied::default(),
+            origin: start - chrono::Duration::days(i64::from(HISTORY_DAYS)),
+            cfg,
+            host,
+        };
+        // The first reading only seeds the counters, as the daemon's sampling window does.
+        engine.host.advance(0, 8, 0)?;
+        let snap = engine.collector.collect(&engine.cfg, usec(engine.origin));
+        engine.state = engine.state.advanced(&snap);
+        Ok(engine)
+    }
+
+    /// Runs cycle `i` (hours since the origin); `live` is the live cycle number, 0 in the history.
+    fn step(&mut self, i: u32, live: u32) -> Result<Cycle> {
+        let now = self.origin + chrono::Duration::seconds(i64::from(i) * STEP_SECS);
         let hour = chrono::Timelike::hour(&(now - chrono::Duration::seconds(1)));
-        host.advance(STEP_SECS, hour, cycle)?;
-        let snap = collector.collect(&cfg, usec(now));
-        let plan = policy::decide_with_model(&cfg, &snap, &state, &mut models, now);
-        render_cycle(
-            &mut text,
-            now,
-            policy::energy_window(&cfg, chrono::Timelike::hour(&now)),
-            &plan,
-            &host,
-        );
+        self.host.advance(STEP_SECS, hour, live)?;
+        let snap = self.collector.collect(&self.cfg, usec(now));
+        let plan = policy::decide_with_model(&self.cfg, &snap, &self.state, &mut self.models, now);
         let never = || false;
         let mut target = Target {
-            pct: &mut pct,
+            pct: &mut self.pct,
             pct_display: "pct".into(),
-            backups: &backups,
+            backups: &self.backups,
             events: None,
             dry_run: false,
             should_stop: &never,
-            conf_dir: &cfg.pve_lxc_dir,
-            not_applied: &mut not_applied,
+            conf_dir: &self.cfg.pve_lxc_dir,
+            not_applied: &mut self.not_applied,
         };
         let report = apply::apply(
             &plan.changes,
@@ -406,19 +455,98 @@ pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
             &mut target,
             Utc.from_utc_datetime(&now),
         );
-        changes += report.applied.len();
-        for f in &report.failed {
-            let _ = writeln!(text, "  ! {} {}: {}", f.vmid, f.summary, f.error);
+        self.state = self.state.advanced(&snap);
+        let failed = report
+            .failed
+            .iter()
+            .map(|f| format!("{} {}: {}", f.vmid, f.summary, f.error))
+            .collect();
+        let anomaly_events = self.record_anomalies(&plan, now)?;
+        Ok(Cycle {
+            now,
+            applied: report.applied.len(),
+            failed,
+            anomaly_events,
+            plan,
+        })
+    }
+
+    /// Writes each episode start to the event log, as the daemon does, and returns the lines.
+    fn record_anomalies(&self, plan: &Plan, now: NaiveDateTime) -> Result<Vec<String>> {
+        let at = Utc.from_utc_datetime(&now).with_timezone(&Local);
+        for a in &plan.anomalies {
+            let fields = AnomalyFields {
+                resource: &a.resource.to_string(),
+                direction: a.onset.direction.as_str(),
+                score: a.onset.score,
+            };
+            self.events
+                .record_anomaly_at(at, a.vmid, &a.to_string(), fields)?;
         }
-        state = state.advanced(&snap);
+        if plan.anomalies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.events.path();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let first = lines.len().saturating_sub(plan.anomalies.len());
+        Ok(lines[first..].iter().map(|l| (*l).to_string()).collect())
+    }
+}
+
+fn usec(t: NaiveDateTime) -> i64 {
+    Utc.from_utc_datetime(&t).timestamp_micros()
+}
+
+/// Runs the history silently, then `cycles` simulated hours starting Monday 08:00, printing each
+/// live cycle's decisions and anomaly events.
+pub fn run(cycles: u32, out: &mut dyn Write) -> Result<ExitCode> {
+    let scratch = Scratch::new()?;
+    let start = NaiveDate::from_ymd_opt(2026, 11, 23)
+        .and_then(|d| d.and_hms_opt(8, 0, 0))
+        .context("demo start time")?;
+    let mut engine = Engine::new(&scratch.0, start)?;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "lxc_autoscale demo: {} simulated containers on a {HOST_CPUS}-cpu, {} GiB host, one cycle per simulated hour.\n\
+         Same code as the daemon: files -> snapshot -> model + policy::decide_with_model -> pct set (simulated) with backups.\n\
+         Energy mode is on from 22:00 to 06:00; 106 is in tier `critical` (priority 10); 105 is tagged noautoscale.",
+        engine.host.cts.len(),
+        HOST_MEM_MB / 1024
+    );
+    let history = HISTORY_DAYS * 24;
+    let (mut learned, mut learned_anomalies) = (0, 0);
+    for i in 1..=history {
+        let c = engine.step(i, 0)?;
+        learned += c.applied;
+        learned_anomalies += c.anomaly_events.len();
+    }
+    let _ = writeln!(
+        text,
+        "History: the same loop ran silently over the {HISTORY_DAYS} days before ({history} cycles: {learned} changes, \
+         {learned_anomalies} anomaly events), so the model below has learned each container's behaviour.\n\
+         Live incidents: CT 101 gets a runaway process at 16:00; CT 106's database service dies at 12:00."
+    );
+    out.write_all(text.as_bytes())?;
+    text.clear();
+    let calls_before = engine.pct.calls;
+    let (mut changes, mut anomalies) = (0, 0);
+    for live in 1..=cycles {
+        let c = engine.step(history + live, live)?;
+        render_cycle(&mut text, &c, &engine);
+        changes += c.applied;
+        anomalies += c.anomaly_events.len();
         out.write_all(text.as_bytes())?;
         text.clear();
     }
     let _ = writeln!(
         text,
-        "\n{cycles} cycles, {changes} changes applied with {} simulated `pct set` calls (one per changed container). Backups: {}.",
-        pct.calls,
-        backups.vmids()?.len()
+        "\n{cycles} cycles, {changes} changes applied with {} simulated `pct set` calls (one per changed container), \
+         {anomalies} anomaly events. Backups: {}.",
+        engine.pct.calls - calls_before,
+        engine.backups.vmids()?.len()
     );
     let _ = writeln!(
         text,

@@ -103,15 +103,24 @@ impl EventLog {
 
     /// Appends an `anomaly` event (an episode start) stamped with the current local time.
     pub fn record_anomaly(&self, vmid: u32, change: &str, fields: AnomalyFields) -> Result<()> {
-        let line = format_event(
-            &self.host,
-            Local::now(),
-            vmid,
-            "anomaly",
-            change,
-            Some(fields),
-        )?;
+        self.record_anomaly_at(Local::now(), vmid, change, fields)
+    }
+
+    /// `record_anomaly` with an explicit timestamp (the demo's simulated clock).
+    pub fn record_anomaly_at(
+        &self,
+        at: DateTime<Local>,
+        vmid: u32,
+        change: &str,
+        fields: AnomalyFields,
+    ) -> Result<()> {
+        let line = format_event(&self.host, at, vmid, "anomaly", change, Some(fields))?;
         self.append(&line)
+    }
+
+    /// The event log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends a `recommendation` event (placement advice) stamped with the current local time.
