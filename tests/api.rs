@@ -1636,3 +1636,44 @@ fn containers_lists_what_status_json_lists_including_an_unreadable_baseline() {
     assert_eq!(vmids(data), [101, 102, 110]);
     assert_eq!(vmids(&s), [101, 102, 110]);
 }
+
+#[test]
+fn in_cluster_mode_metrics_is_still_byte_for_byte_the_textfile_with_the_cluster_figures() {
+    let cluster = common::cluster::FakeCluster::new(&["n1", "n2"], 4);
+    cluster.add_container("n1", 101, "cores: 1\nmemory: 512\n");
+    for node in ["n1", "n2"] {
+        cluster.node(node).seed_previous_cycle(&[]);
+        cluster.write_local_config(node, "");
+    }
+    let out = cluster.run("n2", &["--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let n1 = cluster.node("n1");
+    let prom = n1.path("var/lxc_autoscale.prom");
+    let socket = n1.path("run/api.sock");
+    cluster.write_local_config(
+        "n1",
+        &format!(
+            "poll_interval = 3600\nprometheus_textfile = \"{}\"\n[api]\nlisten = \"unix:{}\"\n",
+            prom.display(),
+            socket.display()
+        ),
+    );
+    let daemon = cluster.spawn("n1");
+    let addr = Addr::Unix(socket.clone());
+    wait_for("n1's first cycle", || {
+        UnixStream::connect(&socket).is_ok()
+            && request(&addr, "GET", "/health", &[], None).body["last_cycle"].is_string()
+    });
+    let file = std::fs::read_to_string(&prom).unwrap();
+    let r = request(&addr, "GET", "/metrics", &[], None);
+    common::cluster::stop(daemon);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_str().unwrap(), file);
+    for line in [
+        "lxc_autoscale_cluster_nodes 2",
+        r#"lxc_autoscale_cluster_stale{node="n2"} 0"#,
+        r#"lxc_autoscale_container_anomaly{vmid="101",name="",tier="",resource="cpu"} 0"#,
+    ] {
+        assert!(file.lines().any(|l| l == line), "{line} not in\n{file}");
+    }
+}

@@ -521,6 +521,19 @@ fn a_container_that_left_gets_a_migrated_or_destroyed_event_on_the_node_it_left(
             ),
         ]
     );
+    // 103 is destroyed while stopped (as `pct destroy` wants it): gone from .vmlist, an event.
+    std::fs::remove_file(cluster.conf_path("n1", 103)).unwrap();
+    cluster.write_vmlist();
+    once_ok(&cluster, "n1");
+    let events = events_of(&cluster, "n1");
+    assert_eq!(
+        events[2..],
+        [(
+            103,
+            "destroyed".to_string(),
+            "no longer in the cluster's .vmlist".to_string()
+        )]
+    );
     assert!(cluster.node("n1").pct_calls().is_empty());
 }
 

@@ -182,6 +182,10 @@ pub struct State {
     /// move to the trash a day later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destroyed: BTreeMap<u32, EpochUsec>,
+    /// The containers `.vmlist` put on this node at the last cycle, running or not (cluster
+    /// mode); `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned: Option<std::collections::BTreeSet<u32>>,
     /// Containers the placement leader advised moving, and when: each at most once a day
     /// (`RECOMMENDED_FOR_USEC`), across restarts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -353,6 +357,7 @@ impl State {
             seen,
             arrivals,
             destroyed: self.destroyed.clone(),
+            owned: self.owned.clone(),
             recommended: self
                 .recommended
                 .iter()

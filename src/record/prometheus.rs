@@ -216,17 +216,20 @@ fn render_anomaly(containers: &[ContainerRecord], scores: &AnomalyScores) -> Str
 }
 
 /// Everything one cycle exports: the text file holds exactly this, and the API's `GET /metrics`
-/// serves exactly this. Every family goes through here, so the two never differ.
+/// serves exactly this. Every family goes through here, so the two never differ. `cluster` is
+/// `render_cluster`'s text in cluster mode, empty otherwise.
 pub fn exposition(
     host: &HostRecord,
     containers: &[ContainerRecord],
     counters: &ActionCounters,
     planned: &[Change],
     anomaly: &AnomalyScores,
+    cluster: &str,
 ) -> String {
     let mut text = render(host, containers, counters);
     text.push_str(&render_planned(planned));
     text.push_str(&render_anomaly(containers, anomaly));
+    text.push_str(cluster);
     text
 }
 
@@ -503,6 +506,7 @@ mod tests {
             &ActionCounters::default(),
             &[],
             &scores,
+            "",
         );
         assert!(all.ends_with(&text), "{all}");
         assert!(all.contains("# TYPE lxc_autoscale_container_planned_cores gauge\n"));

@@ -420,6 +420,7 @@ impl<'a> Daemon<'a> {
             api.publish(
                 view::build(&self.cfg, snap, &plan, &self.state, cycle, c, &extras),
                 prometheus::AnomalyScores::of(&self.models),
+                self.cluster.prometheus(),
             );
         }
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
@@ -740,9 +741,14 @@ fn export_metrics(
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
-        let mut text =
-            prometheus::exposition(&host, &containers, counters, &plan.changes, &anomaly);
-        text.push_str(cluster);
+        let text = prometheus::exposition(
+            &host,
+            &containers,
+            counters,
+            &plan.changes,
+            &anomaly,
+            cluster,
+        );
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }

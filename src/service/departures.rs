@@ -1,8 +1,9 @@
 //! Containers that came to or left this node (cluster mode).
 //!
-//! - A container that left: a `migrated` event when `.vmlist` puts it on another node, a
-//!   `destroyed` event when `.vmlist` no longer lists it. Its local samples are already gone: the
-//!   state keeps only what the snapshot holds. A day after a `destroyed` event its record moves to
+//! - A container that left (`.vmlist` put it on this node at the last cycle, running or
+//!   stopped): a `migrated` event when `.vmlist` puts it on another node, a `destroyed` event when
+//!   `.vmlist` no longer lists it. Its local samples are already gone: the state keeps only what
+//!   the snapshot holds. A day after a `destroyed` event its record moves to
 //!   `ct/.trash/` (pmxcfs has no symlinks: a rename), unless the vmid is back in the cluster.
 //! - A container that arrived (running here now, not last cycle): no cut for
 //!   max(`scale_down_window`, 2 × `poll_interval`), since its counters restarted with it, and the
@@ -10,8 +11,7 @@
 //!   with no container seen before cannot tell an arrival from a container that ran before the
 //!   daemon: there only a record written by another node marks one.
 //!
-//! `.vmlist` is read at most once per cycle, and only in a cycle where a container left or a
-//! record is due for the trash: a steady cycle reads nothing more.
+//! `.vmlist` is read exactly once per cycle (`VmlistOnce`), for both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -94,33 +94,30 @@ pub fn departures(
         .collect()
 }
 
-fn with_conf(snap: &Snapshot) -> BTreeSet<u32> {
-    snap.containers
-        .iter()
-        .filter(|c| c.conf.is_some())
-        .map(|c| c.vmid)
-        .collect()
-}
-
-/// Records an event for each container seen with a conf last cycle (`state.seen`) that left
-/// `snap`, notes the destroyed ones in the state, and moves the records that are due to the
-/// trash. Returns how many times `.vmlist` was read (0 or 1).
+/// Records an event for each container that `.vmlist` put on this node at the last cycle
+/// (`state.owned`) and puts elsewhere or nowhere now, notes the destroyed ones in the state, and
+/// moves the records that are due to the trash. Returns how many times `.vmlist` was read: one
+/// in cluster mode.
 pub fn note(cfg: &Config, state: &mut State, snap: &Snapshot, events: &EventLog) -> u32 {
     let Some(me) = &cfg.cluster_node else {
         return 0;
     };
     let mut vmlist = VmlistOnce::new(&cfg.pve_root);
-    let now = with_conf(snap);
-    let seen: BTreeSet<u32> = state.seen.keys().copied().collect();
-    if !seen.is_subset(&now) {
-        if let Some(list) = vmlist.get() {
-            for (vmid, departure) in departures(&seen, &now, list, me) {
+    if let Some(list) = vmlist.get() {
+        let mine: BTreeSet<u32> = list
+            .iter()
+            .filter(|(_, node)| *node == me)
+            .map(|(vmid, _)| *vmid)
+            .collect();
+        if let Some(before) = &state.owned {
+            for (vmid, departure) in departures(before, &mine, list, me) {
                 if departure == Departure::Destroyed {
                     state.destroyed.insert(vmid, snap.taken_at_usec);
                 }
                 record_departure(events, vmid, departure);
             }
         }
+        state.owned = Some(mine);
     }
     if let Some(records) = CtRecords::for_config(cfg) {
         sweep_trash(&records, state, &mut vmlist, snap.taken_at_usec);
@@ -268,7 +265,7 @@ pub fn arrival(now: EpochUsec, secs: u64, record: Option<&CtRecord>) -> Arrival 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::snapshot::{ContainerSample, CtConf, Seen};
+    use crate::read::snapshot::{ContainerSample, CtConf};
 
     const DAY: EpochUsec = TRASH_AFTER_USEC;
     const NOW: EpochUsec = 1_700_000_000_000_000;
@@ -310,38 +307,53 @@ mod tests {
         std::fs::write(root.join(".vmlist"), text).unwrap();
     }
 
-    fn seen(vmids: &[u32]) -> BTreeMap<u32, Seen> {
-        vmids
-            .iter()
-            .map(|&v| {
-                let s = Seen {
-                    cores: None,
-                    memory_mb: 512,
-                };
-                (v, s)
+    #[test]
+    fn each_cycle_reads_vmlist_once_for_departures_and_the_trash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cfg, events) = cluster(tmp.path());
+        vmlist(
+            tmp.path(),
+            &[(101, "n1"), (104, "n1"), (105, "n1"), (201, "n2")],
+        );
+        let mut state = State::default();
+        // The first cycle learns what is here; 105 is stopped and still counts.
+        assert_eq!(note(&cfg, &mut state, &running(&[101, 104]), &events), 1);
+        assert_eq!(state.owned, Some(BTreeSet::from([101, 104, 105])));
+        assert_eq!(note(&cfg, &mut state, &running(&[101, 104]), &events), 1);
+        // 104 and the stopped 105 were destroyed, 101 migrated, and 102 and 103 are due for the
+        // trash: still one read.
+        state.destroyed = BTreeMap::from([(102, NOW - DAY), (103, NOW - DAY - 1)]);
+        vmlist(tmp.path(), &[(101, "n2"), (201, "n2")]);
+        assert_eq!(note(&cfg, &mut state, &running(&[]), &events), 1);
+        assert_eq!(state.destroyed, BTreeMap::from([(104, NOW), (105, NOW)]));
+        assert_eq!(state.owned, Some(BTreeSet::new()));
+        let log = std::fs::read_to_string(tmp.path().join("log/lxc_autoscale.json")).unwrap();
+        let actions: Vec<(u64, String)> = log
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let action = v["action"].as_str().unwrap().to_string();
+                (v["container_id"].as_u64().unwrap(), action)
             })
-            .collect()
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (101, "migrated".to_string()),
+                (104, "destroyed".to_string()),
+                (105, "destroyed".to_string())
+            ]
+        );
     }
 
     #[test]
-    fn a_steady_cycle_reads_no_vmlist_and_a_busy_one_reads_it_once() {
+    fn a_standalone_node_reads_no_vmlist() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cfg, events) = cluster(tmp.path());
-        vmlist(tmp.path(), &[(101, "n1"), (104, "n1"), (105, "n1")]);
-        let mut state = State {
-            seen: seen(&[101, 104]),
-            ..State::default()
-        };
-        assert_eq!(note(&cfg, &mut state, &running(&[101, 104]), &events), 0);
-        // 104 was destroyed here (a departure) and 102 and 103 a day ago (both due): one read.
-        state.destroyed = BTreeMap::from([(102, NOW - DAY), (103, NOW - DAY - 1)]);
-        std::fs::write(
-            tmp.path().join(".vmlist"),
-            r#"{"ids": {"101": {"node": "n1", "type": "lxc"}}}"#,
-        )
-        .unwrap();
-        assert_eq!(note(&cfg, &mut state, &running(&[101]), &events), 1);
-        assert_eq!(state.destroyed, BTreeMap::from([(104, NOW)]));
+        let (mut cfg, events) = cluster(tmp.path());
+        cfg.cluster_node = None;
+        let mut state = State::default();
+        assert_eq!(note(&cfg, &mut state, &running(&[101]), &events), 0);
+        assert_eq!(state.owned, None);
     }
 
     #[test]

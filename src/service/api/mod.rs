@@ -72,22 +72,25 @@ pub struct MetricsInput {
 
 impl MetricsInput {
     /// The same text as the Prometheus textfile of the same cycle, from the same function.
-    pub fn render(&self, anomaly: &AnomalyScores) -> String {
+    pub fn render(&self, anomaly: &AnomalyScores, cluster: &str) -> String {
         prometheus::exposition(
             &self.host,
             &self.containers,
             &self.counters,
             &self.planned,
             anomaly,
+            cluster,
         )
     }
 }
 
-/// What one cycle published: the view and the anomaly scores the metrics show with it.
+/// What one cycle published: the view, and what the metrics show beside its records (the anomaly
+/// scores; the cluster families in cluster mode).
 #[derive(Debug, Clone, Default)]
 pub struct Published {
     pub view: Arc<View>,
     pub anomaly: Arc<AnomalyScores>,
+    pub cluster: Arc<str>,
 }
 
 /// The API's part of the config, with the token read from its file.
@@ -210,10 +213,11 @@ impl Shared {
         Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn publish(&self, view: View, anomaly: AnomalyScores) {
+    pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published {
             view: Arc::new(view),
             anomaly: Arc::new(anomaly),
+            cluster: Arc::from(cluster),
         };
     }
 

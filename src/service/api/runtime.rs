@@ -82,9 +82,10 @@ impl ApiRuntime {
         self.handle.tcp_addr
     }
 
-    /// Hands the API what a cycle measured, decided and scored.
-    pub fn publish(&self, view: View, anomaly: AnomalyScores) {
-        self.shared.publish(view, anomaly);
+    /// Hands the API what a cycle measured, decided and scored, and the cluster families of
+    /// `prometheus::render_cluster` (empty outside cluster mode).
+    pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
+        self.shared.publish(view, anomaly, cluster);
     }
 
     /// A reload re-reads the token; on error the old settings stay. The address needs a restart.

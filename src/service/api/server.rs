@@ -306,7 +306,10 @@ fn exchange(conn: &mut Conn, shared: &Arc<Shared>, peer: &str) -> Option<(Respon
     let unread = declared.saturating_sub(early.len() as u64);
     let route = match routes::admit(shared, peer, &req) {
         Ok(r) => r,
-        Err(resp) => return Some((resp, unread)),
+        Err(resp) => {
+            debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+            return Some((resp, unread));
+        }
     };
     let len = match http::body_length(&req) {
         Ok(n) => n,
