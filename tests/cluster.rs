@@ -1116,3 +1116,32 @@ fn the_first_start_in_cluster_mode_imports_local_baselines_once_keeping_other_no
         1
     );
 }
+
+#[test]
+fn a_container_with_any_lock_is_skipped_and_its_neighbour_is_scaled() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container("n1", 101, &format!("lock: migrate\n{BUSY_CONF}"));
+    cluster.add_container("n1", 102, &format!("{BUSY_CONF}lock: snapshot\n"));
+    cluster.add_container("n1", 103, BUSY_CONF);
+    cluster.write_local_config("n1", "");
+    make_busy(cluster.node("n1"), &[101, 102, 103]);
+    let out = once_ok(&cluster, "n1");
+    assert_eq!(
+        cluster.node("n1").pct_calls(),
+        ["set 103 -cores 4 -memory 1800"]
+    );
+    let log = stderr(&out);
+    assert_eq!(
+        count(&log, "locked (migrate): not changed this cycle"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        count(&log, "locked (snapshot): not changed this cycle"),
+        1,
+        "{log}"
+    );
+    assert_eq!(cluster.ct_record(101), None);
+    assert_eq!(cluster.ct_record(102), None);
+    assert!(cluster.ct_record(103).is_some());
+}

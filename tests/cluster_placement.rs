@@ -171,6 +171,19 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
     });
     assert_eq!(cluster.lease_owner().as_deref(), Some(owner.as_str()));
     assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
+    // A new leader learns the advice from the old leader's status file: no repeat either.
+    let restarted = daemons.pop().unwrap();
+    stop(restarted);
+    cluster.age_lease(121);
+    wait_for("a new leader", || {
+        cluster.lease_owner().is_some_and(|o| o != owner)
+    });
+    let next = cluster.lease_owner().unwrap();
+    let before = cycles(&cluster, &next);
+    wait_for("three cycles of the new leader", || {
+        cycles(&cluster, &next) >= before + 3
+    });
+    assert_eq!(all(&cluster).len(), 1, "{:?}", all(&cluster));
     for d in daemons {
         stop(d);
     }
@@ -320,7 +333,8 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     cluster.write_local_config(
         "n1",
         &format!(
-            "poll_interval = 1\n[api]\nlisten = \"unix:{}\"\n",
+            "poll_interval = 1\nprometheus_textfile = \"{}\"\n[api]\nlisten = \"unix:{}\"\n",
+            cluster.node("n1").path("var/lxc_autoscale.prom").display(),
             socket.display()
         ),
     );
@@ -353,6 +367,29 @@ fn get_cluster_status_over_the_unix_socket_returns_the_merged_view() {
     );
     assert_eq!(summary(&view), summary(&cluster_json(&cluster, "n2")));
     assert_eq!(view["nodes"][0]["memory"]["capacity"], 65536.0);
+    // GET /metrics carries the cluster families as the text file does, once a cycle of n1 has
+    // seen both files.
+    let get_metrics = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    wait_for("n1's metrics to count both nodes", || {
+        get_metrics().contains("\nlxc_autoscale_cluster_nodes 2\n")
+    });
+    let reply = get_metrics();
+    assert!(
+        reply.contains("\nlxc_autoscale_cluster_stale_nodes 0\n"),
+        "{reply}"
+    );
+    let line = format!("\nlxc_autoscale_cluster_leader{{node=\"{leader}\"}} 1\n");
+    assert!(reply.contains(&line), "{reply}");
     for d in daemons {
         stop(d);
     }

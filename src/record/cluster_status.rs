@@ -59,6 +59,32 @@ pub struct NodeStatus {
     /// Shortfalls left out to keep the file under `MAX_STATUS_BYTES`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shortfalls_left_out: usize,
+    /// Containers this node advised moving in the last day, as placement leader: a node that
+    /// takes the lease over reads them, so the advice is not repeated within the day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommended: Vec<Recommended>,
+}
+
+/// A recommendation made, and when (RFC 3339 UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recommended {
+    pub vmid: u32,
+    pub at: String,
+}
+
+/// Adds the recommendations every node's file lists to `known` (vmid -> µs), keeping the later
+/// time of each.
+pub fn merge_recommended(view: &ClusterView, known: &mut BTreeMap<u32, EpochUsec>) {
+    for n in &view.nodes {
+        for r in &n.status.recommended {
+            let Ok(at) = chrono::DateTime::parse_from_rfc3339(&r.at) else {
+                continue;
+            };
+            let at = at.timestamp_micros();
+            let slot = known.entry(r.vmid).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -172,6 +198,8 @@ pub struct CycleFacts<'a> {
     pub applied: Vec<(u32, String, String)>,
     pub quorum: bool,
     pub leader: bool,
+    /// Recommendations made in the last day (the state's), vmid -> µs.
+    pub recommended: &'a BTreeMap<u32, EpochUsec>,
     pub now_usec: EpochUsec,
 }
 
@@ -296,6 +324,14 @@ impl StatusPublisher {
             actions: self.actions.iter().cloned().collect(),
             shortfalls,
             shortfalls_left_out: 0,
+            recommended: facts
+                .recommended
+                .iter()
+                .map(|(vmid, at)| Recommended {
+                    vmid: *vmid,
+                    at: rfc3339(*at),
+                })
+                .collect(),
         }
     }
 }
@@ -635,6 +671,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
+        let none = BTreeMap::new();
         let mut plan = Plan {
             shortfalls: vec![short(101, 512)],
             ..Plan::default()
@@ -649,6 +686,7 @@ mod tests {
                 applied,
                 quorum: true,
                 leader: false,
+                recommended: &none,
                 now_usec: NOW + secs * 1_000_000,
             };
             p.publish(&facts).unwrap()
@@ -678,6 +716,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
+        let none = BTreeMap::new();
         let plan = Plan {
             shortfalls: vec![short(101, 512)],
             ..Plan::default()
@@ -690,6 +729,7 @@ mod tests {
             applied: vec![(102, "cores 1 -> 2".into(), "busy".into())],
             quorum: true,
             leader: false,
+            recommended: &none,
             now_usec: NOW + secs * 1_000_000,
         };
         StatusPublisher::default().publish(&facts(0)).unwrap();
@@ -707,6 +747,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
+        let none = BTreeMap::new();
         let plan = Plan::default();
         let facts = CycleFacts {
             cfg: &cfg,
@@ -716,6 +757,7 @@ mod tests {
             applied: vec![],
             quorum: false,
             leader: false,
+            recommended: &none,
             now_usec: NOW,
         };
         let mut p = StatusPublisher::default();

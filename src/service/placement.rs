@@ -12,12 +12,12 @@ use tracing::{debug, info, warn};
 
 use crate::act::apply::Report;
 use crate::act::notify::Notifier;
-use crate::config::{Config, Placement};
+use crate::config::{ApiListen, Config, Placement};
 use crate::decide::placement::{self, Candidate, Recommendation};
 use crate::decide::plan::{Headroom, Plan};
 use crate::read::cluster;
 use crate::read::snapshot::{EpochUsec, Snapshot, State};
-use crate::record::cluster_status::{self, CycleFacts, Published, StatusPublisher};
+use crate::record::cluster_status::{self, ClusterView, CycleFacts, Published, StatusPublisher};
 use crate::record::events::{EventLog, RecommendationFields};
 use crate::record::prometheus;
 use crate::service::lease::{Holder, Lease};
@@ -43,7 +43,8 @@ pub struct ClusterDuty {
     lease: Lease,
     /// Whether this node held the lease at its last check.
     leader: bool,
-    /// The `lxc_autoscale_cluster_*` families of the last cycle (with `prometheus_textfile`).
+    /// The `lxc_autoscale_cluster_*` families of the last cycle (with `prometheus_textfile` or
+    /// the API on).
     prometheus: String,
 }
 
@@ -73,6 +74,7 @@ impl ClusterDuty {
             applied,
             quorum: ctx.quorum,
             leader,
+            recommended: &ctx.state.recommended,
             now_usec: now,
         };
         match self.status.publish(&facts) {
@@ -84,7 +86,9 @@ impl ClusterDuty {
             advise(ctx.cfg, ctx.state, ctx.events, ctx.notifier, now);
         }
         self.prometheus.clear();
-        if !ctx.cfg.prometheus_textfile.as_os_str().is_empty() {
+        let exported = !ctx.cfg.prometheus_textfile.as_os_str().is_empty()
+            || ctx.cfg.api.listen_addr().is_ok_and(|l| l != ApiListen::Off);
+        if exported {
             match cluster_status::read_cluster(&ctx.cfg.pve_root, now) {
                 Ok(view) => self.prometheus = prometheus::render_cluster(&view),
                 Err(e) => warn!(error = %format!("{e:#}"), "cannot read the cluster status"),
@@ -151,6 +155,11 @@ impl ClusterDuty {
 /// fresh, not excluded node has room for. Requests of stale nodes are left out.
 pub fn current_plan(cfg: &Config, now: EpochUsec) -> Result<Vec<Recommendation>> {
     let view = cluster_status::read_cluster(&cfg.pve_root, now)?;
+    plan_from(cfg, &view)
+}
+
+/// `current_plan` on a view already read; `.members` says which nodes are online.
+fn plan_from(cfg: &Config, view: &ClusterView) -> Result<Vec<Recommendation>> {
     let members = cluster::read_members(&cfg.pve_root)?.unwrap_or_default();
     let candidates: Vec<Candidate> = view
         .nodes
@@ -190,7 +199,12 @@ fn advise(
     mut notifier: Option<&mut Notifier>,
     now: EpochUsec,
 ) {
-    let recs = match current_plan(cfg, now) {
+    let view = cluster_status::read_cluster(&cfg.pve_root, now);
+    let recs = match view.and_then(|view| {
+        // Advice an earlier leader gave is not repeated within its day.
+        cluster_status::merge_recommended(&view, &mut state.recommended);
+        plan_from(cfg, &view)
+    }) {
         Ok(r) => r,
         Err(e) => {
             return warn!(error = %format!("{e:#}"), "cannot read the cluster status for placement")

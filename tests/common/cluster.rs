@@ -234,6 +234,14 @@ impl FakeCluster {
              net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
             self.root().display()
         );
+        // As in `FakeHost::write_config`: the API socket goes into the node's fake host, unless
+        // the test configures the API itself (three daemons on the default socket would take it
+        // from each other, and one that loses the race refuses to start).
+        let text = if extra.contains("[api]") {
+            text
+        } else {
+            format!("{text}[api]\nlisten = \"unix:{r}/run/api.sock\"\n")
+        };
         let path = host.path("lxc_autoscale.conf");
         std::fs::write(&path, text).unwrap();
         path
