@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{stop, FakeCluster};
-use common::{stderr, FakeHost};
+use common::{gotify_listener, stderr, FakeHost, HttpRequest};
 
 /// 2 cores at 95 %, 900 of 1024 MB used: wants 4 cores and 1800 MB (+776 MB).
 const BUSY_CONF: &str = "arch: amd64\ncores: 2\nhostname: web\nmemory: 1024\nswap: 512\n";
@@ -114,11 +114,46 @@ fn leaders(cluster: &FakeCluster, nodes: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Exactly one Gotify notice of placement advice, with the `pct migrate` line.
+fn assert_one_advice_notified(requests: &std::sync::mpsc::Receiver<HttpRequest>) {
+    let advice: Vec<String> = requests
+        .try_iter()
+        .map(|r| r.body)
+        .filter(|b| b.contains("does not fit"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let body: serde_json::Value = serde_json::from_str(&advice[0]).unwrap();
+    assert_eq!(body["title"], "lxc_autoscale: CT 101 does not fit on n1");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("\nrun: pct migrate 101 n2 -restart"),
+        "{body}"
+    );
+}
+
+/// The one recommendation event of the scenario, across all nodes' event logs.
+fn assert_the_recommendation(events: &[serde_json::Value]) {
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["container_id"], 101);
+    assert_eq!(e["vmid"], 101);
+    assert_eq!(e["target"], "n2");
+    assert_eq!(e["command"], "pct migrate 101 n2 -restart");
+    assert_eq!(
+        e["why"],
+        "CT 101 on n1 wants +776 MB (got +0 MB) that its node cannot give; n2 has 30720 MB free after reserves, covering 100% of it"
+    );
+}
+
 #[test]
 fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2() {
     let cluster = n1_is_full();
+    let (url, requests) = gotify_listener(200);
+    let extra = format!("poll_interval = 1\ngotify_url = \"{url}\"\ngotify_token = \"tok\"");
     for node in ["n1", "n2", "n3"] {
-        cluster.write_local_config(node, "poll_interval = 1");
+        cluster.write_local_config(node, &extra);
     }
     // n2 and n3 report first, so the leader knows every node when n1 files its request.
     let mut daemons = vec![cluster.spawn("n2"), cluster.spawn("n3")];
@@ -144,17 +179,7 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
             .zip(&seen)
             .all(|(n, s)| cycles(&cluster, n) >= s + 3)
     });
-    let events = all(&cluster);
-    assert_eq!(events.len(), 1, "{events:?}");
-    let e = &events[0];
-    assert_eq!(e["container_id"], 101);
-    assert_eq!(e["vmid"], 101);
-    assert_eq!(e["target"], "n2");
-    assert_eq!(e["command"], "pct migrate 101 n2 -restart");
-    assert_eq!(
-        e["why"],
-        "CT 101 on n1 wants +776 MB (got +0 MB) that its node cannot give; n2 has 30720 MB free after reserves, covering 100% of it"
-    );
+    assert_the_recommendation(&all(&cluster));
     let owner = cluster.lease_owner().unwrap();
     assert_eq!(
         cluster.events(&owner, "recommendation").len(),
@@ -187,6 +212,8 @@ fn a_scale_up_that_does_not_fit_on_n1_gives_exactly_one_recommendation_naming_n2
     for d in daemons {
         stop(d);
     }
+    // One notification, with the command, through every restart and take-over.
+    assert_one_advice_notified(&requests);
     // Not a migration: nobody ran `pct migrate`.
     for node in ["n1", "n2", "n3"] {
         assert!(
