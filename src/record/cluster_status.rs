@@ -14,9 +14,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::decide::hold::held_until;
 use crate::decide::plan::{Managed, Plan, Resource, Shortfall};
 use crate::fsutil;
-use crate::read::snapshot::{EpochUsec, Snapshot};
+use crate::read::snapshot::{EpochUsec, Hold, Snapshot};
 use crate::record::metrics::rfc3339;
 
 /// Below `pve_root`: one `<node>.json` per node.
@@ -200,6 +201,9 @@ pub struct CycleFacts<'a> {
     pub leader: bool,
     /// Recommendations made in the last day (the state's), vmid -> µs.
     pub recommended: &'a BTreeMap<u32, EpochUsec>,
+    /// The state's manual-change holds: a held resource is left alone, so its shortfall asks
+    /// nothing of other nodes either.
+    pub holds: &'a BTreeMap<u32, Hold>,
     pub now_usec: EpochUsec,
 }
 
@@ -290,6 +294,7 @@ impl StatusPublisher {
             .plan
             .shortfalls
             .iter()
+            .filter(|s| held_until(facts.holds, s.vmid, s.resource, facts.now_usec).is_none())
             .map(|s| ((s.vmid, s.resource), s))
             .collect();
         self.since.retain(|k, _| open.contains_key(k));
@@ -672,6 +677,7 @@ mod tests {
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
         let none = BTreeMap::new();
+        let no_holds: BTreeMap<u32, Hold> = BTreeMap::new();
         let mut plan = Plan {
             shortfalls: vec![short(101, 512)],
             ..Plan::default()
@@ -687,6 +693,7 @@ mod tests {
                 quorum: true,
                 leader: false,
                 recommended: &none,
+                holds: &no_holds,
                 now_usec: NOW + secs * 1_000_000,
             };
             p.publish(&facts).unwrap()
@@ -717,6 +724,7 @@ mod tests {
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
         let none = BTreeMap::new();
+        let no_holds: BTreeMap<u32, Hold> = BTreeMap::new();
         let plan = Plan {
             shortfalls: vec![short(101, 512)],
             ..Plan::default()
@@ -730,6 +738,7 @@ mod tests {
             quorum: true,
             leader: false,
             recommended: &none,
+            holds: &no_holds,
             now_usec: NOW + secs * 1_000_000,
         };
         StatusPublisher::default().publish(&facts(0)).unwrap();
@@ -743,11 +752,50 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_on_manual_hold_files_no_shortfall() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cfg(tmp.path());
+        let snap = Snapshot::default();
+        let none = BTreeMap::new();
+        let plan = Plan {
+            shortfalls: vec![short(101, 512), short(102, 512)],
+            ..Plan::default()
+        };
+        let holds = BTreeMap::from([(
+            101,
+            Hold {
+                memory_until_usec: Some(NOW + 1),
+                by: "uid 0".into(),
+                ..Hold::default()
+            },
+        )]);
+        let facts = CycleFacts {
+            cfg: &cfg,
+            node: "n1",
+            snap: &snap,
+            plan: &plan,
+            applied: vec![],
+            quorum: true,
+            leader: false,
+            recommended: &none,
+            holds: &holds,
+            now_usec: NOW,
+        };
+        StatusPublisher::default().publish(&facts).unwrap();
+        let written = read_status(&status_path(tmp.path(), "n1"))
+            .unwrap()
+            .unwrap();
+        let vmids: Vec<u32> = written.shortfalls.iter().map(|s| s.vmid).collect();
+        assert_eq!(vmids, [102]);
+    }
+
+    #[test]
     fn without_quorum_nothing_is_written() {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = cfg(tmp.path());
         let snap = Snapshot::default();
         let none = BTreeMap::new();
+        let no_holds: BTreeMap<u32, Hold> = BTreeMap::new();
         let plan = Plan::default();
         let facts = CycleFacts {
             cfg: &cfg,
@@ -758,6 +806,7 @@ mod tests {
             quorum: false,
             leader: false,
             recommended: &none,
+            holds: &no_holds,
             now_usec: NOW,
         };
         let mut p = StatusPublisher::default();

@@ -75,6 +75,7 @@ impl ClusterDuty {
             quorum: ctx.quorum,
             leader,
             recommended: &ctx.state.recommended,
+            holds: &ctx.state.holds,
             now_usec: now,
         };
         match self.status.publish(&facts) {
