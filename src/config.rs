@@ -62,7 +62,8 @@ pub struct Config {
     /// MB; memory is lowered in whole multiples of this.
     pub min_decrease_chunk: u64,
     /// Seconds of recent history that must agree before a cut (its maximum below the lower
-    /// threshold). 0 with `scale_down_cooldown` 0: cuts follow the latest reading alone.
+    /// threshold); memory needs 2.5 × that (`advice::MEMORY_WINDOW_PERCENT`). 0 with
+    /// `scale_down_cooldown` 0: cuts follow the latest reading alone.
     pub scale_down_window: u64,
     /// Seconds after a scale-up of a resource before that resource may be cut.
     pub scale_down_cooldown: u64,
@@ -307,7 +308,7 @@ impl Default for Config {
             min_memory: 512,
             max_memory: None,
             min_decrease_chunk: 512,
-            scale_down_window: 3600,
+            scale_down_window: 2700,
             scale_down_cooldown: 3600,
             reserve_cpu_percent: 10.0,
             reserve_memory_mb: 2048,

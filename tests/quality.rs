@@ -21,14 +21,16 @@ fn on_real_traces_the_daemon_saturates_and_allocates_less_than_vpa_with_bounded_
     let q = evaluate();
     let table = quality::render(&q);
     let (d, v, o) = (&q.daemon, &q.vpa, &q.oracle);
+    // Issue 12's targets, as written.
     assert_eq!(d.memory_cuts_below_use, 0, "{table}");
+    assert!(d.saturated_percent() <= 1.0, "{table}");
     assert!(d.saturated_percent() <= v.saturated_percent(), "{table}");
+    assert!(d.core_hours <= 1.25 * o.core_hours, "{table}");
     assert!(d.core_hours <= v.core_hours, "{table}");
-    assert!(d.mb_hours <= v.mb_hours, "{table}");
     assert!(d.mb_hours <= 3.0 * o.mb_hours, "{table}");
+    assert!(d.mb_hours <= v.mb_hours, "{table}");
+    assert!(d.changes <= 4 * v.changes, "{table}");
     assert!(d.flaps <= 10 * v.flaps, "{table}");
-    // Today's figures (see the README table), so that a change that makes things worse shows.
-    assert!(d.changes <= 5 * v.changes, "{table}");
-    assert!(d.core_hours <= 1.3 * o.core_hours, "{table}");
-    assert!(d.saturated_percent() <= 1.1, "{table}");
+    // A second run gives the same figures to the last bit: no clock, no randomness.
+    assert_eq!(evaluate(), q);
 }

@@ -5,8 +5,10 @@
 //!
 //! Rules (thresholds are documented in the README, "The model"):
 //! - a cut is sized on the maximum over `scale_down_window` (not the latest reading) and only
-//!   when the readings cover the whole window; it waits `scale_down_cooldown` after a scale-up of
-//!   the resource; it never goes below what the daily profile expects for the next hour;
+//!   when the readings cover the whole window; memory's window is 2.5 times as long
+//!   (`MEMORY_WINDOW_PERCENT`: a memory shortfall kills, a CPU one slows); it waits `scale_down_cooldown` after a
+//!   scale-up of the resource; it never goes below what the daily profile expects for the next
+//!   hour;
 //! - no cut while an anomaly episode of the resource is open; no memory cut within 24 h of an OOM
 //!   kill or while memory pressure (`some avg10`) is above zero;
 //! - an OOM kill grows memory at once; memory `full avg10` ≥ `MEMORY_FULL_STALL` or `some avg10`
@@ -28,6 +30,11 @@ pub const CPU_SOME_STALL: f64 = 20.0;
 pub const THROTTLED_STALL: f64 = 0.2;
 
 const USEC_PER_SEC: i64 = 1_000_000;
+
+/// Memory cuts need `scale_down_window` × this / 100 of agreeing history (2.5 ×). Measured on
+/// the Bitbrains traces (README "Decision quality"): memory bursts there recur within hours, and a
+/// cut after one quiet window was the main source of memory saturation and of re-growths.
+pub const MEMORY_WINDOW_PERCENT: u64 = 250;
 
 /// The daily profile forecasts only a step: the next hour's usual level at this many times the
 /// current hour's.
@@ -67,6 +74,8 @@ pub struct ResourceAdvice {
     pub forecast: Option<(f64, u32)>,
     /// A pressure figure at or above its stall threshold: (percent, threshold, statistic).
     pub stalled: Option<(f64, f64, Stat)>,
+    /// The recent peak, decayed (`Track::peak_at`), in the resource's unit.
+    pub peak: Option<f64>,
 }
 
 impl ResourceAdvice {
@@ -76,6 +85,7 @@ impl ResourceAdvice {
             down: Ok((value, Stat::Current)),
             forecast: None,
             stalled: None,
+            peak: None,
         }
     }
 }
@@ -97,12 +107,13 @@ fn secs(usec: i64) -> u64 {
 
 /// Updates `m` with `x` and returns the advice for this cycle.
 pub fn advise(m: &mut CtModel, l: &Limits, x: &Inputs) -> Advice {
-    let window = i64::try_from(l.scale_down_window)
-        .unwrap_or(i64::MAX / 4)
-        .saturating_mul(USEC_PER_SEC);
-    let cooldown = i64::try_from(l.scale_down_cooldown)
-        .unwrap_or(i64::MAX / 4)
-        .saturating_mul(USEC_PER_SEC);
+    let usec = |secs: u64| {
+        i64::try_from(secs)
+            .unwrap_or(i64::MAX / 4)
+            .saturating_mul(USEC_PER_SEC)
+    };
+    let win = |resource| window_secs(l, resource);
+    let cooldown = usec(l.scale_down_cooldown);
     m.seen_usec = x.ts_usec;
     let oom_kills = x.oom_kills.unwrap_or(0);
     if oom_kills > 0 {
@@ -115,6 +126,7 @@ pub fn advise(m: &mut CtModel, l: &Limits, x: &Inputs) -> Advice {
             Resource::Memory => &mut m.memory,
         };
         let alloc = alloc?;
+        let window = usec(win(resource));
         t.observe(
             Sample {
                 ts_usec: x.ts_usec,
@@ -137,12 +149,12 @@ pub fn advise(m: &mut CtModel, l: &Limits, x: &Inputs) -> Advice {
         .oom_hold_until_usec
         .map_or(0, |until| (until - x.ts_usec).max(0));
     let cpu = cpu.map(|(value, view, score, active)| {
-        let mut a = resource_advice(l, value, &view, (score, active));
+        let mut a = resource_advice(win(Resource::Cpu), value, &view, (score, active));
         a.stalled = cpu_stall(x);
         a
     });
     let memory = memory.map(|(value, view, score, active)| {
-        let mut a = resource_advice(l, value, &view, (score, active));
+        let mut a = resource_advice(win(Resource::Memory), value, &view, (score, active));
         a.stalled = memory_stall(x);
         a.down = memory_holds(a.down, oom_left, x.psi_memory_some);
         a
@@ -190,9 +202,18 @@ fn memory_holds(
     }
 }
 
-/// Cut basis and forecast of one resource from its track.
+/// Seconds of agreeing history a cut of `resource` needs: `scale_down_window`, times
+/// `MEMORY_WINDOW_PERCENT` / 100 for memory.
+pub fn window_secs(l: &Limits, resource: Resource) -> u64 {
+    match resource {
+        Resource::Cpu => l.scale_down_window,
+        Resource::Memory => l.scale_down_window.saturating_mul(MEMORY_WINDOW_PERCENT) / 100,
+    }
+}
+
+/// Cut basis and forecast of one resource from its track, with a window of `window` seconds.
 fn resource_advice(
-    l: &Limits,
+    window: u64,
     value: f64,
     view: &View,
     (score, anomaly): (f64, bool),
@@ -213,25 +234,21 @@ fn resource_advice(
         Err(Hold::Cooldown {
             left_secs: secs(view.cooldown_left_usec),
         })
-    } else if l.scale_down_window == 0 {
+    } else if window == 0 {
         Ok((value, Stat::Current))
     } else if !view.covered {
         Err(Hold::History {
             covered_secs: secs(view.covered_usec),
-            secs: l.scale_down_window,
+            secs: window,
         })
     } else {
         let max = view.window_max.unwrap_or(value).max(value);
-        Ok((
-            max,
-            Stat::WindowMax {
-                secs: l.scale_down_window,
-            },
-        ))
+        Ok((max, Stat::WindowMax { secs: window }))
     };
     ResourceAdvice {
         down,
         forecast,
         stalled: None,
+        peak: view.peak,
     }
 }

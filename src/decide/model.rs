@@ -10,7 +10,11 @@
 //! - a daily profile, one slot per local hour, each an exponentially weighted mean of that hour
 //!   over the days seen: a container busy every day at 9:00 is grown before 9:00 ("learn the
 //!   daily shape"), and a cut that the next hour's expected load would undo is held;
-//! - after an OOM kill, memory cuts are held for `OOM_HOLD_USEC`.
+//! - after an OOM kill, memory cuts are held for `OOM_HOLD_USEC`;
+//! - the recent peak: the largest reading, halved every `PEAK_HALF_LIFE_USEC` since it was read.
+//!   A memory scale-up from a reading pinned at the allocation (the real need is unknown, only that
+//!   it is at least the allocation) grows to carry it at the upper threshold: a burst that came
+//!   before is likely to come again at its old size, so one step instead of a chain of doublings.
 //!
 //! Readings are kept in absolute units (cores of demand, MB used), so an allocation change does
 //! not disturb them. Values are `f32`: the state of 1000 containers stays well under 2 MB of JSON.
@@ -33,6 +37,8 @@ const PROFILE_RISE: f32 = 0.5;
 const PROFILE_FALL: f32 = 0.2;
 /// Memory cuts are held this long after an OOM kill.
 pub const OOM_HOLD_USEC: i64 = 24 * 3600 * 1_000_000;
+/// The recent peak halves this long after it was read.
+pub const PEAK_HALF_LIFE_USEC: i64 = 24 * 3600 * 1_000_000;
 /// Marks an empty bucket.
 const EMPTY: f32 = -1.0;
 
@@ -83,6 +89,11 @@ pub struct Track {
     /// When an allocation last shrank, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_down_usec: Option<i64>,
+    /// The largest reading lately and when it was read, µs (0 = none); see `Track::peak_at`.
+    #[serde(default)]
+    peak: f32,
+    #[serde(default)]
+    peak_usec: i64,
     /// The online anomaly detector of this resource.
     #[serde(default)]
     pub detector: Detector,
@@ -104,6 +115,8 @@ impl Default for Track {
             alloc: 0.0,
             last_up_usec: None,
             last_down_usec: None,
+            peak: 0.0,
+            peak_usec: 0,
             detector: Detector::default(),
         }
     }
@@ -138,6 +151,8 @@ pub struct View {
     pub profile_this_hour: Option<f64>,
     /// µs until the cooldown after the last scale-up ends (0 = over).
     pub cooldown_left_usec: i64,
+    /// The recent peak, decayed to now (`Track::peak_at`).
+    pub peak: Option<f64>,
 }
 
 impl Track {
@@ -156,6 +171,10 @@ impl Track {
         let Some(value) = s.value.filter(|v| v.is_finite() && *v >= 0.0) else {
             return;
         };
+        if value >= self.peak_at(s.ts_usec).unwrap_or(0.0) {
+            self.peak = value as f32;
+            self.peak_usec = s.ts_usec;
+        }
         self.push_window(s.ts_usec, value as f32, window_usec);
         self.push_hour(s.hour, value as f32);
     }
@@ -213,6 +232,17 @@ impl Track {
         self.hour_n = 1.0;
     }
 
+    /// The largest reading lately, halved for every `PEAK_HALF_LIFE_USEC` since it was read;
+    /// `None` before the first reading.
+    pub fn peak_at(&self, ts_usec: i64) -> Option<f64> {
+        if self.peak_usec == 0 {
+            return None;
+        }
+        let age = (ts_usec - self.peak_usec).max(0) as f64;
+        let halvings = age / PEAK_HALF_LIFE_USEC as f64;
+        Some(f64::from(self.peak) * 0.5f64.powf(halvings))
+    }
+
     /// The track at `ts_usec`, local `hour`, with the given window and cooldown.
     pub fn view(&self, ts_usec: i64, hour: u32, window_usec: i64, cooldown_usec: i64) -> View {
         let window_max = self
@@ -244,6 +274,7 @@ impl Track {
             forecast_next_hour,
             profile_this_hour,
             cooldown_left_usec,
+            peak: self.peak_at(ts_usec),
         }
     }
 }
@@ -356,6 +387,20 @@ mod tests {
             }
         }
         assert_eq!(forecasts, vec![None, None, None, None, Some(4.0)]);
+    }
+
+    #[test]
+    fn recent_peak_halves_every_half_life_and_a_larger_reading_replaces_it() {
+        let mut t = Track::default();
+        assert_eq!(t.view(HOUR, 1, HOUR, 0).peak, None);
+        t.observe(s(HOUR, 4000.0), HOUR);
+        t.observe(s(HOUR + 5 * MIN, 1000.0), HOUR);
+        let day = PEAK_HALF_LIFE_USEC;
+        assert_eq!(t.peak_at(HOUR + day), Some(2000.0));
+        assert_eq!(t.view(HOUR + 2 * day, 1, HOUR, 0).peak, Some(1000.0));
+        // 1500 is above the decayed 4000 · 0.5^2.5 ≈ 707 at that time: it is the new peak.
+        t.observe(s(HOUR + 2 * day + day / 2, 1500.0), HOUR);
+        assert_eq!(t.peak_at(HOUR + 2 * day + day / 2), Some(1500.0));
     }
 
     #[test]

@@ -447,6 +447,7 @@ fn assess(
                 floor_mb: floor,
                 pct,
                 oom_kills,
+                windowed: host.model && limits.scale_down_window > 0,
             };
             plan_memory(&limits, &m, &adv, host.energy, &mut note)
         }
@@ -665,7 +666,14 @@ struct MemoryFigures {
     pct: f64,
     /// Processes OOM-killed since the last cycle.
     oom_kills: u64,
+    /// Cuts rest on the model's window, not on one reading: they go to their target in one step,
+    /// and are due below `memory_cut_level`. Without it a cut takes at most half at once.
+    windowed: bool,
 }
+
+/// Used memory at or above this percent of the allocation is pinned at it: the kernel reclaims
+/// what it can and the rest waits, so the real need is unknown beyond "at least this much".
+pub const PINNED_PERCENT: f64 = 95.0;
 
 /// Share of the allocation an OOM kill grows memory by, at least (and at least
 /// `memory_min_increment`).
@@ -705,6 +713,14 @@ fn plan_memory(
             })
     };
     if let Some((reading, used, step)) = up {
+        // Pinned at the allocation, the reading says only that the need is at least that much:
+        // the recent peak is the better guess of how much. It is carried at the upper threshold,
+        // not the middle of the band: a known amount, not a trend to grow into.
+        let mid = (upper + l.memory_lower_threshold) / 2.0;
+        let used = match adv.peak {
+            Some(peak) if m.pct >= PINNED_PERCENT => used.max(peak * mid / upper),
+            _ => used,
+        };
         return memory_up(l, m.memory_mb, reading, used, step, note);
     }
     let current = memory_cut(l, m, m.used_mb, m.pct, energy);
@@ -721,7 +737,7 @@ fn plan_memory(
         let threshold = if energy {
             pack_level(upper, l.memory_lower_threshold)
         } else {
-            l.memory_lower_threshold
+            memory_cut_level(l, m.windowed)
         };
         if let (Some((_, reading)), Some(hold)) =
             (current, disagreement(stat, of(amount), threshold))
@@ -775,8 +791,21 @@ fn memory_up(
     })
 }
 
-/// The cut `used` MB at `pct` % call for, in whole chunks, at most half at once, never below
-/// the floor or `min_memory`. `None` = no cut.
+/// The used memory, percent of the allocation, below which a memory cut is due: the lower
+/// threshold; on the model's window (`windowed`) also below half the middle of the band (25 % with
+/// 80 and 20), so a cut frees at least half of the allocation. The window's maximum is a far
+/// safer basis than one reading; cutting on it sooner holds fewer idle MB.
+fn memory_cut_level(l: &Limits, windowed: bool) -> f64 {
+    let lower = l.memory_lower_threshold;
+    if windowed {
+        lower.max((l.memory_upper_threshold + lower) / 4.0)
+    } else {
+        lower
+    }
+}
+
+/// The cut `used` MB at `pct` % call for, in whole chunks, never below the floor or
+/// `min_memory`, and at most half at once unless the model's window agreed. `None` = no cut.
 fn memory_cut(
     l: &Limits,
     m: &MemoryFigures,
@@ -787,11 +816,12 @@ fn memory_cut(
     let (upper, lower) = (l.memory_upper_threshold, l.memory_lower_threshold);
     let mid = (upper + lower) / 2.0;
     let energy_target = pack_level(upper, lower);
+    let due = memory_cut_level(l, m.windowed);
     let (target_percent, reading) = if energy && pct < energy_target {
         let r = reading(Resource::Memory, pct, energy_target, Rule::BelowUpperEnergy);
         (energy_target, r)
-    } else if pct < lower {
-        (mid, reading(Resource::Memory, pct, lower, Rule::BelowLower))
+    } else if pct < due {
+        (mid, reading(Resource::Memory, pct, due, Rule::BelowLower))
     } else {
         return None;
     };
@@ -801,8 +831,14 @@ fn memory_cut(
     if m.memory_mb <= target {
         return None;
     }
-    // Whole chunks only, never more than half at once, never past the target.
-    let room = (m.memory_mb - target).min(m.memory_mb / 2);
+    // Whole chunks only, never past the target; without the model's window never more than half
+    // at once.
+    let room = m.memory_mb - target;
+    let room = if m.windowed {
+        room
+    } else {
+        room.min(m.memory_mb / 2)
+    };
     let chunk = l.min_decrease_chunk.max(1);
     let reduction = room / chunk * chunk;
     (reduction > 0).then_some((m.memory_mb - reduction, reading))
@@ -1769,6 +1805,21 @@ mod tests {
         assert_eq!(observation(&plan, 101).memory_used_mb, Some(3500.0));
         // Above the upper threshold: grown to fit 3500 MB at 50 %, never cut.
         assert_eq!(memory_of(&plan, 101), Some((4096, 7000)));
+        // 1300 MB charged, 1200 MB of it tmpfs: Proxmox's figure (current − file) reads 100 MB,
+        // 2.4 %, far below the lower threshold; used is 1300 MB, 31.7 %: no cut, even after a
+        // whole window of it with the model.
+        let mut w = World::roomy();
+        let c = w.ct(102, 2, 4096, 50.0, 0.0);
+        c.memory_current_bytes = Some(1300 * MB);
+        c.memory_file_bytes = Some(1200 * MB);
+        c.memory_shmem_bytes = Some(1200 * MB);
+        c.memory_inactive_file_bytes = Some(0);
+        let mut models = Models::default();
+        for k in 0..40 {
+            let plan = step(&mut w, &Config::default(), &mut models, k);
+            assert_eq!(observation(&plan, 102).memory_used_mb, Some(1300.0));
+            assert_eq!(memory_of(&plan, 102), None, "cycle {k}");
+        }
     }
 
     #[test]
@@ -2179,18 +2230,64 @@ mod tests {
             held[11],
             "cpu 3.3% < 70 (fits fewer cores) but scale-up cooldown, 300 s left: cores unchanged (cut held)"
         );
-        // An hour after the scale-up, with an hour of readings below: one cut, on the window.
+        // An hour after the scale-up (the cooldown), with the 45 min window below: one cut, on the
+        // window.
         load(&mut w, 101, 0.1);
         let plan = step(&mut w, &c, &mut models, 13);
         assert_eq!(cores_of(&plan, 101), Some((3, 1)));
         assert_eq!(
             change(&plan, 101).unwrap().why().to_string(),
-            "cpu max over the last 3600 s 3.3% < 70 (fits fewer cores): cores 3->1"
+            "cpu max over the last 2700 s 3.3% < 70 (fits fewer cores): cores 3->1"
         );
         // A burst right after the cut is met on the next window, not held back.
         load(&mut w, 101, 0.95);
         let plan = step(&mut w, &c, &mut models, 14);
         assert_eq!(cores_of(&plan, 101), Some((1, 2)));
+    }
+
+    /// Sets the used memory of `vmid` (the working set too: all page cache inactive).
+    fn use_mb(w: &mut World, vmid: u32, used_mb: f64) {
+        let c = w
+            .snap
+            .containers
+            .iter_mut()
+            .find(|c| c.vmid == vmid)
+            .unwrap();
+        c.memory_current_bytes = Some((used_mb * MB as f64).round() as u64 + 50 * MB);
+    }
+
+    #[test]
+    fn a_memory_cut_waits_for_its_longer_window_then_goes_to_its_target_in_one_step() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 1, 8192, 10.0, 4000.0);
+        let mut models = Models::default();
+        assert_eq!(memory_of(&step(&mut w, &c, &mut models, 0), 101), None);
+        // 500 MB from then on (6.1 %): the 4000 MB reading stays in memory's 6750 s window
+        // (2.5 × scale_down_window, 12 buckets of 562.5 s) until cycle 23.
+        use_mb(&mut w, 101, 500.0);
+        for k in 1..23 {
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(memory_of(&plan, 101), None, "cycle {k}");
+        }
+        let plan = step(&mut w, &c, &mut models, 23);
+        // Due below 25 % (half the middle of the band) on the window; target max(500 ÷ 50 % =
+        // 1000, 500 + 10 %) MB: 14 whole chunks of 512 go at once, not half.
+        assert_eq!(memory_of(&plan, 101), Some((8192, 1024)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "memory max over the last 6750 s 6.1% < 25: 8192->1024 MB"
+        );
+        // The 4000 MB burst comes back: pinned at the allocation (99.6 %), memory grows to carry
+        // the recent peak, 4000 MB halved per day (3775.5 MB after 2 h), at the upper threshold:
+        // 4720 MB in one step, not 2040 MB (the pinned reading at 50 %) and then more.
+        use_mb(&mut w, 101, 1020.0);
+        let plan = step(&mut w, &c, &mut models, 24);
+        assert_eq!(memory_of(&plan, 101), Some((1024, 4720)));
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "memory 99.6% > 80: 1024->4720 MB"
+        );
     }
 
     #[test]
