@@ -1145,3 +1145,55 @@ fn a_container_with_any_lock_is_skipped_and_its_neighbour_is_scaled() {
     assert_eq!(cluster.ct_record(102), None);
     assert!(cluster.ct_record(103).is_some());
 }
+
+#[test]
+fn an_oom_kill_on_n1_blocks_memory_cuts_of_the_container_on_n2_for_a_day() {
+    let cluster = FakeCluster::new(&["n1", "n2"], 16);
+    cluster.add_container(
+        "n1",
+        101,
+        &with_mac("cores: 1\nmemory: 1024\nhostname: db\n", 1),
+    );
+    cluster.add_container("n2", 201, "cores: 1\nmemory: 512\nhostname: dns\n");
+    for node in ["n1", "n2"] {
+        cluster.write_local_config(node, "");
+    }
+    let (n1, n2) = (cluster.node("n1"), cluster.node("n2"));
+    // Half of its memory used, and one process OOM-killed since the last cycle.
+    n1.set_memory(101, 512, 0);
+    n1.seed_previous_cycle(&[(101, 10.0, 1)]);
+    let mut state = state_of(&cluster, "n1");
+    state["containers"]["101"]["counters"] = serde_json::json!({"oom_kill": 0});
+    write_state(&cluster, "n1", &state);
+    std::fs::write(n1.cgroup(101).join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+    once_ok(&cluster, "n1");
+    let calls = n1.pct_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("set 101 -memory "), "{calls:?}");
+    let rec = cluster.ct_record(101).unwrap();
+    let block = usec_of(&rec["until"]["oom_block"]);
+    // Exactly the model's block (24 h from the cycle's snapshot), to the second.
+    let model = &state_of(&cluster, "n1")["model"]["containers"]["101"];
+    let held = model["oom_hold_until_usec"].as_i64().unwrap();
+    assert_eq!(block, held / 1_000_000 * 1_000_000, "{rec} {model}");
+    let snapshot = state_of(&cluster, "n1")["containers"]["101"]["taken_at_usec"].as_i64();
+    assert_eq!(Some(held - 86_400_000_000), snapshot);
+    // No cooldown is configured in these fixtures: none is recorded.
+    assert_eq!(rec["until"].get("memory_cooldown"), None, "{rec}");
+
+    n2.set_memory(201, 200, 0);
+    n2.seed_previous_cycle(&[(201, 50.0, 1)]);
+    once_ok(&cluster, "n2");
+    cluster.migrate(101, "n1", "n2");
+    let out = once_debug(&cluster, "n2");
+    assert!(n2.pct_calls().is_empty(), "{:?}", n2.pct_calls());
+    let log = stderr(&out);
+    assert_eq!(count(&log, "but OOM kill seen, "), 1, "{log}");
+    assert_eq!(
+        count(&log, "s left: memory unchanged (cut held)"),
+        1,
+        "{log}"
+    );
+    let arrival = &state_of(&cluster, "n2")["arrivals"]["101"];
+    assert_eq!(arrival["oom_until_usec"], block, "{arrival}");
+}
