@@ -429,6 +429,9 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Nodes `.members` lists that have no status file (no daemon has run there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 impl ClusterView {
@@ -463,6 +466,7 @@ pub fn read_cluster(pve_root: &Path, now_usec: EpochUsec) -> Result<ClusterView>
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
     };
     let mut view = ClusterView::default();
+    let mut files = std::collections::BTreeSet::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -470,6 +474,7 @@ pub fn read_cluster(pve_root: &Path, now_usec: EpochUsec) -> Result<ClusterView>
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
+        files.insert(name.trim_end_matches(".json").to_string());
         match read_status(&entry.path()) {
             Ok(Some(status)) => {
                 let (stale, age_secs) = staleness(&status, now_usec);
@@ -485,6 +490,13 @@ pub fn read_cluster(pve_root: &Path, now_usec: EpochUsec) -> Result<ClusterView>
     }
     view.nodes.sort_by(|a, b| a.status.node.cmp(&b.status.node));
     view.unreadable.sort();
+    if let Ok(Some(members)) = crate::read::cluster::read_members(pve_root) {
+        view.missing = members
+            .nodelist
+            .into_keys()
+            .filter(|m| !files.contains(m))
+            .collect();
+    }
     Ok(view)
 }
 
@@ -539,6 +551,9 @@ pub fn render(view: &ClusterView) -> String {
     }
     for e in &view.unreadable {
         let _ = writeln!(out, "unreadable: {e}");
+    }
+    for node in &view.missing {
+        let _ = writeln!(out, "no status file: {node} (no daemon has run there)");
     }
     out
 }
@@ -629,6 +644,11 @@ mod tests {
         n1.last_cycle = rfc3339(NOW - 60_000_000);
         write_status(&status_path(root, "n1"), n1).unwrap();
         std::fs::write(status_dir(root).join("n3.json"), "{").unwrap();
+        std::fs::write(
+            root.join(".members"),
+            r#"{"nodename":"n1","nodelist":{"n1":{},"n2":{},"n3":{},"n4":{}}}"#,
+        )
+        .unwrap();
         std::fs::write(status_dir(root).join(".n4.json.tmp.1"), "{").unwrap();
         let view = read_cluster(root, NOW).unwrap();
         let got: Vec<(&str, bool, bool)> = view
@@ -639,6 +659,8 @@ mod tests {
         assert_eq!(got, [("n1", true, false), ("n2", false, true)]);
         assert_eq!(view.leader().unwrap().status.node, "n2");
         assert_eq!(view.unreadable.len(), 1);
+        // n3's file is there but unreadable; n4 has none.
+        assert_eq!(view.missing, ["n4"]);
         assert!(
             view.unreadable[0].starts_with(&format!(
                 "{}/n3.json: not a status file",
