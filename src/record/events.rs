@@ -42,7 +42,7 @@ struct Event<'a> {
     /// Anomaly events only: `up` or `down`.
     #[serde(skip_serializing_if = "Option::is_none")]
     direction: Option<&'a str>,
-    /// Anomaly events only: deviations from the learned behaviour.
+    /// Anomaly events only: how far beyond the usual range, in margins (see `decide::anomaly`).
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f64>,
     /// Recommendation events only: the container, the node to move it to, why, and the exact
