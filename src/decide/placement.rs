@@ -12,38 +12,60 @@ use crate::decide::plan::{Headroom, Note, Observation, Reason, Resource, Shortfa
 /// A container is recommended at most once in this many µs (a day).
 pub const RECOMMEND_EVERY_USEC: i64 = crate::read::snapshot::RECOMMENDED_FOR_USEC;
 
-/// The scale-ups the grant notes say did not fit: cut to the headroom, or dropped because the
-/// headroom was below the minimum step. `allocated` comes from the observation of the container.
+/// The scale-ups the grant notes say did not fit: above the host's usable cores, cut to the
+/// headroom, or dropped because the headroom was below the minimum step. `allocated` comes from
+/// the observation of the container. A scale-up cut by both the host's cores and the headroom is
+/// one shortfall: the larger wish and the smaller grant.
 pub fn shortfalls(notes: &[Note], observations: &[Observation]) -> Vec<Shortfall> {
-    notes
-        .iter()
-        .filter_map(|n| {
-            let (resource, wanted, granted) = match &n.reason {
-                Reason::CutToHeadroom {
-                    resource,
-                    wanted,
-                    granted,
-                    ..
-                } => (*resource, *wanted, *granted),
-                Reason::HeadroomBelowMinIncrement {
-                    reading, wanted, ..
-                } => (reading.resource, *wanted, 0),
-                _ => return None,
-            };
-            let obs = observations.iter().find(|o| o.vmid == n.vmid)?;
-            let allocated = match resource {
-                Resource::Cpu => u64::from(obs.cores?),
-                Resource::Memory => obs.memory_mb?,
-            };
-            Some(Shortfall {
-                vmid: n.vmid,
+    let mut merged: Vec<Shortfall> = Vec::new();
+    for s in each_shortfall(notes, observations) {
+        match merged
+            .iter_mut()
+            .find(|m| m.vmid == s.vmid && m.resource == s.resource)
+        {
+            Some(m) => {
+                m.wanted = m.wanted.max(s.wanted);
+                m.granted = m.granted.min(s.granted);
+            }
+            None => merged.push(s),
+        }
+    }
+    merged
+}
+
+fn each_shortfall<'a>(
+    notes: &'a [Note],
+    observations: &'a [Observation],
+) -> impl Iterator<Item = Shortfall> + 'a {
+    notes.iter().filter_map(|n| {
+        let (resource, wanted, granted) = match &n.reason {
+            Reason::CutToHeadroom {
                 resource,
-                allocated,
                 wanted,
                 granted,
-            })
+                ..
+            } => (*resource, *wanted, *granted),
+            Reason::HeadroomBelowMinIncrement {
+                reading, wanted, ..
+            } => (reading.resource, *wanted, 0),
+            Reason::CutToHostCores {
+                wanted, granted, ..
+            } => (Resource::Cpu, *wanted, *granted),
+            _ => return None,
+        };
+        let obs = observations.iter().find(|o| o.vmid == n.vmid)?;
+        let allocated = match resource {
+            Resource::Cpu => u64::from(obs.cores?),
+            Resource::Memory => obs.memory_mb?,
+        };
+        Some(Shortfall {
+            vmid: n.vmid,
+            resource,
+            allocated,
+            wanted,
+            granted,
         })
-        .collect()
+    })
 }
 
 /// One node as the leader sees it in the cluster's status files and `.members`.

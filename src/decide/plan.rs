@@ -219,8 +219,6 @@ pub struct Reading {
 #[serde(rename_all = "snake_case")]
 pub enum Bound {
     MaxCores(u32),
-    /// floor(host CPUs × (100 − reserve_cpu_percent) / 100).
-    HostUsableCores(u32),
     /// MB.
     MaxMemory(u64),
 }
@@ -273,6 +271,15 @@ pub enum Reason {
     },
     /// The thresholds ask for a cut (`reading`, the latest window) but the model holds it.
     CutHeld { reading: Reading, hold: Hold },
+    /// A scale-up of `wanted` cores cut to `granted` (0 = none) because the host has only
+    /// `usable` whole cores after `reserve_cpu_percent`: this node can never give more, so it is
+    /// a shortfall for placement advice like a cut to the headroom.
+    CutToHostCores {
+        reading: Reading,
+        wanted: u64,
+        granted: u64,
+        usable: u32,
+    },
     /// A scale-up of `wanted` cut to `granted` by the host headroom.
     CutToHeadroom {
         resource: Resource,
@@ -308,6 +315,7 @@ impl Reason {
             | Reason::AtBound { .. }
             | Reason::HeadroomUnknown { .. }
             | Reason::HeadroomBelowMinIncrement { .. }
+            | Reason::CutToHostCores { .. }
             | Reason::CutToHeadroom { .. } => Level::Info,
         }
     }
@@ -406,7 +414,6 @@ impl fmt::Display for Bound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Bound::MaxCores(n) => write!(f, "max_cores {n}"),
-            Bound::HostUsableCores(n) => write!(f, "host usable cores {n}"),
             Bound::MaxMemory(mb) => write!(f, "max_memory {mb} MB"),
         }
     }
@@ -473,6 +480,26 @@ impl fmt::Display for Reason {
                 "{reading} but already at {bound}: {}",
                 unchanged(reading.resource)
             ),
+            Reason::CutToHostCores { .. }
+            | Reason::HeadroomUnknown { .. }
+            | Reason::HeadroomBelowMinIncrement { .. }
+            | Reason::CutToHeadroom { .. } => fmt_grant(self, f),
+        }
+    }
+}
+
+/// The reasons a scale-up was cut or dropped by what the host can give.
+fn fmt_grant(reason: &Reason, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match reason {
+            Reason::CutToHostCores {
+                reading,
+                wanted,
+                granted,
+                usable,
+            } => write!(
+                f,
+                "{reading} wants +{wanted} cores but the host has {usable} usable cores: granted +{granted}"
+            ),
             Reason::HeadroomUnknown { reading, wanted } => write!(
                 f,
                 "{reading} wants {}: host {} headroom unknown, not scaled up",
@@ -513,7 +540,7 @@ impl fmt::Display for Reason {
                     "memory cut from +{wanted} to +{granted} MB: host headroom {headroom:.0} MB"
                 ),
             },
-        }
+        _ => Ok(()),
     }
 }
 

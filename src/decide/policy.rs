@@ -626,17 +626,26 @@ fn cores_up(
     let step = (wanted - cores)
         .max(l.core_min_increment)
         .min(l.core_max_increment);
-    let mut to = cores.saturating_add(step).max(l.min_cores).min(l.max_cores);
-    if let Some(usable) = host.usable_whole_cores {
-        to = to.min(usable);
-    }
-    if to <= cores {
-        let bound = if cores >= l.max_cores {
-            Bound::MaxCores(l.max_cores)
-        } else {
-            Bound::HostUsableCores(host.usable_whole_cores.unwrap_or(cores))
-        };
+    let desired = cores.saturating_add(step).max(l.min_cores).min(l.max_cores);
+    if desired <= cores {
+        let bound = Bound::MaxCores(l.max_cores);
         note(Reason::AtBound { reading, bound });
+        return None;
+    }
+    let to = match host.usable_whole_cores {
+        Some(usable) if usable < desired => {
+            let granted = usable.max(cores);
+            note(Reason::CutToHostCores {
+                reading,
+                wanted: u64::from(desired - cores),
+                granted: u64::from(granted - cores),
+                usable,
+            });
+            granted
+        }
+        _ => desired,
+    };
+    if to <= cores {
         return None;
     }
     Some(Move {
@@ -933,6 +942,7 @@ mod tests {
 
     use super::*;
     use crate::config::{self, TierConfig};
+    use crate::decide::plan::Shortfall;
     use crate::read::snapshot::{ContainerPrev, CpuTicks, CtConf, HostPrev, HostSample};
 
     const BOOT: u64 = 1_700_000_000;
@@ -1220,7 +1230,69 @@ mod tests {
         let plan = w.decide(&Config::default());
         // Wants 4 cores; 4 CPUs less 10 % reserve leave 3 whole cores.
         assert_eq!(cores_of(&plan, 101), Some((2, 3)));
-        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 100.0% > 80 wants +2 cores but the host has 3 usable cores: granted +1"]
+        );
+        // What this node can never give is a shortfall for the placement leader.
+        assert_eq!(
+            plan.shortfalls,
+            vec![Shortfall {
+                vmid: 101,
+                resource: Resource::Cpu,
+                allocated: 2,
+                wanted: 2,
+                granted: 1,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_scale_up_cut_by_the_host_cores_and_then_the_headroom_is_one_shortfall() {
+        // 4 CPUs less 10 %: 3 whole usable cores, 3.6 usable, 3.0 busy: 0.6 cores of headroom.
+        let mut w = World::new(4, 3.0, 65_536);
+        w.ct(101, 2, 1024, 100.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "cpu 100.0% > 80 wants +2 cores but the host has 3 usable cores: granted +1",
+                "cpu 100.0% > 80 wants +1: host headroom 0.6 cores is below core_min_increment 1, not scaled up"
+            ]
+        );
+        assert_eq!(
+            plan.shortfalls,
+            vec![Shortfall {
+                vmid: 101,
+                resource: Resource::Cpu,
+                allocated: 2,
+                wanted: 2,
+                granted: 0,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_container_at_the_host_usable_cores_files_its_whole_wish_as_a_shortfall() {
+        let mut w = World::new(4, 0.4, 65_536);
+        w.ct(101, 3, 1024, 100.0, 400.0);
+        let plan = w.decide(&Config::default());
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu 100.0% > 80 wants +3 cores but the host has 3 usable cores: granted +0"]
+        );
+        assert_eq!(
+            plan.shortfalls,
+            vec![Shortfall {
+                vmid: 101,
+                resource: Resource::Cpu,
+                allocated: 3,
+                wanted: 3,
+                granted: 0,
+            }]
+        );
     }
 
     #[test]
