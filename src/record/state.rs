@@ -28,43 +28,42 @@ pub fn parse_state(text: &str) -> Result<State> {
 /// Reads `path`. A missing file is an empty state; a corrupt or truncated one is an error naming
 /// the path (the caller warns and starts empty: stale rates are never worth a guess).
 pub fn read_state(path: &Path) -> Result<State> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    let Some(text) = read_state_text(path)? else {
+        return Ok(State::default());
     };
-    if !meta.file_type().is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    if meta.len() > MAX_STATE_BYTES {
-        anyhow::bail!("{} is too large ({} bytes)", path.display(), meta.len());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_state(&text).with_context(|| format!("invalid state file {}", path.display()))
 }
 
 /// Reads `path` with its model; see `read_state`.
 pub fn read_state_with_model(path: &Path) -> Result<(State, Models)> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    let Some(text) = read_state_text(path)? else {
+        return Ok(Default::default());
     };
-    if !meta.file_type().is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    if meta.len() > MAX_STATE_BYTES {
-        anyhow::bail!("{} is too large ({} bytes)", path.display(), meta.len());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let state =
         parse_state(&text).with_context(|| format!("invalid state file {}", path.display()))?;
     let part: ModelPart = serde_json::from_str(&text)
         .context("model is not valid json")
         .with_context(|| format!("invalid state file {}", path.display()))?;
     Ok((state, part.model))
+}
+
+/// The text of the state file at `path`, `None` when there is none. Refuses a symlink or other
+/// non-regular file and one above `MAX_STATE_BYTES`, naming the path.
+fn read_state_text(path: &Path) -> Result<Option<String>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        anyhow::bail!("{} is too large ({} bytes)", path.display(), meta.len());
+    }
+    std::fs::read_to_string(path)
+        .map(Some)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The model as JSON (its size in the state file; `benches/quality.rs`).
