@@ -126,7 +126,9 @@ pub fn read_conf(dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
 /// Parsed confs kept across cycles; a conf is re-read only when its mtime or size changes.
 #[derive(Debug, Default)]
 pub struct ConfCache {
-    entries: HashMap<u32, CachedConf>,
+    /// Boxed: the table has up to twice as many buckets as entries, and an unboxed entry (about
+    /// 230 bytes) would make each empty bucket as large.
+    entries: HashMap<u32, Box<CachedConf>>,
     text: String,
     /// Confs read and parsed since the cache was made: a settled host adds none per cycle.
     parses: u64,
@@ -186,7 +188,7 @@ impl ConfCache {
                 racy: mtime.0 >= now_secs.saturating_sub(RACY_SECS),
                 conf,
             };
-            self.entries.insert(vmid, entry);
+            self.entries.insert(vmid, Box::new(entry));
         }
         Ok(self.entries.get(&vmid).map(|c| &c.conf))
     }
