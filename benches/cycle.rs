@@ -9,9 +9,10 @@
 //! At N = 100 and 1000 it also runs the real daemon (`--dry-run`, history on, every history file
 //! present) and attaches `strace -f -c` between two cycles for a few steady cycles: syscalls per
 //! container per steady cycle (skipped, with a note, when strace is missing or cannot attach), and
-//! the daemon's CPU per cycle and RSS from /proc. `-- --n 100,1000` picks sizes; `-- --compare
-//! PATH` measures another build (say, of an older commit) on the same hosts; `-- --keep` only builds
-//! the fake hosts and leaves them on disk for profiling by hand.
+//! the daemon's CPU per cycle and RSS from /proc; then again without the REST API (RSS and CPU),
+//! for a like-for-like comparison with builds older than the API. `-- --n 100,1000` picks sizes;
+//! `-- --compare PATH` measures another build (say, of an older commit) on the same hosts;
+//! `-- --keep` only builds the fake hosts and leaves them on disk for profiling by hand.
 //!
 //! The fake host is the one the scenario tests use (`tests/common/mod.rs`); its `pct` is a shell
 //! script fixture that records its argv. The daemon itself never runs a shell.
@@ -600,6 +601,8 @@ fn change_cycle(b: &mut Bench, failures: &mut Vec<String>) -> (usize, usize) {
 /// The running daemon over steady cycles: syscalls counted by `strace -f -c` attached to it, and
 /// its CPU time and RSS from /proc.
 struct Running {
+    /// Whether the REST API ran (its default: a Unix socket in the fake host).
+    api: bool,
     cycles: usize,
     /// CPU of every thread of the daemon per steady cycle (schedstat), ms; strace detached.
     cpu_ms_per_cycle: f64,
@@ -658,18 +661,32 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The daemon's config text for `binary`; with `api` false this build runs without the REST API
+/// (`api.listen = ""`), like a build older than the API. Another build (`--compare`) gets the
+/// config without `[api]` either way.
+fn daemon_config_text(b: &Bench, binary: &Path, api: bool) -> String {
+    let text = std::fs::read_to_string(config_for(b, binary)).expect("read bench config");
+    if api || binary != b.binary {
+        return text;
+    }
+    let main = text.split("\n[api]").next().unwrap_or_default();
+    format!("{main}\n[api]\nlisten = \"\"\n")
+}
+
 /// Runs `binary` as a daemon (`--dry-run`, a cycle every `poll` seconds) on `b`, waits for its
-/// first cycle, measures `cycles` steady cycles of CPU, then attaches strace for `cycles` more.
+/// first cycle, measures `cycles` steady cycles of CPU, then (with `strace`) attaches strace for
+/// `cycles` more.
 fn running_daemon(
     b: &Bench,
     binary: &Path,
+    (api, strace): (bool, bool),
     (cycles, poll): (usize, u64),
     failures: &mut Vec<String>,
 ) -> Option<Running> {
     // Top-level keys go first: the bench config may end with a table.
     let text = format!(
         "{DAEMON_EXTRA}poll_interval = {poll}\n{}",
-        std::fs::read_to_string(config_for(b, binary)).expect("read bench config")
+        daemon_config_text(b, binary, api)
     );
     let config = b.host.path("daemon.conf");
     std::fs::write(&config, text).expect("write daemon config");
@@ -692,12 +709,13 @@ fn running_daemon(
         let ok = wait_cycles(b, c0 + cycles, timeout);
         let cpu1 = process_cpu_ns(pid);
         let rss_mb = vm_rss_kib(pid) as f64 / 1024.0;
-        let syscalls = if ok {
+        let syscalls = if ok && strace {
             strace_steady(b, pid, cycles)
         } else {
             None
         };
         ok.then(|| Running {
+            api: api && binary == b.binary,
             cycles,
             cpu_ms_per_cycle: (cpu1 - cpu0) as f64 / 1e6 / cycles as f64,
             rss_mb,
@@ -825,11 +843,12 @@ fn compare_whole_process(b: &Bench, other: &Path, mode: &Mode) -> Compared {
         other: other.to_path_buf(),
         cpu_ms: (median(mine), median(theirs)),
         rss_mb: (rss_mine as f64 / 1024.0, rss_theirs as f64 / 1024.0),
-        running: running_daemon(b, other, cycles, &mut ignored),
+        running: running_daemon(b, other, (false, true), cycles, &mut ignored),
     }
 }
 
-fn print_compared(n: usize, c: &Compared) {
+/// `mine_off`: this build's running daemon without the API at the same N.
+fn print_compared(n: usize, c: &Compared, mine_off: Option<&Running>) {
     println!();
     println!(
         "N={n}, this build vs {} on the same host (whole-process runs alternating):",
@@ -856,6 +875,12 @@ fn print_compared(n: usize, c: &Compared) {
             "  the other build running: {syscalls} syscalls per container per steady cycle, {:.2} ms CPU per cycle, RSS {:.1} MB",
             r.cpu_ms_per_cycle, r.rss_mb
         );
+        if let Some(m) = mine_off {
+            println!(
+                "  running daemon RSS, REST API off (like for like): {:.1} vs {:.1} MB",
+                m.rss_mb, r.rss_mb
+            );
+        }
     }
 }
 
@@ -918,8 +943,8 @@ fn print_running(running: &[(usize, Running)]) {
     println!();
     println!("running daemon (--dry-run, history on, every history file present):");
     println!();
-    println!("| N | syscalls per container per steady cycle | the most frequent | CPU ms per steady cycle, whole daemon | RSS MB |");
-    println!("|---:|---:|---|---:|---:|");
+    println!("| N | REST API | syscalls per container per steady cycle | the most frequent | CPU ms per steady cycle, whole daemon | RSS MB |");
+    println!("|---:|---|---:|---|---:|---:|");
     for (n, r) in running {
         let (count, top) = match &r.syscalls {
             Some(s) => (
@@ -931,11 +956,15 @@ fn print_running(running: &[(usize, Running)]) {
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
-            None => ("skipped (strace unavailable)".into(), String::new()),
+            None if r.api => ("skipped (strace unavailable)".into(), String::new()),
+            None => ("not counted".into(), String::new()),
         };
         println!(
-            "| {n} | {count} | {top} | {:.2} ({} cycles) | {:.1} |",
-            r.cpu_ms_per_cycle, r.cycles, r.rss_mb
+            "| {n} | {} | {count} | {top} | {:.2} ({} cycles) | {:.1} |",
+            if r.api { "on" } else { "off" },
+            r.cpu_ms_per_cycle,
+            r.cycles,
+            r.rss_mb
         );
     }
     if let Some((n, s)) = running
@@ -1001,8 +1030,12 @@ fn main() {
         if long_run || (100..=1000).contains(&n) {
             eprintln!("running the daemon over {n} containers");
             let cycles = (mode.daemon_cycles(), mode.daemon_poll_interval());
-            if let Some(r) = running_daemon(&b, &binary, cycles, &mut failures) {
-                running.push((n, r));
+            // With the API as configured by default, and without it: like for like with a build
+            // older than the API (`--compare`). Syscalls are counted with the API on.
+            for (api, strace) in [(true, true), (false, false)] {
+                if let Some(r) = running_daemon(&b, &binary, (api, strace), cycles, &mut failures) {
+                    running.push((n, r));
+                }
             }
             if let Some(other) = &mode.compare {
                 compared.push((n, compare_whole_process(&b, other, &mode)));
@@ -1069,7 +1102,8 @@ fn main() {
     }
     print_running(&running);
     for (n, c) in &compared {
-        print_compared(*n, c);
+        let mine_off = running.iter().find(|(m, r)| m == n && !r.api);
+        print_compared(*n, c, mine_off.map(|(_, r)| r));
     }
     let per_ct: Vec<(usize, f64)> = rows
         .iter()
