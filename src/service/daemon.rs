@@ -317,6 +317,9 @@ impl<'a> Daemon<'a> {
             if self.opts.once || self.inbox.stopping() {
                 break;
             }
+            // Nothing of the cycle is needed while the loop waits.
+            drop(snap);
+            crate::service::memory::release_free_memory();
             if let Next::Stop = self.pause(cycle_start) {
                 break;
             }

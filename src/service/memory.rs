@@ -28,3 +28,16 @@ pub fn tune_allocator() {
         }
     }
 }
+
+/// Gives the free pages inside the heap back to the system; call between cycles, after the cycle's
+/// buffers are dropped. The heap's top is trimmed by the threshold above, but a cycle frees many
+/// small buffers below live ones (the snapshot's conf copies, the records), and those pages stay
+/// resident until the next cycle reuses them: about 0.35 MB at 1000 containers. The next cycle
+/// faults them in again, which costs well under a millisecond.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free memory to the system; it keeps no pointer.
+        unsafe { nix::libc::malloc_trim(0) };
+    }
+}
