@@ -606,7 +606,10 @@ struct Running {
     cycles: usize,
     /// CPU of every thread of the daemon per steady cycle (schedstat), ms; strace detached.
     cpu_ms_per_cycle: f64,
+    /// Between cycles.
     rss_mb: f64,
+    /// The largest RSS so far (first cycle included).
+    hwm_mb: f64,
     /// `None` when strace is missing or cannot attach.
     syscalls: Option<Syscalls>,
 }
@@ -650,12 +653,13 @@ fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
+/// `field` (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`, KiB.
+fn vm_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|t| {
             t.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
@@ -708,7 +712,8 @@ fn running_daemon(
         let cpu0 = process_cpu_ns(pid);
         let ok = wait_cycles(b, c0 + cycles, timeout);
         let cpu1 = process_cpu_ns(pid);
-        let rss_mb = vm_rss_kib(pid) as f64 / 1024.0;
+        let rss_mb = vm_status_kib(pid, "VmRSS:") as f64 / 1024.0;
+        let hwm_mb = vm_status_kib(pid, "VmHWM:") as f64 / 1024.0;
         let syscalls = if ok && strace {
             strace_steady(b, pid, cycles)
         } else {
@@ -719,6 +724,7 @@ fn running_daemon(
             cycles,
             cpu_ms_per_cycle: (cpu1 - cpu0) as f64 / 1e6 / cycles as f64,
             rss_mb,
+            hwm_mb,
             syscalls,
         })
     } else {
@@ -877,8 +883,8 @@ fn print_compared(n: usize, c: &Compared, mine_off: Option<&Running>) {
         );
         if let Some(m) = mine_off {
             println!(
-                "  running daemon RSS, REST API off (like for like): {:.1} vs {:.1} MB",
-                m.rss_mb, r.rss_mb
+                "  running daemon, REST API off (like for like): RSS {:.1} vs {:.1} MB, peak {:.1} vs {:.1} MB",
+                m.rss_mb, r.rss_mb, m.hwm_mb, r.hwm_mb
             );
         }
     }
@@ -943,8 +949,8 @@ fn print_running(running: &[(usize, Running)]) {
     println!();
     println!("running daemon (--dry-run, history on, every history file present):");
     println!();
-    println!("| N | REST API | syscalls per container per steady cycle | the most frequent | CPU ms per steady cycle, whole daemon | RSS MB |");
-    println!("|---:|---|---:|---|---:|---:|");
+    println!("| N | REST API | syscalls per container per steady cycle | the most frequent | CPU ms per steady cycle, whole daemon | RSS MB between cycles | peak RSS MB |");
+    println!("|---:|---|---:|---|---:|---:|---:|");
     for (n, r) in running {
         let (count, top) = match &r.syscalls {
             Some(s) => (
@@ -960,11 +966,12 @@ fn print_running(running: &[(usize, Running)]) {
             None => ("not counted".into(), String::new()),
         };
         println!(
-            "| {n} | {} | {count} | {top} | {:.2} ({} cycles) | {:.1} |",
+            "| {n} | {} | {count} | {top} | {:.2} ({} cycles) | {:.1} | {:.1} |",
             if r.api { "on" } else { "off" },
             r.cpu_ms_per_cycle,
             r.cycles,
-            r.rss_mb
+            r.rss_mb,
+            r.hwm_mb
         );
     }
     if let Some((n, s)) = running
