@@ -415,3 +415,59 @@ mod tests {
         assert_eq!(back, m);
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    /// A model that has learned: a day and a half of readings on two containers, with an
+    /// allocation that grew and shrank, an OOM hold and an open anomaly episode.
+    pub(super) fn learned() -> Models {
+        let mut m = Models::default();
+        for (vmid, steps) in [(101u32, 460i64), (7002, 3)] {
+            let ct = m.containers.entry(vmid).or_default();
+            for k in 0..steps {
+                let ts = 1_700_000_000_000_000 + k * 5 * MIN;
+                let hour = ((ts / (60 * MIN)) % 24) as u32;
+                let cpu = 0.5 + (k % 13) as f64 / 9.0 + if k >= steps - 2 { 6.0 } else { 0.0 };
+                let alloc = if k < 100 {
+                    2.0
+                } else if k < 300 {
+                    4.0
+                } else {
+                    3.0
+                };
+                let mem = 700.0 + (k % 29) as f64 * 3.5;
+                for (t, v, a) in [(&mut ct.cpu, cpu, alloc), (&mut ct.memory, mem, 2048.0)] {
+                    t.observe(
+                        Sample {
+                            ts_usec: ts,
+                            hour,
+                            value: Some(v),
+                            alloc: a,
+                        },
+                        60 * MIN,
+                    );
+                    t.detector.observe(ts, v);
+                }
+                ct.seen_usec = ts;
+            }
+            if vmid == 101 {
+                ct.oom_hold_until_usec = Some(1_700_000_000_000_000 + 86_400_000_000);
+            }
+        }
+        m
+    }
+
+    /// `learned()` as the state file held it before tracks were written as arrays (objects with
+    /// field names, as serde derives them).
+    const OLD_FORMAT: &str = r#"{"containers":{"101":{"cpu":{"buckets":[0.6111111,0.7222222,6.8333335,6.9444447,1.1666666,1.2777778,1.3888888,1.5,1.6111112,1.7222222,1.8333334,0.5],"head":3,"head_start_usec":1700137700000000,"span_usec":300000000,"since_usec":1700090000000000,"daily":[1.1444445,1.1537038,1.162963,1.1722224,1.1814816,1.190741,1.2,1.2092594,1.2185186,1.1620371,1.1712964,1.125926,1.1388888,1.1481482,1.1574075,1.1666667,1.1759261,1.1851853,1.1944447,1.2037038,1.2129631,1.2222223,1.0555556,1.1351851],"days":[2,2,2,2,2,2,2,2,2,2,2,2,1,1,1,1,1,1,1,1,1,1,2,2],"hour":12,"hour_mean":2.9074075,"hour_n":6.0,"alloc":3.0,"last_up_usec":1700030000000000,"last_down_usec":1700090000000000,"peak":6.9444447,"peak_usec":1700137700000000,"detector":{"readings":460,"level":1.0702387,"mad":0.37814993,"recent":[6.9444447,6.8333335],"short":2.0481539,"high":6.9444447,"short_high":1.4141669,"short_low":0.58288074,"episode":{"direction":"up","start_score":4.9039946,"score":2.05553,"baseline":1.0296193,"started_usec":1700137400000000,"calm":0,"len":2}}},"memory":{"buckets":[773.5,777.0,780.5,784.0,745.5,749.0,752.5,756.0,759.5,763.0,766.5,770.0],"head":3,"head_start_usec":1700137700000000,"span_usec":300000000,"since_usec":1700000000000000,"daily":[758.9166,735.35,777.35,724.2083,759.85,749.0,742.35,773.7916,724.85,766.85,739.08325,749.35,758.9167,733.25,775.25,724.2083,757.75,749.0,740.25,773.7917,722.75,764.75,727.4166,752.85],"days":[2,2,2,2,2,2,2,2,2,2,2,2,1,1,1,1,1,1,1,1,1,1,2,2],"hour":12,"hour_mean":775.25,"hour_n":6.0,"alloc":2048.0,"peak":784.0,"peak_usec":1700137700000000,"detector":{"readings":460,"level":739.1855,"mad":24.028982,"recent":[784.0,780.5],"short":764.2847,"high":797.10974,"short_high":776.2811,"short_low":706.0364}},"oom_hold_until_usec":1700086400000000,"seen_usec":1700137700000000},"7002":{"cpu":{"buckets":[0.5,6.611111,6.7222223,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0],"head":2,"head_start_usec":1700000600000000,"span_usec":300000000,"since_usec":1700000000000000,"daily":[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0],"days":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"hour":22,"hour_mean":4.611111,"hour_n":3.0,"alloc":2.0,"peak":6.7222223,"peak_usec":1700000600000000,"detector":{"readings":3,"level":0.5427504,"mad":0.04267672,"recent":[6.7222223,6.611111],"short":1.5185186,"high":6.7222223,"short_high":1.5185186,"short_low":0.50001276}},"memory":{"buckets":[700.0,703.5,707.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0,-1.0],"head":2,"head_start_usec":1700000600000000,"span_usec":300000000,"since_usec":1700000000000000,"daily":[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0],"days":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"hour":22,"hour_mean":703.5,"hour_n":3.0,"alloc":2048.0,"peak":707.0,"peak_usec":1700000600000000,"detector":{"readings":3,"level":700.03644,"mad":0.03637396,"recent":[707.0,703.5],"short":700.5833,"high":707.0,"short_high":700.5833,"short_low":700.0}},"seen_usec":1700000600000000}}}"#;
+
+    #[test]
+    fn a_model_in_the_old_object_format_loads_to_the_identical_model() {
+        let back: Models = serde_json::from_str(OLD_FORMAT).unwrap();
+        assert_eq!(back, learned());
+    }
+}
