@@ -19,8 +19,6 @@
 //! Readings are kept in absolute units (cores of demand, MB used), so an allocation change does
 //! not disturb them. Values are `f32`: the state of 1000 containers stays well under 2 MB of JSON.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::decide::anomaly::Detector;
@@ -45,7 +43,122 @@ const EMPTY: f32 = -1.0;
 /// Every container's model, by VMID. Containers not seen for a day are dropped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Models {
-    pub containers: BTreeMap<u32, CtModel>,
+    pub containers: ByVmid<CtModel>,
+}
+
+/// Values by VMID, in a `Vec` sorted by VMID; written as a JSON object keyed by VMID, like a
+/// `BTreeMap`. A `BTreeMap`'s half-full nodes cost half again a model's ~700 B (1.2 MB instead
+/// of 0.7 MB at 1000 containers, measured with heaptrack); lookups are a binary search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ByVmid<T>(Vec<(u32, T)>);
+
+impl<T> Default for ByVmid<T> {
+    fn default() -> Self {
+        ByVmid(Vec::new())
+    }
+}
+
+impl<T> ByVmid<T> {
+    fn find(&self, vmid: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&vmid, |e| e.0)
+    }
+
+    pub fn get(&self, vmid: &u32) -> Option<&T> {
+        self.find(*vmid).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, vmid: &u32) -> Option<&mut T> {
+        self.find(*vmid).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Sets `vmid`'s value; returns the one it replaces.
+    pub fn insert(&mut self, vmid: u32, value: T) -> Option<T> {
+        match self.find(vmid) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (vmid, value));
+                None
+            }
+        }
+    }
+
+    /// `vmid`'s slot, to fill with `Entry::or_default`.
+    pub fn entry(&mut self, vmid: u32) -> Entry<'_, T> {
+        Entry { map: self, vmid }
+    }
+
+    /// In VMID order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &T)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&u32, &mut T) -> bool) {
+        self.0.retain_mut(|(k, v)| keep(k, v));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A VMID's slot in a `ByVmid`.
+pub struct Entry<'a, T> {
+    map: &'a mut ByVmid<T>,
+    vmid: u32,
+}
+
+impl<'a, T: Default> Entry<'a, T> {
+    /// The value, inserted as `T::default()` when missing.
+    pub fn or_default(self) -> &'a mut T {
+        let i = match self.map.find(self.vmid) {
+            Ok(i) => i,
+            Err(i) => {
+                self.map.0.insert(i, (self.vmid, T::default()));
+                i
+            }
+        };
+        &mut self.map.0[i].1
+    }
+}
+
+impl<T: Serialize> Serialize for ByVmid<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ByVmid<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = ByVmid<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object keyed by vmid")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut map = ByVmid(Vec::with_capacity(a.size_hint().unwrap_or(0)));
+                while let Some((vmid, value)) = a.next_entry::<u32, T>()? {
+                    // Written in VMID order: each goes at the end. A repeated VMID keeps the
+                    // last value, as a `BTreeMap` did.
+                    match map.0.last() {
+                        Some((last, _)) if *last >= vmid => {
+                            map.insert(vmid, value);
+                        }
+                        _ => map.0.push((vmid, value)),
+                    }
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// One container's model.
@@ -469,5 +582,30 @@ mod format_tests {
     fn a_model_in_the_old_object_format_loads_to_the_identical_model() {
         let back: Models = serde_json::from_str(OLD_FORMAT).unwrap();
         assert_eq!(back, learned());
+    }
+
+    #[test]
+    fn models_by_vmid_stay_sorted_and_read_and_write_like_a_btreemap() {
+        let mut m: ByVmid<u8> = ByVmid::default();
+        for vmid in [300, 100, 200, 100] {
+            *m.entry(vmid).or_default() += 1;
+        }
+        assert_eq!(m.insert(150, 9), None);
+        assert_eq!(m.insert(300, 7), Some(1));
+        let pairs: Vec<(u32, u8)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(pairs, vec![(100, 2), (150, 9), (200, 1), (300, 7)]);
+        let as_btree: std::collections::BTreeMap<u32, u8> = pairs.iter().copied().collect();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            serde_json::to_string(&as_btree).unwrap()
+        );
+        // Out of order, and a repeated key whose last value wins, as with a BTreeMap.
+        let text = r#"{"300":1,"100":2,"200":3,"100":4}"#;
+        let back: ByVmid<u8> = serde_json::from_str(text).unwrap();
+        let btree: std::collections::BTreeMap<u32, u8> = serde_json::from_str(text).unwrap();
+        let back: Vec<(u32, u8)> = back.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(back, btree.into_iter().collect::<Vec<_>>());
+        m.retain(|vmid, _| *vmid != 150);
+        assert_eq!((m.len(), m.get(&150), m.get(&200)), (3, None, Some(&1)));
     }
 }
