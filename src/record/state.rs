@@ -110,6 +110,9 @@ struct StateFile<'a> {
     model: &'a Models,
 }
 
+/// Chunk size in which the state file's encoding reaches the file.
+const ENCODE_BUFFER_BYTES: usize = 32 * 1024;
+
 /// Writes `state` and `models` to `path` atomically, creating its directory (0700) when missing.
 /// The JSON goes straight into the file: at 1000 containers it is over 1 MB, and neither it nor
 /// the model's encoding is ever held in memory (encoding costs about a millisecond per 1000
@@ -122,8 +125,13 @@ pub fn write_state_with_model(path: &Path, state: &State, models: &Models) -> Re
         state,
         model: models,
     };
+    // serde_json writes token by token: through `&mut dyn Write` each one is a virtual call
+    // (a third of the encoding's instructions at 1000 containers, measured with callgrind); a
+    // buffer of a concrete type takes them inline and passes on whole chunks.
     fsutil::write_atomic_with(path, 0o600, |w| {
-        serde_json::to_writer(w, &file).map_err(std::io::Error::from)
+        let mut w = std::io::BufWriter::with_capacity(ENCODE_BUFFER_BYTES, w);
+        serde_json::to_writer(&mut w, &file).map_err(std::io::Error::from)?;
+        std::io::Write::flush(&mut w)
     })
 }
 
