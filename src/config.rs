@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub mod cluster;
 use cluster::{ClusterMode, NodeOverride};
 
-/// A secret value of the config (`gotify_token`). Reads as a `str`; its `Debug` prints
+/// A secret value of the config (`gotify_token`, and `gotify_url`, which may hold a password). Reads as a `str`; its `Debug` prints
 /// `<redacted>`, so a `Config` printed while debugging never carries it.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
@@ -120,7 +120,8 @@ pub struct Config {
     /// Local hour (0–23) at which energy mode ends (exclusive).
     pub off_peak_end: u32,
     pub energy_mode: bool,
-    pub gotify_url: String,
+    /// May carry a password (`https://user:pass@host`): its `Debug` is redacted too.
+    pub gotify_url: Secret,
     /// Secret: never logged, never printed (its `Debug` is redacted).
     pub gotify_token: Secret,
     /// VMIDs that are measured but never changed.
@@ -359,7 +360,7 @@ impl Default for Config {
             off_peak_start: 22,
             off_peak_end: 6,
             energy_mode: false,
-            gotify_url: String::new(),
+            gotify_url: Secret::default(),
             gotify_token: Secret::default(),
             ignore_lxc: Vec::new(),
             tiers: BTreeMap::new(),
@@ -1292,12 +1293,15 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_of_a_config_never_shows_the_gotify_token() {
+    fn debug_output_of_a_config_never_shows_the_gotify_token_or_url_password() {
         let c =
             parse("gotify_url = \"https://g.example\"\ngotify_token = \"AbC9xyzTok\"\n").unwrap();
         assert_eq!(c.gotify_token, "AbC9xyzTok");
         let dbg = format!("{c:?} {c:#?}");
-        assert!(!dbg.contains("AbC9xyzTok"), "{dbg}");
+        assert!(
+            !dbg.contains("AbC9xyzTok") && !dbg.contains("UrlPw77"),
+            "{dbg}"
+        );
         assert!(dbg.contains("gotify_token: <redacted>"), "{dbg}");
         assert_eq!(format!("{:?}", Secret::default()), "\"\"");
     }
