@@ -13,6 +13,47 @@ use serde::{Deserialize, Serialize};
 pub mod cluster;
 use cluster::{ClusterMode, NodeOverride};
 
+/// A secret value of the config (`gotify_token`, and `gotify_url`, which may hold a password). Reads as a `str`; its `Debug` prints
+/// `<redacted>`, so a `Config` printed while debugging never carries it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl PartialEq<&str> for Secret {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lxc_autoscale/lxc_autoscale.conf";
 
@@ -79,9 +120,10 @@ pub struct Config {
     /// Local hour (0–23) at which energy mode ends (exclusive).
     pub off_peak_end: u32,
     pub energy_mode: bool,
-    pub gotify_url: String,
-    /// Secret: never logged, never printed.
-    pub gotify_token: String,
+    /// May carry a password (`https://user:pass@host`): its `Debug` is redacted too.
+    pub gotify_url: Secret,
+    /// Secret: never logged, never printed (its `Debug` is redacted).
+    pub gotify_token: Secret,
     /// VMIDs that are measured but never changed.
     pub ignore_lxc: Vec<u32>,
     pub tiers: BTreeMap<String, TierConfig>,
@@ -318,8 +360,8 @@ impl Default for Config {
             off_peak_start: 22,
             off_peak_end: 6,
             energy_mode: false,
-            gotify_url: String::new(),
-            gotify_token: String::new(),
+            gotify_url: Secret::default(),
+            gotify_token: Secret::default(),
             ignore_lxc: Vec::new(),
             tiers: BTreeMap::new(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup/lxc"),
@@ -1248,6 +1290,20 @@ mod tests {
             err_of("gotify_token = 12345\n"),
             "key `gotify_token` (line 1, column 16): invalid value, not shown because it is a secret (write it as a quoted string)"
         );
+    }
+
+    #[test]
+    fn debug_output_of_a_config_never_shows_the_gotify_token_or_url_password() {
+        let c =
+            parse("gotify_url = \"https://g.example\"\ngotify_token = \"AbC9xyzTok\"\n").unwrap();
+        assert_eq!(c.gotify_token, "AbC9xyzTok");
+        let dbg = format!("{c:?} {c:#?}");
+        assert!(
+            !dbg.contains("AbC9xyzTok") && !dbg.contains("UrlPw77"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("gotify_token: <redacted>"), "{dbg}");
+        assert_eq!(format!("{:?}", Secret::default()), "\"\"");
     }
 
     #[test]

@@ -1192,7 +1192,8 @@ fn an_oom_kill_on_n1_blocks_memory_cuts_of_the_container_on_n2_for_a_day() {
     let block = usec_of(&rec["until"]["oom_block"]);
     // Exactly the model's block (24 h from the cycle's snapshot), to the second.
     let model = &state_of(&cluster, "n1")["model"]["containers"]["101"];
-    let held = model["oom_hold_until_usec"].as_i64().unwrap();
+    // A container's model is the array [cpu, memory, oom_hold_until_usec, seen_usec].
+    let held = model[2].as_i64().unwrap();
     assert_eq!(block, held / 1_000_000 * 1_000_000, "{rec} {model}");
     let snapshot = state_of(&cluster, "n1")["containers"]["101"]["taken_at_usec"].as_i64();
     assert_eq!(Some(held - 86_400_000_000), snapshot);

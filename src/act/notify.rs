@@ -425,7 +425,7 @@ mod tests {
         c.gotify_token = "tok".into();
         let n = Notifier::from_config(&c).unwrap();
         assert_eq!(n.endpoint(), "https://gotify.example/message");
-        c.gotify_url.clear();
+        c.gotify_url = crate::config::Secret::default();
         assert!(Notifier::from_config(&c).is_none());
         c.gotify_url = "https://gotify.example".into();
         c.gotify_token = " \t".into();

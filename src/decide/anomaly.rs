@@ -66,8 +66,8 @@ impl Direction {
     }
 }
 
-/// An open episode.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// An open episode. Written as an array of its fields in this order (see `model::Track`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct Episode {
     pub direction: Direction,
     /// Score of the reading that opened it.
@@ -84,7 +84,10 @@ pub struct Episode {
 
 /// The detector's state: 8 numbers and the open episode. Values are in the unit of the readings
 /// (cores or MB). A state of the former detector (fields `n`, `mean`, `var`) reads as a fresh one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Written as an array of its fields in this order, the episode `null` when none (see
+/// `model::Track`: the derived `Deserialize` reads the array and the older object).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Detector {
     /// Readings seen (saturating); 0 = nothing learned yet.
@@ -100,8 +103,40 @@ pub struct Detector {
     high: f32,
     short_high: f32,
     short_low: f32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub episode: Option<Episode>,
+}
+
+impl Serialize for Episode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self;
+        (
+            e.direction,
+            e.start_score,
+            e.score,
+            e.baseline,
+            e.started_usec,
+            e.calm,
+            e.len,
+        )
+            .serialize(s)
+    }
+}
+
+impl Serialize for Detector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(9)?;
+        t.serialize_element(&self.readings)?;
+        t.serialize_element(&self.level)?;
+        t.serialize_element(&self.mad)?;
+        t.serialize_element(&self.recent)?;
+        t.serialize_element(&self.short)?;
+        t.serialize_element(&self.high)?;
+        t.serialize_element(&self.short_high)?;
+        t.serialize_element(&self.short_low)?;
+        t.serialize_element(&self.episode)?;
+        t.end()
+    }
 }
 
 /// A new episode, reported once at its start.

@@ -272,7 +272,7 @@ pub fn layer(files: &Files, local: &Config, members: &Membership) -> Result<Conf
         let secrets = parse_secrets(text)
             .with_context(|| format!("invalid secrets file {}", path.display()))?;
         if let Some(token) = secrets.gotify_token {
-            cfg.gotify_token = token;
+            cfg.gotify_token = token.into();
         }
     }
     apply_override(&mut cfg, &node).with_context(invalid)?;
