@@ -402,7 +402,7 @@ impl<'a> Daemon<'a> {
         self.cluster_duties(snap, &plan, &report);
         self.record_cycle(snap, &plan, cycle);
         departures::note(&self.cfg, &mut self.state, snap, &self.events);
-        self.state = self.state.advanced(snap);
+        self.state.advance(snap);
         holds::note_applied(&mut self.state, &report.applied);
         self.cycles += 1;
         self.save_state();
