@@ -198,7 +198,12 @@ fn wait_until_busy(dir: &Path) {
 /// One cycle's reading of a group through the project's kept descriptors (`pread` at offset 0).
 fn read(dir: &mut CgroupDir) -> CgroupReading {
     dir.start_cycle();
-    cgroup::read_container(dir, &mut Vec::new(), &mut Outcomes::default()).expect("group vanished")
+    cgroup::read_container(
+        dir,
+        &mut cgroup::ReadBuf::default(),
+        &mut Outcomes::default(),
+    )
+    .expect("group vanished")
 }
 
 /// With the groups frozen: the project's reading equals the kernel's `cpu.stat`; returns the

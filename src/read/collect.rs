@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::read::cgroup::{
-    self, CgFile, CgroupDir, CgroupReading, ExtraReading, Outcome, Outcomes,
+    self, CgFile, CgroupDir, CgroupReading, ExtraReading, Outcome, Outcomes, ReadBuf,
 };
 use crate::read::hostproc;
 use crate::read::pveconf::{conf_path, ConfCache};
@@ -28,7 +28,7 @@ use crate::read::snapshot::{
 pub struct Collector {
     confs: ConfCache,
     /// Contents of the file being parsed; reused so that a cycle does not allocate per file.
-    buf: Vec<u8>,
+    buf: ReadBuf,
     /// Whether to read the history-only figures of `ContainerSample::extra` (io, pids, swap,
     /// network, rootfs, io pressure). Off, they stay `None`; the figures the decision needs
     /// (throttling, OOM kills, cpu and memory pressure) are read either way.
@@ -586,7 +586,7 @@ fn kept_cgroup<'a>(
 
 /// One pass over the cgroup of `vmid` through descriptors opened for it and closed after it.
 /// `None` when the directory cannot be opened (gone) or vanishes twice.
-fn read_unkept(root: &Path, vmid: u32, buf: &mut Vec<u8>, history: bool) -> Option<Pass> {
+fn read_unkept(root: &Path, vmid: u32, buf: &mut ReadBuf, history: bool) -> Option<Pass> {
     for _ in 0..2 {
         let mut dir = CgroupDir::open(&root.join(vmid.to_string())).ok()?;
         if let Ok(pass) = read_pass(&mut dir, buf, history) {
@@ -607,7 +607,7 @@ fn cgroup_ino(root: &Path, vmid: u32) -> Option<u64> {
 /// One cycle's reads of a kept cgroup directory.
 fn read_pass(
     dir: &mut CgroupDir,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuf,
     history: bool,
 ) -> Result<Pass, cgroup::Vanished> {
     dir.start_cycle();
@@ -630,7 +630,7 @@ fn read_pass(
 fn read_kept<'a>(
     fd: &mut Option<File>,
     path: impl FnOnce() -> PathBuf,
-    buf: &'a mut Vec<u8>,
+    buf: &'a mut ReadBuf,
 ) -> Option<&'a str> {
     if fd.is_none() {
         *fd = File::open(path()).ok();
@@ -716,7 +716,7 @@ fn statvfs_root(cfg: &Config, pid: u32, vmid: u32) -> Option<(Option<u64>, Optio
 }
 
 /// The file at `path` as text in `buf`; non-UTF-8 content is an error.
-fn read_text<'a>(path: &Path, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
+fn read_text<'a>(path: &Path, buf: &'a mut ReadBuf) -> io::Result<&'a str> {
     cgroup::read_into(path, buf)?;
     std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
