@@ -178,7 +178,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         Err(e) => return Err(anyhow::anyhow!("{e:#}")),
     };
     let inbox = Inbox::new();
-    let api = match ApiRuntime::start(&cfg, cli.dry_run, inbox.sender(), LoopMsg::Api) {
+    let api = if cli.once {
+        check_api_settings(&cfg).map(|()| None)
+    } else {
+        ApiRuntime::start(&cfg, cli.dry_run, inbox.sender(), LoopMsg::Api)
+    };
+    let api = match api {
         Ok(api) => api,
         Err(e) => {
             error!(error = %format!("{e:#}"), "the api cannot start");
@@ -193,6 +198,26 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     daemon.serve();
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--once` checks of the `[api]` table instead of starting the API: one cycle serves no
+/// request, and binding would first remove the socket file of a daemon that runs beside it (with
+/// another `lock_file`). It still refuses what the daemon would refuse at start: the settings
+/// (`api.token_file`, `api.listen`) and a socket path that exists and is not a socket; nothing is
+/// created or removed.
+fn check_api_settings(cfg: &Config) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let settings = crate::service::api::Settings::from_config(cfg)?;
+    if let config::ApiListen::Unix(path) = settings.listen() {
+        let not_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_socket());
+        if not_socket {
+            anyhow::bail!(
+                "api.listen: {} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Everything the loop keeps across cycles. The loop is the only writer of state, backups and
