@@ -463,6 +463,15 @@ impl<'a> Daemon<'a> {
         {
             return;
         }
+        if self.api.is_none() && self.cfg.prometheus_textfile.as_os_str().is_empty() {
+            // The history alone: each line is encoded as it is built, none is kept.
+            if let Some(log) = log {
+                let host = metrics::host_record(&self.cfg, snap, &self.state, cycle);
+                let lines = metrics::container_records(&self.cfg, snap, plan, &self.state);
+                append_history(log, &metrics::encode_lines(&host, lines));
+            }
+            return;
+        }
         let records = metrics::records(&self.cfg, snap, plan, &self.state, cycle);
         let cluster = self.cluster.prometheus();
         let models = (&self.counters, &self.models, cluster);
@@ -752,9 +761,7 @@ fn export_metrics(
 ) {
     let prom = &cfg.prometheus_textfile;
     if let Some(log) = log {
-        if let Err(e) = log.append(&metrics::encode(host, containers)) {
-            warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
-        }
+        append_history(log, &metrics::encode(host, containers));
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
@@ -763,6 +770,13 @@ fn export_metrics(
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }
+    }
+}
+
+/// Appends a cycle's history lines; a failure is a warning.
+fn append_history(log: &MetricsLog, lines: &[u8]) {
+    if let Err(e) = log.append(lines) {
+        warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
     }
 }
 
