@@ -364,7 +364,7 @@ impl Collector {
     /// The main section of the conf of `vmid`; a missing or unusable conf is a failure.
     fn conf(&mut self, cfg: &Config, vmid: u32) -> Option<CtConf> {
         let problem = match self.confs.get(&cfg.pve_lxc_dir, vmid) {
-            Ok(Some(conf)) => return Some(conf.clone()),
+            Ok(Some(conf)) => return Some(conf),
             Ok(None) => Problem::Missing,
             Err(e) => Problem::Invalid(format!("{e:#}")),
         };
