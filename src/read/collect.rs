@@ -549,6 +549,11 @@ impl Collector {
         }
     }
 
+    /// Empties the conf cache (`--once`, once it has its snapshot); the parse count stays.
+    pub fn forget_confs(&mut self) {
+        self.confs.clear();
+    }
+
     /// Conf files read and parsed so far; a cycle over settled confs adds none.
     pub fn conf_parses(&self) -> u64 {
         self.confs.parses()
@@ -873,6 +878,23 @@ mod tests {
         assert_eq!(snap.containers.len(), 1);
         assert_eq!(snap.containers[0].vmid, 101);
         assert_eq!(c.confs.len(), 1);
+    }
+
+    #[test]
+    fn forgotten_confs_are_read_again_and_the_snapshot_keeps_its_copies() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let mut c = Collector::new();
+        let first = c.collect(&h.cfg, 0);
+        c.forget_confs();
+        assert_eq!((c.confs.len(), c.conf_parses()), (0, 1));
+        assert!(first.containers[0].conf.is_some());
+        assert_eq!(
+            c.collect(&h.cfg, 1).containers[0].conf,
+            first.containers[0].conf
+        );
+        assert_eq!((c.confs.len(), c.conf_parses()), (1, 2));
     }
 
     #[test]

@@ -272,6 +272,11 @@ impl ConfCache {
         self.entries.retain(|&vmid, _| keep(vmid));
     }
 
+    /// Drops every entry and gives their memory back; the parse count stays.
+    pub fn clear(&mut self) {
+        self.entries = HashMap::new();
+    }
+
     /// Confs read and parsed so far (cache misses).
     pub fn parses(&self) -> u64 {
         self.parses

@@ -329,6 +329,11 @@ impl<'a> Daemon<'a> {
             let Some((snap, collect_time)) = measured else {
                 break;
             };
+            if self.opts.once {
+                // The snapshot holds its own copy of every conf: the cache would only add to the
+                // cycle's peak.
+                self.collector.forget_confs();
+            }
             // The sampling window is not part of the schedule: the interval starts now.
             let cycle_start = Instant::now();
             let history = self.collector.read_extra;
@@ -350,7 +355,8 @@ impl<'a> Daemon<'a> {
             }
         }
         sdnotify::notify(&[NotifyState::Stopping]);
-        if self.cycles > 0 {
+        // `--once` saved the state at the end of its one cycle, and nothing changed it since.
+        if self.cycles > 0 && !self.opts.once {
             self.save_state();
         }
         self.drain_api();
