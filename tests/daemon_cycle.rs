@@ -478,3 +478,34 @@ fn first_cycle_after_downtime_measures_cpu_over_the_fresh_window_and_scales() {
         assert!(!log.contains("cpu not measured"), "{what}: {log}");
     }
 }
+
+#[test]
+fn once_serves_no_api_and_leaves_the_socket_of_a_running_daemon_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let host = FakeHost::new(4);
+    host.add_container(101, "arch: amd64\ncores: 2\nmemory: 1024\n");
+    host.set_memory(101, 400, 100);
+    host.seed_previous_cycle(&[(101, 40.0, 2)]);
+    // The default config has the API on this socket; a daemon (with another lock file) serves it.
+    std::fs::create_dir_all(host.path("run")).unwrap();
+    let socket = host.path("run/api.sock");
+    let daemon = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    daemon.set_nonblocking(true).unwrap();
+    let inode = std::fs::metadata(&socket).unwrap().ino();
+
+    let out = once(&host, "");
+
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
+    assert!(
+        daemon.accept().is_err(),
+        "--once connected to the daemon's socket"
+    );
+    drop(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    assert!(
+        daemon.accept().is_ok(),
+        "the socket no longer leads to the daemon"
+    );
+    assert!(out.status.success());
+    let log = host.log_text();
+    assert!(log.contains("once=true api=\"off\""), "{log}");
+}

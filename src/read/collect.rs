@@ -364,7 +364,7 @@ impl Collector {
     /// The main section of the conf of `vmid`; a missing or unusable conf is a failure.
     fn conf(&mut self, cfg: &Config, vmid: u32) -> Option<CtConf> {
         let problem = match self.confs.get(&cfg.pve_lxc_dir, vmid) {
-            Ok(Some(conf)) => return Some(conf.clone()),
+            Ok(Some(conf)) => return Some(conf),
             Ok(None) => Problem::Missing,
             Err(e) => Problem::Invalid(format!("{e:#}")),
         };
@@ -547,6 +547,11 @@ impl Collector {
             mem_total_kib: mem.mem_total_kib,
             mem_available_kib: mem.mem_available_kib,
         }
+    }
+
+    /// Empties the conf cache (`--once`, once it has its snapshot); the parse count stays.
+    pub fn forget_confs(&mut self) {
+        self.confs.clear();
     }
 
     /// Conf files read and parsed so far; a cycle over settled confs adds none.
@@ -873,6 +878,23 @@ mod tests {
         assert_eq!(snap.containers.len(), 1);
         assert_eq!(snap.containers[0].vmid, 101);
         assert_eq!(c.confs.len(), 1);
+    }
+
+    #[test]
+    fn forgotten_confs_are_read_again_and_the_snapshot_keeps_its_copies() {
+        let h = FakeHost::new();
+        h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let mut c = Collector::new();
+        let first = c.collect(&h.cfg, 0);
+        c.forget_confs();
+        assert_eq!((c.confs.len(), c.conf_parses()), (0, 1));
+        assert!(first.containers[0].conf.is_some());
+        assert_eq!(
+            c.collect(&h.cfg, 1).containers[0].conf,
+            first.containers[0].conf
+        );
+        assert_eq!((c.confs.len(), c.conf_parses()), (1, 2));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub fn read_conf(dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
 #[derive(Debug, Default)]
 pub struct ConfCache {
     /// Boxed: the table has up to twice as many buckets as entries, and an unboxed entry (about
-    /// 230 bytes) would make each empty bucket as large.
+    /// 100 bytes) would make each empty bucket as large.
     entries: HashMap<u32, Box<CachedConf>>,
     text: String,
     /// Confs read and parsed since the cache was made: a settled host adds none per cycle.
@@ -142,7 +142,72 @@ struct CachedConf {
     /// The file was modified within `RACY_SECS` of being read: a later write in the same mtime
     /// tick with the same size would look unchanged, so the entry is not trusted.
     racy: bool,
-    conf: CtConf,
+    conf: PackedConf,
+}
+
+/// A parsed conf as the cache keeps it between cycles: the figures, and all of its strings in one
+/// allocation instead of up to eight (about 190 bytes an entry instead of 460 at 1000 containers).
+#[derive(Debug, Clone, PartialEq)]
+struct PackedConf {
+    cores: Option<u32>,
+    memory_mb: u64,
+    swap_mb: Option<u64>,
+    cpulimit: Option<f64>,
+    /// `lock`, `hostname`, `rootfs_volume` and `ostype` (empty: `None`), then the tags, then the
+    /// MACs, each followed by `\n`. No value holds one (the conf is read line by line) and none of
+    /// these is ever `Some("")` or an empty list entry (`parse_conf`), so the split is exact.
+    strings: Box<str>,
+    tags: u32,
+}
+
+/// Separates the packed strings.
+const PACK_SEP: char = '\n';
+
+impl PackedConf {
+    fn pack(conf: CtConf) -> PackedConf {
+        let mut strings = String::new();
+        for s in [
+            &conf.lock,
+            &conf.hostname,
+            &conf.rootfs_volume,
+            &conf.ostype,
+        ] {
+            strings.push_str(s.as_deref().unwrap_or_default());
+            strings.push(PACK_SEP);
+        }
+        for s in conf.tags.iter().chain(&conf.hwaddrs) {
+            strings.push_str(s);
+            strings.push(PACK_SEP);
+        }
+        PackedConf {
+            cores: conf.cores,
+            memory_mb: conf.memory_mb,
+            swap_mb: conf.swap_mb,
+            cpulimit: conf.cpulimit,
+            strings: strings.into_boxed_str(),
+            tags: u32::try_from(conf.tags.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn unpack(&self) -> CtConf {
+        let mut parts = self.strings.split_terminator(PACK_SEP);
+        let mut optional = || non_empty(parts.next().unwrap_or_default());
+        let (lock, hostname, rootfs_volume, ostype) =
+            (optional(), optional(), optional(), optional());
+        let tags = parts.by_ref().take(self.tags as usize);
+        CtConf {
+            cores: self.cores,
+            memory_mb: self.memory_mb,
+            swap_mb: self.swap_mb,
+            cpulimit: self.cpulimit,
+            tags: tags.map(str::to_string).collect(),
+            lock,
+            hostname,
+            rootfs_volume,
+            ostype,
+            hwaddrs: parts.map(str::to_string).collect(),
+        }
+    }
 }
 
 /// Seconds within which an mtime is too close to the reading to prove the file unchanged since
@@ -154,9 +219,9 @@ impl ConfCache {
         ConfCache::default()
     }
 
-    /// The parsed conf of `vmid` in `dir`. `Ok(None)` when the file does not exist; read and parse
+    /// The parsed conf of `vmid` in `dir` (a copy: the cache keeps it packed). `Ok(None)` when the file does not exist; read and parse
     /// errors name the path and leave no entry, so the next call tries again.
-    pub fn get(&mut self, dir: &Path, vmid: u32) -> anyhow::Result<Option<&CtConf>> {
+    pub fn get(&mut self, dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
         let path = conf_path(dir, vmid);
         let meta = match std::fs::metadata(&path) {
             Ok(meta) => meta,
@@ -186,11 +251,11 @@ impl ConfCache {
                 mtime,
                 size,
                 racy: mtime.0 >= now_secs.saturating_sub(RACY_SECS),
-                conf,
+                conf: PackedConf::pack(conf),
             };
             self.entries.insert(vmid, Box::new(entry));
         }
-        Ok(self.entries.get(&vmid).map(|c| &c.conf))
+        Ok(self.entries.get(&vmid).map(|c| c.conf.unpack()))
     }
 
     fn parse_file(&mut self, path: &Path) -> anyhow::Result<CtConf> {
@@ -205,6 +270,11 @@ impl ConfCache {
     /// Keeps only the entries whose vmid satisfies `keep` (drop containers no longer running).
     pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
         self.entries.retain(|&vmid, _| keep(vmid));
+    }
+
+    /// Drops every entry and gives their memory back; the parse count stays.
+    pub fn clear(&mut self) {
+        self.entries = HashMap::new();
     }
 
     /// Confs read and parsed so far (cache misses).
@@ -274,6 +344,22 @@ net2: name=eth3,hwaddr=BC:24:11:00:00:03
         assert_eq!(c.ostype.as_deref(), Some("debian"));
         assert_eq!(c.rootfs_volume.as_deref(), Some("tank:subvol-101-disk-0"));
         assert_eq!(c.hwaddrs, ["BC:24:11:00:00:02", "BC:24:11:00:00:0A"]);
+    }
+
+    #[test]
+    fn the_cache_packs_a_conf_without_losing_or_moving_a_string() {
+        let full = parse_conf(FULL).unwrap();
+        let many = parse_conf(
+            "lock: migrate\ntags: a;b c,d\nostype: alpine\n\
+             net3: name=eth3,hwaddr=bc:24:11:00:00:03\nnet1: name=eth1,hwaddr=BC:24:11:00:00:01\n",
+        )
+        .unwrap();
+        let bare = parse_conf("memory: 64\n").unwrap();
+        for conf in [full, many, bare, CtConf::default()] {
+            assert_eq!(PackedConf::pack(conf.clone()).unpack(), conf);
+        }
+        let packed = PackedConf::pack(parse_conf("tags: x\nhostname: h\n").unwrap());
+        assert_eq!(&*packed.strings, "\nh\n\n\nx\n");
     }
 
     #[test]

@@ -152,12 +152,17 @@ pub fn records(
     state: &State,
     cycle: CycleInfo,
 ) -> (HostRecord, Vec<ContainerRecord>) {
+    let host = host_record(cfg, snap, state, cycle);
+    (host, container_records(cfg, snap, plan, state).collect())
+}
+
+/// The host line of one cycle (see `records`).
+pub fn host_record(cfg: &Config, snap: &Snapshot, state: &State, cycle: CycleInfo) -> HostRecord {
     let max_age_usec = snapshot::max_sample_age_usec(cfg.poll_interval);
-    let time = rfc3339(snap.taken_at_usec);
     let host_prev = state.fresh_host(snap.taken_at_usec, max_age_usec);
-    let host = HostRecord {
+    HostRecord {
         ts_usec: snap.taken_at_usec,
-        time: time.clone(),
+        time: rfc3339(snap.taken_at_usec),
         cpus: snap.host.cpus,
         busy_cores: measure::host_busy_cores(&snap.host, host_prev),
         mem_total_kib: snap.host.mem_total_kib,
@@ -166,73 +171,102 @@ pub fn records(
         containers: snap.containers.len(),
         changes: cycle.changes,
         failures: cycle.failures,
-    };
-    let containers = snap
-        .containers
-        .iter()
-        .map(|c| {
-            let obs = plan
-                .observations
-                .binary_search_by_key(&c.vmid, |o| o.vmid)
-                .ok()
-                .map(|i| &plan.observations[i]);
-            let conf = c.conf.as_ref();
-            let rates: CounterRates = measure::counter_rates(
-                c,
-                snap.taken_at_usec,
-                snap.host.boot_time,
-                state.containers.get(&c.vmid),
-                max_age_usec,
-            );
-            let x = &c.extra;
-            ContainerRecord {
-                ts_usec: snap.taken_at_usec,
-                time: time.clone(),
-                vmid: c.vmid,
-                name: conf.and_then(|k| k.hostname.clone()),
-                tier: cfg.tier_of(c.vmid).map(str::to_string),
-                managed: obs.map(|o| o.managed),
-                cores: conf.and_then(|k| k.cores.or(snap.host.cpus)),
-                effective_cpus: conf.and_then(|k| measure::effective_cpus(k, snap.host.cpus)),
-                cpulimit: conf.and_then(|k| k.cpulimit),
-                memory_mb: conf.map(|k| k.memory_mb),
-                swap_mb: conf.and_then(|k| k.swap_mb),
-                cpu_percent: obs.and_then(|o| o.cpu_percent),
-                memory_used_mb: obs
-                    .and_then(|o| o.memory_used_mb)
-                    .or_else(|| measure::memory_used_mb(c)),
-                memory_percent: obs.and_then(|o| o.memory_percent),
-                swap_used_bytes: x.swap_current_bytes,
-                pids: x.pids_current,
-                throttled_periods: rates.throttled_periods,
-                throttled_ratio: rates.throttled_ratio,
-                oom_kills: rates.oom_kills,
-                io_read_bytes_per_sec: rates.io_read_bytes_per_sec,
-                io_write_bytes_per_sec: rates.io_write_bytes_per_sec,
-                net_rx_bytes_per_sec: rates.net_rx_bytes_per_sec,
-                net_tx_bytes_per_sec: rates.net_tx_bytes_per_sec,
-                psi_cpu_some_avg10: x.psi_cpu_some_avg10,
-                psi_memory_some_avg10: x.psi_memory_some_avg10,
-                psi_io_some_avg10: x.psi_io_some_avg10,
-                rootfs_used_bytes: x.rootfs_used_bytes,
-                rootfs_total_bytes: x.rootfs_total_bytes,
-            }
-        })
-        .collect();
-    (host, containers)
+    }
 }
+
+/// The container lines of one cycle (see `records`), one at a time in snapshot order: the history
+/// alone encodes each as it comes (`encode_lines`) and never holds them all.
+pub fn container_records<'a>(
+    cfg: &'a Config,
+    snap: &'a Snapshot,
+    plan: &'a Plan,
+    state: &'a State,
+) -> impl ExactSizeIterator<Item = ContainerRecord> + 'a {
+    let max_age_usec = snapshot::max_sample_age_usec(cfg.poll_interval);
+    let time = rfc3339(snap.taken_at_usec);
+    snap.containers.iter().map(move |c| {
+        let obs = plan
+            .observations
+            .binary_search_by_key(&c.vmid, |o| o.vmid)
+            .ok()
+            .map(|i| &plan.observations[i]);
+        let conf = c.conf.as_ref();
+        let rates: CounterRates = measure::counter_rates(
+            c,
+            snap.taken_at_usec,
+            snap.host.boot_time,
+            state.containers.get(&c.vmid),
+            max_age_usec,
+        );
+        let x = &c.extra;
+        ContainerRecord {
+            ts_usec: snap.taken_at_usec,
+            time: time.clone(),
+            vmid: c.vmid,
+            name: conf.and_then(|k| k.hostname.clone()),
+            tier: cfg.tier_of(c.vmid).map(str::to_string),
+            managed: obs.map(|o| o.managed),
+            cores: conf.and_then(|k| k.cores.or(snap.host.cpus)),
+            effective_cpus: conf.and_then(|k| measure::effective_cpus(k, snap.host.cpus)),
+            cpulimit: conf.and_then(|k| k.cpulimit),
+            memory_mb: conf.map(|k| k.memory_mb),
+            swap_mb: conf.and_then(|k| k.swap_mb),
+            cpu_percent: obs.and_then(|o| o.cpu_percent),
+            memory_used_mb: obs
+                .and_then(|o| o.memory_used_mb)
+                .or_else(|| measure::memory_used_mb(c)),
+            memory_percent: obs.and_then(|o| o.memory_percent),
+            swap_used_bytes: x.swap_current_bytes,
+            pids: x.pids_current,
+            throttled_periods: rates.throttled_periods,
+            throttled_ratio: rates.throttled_ratio,
+            oom_kills: rates.oom_kills,
+            io_read_bytes_per_sec: rates.io_read_bytes_per_sec,
+            io_write_bytes_per_sec: rates.io_write_bytes_per_sec,
+            net_rx_bytes_per_sec: rates.net_rx_bytes_per_sec,
+            net_tx_bytes_per_sec: rates.net_tx_bytes_per_sec,
+            psi_cpu_some_avg10: x.psi_cpu_some_avg10,
+            psi_memory_some_avg10: x.psi_memory_some_avg10,
+            psi_io_some_avg10: x.psi_io_some_avg10,
+            rootfs_used_bytes: x.rootfs_used_bytes,
+            rootfs_total_bytes: x.rootfs_total_bytes,
+        }
+    })
+}
+
+/// A history line by reference: `Record`'s encoding without copying the record.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum RecordRef<'a> {
+    Host(&'a HostRecord),
+    Container(&'a ContainerRecord),
+}
+
+/// Bytes reserved per container line: a typical line (about 430 without rates, 700 with every
+/// figure); a longer batch grows the buffer. The batch is written with one `write`, so it is built
+/// whole; at 1000 containers it is a mapping of its own (`service::memory`), grown by `mremap`
+/// without a copy, and its pages never written cost no memory.
+const LINE_RESERVE_BYTES: usize = 512;
 
 /// The JSON lines of one cycle: the host line, then one line per container.
 pub fn encode(host: &HostRecord, containers: &[ContainerRecord]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + containers.len() * 512);
-    let mut line = |r: &Record| {
+    encode_lines(host, containers.iter())
+}
+
+/// `encode` over container records as they come, into one buffer: no record is copied or kept.
+pub fn encode_lines<C: std::borrow::Borrow<ContainerRecord>>(
+    host: &HostRecord,
+    containers: impl ExactSizeIterator<Item = C>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LINE_RESERVE_BYTES * (containers.len() + 1));
+    let mut line = |r: RecordRef| {
         // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, r);
+        let _ = serde_json::to_writer(&mut out, &r);
         out.push(b'\n');
     };
-    line(&Record::Host(host.clone()));
+    line(RecordRef::Host(host));
     for c in containers {
-        line(&Record::Container(c.clone()));
+        line(RecordRef::Container(c.borrow()));
     }
     out
 }

@@ -178,7 +178,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
         Err(e) => return Err(anyhow::anyhow!("{e:#}")),
     };
     let inbox = Inbox::new();
-    let api = match ApiRuntime::start(&cfg, cli.dry_run, inbox.sender(), LoopMsg::Api) {
+    let api = if cli.once {
+        check_api_settings(&cfg).map(|()| None)
+    } else {
+        ApiRuntime::start(&cfg, cli.dry_run, inbox.sender(), LoopMsg::Api)
+    };
+    let api = match api {
         Ok(api) => api,
         Err(e) => {
             error!(error = %format!("{e:#}"), "the api cannot start");
@@ -193,6 +198,26 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     daemon.serve();
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--once` checks of the `[api]` table instead of starting the API: one cycle serves no
+/// request, and binding would first remove the socket file of a daemon that runs beside it (with
+/// another `lock_file`). It still refuses what the daemon would refuse at start: the settings
+/// (`api.token_file`, `api.listen`) and a socket path that exists and is not a socket; nothing is
+/// created or removed.
+fn check_api_settings(cfg: &Config) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let settings = crate::service::api::Settings::from_config(cfg)?;
+    if let config::ApiListen::Unix(path) = settings.listen() {
+        let not_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_socket());
+        if not_socket {
+            anyhow::bail!(
+                "api.listen: {} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Everything the loop keeps across cycles. The loop is the only writer of state, backups and
@@ -304,6 +329,11 @@ impl<'a> Daemon<'a> {
             let Some((snap, collect_time)) = measured else {
                 break;
             };
+            if self.opts.once {
+                // The snapshot holds its own copy of every conf: the cache would only add to the
+                // cycle's peak.
+                self.collector.forget_confs();
+            }
             // The sampling window is not part of the schedule: the interval starts now.
             let cycle_start = Instant::now();
             let history = self.collector.read_extra;
@@ -325,7 +355,8 @@ impl<'a> Daemon<'a> {
             }
         }
         sdnotify::notify(&[NotifyState::Stopping]);
-        if self.cycles > 0 {
+        // `--once` saved the state at the end of its one cycle, and nothing changed it since.
+        if self.cycles > 0 && !self.opts.once {
             self.save_state();
         }
         self.drain_api();
@@ -436,6 +467,15 @@ impl<'a> Daemon<'a> {
             && log.is_none()
             && self.cfg.prometheus_textfile.as_os_str().is_empty()
         {
+            return;
+        }
+        if self.api.is_none() && self.cfg.prometheus_textfile.as_os_str().is_empty() {
+            // The history alone: each line is encoded as it is built, none is kept.
+            if let Some(log) = log {
+                let host = metrics::host_record(&self.cfg, snap, &self.state, cycle);
+                let lines = metrics::container_records(&self.cfg, snap, plan, &self.state);
+                append_history(log, &metrics::encode_lines(&host, lines));
+            }
             return;
         }
         let records = metrics::records(&self.cfg, snap, plan, &self.state, cycle);
@@ -727,9 +767,7 @@ fn export_metrics(
 ) {
     let prom = &cfg.prometheus_textfile;
     if let Some(log) = log {
-        if let Err(e) = log.append(&metrics::encode(host, containers)) {
-            warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
-        }
+        append_history(log, &metrics::encode(host, containers));
     }
     if !prom.as_os_str().is_empty() {
         let anomaly = prometheus::AnomalyScores::of(models);
@@ -738,6 +776,13 @@ fn export_metrics(
         if let Err(e) = prometheus::write(prom, &text) {
             warn!(path = %prom.display(), error = %format!("{e:#}"), "cannot write prometheus textfile");
         }
+    }
+}
+
+/// Appends a cycle's history lines; a failure is a warning.
+fn append_history(log: &MetricsLog, lines: &[u8]) {
+    if let Err(e) = log.append(lines) {
+        warn!(path = %log.path().display(), error = %format!("{e:#}"), "cannot write metrics history");
     }
 }
 
