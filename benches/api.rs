@@ -2,7 +2,8 @@
 //! every second, 50 concurrent clients on 127.0.0.1. Reports p50/p99 latency of
 //! `GET /resource/lxc/status` and `GET /containers`, and the daemon's RSS with the API on and off.
 //!
-//! `cargo bench --bench api` (full) or `cargo bench --bench api -- --quick` (fewer requests).
+//! `cargo bench --bench api` (full) or `cargo bench --bench api -- --quick` (fewer requests);
+//! `-- --bin PATH` runs another build of the daemon (say, of an older commit) instead of this one.
 //! Targets are reported as PASS/MISS (timing is never asserted); the run exits non-zero only when a
 //! request got a wrong answer.
 //!
@@ -15,7 +16,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::FakeHost;
@@ -26,6 +29,9 @@ const TOKEN: &str = "bench-token-5d1f0c2a";
 const TARGET_STATUS_P99_MS: f64 = 5.0;
 const TARGET_CONTAINERS_P99_MS: f64 = 50.0;
 const TARGET_RSS_DELTA_MB: f64 = 2.0;
+
+/// The daemon binary: `--bin PATH`, else the one cargo built with this bench.
+static BIN: OnceLock<PathBuf> = OnceLock::new();
 
 fn build() -> FakeHost {
     let host = FakeHost::new(64);
@@ -59,7 +65,11 @@ fn start(host: &FakeHost, addr: Option<&str>) -> Child {
         None => "[api]\nlisten = \"\"\n".to_string(),
     };
     let cfg = host.write_config(&format!("poll_interval = 1\nmin_cores = 2\n{api}"));
-    host.command(&["--config", cfg.to_str().expect("utf-8 path")])
+    let bin = BIN.get_or_init(|| env!("CARGO_BIN_EXE_lxc_autoscale").into());
+    Command::new(bin)
+        .args(["--config", cfg.to_str().expect("utf-8 path")])
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(host.path("daemon.stderr")).expect("stderr file"))
         .spawn()
@@ -89,13 +99,46 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A `Name:   N kB` line of a /proc file, in KiB (0 when missing).
+fn proc_kib(pid: u32, file: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", "VmRSS")
+}
+
+/// Resident memory split into anonymous (heap, stacks) and file-backed (the binary's and the
+/// libraries' pages), from `smaps_rollup`: what the API adds is mostly the former.
+#[derive(Clone, Copy, Default)]
+struct Split {
+    anon: u64,
+    file: u64,
+}
+
+fn split_kib(pid: u32) -> Split {
+    let rss = proc_kib(pid, "smaps_rollup", "Rss");
+    let anon = proc_kib(pid, "smaps_rollup", "Anonymous");
+    Split {
+        anon,
+        file: rss.saturating_sub(anon),
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |k: u64| k as f64 / 1024.0;
+        write!(
+            f,
+            "anon {:.2} + file {:.2} MB",
+            mb(self.anon),
+            mb(self.file)
+        )
+    }
 }
 
 /// `CLIENTS` threads, each sending `per_client` requests for `path(i)`; latencies in ms and the
@@ -168,13 +211,13 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 /// The daemon's RSS after `cycles` cycles with the API off.
-fn rss_without_api(host: &FakeHost, cycles: usize) -> u64 {
+fn rss_without_api(host: &FakeHost, cycles: usize) -> (u64, Split) {
     let _ = std::fs::remove_file(host.path("var/log/lxc_autoscale.log"));
     let mut child = start(host, None);
     wait_for("cycles without the api", || {
         host.log_text().matches("cycle done").count() >= cycles
     });
-    let rss = rss_kib(child.id());
+    let rss = (rss_kib(child.id()), split_kib(child.id()));
     let _ = child.kill();
     let _ = child.wait();
     rss
@@ -193,7 +236,12 @@ fn report(name: &str, lat: &mut [f64], target: f64) -> bool {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--bin") {
+        let bin = args.get(i + 1).expect("--bin needs a path");
+        BIN.set(PathBuf::from(bin)).expect("set once");
+    }
     let per_client = if quick { 20 } else { 200 };
     let host = build();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -212,14 +260,16 @@ fn main() {
     let first = cycle_at();
     wait_for("another cycle", || cycle_at() != first);
     let rss_before = rss_kib(child.id());
+    let split_before = split_kib(child.id());
     let containers_bytes = get(&addr, "/containers").map_or(0, |(_, b)| b.len());
     let (mut status_lat, wrong_status) = load(&addr, per_client, status_path, status_ok);
     let (mut containers_lat, wrong_containers) =
         load(&addr, per_client / 4, containers_path, containers_ok);
     let rss_on = rss_kib(child.id());
+    let split_on = split_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let rss_off = rss_without_api(&host, 4);
+    let (rss_off, split_off) = rss_without_api(&host, 4);
 
     println!("api benchmark: {CONTAINERS} containers, cycles every 1 s, {CLIENTS} concurrent clients on 127.0.0.1");
     println!(
@@ -245,6 +295,10 @@ fn main() {
         rss_off as f64 / 1024.0,
         verdict(c)
     );
+    println!("RSS detail (smaps_rollup): api on before the load {split_before}, after it {split_on}; api off {split_off}");
+    if let Some(bin) = BIN.get() {
+        println!("daemon: {}", bin.display());
+    }
     let mb = containers_bytes as f64 / 1e6;
     println!(
         "GET /containers body: {mb:.2} MB, rendered on the first request after a cycle and shared by the rest"
