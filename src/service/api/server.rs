@@ -314,7 +314,9 @@ fn worker(pool: &Pool, shared: &Arc<Shared>) {
 }
 
 /// Reads one request within `deadline`, answers it, closes. Never logs the query string or any
-/// header.
+/// header. Not inlined into the worker's loop: its frame (the handlers' inlined into it) would
+/// be probed page by page on the worker's entry and stay resident in every idle worker's stack.
+#[inline(never)]
 fn serve(mut conn: Conn, peer: &str, deadline: Duration, shared: &Arc<Shared>) {
     if conn.set_write_timeout(WRITE_TIMEOUT).is_err() {
         return;
