@@ -100,14 +100,14 @@ pub struct MemoryStat {
 /// are ignored.
 pub fn parse_memory_stat(text: &str) -> MemoryStat {
     let mut stat = MemoryStat::default();
-    for (key, value) in lines(text).filter_map(key_value) {
+    for (key, rest) in lines(text).filter_map(split_key) {
         let slot = match key {
             MEMORY_STAT_FILE => &mut stat.file_bytes,
             MEMORY_STAT_SHMEM => &mut stat.shmem_bytes,
             MEMORY_STAT_INACTIVE_FILE => &mut stat.inactive_file_bytes,
             _ => continue,
         };
-        *slot = value.and_then(parse_u64);
+        *slot = only_field(rest).and_then(parse_u64);
     }
     stat
 }
@@ -194,17 +194,14 @@ pub fn parse_first_pid(text: &str) -> Option<u32> {
 /// Parses `cpu.stat` text. Unknown lines are ignored; garbage values give `None` for that field.
 pub fn parse_cpu_stat(text: &str) -> CpuStat {
     let mut stat = CpuStat::default();
-    for line in lines(text) {
-        let Some((key, value)) = key_value(line) else {
-            continue;
-        };
+    for (key, rest) in lines(text).filter_map(split_key) {
         let slot = match key {
             "usage_usec" => &mut stat.usage_usec,
             "nr_throttled" => &mut stat.nr_throttled,
             "throttled_usec" => &mut stat.throttled_usec,
             _ => continue,
         };
-        *slot = value.and_then(parse_u64);
+        *slot = only_field(rest).and_then(parse_u64);
     }
     stat
 }
@@ -238,16 +235,31 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-/// Splits a `key N` line. The value is `None` when the line does not have exactly two fields, so
+/// The first whitespace-separated field of `line` (the key of a `key N` line) and what follows
+/// it; `None` for a blank line. The parsers look at the rest only for the keys they want: most
+/// lines of `memory.stat` are skipped after their key.
+fn split_key(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim_ascii_start();
+    if line.is_empty() {
+        return None;
+    }
+    // ASCII whitespace: splitting at it keeps to char boundaries.
+    let end = line
+        .bytes()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    Some(line.split_at(end))
+}
+
+/// The only whitespace-separated field of `rest`; `None` when there is none or more than one, so
 /// that a garbled line of a known key clears that figure instead of being skipped.
-fn key_value(line: &str) -> Option<(&str, Option<&str>)> {
-    let mut fields = line.split_ascii_whitespace();
-    let key = fields.next()?;
+fn only_field(rest: &str) -> Option<&str> {
+    let mut fields = rest.split_ascii_whitespace();
     let value = fields.next();
     if fields.next().is_some() {
-        return Some((key, None));
+        return None;
     }
-    Some((key, value))
+    value
 }
 
 /// Parses a single unsigned number (e.g. `memory.current`). `None` on anything else.
@@ -263,9 +275,9 @@ pub fn parse_u64(text: &str) -> Option<u64> {
 /// Value of `key` in a flat-keyed file such as `memory.stat` (`key N` per line).
 pub fn parse_keyed(text: &str, key: &str) -> Option<u64> {
     lines(text)
-        .filter_map(key_value)
+        .filter_map(split_key)
         .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.and_then(parse_u64))
+        .and_then(|(_, rest)| only_field(rest).and_then(parse_u64))
 }
 
 /// VMIDs of running containers: the subdirectories of `root` whose name is an integer >= 100.
@@ -1002,6 +1014,49 @@ mod tests {
             lines(stat).collect::<Vec<_>>(),
             ["anon 1", "file 2", "", "shmem 3\r\rinactive_file 4"]
         );
+    }
+
+    /// A `key N` line split as the parsers split it: the value is `None` unless the line has
+    /// exactly two fields.
+    fn key_value(line: &str) -> Option<(&str, Option<&str>)> {
+        let (key, rest) = split_key(line)?;
+        Some((key, only_field(rest)))
+    }
+
+    /// How the parsers split a `key N` line before `split_key`: all its fields first.
+    fn key_value_by_fields(line: &str) -> Option<(&str, Option<&str>)> {
+        let mut fields = line.split_ascii_whitespace();
+        let key = fields.next()?;
+        let value = fields.next();
+        if fields.next().is_some() {
+            return Some((key, None));
+        }
+        Some((key, value))
+    }
+
+    #[test]
+    fn key_value_splits_every_line_as_splitting_all_its_fields_does() {
+        // Every line of up to 6 characters from an alphabet of ASCII whitespace, a letter, a
+        // digit and a two-byte character.
+        let alphabet = ['a', '1', ' ', '\t', '\x0c', 'é'];
+        let mut texts = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            for line in &longer {
+                assert_eq!(key_value(line), key_value_by_fields(line), "{line:?}");
+                checked += 1;
+            }
+            texts = longer;
+        }
+        assert_eq!(checked, 6 + 36 + 216 + 1296 + 7776 + 46656);
+        assert_eq!(key_value("  file 42 \t"), Some(("file", Some("42"))));
+        assert_eq!(key_value("file 42 7"), Some(("file", None)));
+        assert_eq!(key_value("file"), Some(("file", None)));
+        assert_eq!(key_value(" \t "), None);
     }
 
     #[test]
