@@ -48,16 +48,38 @@ pub struct View {
     pub host_cpus: Option<u32>,
     /// `MemTotal`, MB.
     pub host_memory_mb: Option<u64>,
-    /// Measured used memory per container, MB.
-    pub used_mb: HashMap<u32, f64>,
 }
 
-/// What `GET /resource/lxc/status` is made of: the records (shared with the metrics), and per
-/// container the index of its record, its notes and the daemon's holds.
+impl View {
+    /// The record of a running container. Records come in the snapshot's order, by VMID, so a
+    /// lookup needs no index of its own.
+    pub fn record(&self, vmid: u32) -> Option<&ContainerRecord> {
+        let recs = &self.metrics.containers;
+        recs.binary_search_by_key(&vmid, |c| c.vmid)
+            .ok()
+            .map(|i| &recs[i])
+    }
+
+    /// Whether the container was running at the last cycle.
+    pub fn running(&self, vmid: u32) -> bool {
+        self.record(vmid).is_some()
+    }
+
+    /// The container's measured used memory, MB, as the last cycle's decision saw it.
+    pub fn used_mb(&self, vmid: u32) -> Option<f64> {
+        let obs = &self.status.observations;
+        let i = obs.binary_search_by_key(&vmid, |o| o.vmid).ok()?;
+        obs[i].memory_used_mb
+    }
+}
+
+/// What `GET /resource/lxc/status` and `GET /containers` show beside the records (shared with
+/// the metrics): the plan's notes and observations (by VMID, as the plan lists them) and the
+/// daemon's holds.
 #[derive(Debug, Clone, Default)]
 pub struct StatusInput {
-    pub index: HashMap<u32, usize>,
-    pub notes: HashMap<u32, Vec<crate::decide::plan::Reason>>,
+    pub notes: Vec<crate::decide::plan::Note>,
+    pub observations: Vec<crate::decide::plan::Observation>,
     pub extras: HashMap<u32, serde_json::Value>,
 }
 

@@ -632,7 +632,7 @@ fn scale_ram(ctx: &Ctx, req: &Request) -> Response {
     if let Err(r) = changeable(ctx, vmid) {
         return r;
     }
-    if let Some(&used) = view.used_mb.get(&vmid) {
+    if let Some(used) = view.used_mb(vmid) {
         let floor = used + (used / 10.0).max(MEMORY_MARGIN_MB);
         if (memory_mb as f64) < floor {
             let msg = format!("{memory_mb} MB is below what container {vmid} uses ({used:.0} MB) plus a margin: at least {} MB", floor.ceil());
@@ -810,7 +810,7 @@ fn clone_create(ctx: &Ctx, req: &Request) -> Response {
     if let Err(r) = id_free(ctx, new) {
         return r;
     }
-    let running = ctx.shared.view().status.index.contains_key(&src);
+    let running = ctx.shared.view().running(src);
     let steps = clone_steps(src, new, name, running, facts.tags());
     start_task(ctx, "clone", vec![src, new], steps)
 }
@@ -889,7 +889,7 @@ fn clone_delete(ctx: &Ctx, req: &Request) -> Response {
             &format!("container {vmid} has protection: 1"),
         );
     }
-    let running = ctx.shared.view().status.index.contains_key(&vmid);
+    let running = ctx.shared.view().running(vmid);
     let steps: Steps = Box::new(move |s| {
         if running {
             s.run(&argv(pct::stop_argv(vmid), "stop")?)?;

@@ -58,49 +58,29 @@ fn body<T: Serialize>(data: T) -> Arc<str> {
 
 /// The body of `GET /resource/lxc/status` for `vmid`; `None` when it is not running.
 pub fn status_body(view: &View, vmid: u32) -> Option<Arc<str>> {
-    let rec = view
-        .metrics
-        .containers
-        .get(*view.status.index.get(&vmid)?)?;
+    let notes: Vec<&Reason> = view
+        .status
+        .notes
+        .iter()
+        .filter(|n| n.vmid == vmid)
+        .map(|n| &n.reason)
+        .collect();
     let data = StatusData {
-        record: rec,
+        record: view.record(vmid)?,
         planned: view.metrics.planned.iter().find(|c| c.vmid == vmid),
-        notes: &view
-            .status
-            .notes
-            .get(&vmid)
-            .map(|v| v.iter().collect::<Vec<_>>())
-            .unwrap_or_default(),
+        notes: &notes,
         daemon: view.status.extras.get(&vmid),
     };
     Some(body(data))
-}
-
-fn status_input(plan: &Plan, containers: &[ContainerRecord], extras: &Extras) -> StatusInput {
-    let mut notes: HashMap<u32, Vec<Reason>> = HashMap::new();
-    for n in &plan.notes {
-        notes.entry(n.vmid).or_default().push(n.reason.clone());
-    }
-    StatusInput {
-        index: containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.vmid, i))
-            .collect(),
-        notes,
-        extras: extras.clone(),
-    }
 }
 
 /// `GET /containers`' body: rendered on the first request after a cycle and shared by every
 /// request until the next one; a cycle nobody asks about renders nothing.
 #[derive(Debug, Default)]
 pub struct ContainersBody {
-    notes: Vec<Note>,
-    observations: Vec<Observation>,
     /// The records, the host and the planned changes.
     metrics: Arc<MetricsInput>,
-    /// The holds (`extras`).
+    /// The notes, the observations and the holds (`extras`).
     status: Arc<StatusInput>,
     body: OnceLock<Arc<str>>,
 }
@@ -112,8 +92,8 @@ impl ContainersBody {
         let body = self.body.get_or_init(|| {
             body(ContainersData {
                 changes: &self.metrics.planned,
-                notes: &self.notes,
-                observations: &self.observations,
+                notes: &self.status.notes,
+                observations: &self.status.observations,
                 host: &self.metrics.host,
                 containers: &self.metrics.containers,
                 daemon: self.status.extras.iter().map(|(k, v)| (*k, v)).collect(),
@@ -132,12 +112,11 @@ pub fn build(
     counters: &ActionCounters,
     extras: &Extras,
 ) -> View {
-    let used_mb = plan
-        .observations
-        .iter()
-        .filter_map(|o| Some((o.vmid, o.memory_used_mb?)))
-        .collect();
-    let status = Arc::new(status_input(plan, &containers, extras));
+    let status = Arc::new(StatusInput {
+        notes: plan.notes.clone(),
+        observations: plan.observations.clone(),
+        extras: extras.clone(),
+    });
     let node_body = body(&host);
     let cycle_at = Some(host.time.clone());
     let metrics = Arc::new(MetricsInput {
@@ -149,8 +128,6 @@ pub fn build(
     View {
         cycle_at,
         containers: Arc::new(ContainersBody {
-            notes: plan.notes.clone(),
-            observations: plan.observations.clone(),
             metrics: Arc::clone(&metrics),
             status: Arc::clone(&status),
             body: OnceLock::new(),
@@ -159,7 +136,6 @@ pub fn build(
         node_body,
         host_cpus: snap.host.cpus,
         host_memory_mb: snap.host.mem_total_kib.map(|k| k / 1024),
-        used_mb,
         metrics,
     }
 }
