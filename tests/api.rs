@@ -12,7 +12,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::FakeHost;
-use lxc_autoscale::service::api::server::WORKERS;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "tok-3f9a1c77e2b54d0e9b1d";
@@ -878,64 +877,6 @@ fn a_slow_client_does_not_block_others_and_fifty_concurrent_clients_are_answered
         assert_eq!((status, got), (200, Some(u64::from(vmid))));
     }
     drop(slow);
-}
-
-/// Half a request: the server waits for the rest until the connection's deadline.
-fn slow_client(a: &str) -> TcpStream {
-    let mut s = TcpStream::connect(a).unwrap();
-    s.write_all(b"GET /containers HTTP/1.1\r\nAuthorization: Bea")
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    s
-}
-
-#[test]
-fn with_every_other_worker_held_the_last_one_answers_a_slow_client_503_and_still_serves_others() {
-    let d = tcp_daemon("");
-    let Addr::Tcp(a) = d.addr.clone() else {
-        unreachable!()
-    };
-    // One slow client per worker: the last one accepted finds every other worker busy.
-    let mut slow: Vec<TcpStream> = (0..WORKERS).map(|_| slow_client(&a)).collect();
-    let mut refused = None;
-    wait_for("the last free worker to refuse a slow client", || {
-        slow.iter_mut().enumerate().any(|(i, s)| {
-            let mut first = vec![0u8; 4096];
-            let Ok(n) = s.read(&mut first) else {
-                return false;
-            };
-            first.truncate(n);
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            s.read_to_end(&mut first).unwrap();
-            refused = Some((i, parse_reply(&first)));
-            true
-        })
-    });
-    let (i, r) = refused.unwrap();
-    assert_eq!(r.status, 503, "{}", r.body);
-    assert!(r.head.contains("\r\nRetry-After: 1"), "{}", r.head);
-    assert_eq!(r.body["status"], "error");
-    slow.remove(i);
-    // The others are still held; a whole request is served by the worker that refused.
-    let mut buf = [0u8; 1];
-    for s in &mut slow {
-        // Nothing yet (or, on a very slow machine, closed unanswered at its deadline).
-        assert!(
-            !matches!(s.read(&mut buf), Ok(n) if n > 0),
-            "a held client was answered"
-        );
-    }
-    let r = get(&d.addr, "/resource/lxc/status?lxc_id=101");
-    assert_eq!(
-        (r.status, r.body["data"]["vmid"].as_u64()),
-        (200, Some(101))
-    );
-    drop(slow);
-    let r = get(&d.addr, "/resource/lxc/status?lxc_id=102");
-    assert_eq!(
-        (r.status, r.body["data"]["vmid"].as_u64()),
-        (200, Some(102))
-    );
 }
 
 #[test]

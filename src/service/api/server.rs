@@ -1,9 +1,6 @@
-//! Listeners and connections. A fixed pool of workers each accept on the shared listener and
-//! serve what they accepted (no hand-off between threads, so a request costs one wake-up); each
-//! connection has a deadline for its request, so a slow client holds one worker for at most that
-//! long and never the others. The last free worker keeps itself free: while every other one is
-//! busy it gives a client only `LAST_WORKER_DEADLINE` to send its request, and answers 503 with
-//! `Retry-After` to one that takes longer.
+//! Listeners and connections. An accept thread per listener hands connections to a fixed pool of
+//! workers through a bounded queue (a full queue gets 503 at once); each connection has a deadline
+//! for its request, so a slow client holds one worker for at most that long and never the others.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -11,8 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,11 +21,10 @@ use crate::config::ApiListen;
 /// Worker threads answering requests. Quick changes wait for the loop inside a worker, so there
 /// are enough for a burst of them next to plenty of reads.
 pub const WORKERS: usize = 16;
+/// Accepted connections waiting for a worker; beyond this a client gets 503 at once.
+const QUEUE: usize = 128;
 /// A client has this long to send its whole request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-/// The deadline when every other worker is busy: a client that has not sent its request by then
-/// gets 503 with `Retry-After`, so the last worker is soon free again for the next one.
-pub const LAST_WORKER_DEADLINE: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const WORKER_STACK: usize = 256 * 1024;
 /// After a 413 the rest of the body is read and dropped (so the client sees the answer, not a
@@ -49,17 +44,24 @@ pub enum Conn {
 }
 
 impl Conn {
-    fn set_read_timeout(&self, read: Duration) -> io::Result<()> {
+    fn set_timeouts(&self, read: Duration) -> io::Result<()> {
         match self {
-            Conn::Tcp(s) => s.set_read_timeout(Some(read)),
-            Conn::Unix(s) => s.set_read_timeout(Some(read)),
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(read))
+                .and(s.set_write_timeout(Some(WRITE_TIMEOUT))),
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(read))
+                .and(s.set_write_timeout(Some(WRITE_TIMEOUT))),
         }
     }
 
-    fn set_write_timeout(&self, write: Duration) -> io::Result<()> {
+    /// The IP address on TCP, `uid N` on the socket (`SO_PEERCRED`).
+    fn peer(&self) -> String {
         match self {
-            Conn::Tcp(s) => s.set_write_timeout(Some(write)),
-            Conn::Unix(s) => s.set_write_timeout(Some(write)),
+            Conn::Tcp(s) => s
+                .peer_addr()
+                .map_or("unknown".into(), |a| a.ip().to_string()),
+            Conn::Unix(s) => peer_uid(s).map_or("uid unknown".into(), |u| format!("uid {u}")),
         }
     }
 
@@ -105,40 +107,16 @@ impl Write for Conn {
 struct DeadlineReader<'a> {
     conn: &'a mut Conn,
     deadline: Instant,
-    /// The read timeout the socket holds, so that it is set again only when it changed.
-    timeout: Option<Duration>,
-    /// The last read failed because the deadline passed (not because the client went away).
-    timed_out: bool,
-}
-
-impl<'a> DeadlineReader<'a> {
-    fn new(conn: &'a mut Conn, deadline: Instant) -> DeadlineReader<'a> {
-        DeadlineReader {
-            conn,
-            deadline,
-            timeout: None,
-            timed_out: false,
-        }
-    }
 }
 
 impl Read for DeadlineReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            self.timed_out = true;
             return Err(io::ErrorKind::TimedOut.into());
         }
-        // Whole milliseconds: the first read of a request (usually its only one) sets the timeout
-        // once; a later read sets what is left.
-        let left = Duration::from_millis(left.as_millis().max(1) as u64);
-        if self.timeout != Some(left) {
-            self.conn.set_read_timeout(left)?;
-            self.timeout = Some(left);
-        }
-        let read = self.conn.read(buf);
-        self.timed_out = matches!(&read, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
-        read
+        self.conn.set_timeouts(left)?;
+        self.conn.read(buf)
     }
 }
 
@@ -168,34 +146,10 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
 pub fn bind(listen: &ApiListen) -> Result<Option<Listener>> {
     match listen {
         ApiListen::Off => Ok(None),
-        ApiListen::Tcp(addr) => {
-            let l = TcpListener::bind(addr)
-                .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
-            defer_accept(&l);
-            Ok(Some(Listener::Tcp(l)))
-        }
+        ApiListen::Tcp(addr) => TcpListener::bind(addr)
+            .with_context(|| format!("api.listen: cannot listen on {addr}"))
+            .map(|l| Some(Listener::Tcp(l))),
         ApiListen::Unix(path) => bind_unix(path).map(|l| Some(Listener::Unix(l, path.clone()))),
-    }
-}
-
-/// `TCP_DEFER_ACCEPT`: a connection is handed to `accept` once its first bytes have arrived, so a
-/// worker wakes once per request, with the request there to read, and a client that connects
-/// and sends nothing holds no worker. Without it (refused) a worker just waits in `read`.
-fn defer_accept(l: &TcpListener) {
-    use nix::libc;
-    let secs: libc::c_int = REQUEST_DEADLINE.as_secs() as libc::c_int;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            l.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        debug!(error = %io::Error::last_os_error(), "api listener: TCP_DEFER_ACCEPT refused");
     }
 }
 
@@ -244,8 +198,18 @@ impl ServerHandle {
     }
 }
 
-/// Starts the workers, each accepting on the listener.
+/// Starts the workers and the accept thread.
 pub fn spawn(listener: Listener, shared: Arc<Shared>) -> Result<ServerHandle> {
+    let (tx, rx) = mpsc::sync_channel::<Conn>(QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..WORKERS {
+        let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name(format!("api-worker-{n}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || worker(&rx, &shared))
+            .context("cannot start an api worker thread")?;
+    }
     let handle = match &listener {
         Listener::Tcp(l) => ServerHandle {
             tcp_addr: l.local_addr().ok(),
@@ -256,44 +220,31 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>) -> Result<ServerHandle> {
             socket_path: Some(p.clone()),
         },
     };
-    let pool = Arc::new(Pool {
-        listener,
-        idle: AtomicUsize::new(WORKERS),
-    });
-    for n in 0..WORKERS {
-        let (pool, shared) = (Arc::clone(&pool), Arc::clone(&shared));
-        std::thread::Builder::new()
-            .name(format!("api-worker-{n}"))
-            .stack_size(WORKER_STACK)
-            .spawn(move || worker(&pool, &shared))
-            .context("cannot start an api worker thread")?;
-    }
+    std::thread::Builder::new()
+        .name("api-accept".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || accept_loop(listener, &tx))
+        .context("cannot start the api accept thread")?;
     Ok(handle)
 }
 
-/// The listener the workers share and how many of them are not serving a connection.
-struct Pool {
-    listener: Listener,
-    idle: AtomicUsize,
-}
-
-impl Pool {
-    /// The next connection and its peer: the IP address on TCP, `uid N` on the socket
-    /// (`SO_PEERCRED`).
-    fn accept(&self) -> io::Result<(Conn, String)> {
-        match &self.listener {
-            Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), a.ip().to_string())),
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| {
-                let peer = peer_uid(&s).map_or("uid unknown".into(), |u| format!("uid {u}"));
-                (Conn::Unix(s), peer)
-            }),
-        }
+fn worker(rx: &Mutex<mpsc::Receiver<Conn>>, shared: &Arc<Shared>) {
+    loop {
+        let conn = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        serve(conn, shared);
     }
 }
 
-fn worker(pool: &Pool, shared: &Arc<Shared>) {
+fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Conn>) {
     loop {
-        let (conn, peer) = match pool.accept() {
+        let conn = match &listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Conn::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Conn::Unix(s)),
+        };
+        let conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "api accept failed");
@@ -301,27 +252,19 @@ fn worker(pool: &Pool, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        // The one that finds no other worker idle is the last free one.
-        let last = pool.idle.fetch_sub(1, Ordering::SeqCst) == 1;
-        let deadline = if last {
-            LAST_WORKER_DEADLINE
-        } else {
-            REQUEST_DEADLINE
-        };
-        serve(conn, &peer, deadline, shared);
-        pool.idle.fetch_add(1, Ordering::SeqCst);
+        if let Err(mpsc::TrySendError::Full(mut c)) = tx.try_send(conn) {
+            let _ = c.set_timeouts(Duration::from_secs(1));
+            let busy = routes::error(503, "too many connections", Vec::new())
+                .with_header("Retry-After", "1".into());
+            let _ = busy.write_to(&mut c);
+        }
     }
 }
 
-/// Reads one request within `deadline`, answers it, closes. Never logs the query string or any
-/// header. Not inlined into the worker's loop: its frame (the handlers' inlined into it) would
-/// be probed page by page on the worker's entry and stay resident in every idle worker's stack.
-#[inline(never)]
-fn serve(mut conn: Conn, peer: &str, deadline: Duration, shared: &Arc<Shared>) {
-    if conn.set_write_timeout(WRITE_TIMEOUT).is_err() {
-        return;
-    }
-    let Some((resp, unread)) = exchange(&mut conn, shared, peer, deadline) else {
+/// Reads one request, answers it, closes. Never logs the query string or any header.
+fn serve(mut conn: Conn, shared: &Arc<Shared>) {
+    let peer = conn.peer();
+    let Some((resp, unread)) = exchange(&mut conn, shared, &peer) else {
         return;
     };
     if resp.write_to(&mut conn).is_err() {
@@ -331,7 +274,10 @@ fn serve(mut conn: Conn, peer: &str, deadline: Duration, shared: &Arc<Shared>) {
     if unread > 0 {
         // Read and drop the body that was not wanted, so the client sees the answer rather than
         // a reset (closing on unread data resets the connection).
-        let mut reader = DeadlineReader::new(&mut conn, Instant::now() + Duration::from_secs(2));
+        let mut reader = DeadlineReader {
+            conn: &mut conn,
+            deadline: Instant::now() + Duration::from_secs(2),
+        };
         let _ = io::copy(
             &mut reader.by_ref().take(unread.min(DRAIN_LIMIT)),
             &mut io::sink(),
@@ -342,19 +288,16 @@ fn serve(mut conn: Conn, peer: &str, deadline: Duration, shared: &Arc<Shared>) {
 /// Reads the head; refuses what the head alone can refuse before any of the body is read; tells
 /// an `Expect: 100-continue` client to send the body only when the request got that far; reads
 /// the body and runs the handler. Returns the answer and how many declared body bytes are still
-/// unread, or `None` when the client went away. A client that has not sent its request within
-/// `deadline` while this is the last free worker gets 503 (see `LAST_WORKER_DEADLINE`).
-fn exchange(
-    conn: &mut Conn,
-    shared: &Arc<Shared>,
-    peer: &str,
-    deadline: Duration,
-) -> Option<(Response, u64)> {
-    let mut reader = DeadlineReader::new(conn, Instant::now() + deadline);
+/// unread, or `None` when the client went away.
+fn exchange(conn: &mut Conn, shared: &Arc<Shared>, peer: &str) -> Option<(Response, u64)> {
+    let mut reader = DeadlineReader {
+        conn,
+        deadline: Instant::now() + REQUEST_DEADLINE,
+    };
     let (mut req, early) = match http::read_head(&mut reader) {
         Ok(r) => r,
         Err(ReadError::HeadTooLarge) => return refused(ReadError::HeadTooLarge, DRAIN_LIMIT),
-        Err(e) => return refused_or_busy(e, &reader, deadline),
+        Err(e) => return refused(e, 0),
     };
     let declared = req
         .header("content-length")
@@ -376,26 +319,11 @@ fn exchange(
         reader.conn.write_all(http::CONTINUE).ok()?;
     }
     if let Err(e) = http::read_body(&mut reader, &mut req, early, len) {
-        return refused_or_busy(e, &reader, deadline);
+        return refused(e, 0);
     }
     let resp = routes::dispatch(route, shared, peer, &req);
     debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
     Some((resp, 0))
-}
-
-/// Like `refused`, but a client that ran out of the last free worker's shorter deadline is told
-/// to come back (503, `Retry-After: 1`): the server is busy, the request was not wrong.
-fn refused_or_busy(
-    e: ReadError,
-    reader: &DeadlineReader<'_>,
-    deadline: Duration,
-) -> Option<(Response, u64)> {
-    if e == ReadError::Gone && reader.timed_out && deadline < REQUEST_DEADLINE {
-        let busy = routes::error(503, "every worker is busy", Vec::new())
-            .with_header("Retry-After", "1".into());
-        return Some((busy, 0));
-    }
-    refused(e, 0)
 }
 
 /// The answer to a request that could not be read; `None` when there is nobody to answer.
