@@ -1007,27 +1007,31 @@ mod tests {
         assert_eq!(r.oom_kill, Some(1));
     }
 
+    /// Every non-empty text of up to `max_len` characters drawn from `alphabet`, shortest first.
+    fn every_text(alphabet: &[char], max_len: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        let mut texts = vec![String::new()];
+        for _ in 0..max_len {
+            texts = texts
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            all.extend(texts.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn lines_split_every_text_as_str_lines_does() {
         // Every text of up to 6 characters from an alphabet of the separators, a space, a letter
         // and a two-byte character.
-        let alphabet = ['a', ' ', '\r', '\n', 'é'];
-        let mut texts = vec![String::new()];
-        let mut checked = 0;
-        for _ in 0..6 {
-            let longer: Vec<String> = texts
-                .iter()
-                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
-                .collect();
-            for text in &longer {
-                let ours: Vec<&str> = lines(text).collect();
-                let std: Vec<&str> = text.lines().collect();
-                assert_eq!(ours, std, "{text:?}");
-                checked += 1;
-            }
-            texts = longer;
+        let texts = every_text(&['a', ' ', '\r', '\n', 'é'], 6);
+        for text in &texts {
+            let ours: Vec<&str> = lines(text).collect();
+            let std: Vec<&str> = text.lines().collect();
+            assert_eq!(ours, std, "{text:?}");
         }
-        assert_eq!(checked, 5 + 25 + 125 + 625 + 3125 + 15625);
+        assert_eq!(texts.len(), 5 + 25 + 125 + 625 + 3125 + 15625);
         assert_eq!(lines("").count(), 0);
         let stat = "anon 1\r\nfile 2\n\nshmem 3\r\rinactive_file 4";
         assert_eq!(
@@ -1094,21 +1098,11 @@ mod tests {
     fn key_value_splits_every_line_as_splitting_all_its_fields_does() {
         // Every line of up to 6 characters from an alphabet of ASCII whitespace, a letter, a
         // digit and a two-byte character.
-        let alphabet = ['a', '1', ' ', '\t', '\x0c', 'é'];
-        let mut texts = vec![String::new()];
-        let mut checked = 0;
-        for _ in 0..6 {
-            let longer: Vec<String> = texts
-                .iter()
-                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
-                .collect();
-            for line in &longer {
-                assert_eq!(key_value(line), key_value_by_fields(line), "{line:?}");
-                checked += 1;
-            }
-            texts = longer;
+        let texts = every_text(&['a', '1', ' ', '\t', '\x0c', 'é'], 6);
+        for line in &texts {
+            assert_eq!(key_value(line), key_value_by_fields(line), "{line:?}");
         }
-        assert_eq!(checked, 6 + 36 + 216 + 1296 + 7776 + 46656);
+        assert_eq!(texts.len(), 6 + 36 + 216 + 1296 + 7776 + 46656);
         assert_eq!(key_value("  file 42 \t"), Some(("file", Some("42"))));
         assert_eq!(key_value("file 42 7"), Some(("file", None)));
         assert_eq!(key_value("file"), Some(("file", None)));
