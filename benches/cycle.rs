@@ -64,6 +64,10 @@ struct Mode {
     /// `--keep`: build the fake hosts, print their config paths and keep them on disk, measure
     /// nothing (for profiling the binary by hand: `perf`, `heaptrack`, `strace`).
     keep: bool,
+    /// `--in-process-only REPEATS`: measure only the steady in-process cycle, `REPEATS` times per
+    /// size, and print its medians (for profiling it with `perf`, and for many repeats on a noisy
+    /// machine).
+    in_process_only: Option<usize>,
 }
 
 impl Mode {
@@ -92,6 +96,8 @@ impl Mode {
             binary,
             compare: value("--compare"),
             keep: args.iter().any(|a| a == "--keep"),
+            in_process_only: value("--in-process-only")
+                .and_then(|p| p.to_str().and_then(|s| s.parse().ok())),
         }
     }
 
@@ -1026,6 +1032,14 @@ fn main() {
             keep_host(b);
             continue;
         }
+        if let Some(repeats) = mode.in_process_only {
+            let r = in_process(&b, repeats, &mut failures);
+            println!(
+                "N={n}: in-process CPU {:.2} ms, wall {:.2} ms, with the history figures {:.2} ms (medians of {repeats})",
+                r.cpu_ms, r.wall_ms, r.cpu_ms_history
+            );
+            continue;
+        }
         let inproc = in_process(&b, mode.repeats(n), &mut failures);
         let process = whole_process(&b, mode.process_repeats(n), &mut failures);
         rows.push(Row { n, inproc, process });
@@ -1054,7 +1068,8 @@ fn main() {
         }
     }
 
-    if mode.keep {
+    if mode.keep || mode.in_process_only.is_some() {
+        assert!(failures.is_empty(), "{failures:#?}");
         return;
     }
     println!();
