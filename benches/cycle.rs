@@ -29,6 +29,7 @@ use common::{FakeHost, WINDOW_SECS};
 use lxc_autoscale::config::{self, Config};
 use lxc_autoscale::decide::policy;
 use lxc_autoscale::read::collect::Collector;
+use lxc_autoscale::read::hostfiles::NetDev;
 use lxc_autoscale::read::snapshot::State;
 use lxc_autoscale::record::state;
 
@@ -174,7 +175,8 @@ const PSI_TEXT: &str = "some avg10=0.00 avg60=0.00 avg300=0.00 total=123456\n\
     full avg10=0.00 avg60=0.00 avg300=0.00 total=23456\n";
 
 /// Every file the history figures read, present as on a real host: the remaining cgroup files,
-/// an init pid whose `/proc/<pid>/root` exists, and one veth with byte counters.
+/// an init pid whose `/proc/<pid>/root` exists, and one veth with byte counters (in sysfs, where
+/// builds before `/proc/net/dev` was read look; `Bench::build` lists them in `/proc/net/dev`).
 fn write_history_files(host: &FakeHost, vmid: u32) {
     let dir = host.cgroup(vmid);
     let stat = std::fs::read_to_string(dir.join("memory.stat")).expect("read memory.stat");
@@ -226,6 +228,14 @@ impl Bench {
             host.set_memory(vmid, STEADY_USED_MB, CACHE_MB);
             write_history_files(&host, vmid);
         }
+        let veths: Vec<NetDev> = (0..n)
+            .map(|i| NetDev {
+                iface: format!("veth{}i0", vmid_of(i)),
+                rx_bytes: 123_456_789,
+                tx_bytes: 987_654_321,
+            })
+            .collect();
+        host.files.write_net_dev(&veths).expect("write net/dev");
         // Confs written an hour ago, as on a settled node: the conf cache may trust them.
         let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
         for i in 0..n {
@@ -236,7 +246,12 @@ impl Bench {
                 .and_then(|f| f.set_modified(hour_ago))
                 .expect("set conf mtime");
         }
-        let config = host.write_config("");
+        // This build ignores `net_class_root` (with a warning); a `--compare` build older than
+        // `/proc/net/dev` reads the veth counters there, so both do the same work.
+        let config = host.write_config(&format!(
+            "net_class_root = \"{}\"\n",
+            host.path("net").display()
+        ));
         let mut b = Bench {
             host,
             n,

@@ -136,8 +136,9 @@ pub struct Config {
     pub pct_path: PathBuf,
     /// Previous samples, kept across restarts.
     pub state_file: PathBuf,
-    /// Where host-side network interfaces are listed (`<net_class_root>/veth<vmid>i<N>/`).
-    pub net_class_root: PathBuf,
+    /// No longer read: the veth counters come from `<proc_root>/net/dev`. Accepted (with a
+    /// warning) because installed configs name it, and an upgrade must not stop the daemon.
+    pub net_class_root: Option<PathBuf>,
     /// JSON-lines history, one line per container and one host line per cycle. Empty = off.
     pub metrics_file: PathBuf,
     /// MB (MiB) at which `metrics_file` is rotated to `<metrics_file>.1`.
@@ -369,7 +370,7 @@ impl Default for Config {
             proc_root: PathBuf::from("/proc"),
             pct_path: PathBuf::from("/usr/sbin/pct"),
             state_file: PathBuf::from("/var/lib/lxc_autoscale/state.json"),
-            net_class_root: PathBuf::from("/sys/class/net"),
+            net_class_root: None,
             metrics_file: PathBuf::from("/var/lib/lxc_autoscale/metrics.jsonl"),
             metrics_max_mb: 64,
             prometheus_textfile: PathBuf::new(),
@@ -705,6 +706,13 @@ impl Config {
             self.lock_file = PathBuf::from(DEFAULT_LOCK_FILE);
             self.warnings.push(format!(
                 "lock_file {OLD_DEFAULT_LOCK_FILE} is the old default in a directory every user can write to; using {DEFAULT_LOCK_FILE} instead (set lock_file to that, or remove the line, to silence this warning)"
+            ));
+        }
+        if let Some(old) = &self.net_class_root {
+            self.warnings.push(format!(
+                "net_class_root ({}) is no longer read: the network figures come from net/dev under proc_root ({}); remove the line to silence this warning",
+                old.display(),
+                self.proc_root.display()
             ));
         }
     }
@@ -1202,7 +1210,6 @@ mod tests {
             "proc_root",
             "pct_path",
             "state_file",
-            "net_class_root",
             "metrics_file",
             "metrics_max_mb",
             "prometheus_textfile",
@@ -1415,7 +1422,16 @@ mod tests {
         );
         assert_eq!(c.metrics_max_mb, 64);
         assert_eq!(c.prometheus_textfile, PathBuf::new());
-        assert_eq!(c.net_class_root, PathBuf::from("/sys/class/net"));
+        assert_eq!(c.net_class_root, None);
+    }
+
+    #[test]
+    fn net_class_root_is_accepted_with_a_warning_that_it_is_not_read() {
+        let c = parse("proc_root = \"/host/proc\"\nnet_class_root = \"/sys/class/net\"\n").unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["net_class_root (/sys/class/net) is no longer read: the network figures come from net/dev under proc_root (/host/proc); remove the line to silence this warning"]
+        );
     }
 
     #[test]

@@ -198,7 +198,7 @@ fn a_cluster_wide_key_left_in_the_local_config_refuses_to_start_naming_it() {
     let out = cluster.run("n3", &["--once"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let expected = format!(
-        "invalid config {}: key `max_cores` (line 12, column 13): is a cluster-wide setting",
+        "invalid config {}: key `max_cores` (line 11, column 13): is a cluster-wide setting",
         local.display()
     );
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));

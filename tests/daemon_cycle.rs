@@ -325,7 +325,7 @@ fn invalid_config_refuses_to_start_and_names_key_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("key `cpu_upper_threshold` (line 13, column 23)"),
+        err.contains("key `cpu_upper_threshold` (line 12, column 23)"),
         "{err}"
     );
     assert!(err.contains("refusing to start"), "{err}");

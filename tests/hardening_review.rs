@@ -199,7 +199,7 @@ fn poll_interval_above_one_day_is_refused_naming_the_key() {
         let err = stderr(&out);
         assert!(
             err.contains(&format!(
-                "key `poll_interval` (line 13, column 17): must be from 1 to 86400 seconds (one day), got {value}"
+                "key `poll_interval` (line 12, column 17): must be from 1 to 86400 seconds (one day), got {value}"
             )),
             "{err}"
         );

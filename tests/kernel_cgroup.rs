@@ -252,7 +252,6 @@ fn check_collector(parent: &Path, usage: [(u32, u64); 2]) -> bool {
     let mut cfg = Config::default();
     cfg.cgroup_root = parent.to_path_buf();
     cfg.pve_lxc_dir = confs.path().to_path_buf();
-    cfg.net_class_root = confs.path().join("net");
     let snap = Collector::new().collect(&cfg, 1);
     let read: Vec<(u32, Option<u64>)> = snap
         .containers

@@ -1,11 +1,11 @@
 //! Reads one `Snapshot` from the host's files. Spawns no process.
 //!
-//! The files of a container's cgroup and of its veth peers are opened once and re-read with
-//! `pread` every cycle: a steady cycle costs one `fstat` of each cgroup directory, one read per
-//! figure and one `statx` per conf, instead of an open, a read and a close per file.
+//! The files of a container's cgroup are opened once and re-read with `pread` every cycle: a
+//! steady cycle costs one `fstat` of each cgroup directory, one read per figure and one `statx`
+//! per conf, instead of an open, a read and a close per file. The network counters of every veth
+//! come from one read of `<proc_root>/net/dev` per cycle.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -43,8 +43,8 @@ pub struct Collector {
     /// and an unboxed `Ct` (about 190 bytes) would make each empty bucket as large (0.4 MB at 1000
     /// containers, against 32 KiB of pointers).
     cgroups: HashMap<u32, Box<Ct>>,
-    /// Host-side veth interfaces by name.
-    veths: HashMap<OsString, Veth>,
+    /// Byte counters of the host-side veth interfaces read this cycle, sorted by vmid.
+    veth_bytes: Vec<VethBytes>,
     /// What could not be read in the last `collect`, for the service to log.
     failures: Vec<ReadFailure>,
     /// Soft `RLIMIT_NOFILE` known to be in place, and whether a too low hard limit was reported.
@@ -52,8 +52,6 @@ pub struct Collector {
     fd_limit_warned: bool,
     /// Overrides `keep_at_most` (tests).
     keep_cap: Option<usize>,
-    /// Veth interfaces listed this cycle.
-    listed_veths: usize,
     /// Cycles collected so far.
     cycle: u64,
 }
@@ -80,25 +78,19 @@ struct Rootfs {
 /// recorded `rootfs_*` figures are therefore up to this old.
 pub const ROOTFS_REFRESH_USEC: i64 = 600 * 1_000_000;
 
-/// Kept descriptors of one veth's byte counters; `ino` is the listing's inode of its sysfs entry,
-/// so a re-created interface of the same name is opened anew.
-#[derive(Debug)]
-struct Veth {
-    ino: u64,
-    rx: Option<File>,
-    tx: Option<File>,
-    /// The last cycle that listed it.
-    seen: u64,
+/// Byte counters of one host-side veth (`veth<vmid>i<N>`) from `/proc/net/dev`; `None` when its
+/// figure there is garbled.
+#[derive(Debug, Clone, Copy)]
+struct VethBytes {
+    vmid: u32,
+    host_rx: Option<u64>,
+    host_tx: Option<u64>,
 }
 
-/// Descriptors one container may hold: its directory, its cgroup files and two per veth.
-const FDS_PER_CONTAINER: u64 = 16;
+/// Descriptors budgeted per container: its directory and its ten cgroup files, and a few spare.
+const FDS_PER_CONTAINER: u64 = 14;
 /// Descriptors for everything else (logs, state, listings, `pct` pipes).
 const FD_SLACK: u64 = 256;
-
-/// Under `<net_class_root>/<iface>/`: the interface's byte counters.
-const NET_RX_BYTES: &str = "statistics/rx_bytes";
-const NET_TX_BYTES: &str = "statistics/tx_bytes";
 
 /// The `file` of a `ReadFailure` about the container's conf (`<pve_lxc_dir>/<vmid>.conf`).
 pub const CONF_FILE: &str = "conf";
@@ -217,23 +209,16 @@ impl Collector {
             .reserve(listed.len().saturating_sub(self.cgroups.len()));
         self.ensure_fd_room(listed.len());
         self.cycle += 1;
-        let veths = if self.read_extra {
-            list_veths(&cfg.net_class_root)
-        } else {
-            Vec::new()
-        };
-        self.veths
-            .reserve(veths.len().saturating_sub(self.veths.len()));
-        self.listed_veths = veths.len();
+        self.veth_bytes.clear();
+        if self.read_extra {
+            self.read_veth_bytes(&cfg.proc_root);
+        }
         let mut containers = Vec::with_capacity(listed.len());
         for &(vmid, ino) in listed {
-            if let Some(c) = self.sample(cfg, vmid, ino, &veths, now_usec) {
+            if let Some(c) = self.sample(cfg, vmid, ino, now_usec) {
                 containers.push(c);
             }
         }
-        let cycle = self.cycle;
-        // Interfaces no longer listed (or not read: history off) give their descriptors back.
-        self.veths.retain(|_, v| v.seen == cycle);
         self.confs.retain(running);
         let host = self.read_host(&cfg.proc_root);
         Snapshot {
@@ -249,7 +234,6 @@ impl Collector {
         cfg: &Config,
         vmid: u32,
         listed_ino: u64,
-        veths: &[(u32, OsString, u64)],
         now_usec: EpochUsec,
     ) -> Option<ContainerSample> {
         let Some(pass) = self.read_cgroup(&cfg.cgroup_root, vmid, listed_ino) else {
@@ -262,7 +246,7 @@ impl Collector {
         let mut extra = every_cycle_extra(&reading);
         if let Some(x) = pass.extra {
             let (used, total) = self.rootfs(cfg, vmid, now_usec);
-            let (rx, tx) = self.net_bytes(&cfg.net_class_root, veths, vmid);
+            let (rx, tx) = self.net_bytes(vmid);
             extra.counters.io_read_bytes = x.io.read_bytes;
             extra.counters.io_write_bytes = x.io.write_bytes;
             extra.counters.net_rx_bytes = rx;
@@ -330,11 +314,9 @@ impl Collector {
         if let Some(cap) = self.keep_cap {
             return cap;
         }
-        // Two veth descriptors per container are kept either way.
-        let veth_fds = 2 * self.listed_veths as u64;
         self.fd_limit.map_or(usize::MAX, |l| {
-            let room = l.saturating_sub(FD_SLACK).saturating_sub(veth_fds);
-            usize::try_from(room / (FDS_PER_CONTAINER - 2)).unwrap_or(usize::MAX)
+            let room = l.saturating_sub(FD_SLACK);
+            usize::try_from(room / FDS_PER_CONTAINER).unwrap_or(usize::MAX)
         })
     }
 
@@ -453,53 +435,53 @@ impl Collector {
         figures
     }
 
-    /// Bytes received and sent by container `vmid` (its view), summed over its veth peers in
-    /// `veths`. `None` when it has no veth or one counter is unreadable: a partial sum would look
-    /// like a counter that went backwards.
-    fn net_bytes(
-        &mut self,
-        root: &Path,
-        veths: &[(u32, OsString, u64)],
-        vmid: u32,
-    ) -> (Option<u64>, Option<u64>) {
-        let start = veths.partition_point(|(v, _, _)| *v < vmid);
-        let mine = veths[start..].iter().take_while(|(v, _, _)| *v == vmid);
+    /// Bytes received and sent by container `vmid` (its view), summed over its veth peers.
+    /// `None` when it has no veth or one counter is garbled: a partial sum would look like a
+    /// counter that went backwards.
+    fn net_bytes(&self, vmid: u32) -> (Option<u64>, Option<u64>) {
+        let start = self.veth_bytes.partition_point(|v| v.vmid < vmid);
+        let mine = self.veth_bytes[start..]
+            .iter()
+            .take_while(|v| v.vmid == vmid);
         let mut host_rx = Some(0u64);
         let mut host_tx = Some(0u64);
         let mut any = false;
-        for (_, iface, ino) in mine {
+        for v in mine {
             any = true;
-            // A re-created interface of the same name has a new inode: its counters start anew.
-            if !self.veths.get(iface).is_some_and(|v| v.ino == *ino) {
-                let fresh = Veth {
-                    ino: *ino,
-                    rx: None,
-                    tx: None,
-                    seen: 0,
-                };
-                self.veths.insert(iface.clone(), fresh);
-            }
-            let Some(veth) = self.veths.get_mut(iface) else {
-                continue;
-            };
-            veth.seen = self.cycle;
-            for (file, fd, total) in [
-                (NET_RX_BYTES, &mut veth.rx, &mut host_rx),
-                (NET_TX_BYTES, &mut veth.tx, &mut host_tx),
-            ] {
-                let value = read_kept(fd, || root.join(iface).join(file), &mut self.buf)
-                    .and_then(cgroup::parse_u64);
-                *total = total.zip(value).and_then(|(t, v)| t.checked_add(v));
-            }
-            if self.one_shot {
-                self.veths.remove(iface);
-            }
+            host_rx = host_rx.zip(v.host_rx).and_then(|(t, b)| t.checked_add(b));
+            host_tx = host_tx.zip(v.host_tx).and_then(|(t, b)| t.checked_add(b));
         }
         if !any {
             return (None, None);
         }
         // The host side of a veth pair receives what the container sends.
         (host_tx, host_rx)
+    }
+
+    /// Fills `veth_bytes` from `<proc_root>/net/dev`, one read for every veth instead of two
+    /// sysfs files per veth. A re-created interface shows its own counters from its first
+    /// reading, as a counter reset. When the file cannot be read whole, no container has network
+    /// figures this cycle.
+    fn read_veth_bytes(&mut self, proc_root: &Path) {
+        let path = proc_root.join(hostproc::NET_DEV);
+        let veths = &mut self.veth_bytes;
+        let read = for_each_line(&path, |line| {
+            let Some(l) = hostproc::parse_net_dev_line(line) else {
+                return;
+            };
+            if let Some(vmid) = parse_veth_name(l.iface) {
+                veths.push(VethBytes {
+                    vmid,
+                    host_rx: l.rx_bytes,
+                    host_tx: l.tx_bytes,
+                });
+            }
+        });
+        if let Err(e) = read {
+            tracing::debug!(path = %path.display(), error = %e, "cannot read network counters");
+            self.veth_bytes.clear();
+        }
+        self.veth_bytes.sort_unstable_by_key(|v| v.vmid);
     }
 
     /// Host figures. Problems are gathered into one warning so that a broken procfs logs once per
@@ -630,24 +612,6 @@ fn read_pass(
     })
 }
 
-/// Reads a kept descriptor, opening `path()` first when there is none; a failed read drops the
-/// descriptor so that the next cycle opens the file again.
-fn read_kept<'a>(
-    fd: &mut Option<File>,
-    path: impl FnOnce() -> PathBuf,
-    buf: &'a mut ReadBuf,
-) -> Option<&'a str> {
-    if fd.is_none() {
-        *fd = File::open(path()).ok();
-    }
-    let file = fd.as_ref()?;
-    if cgroup::pread_all(file, buf, true).is_err() {
-        *fd = None;
-        return None;
-    }
-    std::str::from_utf8(buf).ok()
-}
-
 /// The figures of `ContainerExtra` read on every cycle, whatever `read_extra` says: the decision
 /// and its model use them.
 fn every_cycle_extra(reading: &CgroupReading) -> ContainerExtra {
@@ -666,24 +630,23 @@ fn every_cycle_extra(reading: &CgroupReading) -> ContainerExtra {
     }
 }
 
-/// Host-side veth interfaces of containers under `root`, as (vmid, name, inode) sorted by vmid.
-/// A missing or unreadable `root` gives none (no network figures).
-fn list_veths(root: &Path) -> Vec<(u32, OsString, u64)> {
-    use std::os::unix::fs::DirEntryExt;
-    let Ok(entries) = std::fs::read_dir(root) else {
-        tracing::debug!(path = %root.display(), "cannot list network interfaces");
-        return Vec::new();
-    };
-    let mut veths: Vec<(u32, OsString, u64)> = entries
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let name = e.file_name();
-            let vmid = name.to_str().and_then(parse_veth_name)?;
-            Some((vmid, name, e.ino()))
-        })
-        .collect();
-    veths.sort_unstable();
-    veths
+/// Calls `f` with each line of the file at `path` (without its newline; lines that are not UTF-8
+/// are skipped), reading it in chunks: `/proc/net/dev` grows by a line per interface, and a host
+/// with thousands of them should not need a buffer for the whole file.
+fn for_each_line(path: &Path, mut f: impl FnMut(&str)) -> io::Result<()> {
+    use std::io::BufRead;
+    const CHUNK: usize = 16 * 1024;
+    let mut reader = io::BufReader::with_capacity(CHUNK, File::open(path)?);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if let Ok(text) = std::str::from_utf8(&line) {
+            f(text.trim_end_matches('\n'));
+        }
+    }
 }
 
 /// The vmid of a Proxmox container veth name, `veth<vmid>i<N>`.
@@ -729,7 +692,7 @@ fn read_text<'a>(path: &Path, buf: &'a mut ReadBuf) -> io::Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::hostfiles::{CpuStatFile, HostFiles, MemoryStatFile};
+    use crate::read::hostfiles::{net_dev_text, CpuStatFile, HostFiles, MemoryStatFile, NetDev};
     use crate::read::snapshot::{CpuTicks, CtConf};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
@@ -753,7 +716,6 @@ mod tests {
             cfg.cgroup_root = tmp.path().join("cgroup/lxc");
             cfg.pve_lxc_dir = tmp.path().join("pve");
             cfg.proc_root = tmp.path().join("proc");
-            cfg.net_class_root = tmp.path().join("no-net");
             let files = HostFiles::of(&cfg);
             files.create_roots().unwrap();
             fs::create_dir_all(cfg.cgroup_root.join("lxc.monitor")).unwrap();
@@ -990,24 +952,31 @@ mod tests {
         }
     }
 
-    fn veth(root: &Path, name: &str, rx: &str, tx: &str) {
-        let dir = root.join(name).join("statistics");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("rx_bytes"), rx).unwrap();
-        fs::write(dir.join("tx_bytes"), tx).unwrap();
+    fn veth(iface: &str, rx_bytes: u64, tx_bytes: u64) -> NetDev {
+        NetDev {
+            iface: iface.into(),
+            rx_bytes,
+            tx_bytes,
+        }
     }
 
     #[test]
     fn network_bytes_are_summed_over_veths_from_the_container_view() {
-        let mut h = FakeHost::new();
-        h.cfg.net_class_root = h.tmp.path().join("net");
+        let h = FakeHost::new();
         h.cgroup(101, 10);
         h.cgroup(102, 10);
         h.cgroup(103, 10);
-        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
-        veth(&h.cfg.net_class_root, "veth101i1", "5\n", "7\n");
-        veth(&h.cfg.net_class_root, "veth1010i0", "9\n", "9\n");
-        veth(&h.cfg.net_class_root, "veth102i0", "garbage\n", "3\n");
+        let mut text = net_dev_text(&[
+            veth("lo", 1, 1),
+            veth("veth101i0", 100, 1000),
+            veth("fwpr101p0", 50, 50),
+            veth("veth1010i0", 9, 9),
+            veth("veth101i1", 5, 7),
+        ]);
+        text.push_str("veth102i0: garbage 1 0 0 0 0 0 0 3 1 0 0 0 0 0 0\n");
+        h.files
+            .write_proc_file(hostproc::NET_DEV, text.as_bytes())
+            .unwrap();
         let snap = Collector::new().collect(&h.cfg, 0);
         let c = |i: usize| snap.containers[i].extra.counters;
         // The host side receives what the container sends.
@@ -1276,31 +1245,35 @@ mod tests {
     }
 
     #[test]
-    fn re_created_veth_is_read_anew_and_removed_ones_are_dropped() {
-        let mut h = FakeHost::new();
-        h.cfg.net_class_root = h.tmp.path().join("net");
+    fn re_created_veth_shows_its_own_counters_and_a_removed_one_none() {
+        let h = FakeHost::new();
         h.cgroup(101, 10);
-        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
+        h.files
+            .write_net_dev(&[veth("veth101i0", 100, 1000)])
+            .unwrap();
         let mut c = Collector::new();
         let first = c.collect(&h.cfg, 0).containers[0].extra.counters;
         assert_eq!(
             (first.net_rx_bytes, first.net_tx_bytes),
             (Some(1000), Some(100))
         );
-        let old = h.cfg.net_class_root.join("veth101i0");
-        let moved = h.cfg.net_class_root.join("gone");
-        fs::rename(&old, &moved).unwrap();
-        veth(&h.cfg.net_class_root, "veth101i0", "1\n", "2\n");
-        fs::remove_dir_all(&moved).unwrap();
+        // Re-created (a hot-plugged NIC): its counters start again, seen as a counter reset.
+        h.files.write_net_dev(&[veth("veth101i0", 1, 2)]).unwrap();
         let second = c.collect(&h.cfg, 1).containers[0].extra.counters;
         assert_eq!(
             (second.net_rx_bytes, second.net_tx_bytes),
             (Some(2), Some(1))
         );
-        fs::remove_dir_all(&old).unwrap();
+        h.files.write_net_dev(&[veth("lo", 1, 1)]).unwrap();
         let third = c.collect(&h.cfg, 2).containers[0].extra.counters;
         assert_eq!((third.net_rx_bytes, third.net_tx_bytes), (None, None));
-        assert_eq!(fds_under(&h.cfg.net_class_root), 0);
+        // Unreadable (here a directory): no network figure at all, never 0.
+        let path = h.cfg.proc_root.join(hostproc::NET_DEV);
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let fourth = c.collect(&h.cfg, 3).containers[0].extra.counters;
+        assert_eq!((fourth.net_rx_bytes, fourth.net_tx_bytes), (None, None));
+        assert_eq!(fds_under(&h.cfg.proc_root), 0);
     }
 
     /// A writable cgroup v2 directory of the real kernel: `LXC_AUTOSCALE_TEST_CGROUP2`, or the
@@ -1353,13 +1326,14 @@ mod tests {
 
     #[test]
     fn one_shot_collector_reads_the_same_figures_and_keeps_no_descriptor() {
-        let mut h = FakeHost::new();
-        h.cfg.net_class_root = h.tmp.path().join("net");
+        let h = FakeHost::new();
         let dirs: Vec<PathBuf> = (101..=102).map(|v| h.cgroup(v, u64::from(v))).collect();
         for v in 101..=102 {
             h.conf(v, CONF_101);
         }
-        veth(&h.cfg.net_class_root, "veth101i0", "100\n", "1000\n");
+        h.files
+            .write_net_dev(&[veth("veth101i0", 100, 1000)])
+            .unwrap();
         let kept = Collector::new().collect(&h.cfg, 7);
         let mut c = Collector::new();
         c.one_shot = true;
@@ -1368,7 +1342,7 @@ mod tests {
         assert_eq!(once.containers[0].extra.counters.net_rx_bytes, Some(1000));
         assert_eq!(c.open_cgroups(), 0);
         assert_eq!(fds_under(&dirs[0]) + fds_under(&dirs[1]), 0);
-        assert_eq!(fds_under(&h.cfg.net_class_root), 0);
+        assert_eq!(fds_under(&h.cfg.proc_root), 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Writes the host files this layer reads, in the kernel's and Proxmox's formats: a container's
-//! cgroup files, its conf, `/proc/stat` and `/proc/meminfo`. The demo's simulated host and the
+//! cgroup files, its conf, `/proc/stat`, `/proc/meminfo` and `/proc/net/dev`. The demo's simulated host and the
 //! tests' fake host are both built through it, so the formats they write live in one place.
 //! The daemon itself never writes these files.
 
@@ -94,6 +94,36 @@ pub fn meminfo_text(total_kib: u64, available_kib: u64) -> String {
     format!("MemTotal:       {total_kib} kB\nMemFree:        {available_kib} kB\nMemAvailable:   {available_kib} kB\n")
 }
 
+/// Byte counters of one interface in `/proc/net/dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDev {
+    pub iface: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// The text of `/proc/net/dev` as the kernel prints it (`dev_seq_printf_stats`): two header
+/// lines, then per interface its name right-aligned in six columns, a colon and 16 counters (the
+/// packet and error counters here are made up from the bytes).
+pub fn net_dev_text(ifaces: &[NetDev]) -> String {
+    use std::fmt::Write;
+    let mut text = String::from(
+        "Inter-|   Receive                                                |  Transmit\n \
+         face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n",
+    );
+    for i in ifaces {
+        let (rx, tx) = (i.rx_bytes, i.tx_bytes);
+        let _ = writeln!(
+            text,
+            "{:>6}:{rx:>8} {:>7}    0    0    0     0          0         0 {tx:>8} {:>7}    0    0    0     0       0          0",
+            i.iface,
+            rx / 1000,
+            tx / 1000
+        );
+    }
+    text
+}
+
 /// Where a host's files go: the three roots of the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFiles {
@@ -165,9 +195,15 @@ impl HostFiles {
         self.write_cgroup_file(vmid, cgroup::MEMORY_STAT, stat.text().as_bytes())
     }
 
-    /// Any file under the proc root (`hostproc::STAT`, `hostproc::MEMINFO`).
+    /// Any file under the proc root (`hostproc::STAT`, `hostproc::NET_DEV`), its directory
+    /// created as needed.
     pub fn write_proc_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write(&self.proc_root.join(name), bytes)
+        let path = self.proc_root.join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        write(&path, bytes)
     }
 
     /// `/proc/stat`, see `proc_stat_text`.
@@ -180,6 +216,12 @@ impl HostFiles {
     pub fn write_meminfo(&self, total_kib: u64, available_kib: u64) -> Result<()> {
         let text = meminfo_text(total_kib, available_kib);
         self.write_proc_file(hostproc::MEMINFO, text.as_bytes())
+    }
+
+    /// `/proc/net/dev` listing `ifaces` (replaced whole, as every read of the real file is a new
+    /// listing), see `net_dev_text`.
+    pub fn write_net_dev(&self, ifaces: &[NetDev]) -> Result<()> {
+        self.write_proc_file(hostproc::NET_DEV, net_dev_text(ifaces).as_bytes())
     }
 }
 
@@ -237,6 +279,30 @@ mod tests {
         assert_eq!(
             (info.mem_total_kib, info.mem_available_kib),
             (Some(64), Some(32))
+        );
+
+        let dev = |iface: &str, rx_bytes, tx_bytes| NetDev {
+            iface: iface.into(),
+            rx_bytes,
+            tx_bytes,
+        };
+        let text = net_dev_text(&[dev("lo", 5, 6), dev("veth1000000i12", u64::MAX, 0)]);
+        let lines: Vec<_> = text.lines().map(hostproc::parse_net_dev_line).collect();
+        let line = |iface, rx, tx| {
+            Some(hostproc::NetDevLine {
+                iface,
+                rx_bytes: Some(rx),
+                tx_bytes: Some(tx),
+            })
+        };
+        assert_eq!(
+            lines,
+            [
+                None,
+                None,
+                line("lo", 5, 6),
+                line("veth1000000i12", u64::MAX, 0)
+            ]
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Host figures from procfs: `<proc_root>/stat` and `<proc_root>/meminfo`.
+//! Host figures from procfs: `<proc_root>/stat`, `<proc_root>/meminfo` and `<proc_root>/net/dev`.
 
 use crate::read::cgroup::parse_u64;
 use crate::read::snapshot::CpuTicks;
@@ -7,6 +7,22 @@ use crate::read::snapshot::CpuTicks;
 pub const STAT: &str = "stat";
 /// `<proc_root>/meminfo`: `Key: N kB` lines.
 pub const MEMINFO: &str = "meminfo";
+/// `<proc_root>/net/dev`: byte and packet counters of every interface of the reading process's
+/// network namespace (the daemon's: the host's, where the host side of each container veth is).
+pub const NET_DEV: &str = "net/dev";
+
+/// One interface line of `/proc/net/dev`, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetDevLine<'a> {
+    pub iface: &'a str,
+    /// Received by the interface; `None` when the field is missing or garbled.
+    pub rx_bytes: Option<u64>,
+    /// Sent by the interface; `None` likewise.
+    pub tx_bytes: Option<u64>,
+}
+
+/// Fields after the colon: 8 receive counters (bytes first), then transmit (bytes first).
+const NET_DEV_TX_BYTES: usize = 8;
 
 /// Parsed `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,6 +108,21 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
     info
 }
 
+/// Parses one line of `/proc/net/dev`: `<iface>: <rx bytes> ... <tx bytes> ...`, the name padded
+/// with spaces on the left and, when long, followed by the first figure without a space. `None`
+/// for the two header lines (which have no colon).
+pub fn parse_net_dev_line(line: &str) -> Option<NetDevLine<'_>> {
+    let (iface, figures) = line.split_once(':')?;
+    let mut fields = figures.split_ascii_whitespace();
+    let rx_bytes = fields.next().and_then(parse_u64);
+    let tx_bytes = fields.nth(NET_DEV_TX_BYTES - 1).and_then(parse_u64);
+    Some(NetDevLine {
+        iface: iface.trim_start(),
+        rx_bytes,
+        tx_bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +134,41 @@ mod tests {
         cpu3 3657730 113300 967027 10064534 3467 0 1892 0 64928 0\n\
         intr 1462898 0 0 0\nctxt 115315133\nbtime 1769000000\nprocesses 86031\n\
         procs_running 6\nprocs_blocked 0\nsoftirq 12121 0 1 2 3 4 5 6 7 8 9\n";
+
+    const NET_DEV_TEXT: &str = "Inter-|   Receive                                                |  Transmit\n\
+         face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+            lo:  123456     789    0    0    0     0          0         0   123456     789    0    0    0     0       0          0\n\
+         veth101i0: 5000 40 0 0 0 0 0 0 900000 60 0 0 0 0 0 0\n\
+         veth1000000i12:18446744073709551615 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n";
+
+    #[test]
+    fn net_dev_lines_give_the_name_and_both_byte_counters() {
+        let lines: Vec<_> = NET_DEV_TEXT.lines().map(parse_net_dev_line).collect();
+        assert_eq!(lines[..2], [None, None]);
+        let line = |iface, rx, tx| {
+            Some(NetDevLine {
+                iface,
+                rx_bytes: Some(rx),
+                tx_bytes: Some(tx),
+            })
+        };
+        assert_eq!(lines[2], line("lo", 123_456, 123_456));
+        assert_eq!(lines[3], line("veth101i0", 5000, 900_000));
+        assert_eq!(lines[4], line("veth1000000i12", u64::MAX, 7));
+    }
+
+    #[test]
+    fn net_dev_line_with_a_short_or_garbled_counter_gives_none_for_it() {
+        let short = parse_net_dev_line("veth101i0: 5000 40 0 0 0 0 0 0").unwrap();
+        assert_eq!((short.rx_bytes, short.tx_bytes), (Some(5000), None));
+        let garbled = parse_net_dev_line("veth101i0: -1 40 0 0 0 0 0 0 77 1").unwrap();
+        assert_eq!((garbled.rx_bytes, garbled.tx_bytes), (None, Some(77)));
+        let empty = parse_net_dev_line("veth101i0:").unwrap();
+        assert_eq!(
+            (empty.iface, empty.rx_bytes, empty.tx_bytes),
+            ("veth101i0", None, None)
+        );
+    }
 
     #[test]
     fn stat_counts_cpus_and_excludes_guest_from_total() {

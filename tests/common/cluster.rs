@@ -231,7 +231,7 @@ impl FakeCluster {
             "pve_root = \"{}\"\n{name_line}cgroup_root = \"{r}/cgroup/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
+             metrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n",
             self.root().display()
         );
         // As in `FakeHost::write_config`: the API socket goes into the node's fake host, unless

@@ -129,7 +129,7 @@ impl FakeHost {
             "cgroup_root = \"{r}/cgroup/lxc\"\npve_lxc_dir = \"{r}/pve/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             net_class_root = \"{r}/net\"\nmetrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n"
+             metrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n"
         );
         // The API socket goes into the fake host too, unless the test configures the API itself.
         let text = if extra.contains("[api]") {
@@ -155,7 +155,6 @@ impl FakeHost {
         cfg.backup_dir = self.path("var/backups");
         cfg.log_file = self.path("var/log/lxc_autoscale.log");
         cfg.lock_file = self.path("var/lxc_autoscale.lock");
-        cfg.net_class_root = self.path("net");
         cfg.metrics_file = self.path("var/metrics.jsonl");
         cfg
     }
