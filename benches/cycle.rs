@@ -350,23 +350,44 @@ struct InProcess {
 }
 
 /// Median CPU and wall time of one steady collect + decide, without and with the history figures.
+/// The two are measured in turns, a few cycles each, so that a slower spell of the machine (this
+/// VM's speed drifts by tens of percent over seconds) weighs on both alike. Each turn has its own
+/// collector: two alive at once would keep more descriptors than a 20 000 limit allows.
 fn in_process(b: &Bench, repeats: usize, failures: &mut Vec<String>) -> InProcess {
-    let (cpu_ms, wall_ms) = in_process_with(b, repeats, false, failures);
-    let (cpu_ms_history, _) = in_process_with(b, repeats, true, failures);
+    const TURN: usize = 5;
+    let mut cpu = [Vec::with_capacity(repeats), Vec::with_capacity(repeats)];
+    let mut wall = Vec::with_capacity(repeats);
+    let mut left = repeats;
+    while left > 0 {
+        let n = left.min(TURN);
+        left -= n;
+        for (i, read_extra) in [false, true].into_iter().enumerate() {
+            let turn = in_process_turn(b, n, read_extra, failures);
+            cpu[i].extend(turn.iter().map(|&(c, _)| c));
+            if !read_extra {
+                wall.extend(turn.iter().map(|&(_, w)| w));
+            }
+        }
+        if !failures.is_empty() {
+            break;
+        }
+    }
+    let [cpu_plain, cpu_history] = cpu;
     InProcess {
-        cpu_ms,
-        wall_ms,
-        cpu_ms_history,
+        cpu_ms: median(cpu_plain),
+        wall_ms: median(wall),
+        cpu_ms_history: median(cpu_history),
     }
 }
 
-/// Median (CPU ms, wall ms) of one steady collect + decide, after a warm-up cycle.
-fn in_process_with(
+/// (CPU ms, wall ms) of `repeats` steady collect + decide cycles of a new collector, after a
+/// warm-up cycle.
+fn in_process_turn(
     b: &Bench,
     repeats: usize,
     read_extra: bool,
     failures: &mut Vec<String>,
-) -> (f64, f64) {
+) -> Vec<(f64, f64)> {
     let cfg = b.cfg();
     let prev = state::read_state(&b.state_path()).expect("read seeded state");
     let now = seeded_now(&prev);
@@ -382,15 +403,13 @@ fn in_process_with(
         ));
     }
     let parses = collector.conf_parses();
-    let mut cpu = Vec::with_capacity(repeats);
-    let mut wall = Vec::with_capacity(repeats);
+    let mut out = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let (c0, w0) = (thread_cpu(), Instant::now());
         let snap = collector.collect(&cfg, now);
         let plan = policy::decide(&cfg, &snap, &prev, local);
         let (c1, w1) = (thread_cpu(), Instant::now());
-        cpu.push(ms(c1 - c0));
-        wall.push(ms(w1 - w0));
+        out.push((ms(c1 - c0), ms(w1 - w0)));
         if !plan.changes.is_empty() {
             failures.push(format!(
                 "N={}: steady in-process cycle planned {} changes",
@@ -401,6 +420,13 @@ fn in_process_with(
         }
         std::hint::black_box(&plan);
     }
+    if let Some(f) = collector.read_failures().first() {
+        failures.push(format!(
+            "N={}: steady in-process cycle could not read {} files, first {f:?}",
+            b.n,
+            collector.read_failures().len()
+        ));
+    }
     let reparsed = collector.conf_parses() - parses;
     if reparsed != 0 {
         failures.push(format!(
@@ -408,7 +434,7 @@ fn in_process_with(
             b.n
         ));
     }
-    (median(cpu), median(wall))
+    out
 }
 
 struct ChildRun {
