@@ -211,6 +211,8 @@ impl Collector {
         self.cycle += 1;
         self.veth_bytes.clear();
         if self.read_extra {
+            // Most containers have one veth: one allocation of about the final size.
+            self.veth_bytes.reserve(listed.len());
             self.read_veth_bytes(&cfg.proc_root);
         }
         let mut containers = Vec::with_capacity(listed.len());
@@ -631,20 +633,44 @@ fn every_cycle_extra(reading: &CgroupReading) -> ContainerExtra {
 }
 
 /// Calls `f` with each line of the file at `path` (without its newline; lines that are not UTF-8
-/// are skipped), reading it in chunks: `/proc/net/dev` grows by a line per interface, and a host
-/// with thousands of them should not need a buffer for the whole file.
+/// are skipped), read a page at a time into a buffer on the stack: `/proc/net/dev` grows by a line
+/// per interface, and neither a buffer for the whole file nor a heap buffer that comes and goes
+/// each cycle (it moved the allocator's later choices enough to cost `--once` 0.3 MB of peak RSS)
+/// is wanted. A line longer than a page is an error.
 fn for_each_line(path: &Path, mut f: impl FnMut(&str)) -> io::Result<()> {
-    use std::io::BufRead;
-    const CHUNK: usize = 16 * 1024;
-    let mut reader = io::BufReader::with_capacity(CHUNK, File::open(path)?);
-    let mut line = Vec::with_capacity(256);
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let n = match file.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let filled = len + n;
+        let mut start = 0;
+        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            if let Ok(text) = std::str::from_utf8(&buf[start..start + end]) {
+                f(text);
+            }
+            start += end + 1;
+        }
+        if n == 0 {
+            if let Ok(text) = std::str::from_utf8(&buf[start..filled]) {
+                if !text.is_empty() {
+                    f(text);
+                }
+            }
             return Ok(());
         }
-        if let Ok(text) = std::str::from_utf8(&line) {
-            f(text.trim_end_matches('\n'));
+        buf.copy_within(start..filled, 0);
+        len = filled - start;
+        if len == buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a line longer than 4096 bytes",
+            ));
         }
     }
 }
