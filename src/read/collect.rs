@@ -1271,6 +1271,24 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_read_whole_across_page_boundaries_and_a_last_line_without_newline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("net-dev");
+        // Lines of 1 to 199 bytes, about 25 KB in all: many end on or straddle a page boundary.
+        let text: String = (0..250)
+            .map(|i| format!("{}\n", "x".repeat((i * 37) % 199 + 1)))
+            .collect::<String>()
+            + "no newline at the end";
+        fs::write(&path, &text).unwrap();
+        let mut read = Vec::new();
+        for_each_line(&path, |l| read.push(l.to_string())).unwrap();
+        assert_eq!(read, text.lines().collect::<Vec<_>>());
+        fs::write(&path, "y".repeat(4096)).unwrap();
+        let e = for_each_line(&path, |_| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
     fn re_created_veth_shows_its_own_counters_and_a_removed_one_none() {
         let h = FakeHost::new();
         h.cgroup(101, 10);
