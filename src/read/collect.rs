@@ -634,9 +634,8 @@ fn every_cycle_extra(reading: &CgroupReading) -> ContainerExtra {
 
 /// Calls `f` with each line of the file at `path` (without its newline; lines that are not UTF-8
 /// are skipped), read a page at a time into a buffer on the stack: `/proc/net/dev` grows by a line
-/// per interface, and neither a buffer for the whole file nor a heap buffer that comes and goes
-/// each cycle (it moved the allocator's later choices enough to cost `--once` 0.3 MB of peak RSS)
-/// is wanted. A line longer than a page is an error.
+/// per interface, so a buffer for the whole file would grow with the host, and a page on the stack
+/// costs no allocation per cycle. A line longer than a page is an error.
 fn for_each_line(path: &Path, mut f: impl FnMut(&str)) -> io::Result<()> {
     use std::io::Read;
     let mut file = File::open(path)?;
