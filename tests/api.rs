@@ -857,10 +857,11 @@ fn a_slow_client_does_not_block_others_and_fifty_concurrent_clients_are_answered
     let Addr::Tcp(a) = d.addr.clone() else {
         unreachable!()
     };
-    // Holds a connection open with half a request.
+    // Holds a connection open with half a request, and another that has sent nothing yet.
     let mut slow = TcpStream::connect(&a).unwrap();
     slow.write_all(b"GET /containers HTTP/1.1\r\nAuthorization: Bea")
         .unwrap();
+    let mut silent = TcpStream::connect(&a).unwrap();
     assert_eq!(get(&d.addr, "/resource/lxc/status?lxc_id=102").status, 200);
     let handles: Vec<_> = (0..50)
         .map(|i| {
@@ -876,7 +877,34 @@ fn a_slow_client_does_not_block_others_and_fifty_concurrent_clients_are_answered
         let (vmid, status, got) = h.join().unwrap();
         assert_eq!((status, got), (200, Some(u64::from(vmid))));
     }
-    drop(slow);
+    // Both finish their requests after the others and are answered in full: what came with the
+    // connection is kept for the worker that reads the rest.
+    slow.write_all(format!("rer {TOKEN}\r\n\r\n").as_bytes())
+        .unwrap();
+    silent
+        .write_all(
+            format!("GET /resource/lxc/status?lxc_id=101 HTTP/1.1\r\nX-API-Key: {TOKEN}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let answer = |s: &mut TcpStream| {
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        parse_reply(&out)
+    };
+    let r = answer(&mut slow);
+    let vmids: Vec<u64> = r.body["data"]["containers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.body))
+        .iter()
+        .filter_map(|c| c["vmid"].as_u64())
+        .collect();
+    assert_eq!((r.status, vmids), (200, vec![101, 102]));
+    let r = answer(&mut silent);
+    assert_eq!(
+        (r.status, r.body["data"]["vmid"].as_u64()),
+        (200, Some(101))
+    );
 }
 
 #[test]

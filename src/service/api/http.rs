@@ -156,7 +156,14 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Reads the head up to the blank line. Returns the request without its body and the bytes that
 /// came after the head (the start of the body).
 pub fn read_head(r: &mut impl Read) -> Result<(Request, Vec<u8>), ReadError> {
-    let mut buf = Vec::with_capacity(1024);
+    read_head_after(r, Vec::with_capacity(1024))
+}
+
+/// `read_head` when the request's first bytes were already read (`buf`).
+pub fn read_head_after(
+    r: &mut impl Read,
+    mut buf: Vec<u8>,
+) -> Result<(Request, Vec<u8>), ReadError> {
     let mut chunk = [0u8; 2048];
     let head_end = loop {
         if let Some(i) = find_blank_line(&buf) {
@@ -173,6 +180,18 @@ pub fn read_head(r: &mut impl Read) -> Result<(Request, Vec<u8>), ReadError> {
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| ReadError::Malformed("head"))?;
     let req = parse_head(head)?;
     Ok((req, buf.split_off(head_end + 4)))
+}
+
+/// The request when `bytes` are exactly a whole, valid head with no body after it and none
+/// declared; `None` for anything else (more to read, a body, an error to answer), which the full
+/// reader then handles.
+pub fn complete_head_without_body(bytes: &[u8]) -> Option<Request> {
+    let end = find_blank_line(bytes)?;
+    if end + 4 != bytes.len() {
+        return None;
+    }
+    let req = parse_head(std::str::from_utf8(&bytes[..end]).ok()?).ok()?;
+    (body_length(&req) == Ok(0)).then_some(req)
 }
 
 /// Reads the rest of a `len`-byte body whose first bytes (`early`) came with the head.
@@ -364,6 +383,37 @@ mod tests {
         assert_eq!(req.path, "/a");
         assert!(req.body.is_empty());
         assert_eq!(early, b"hi");
+    }
+
+    #[test]
+    fn only_a_whole_bodiless_head_is_complete() {
+        let get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(complete_head_without_body(get).unwrap().path, "/health");
+        let zero = b"GET /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete_head_without_body(zero).unwrap().path, "/health");
+        for partial in [
+            &b"GET /health HTTP/1.1\r\nHost: x\r\n"[..],
+            b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                complete_head_without_body(partial),
+                None,
+                "{}",
+                String::from_utf8_lossy(partial)
+            );
+        }
+    }
+
+    #[test]
+    fn head_read_goes_on_from_bytes_already_read() {
+        let first = b"GET /a?x=1 HTTP/1.1\r\nHo".to_vec();
+        let (req, early) = read_head_after(&mut &b"st: y\r\n\r\nzz"[..], first).unwrap();
+        assert_eq!((req.path.as_str(), req.header("host")), ("/a", Some("y")));
+        assert_eq!(early, b"zz");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Route {
     pub auth: bool,
     pub summary: &'static str,
     pub params: &'static [Param],
+    /// Answered from memory (the published view, the task table, a fixed list): no file, no
+    /// `pct`, no large rendering. The accept thread answers such a request itself when its whole
+    /// head came with the connection, instead of waking a worker.
+    pub from_memory: bool,
     pub handler: Handler,
 }
 
@@ -68,6 +72,7 @@ pub static ROUTES: &[Route] = &[
         auth: false,
         summary: "liveness and the last cycle time",
         params: &[],
+        from_memory: true,
         handler: health,
     },
     Route {
@@ -76,6 +81,7 @@ pub static ROUTES: &[Route] = &[
         auth: false,
         summary: "alias of /health",
         params: &[],
+        from_memory: true,
         handler: health,
     },
     Route {
@@ -84,6 +90,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "the route list",
         params: &[],
+        from_memory: true,
         handler: routes_list,
     },
     Route {
@@ -92,6 +99,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "this API as OpenAPI 3",
         params: &[],
+        from_memory: false,
         handler: openapi_doc,
     },
     Route {
@@ -100,6 +108,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "every container, as `status --json` shows it",
         params: &[],
+        from_memory: false,
         handler: containers,
     },
     Route {
@@ -108,6 +117,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "a container's figures from the last cycle",
         params: &[ID],
+        from_memory: true,
         handler: lxc_status,
     },
     Route {
@@ -116,6 +126,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "alias of /resource/lxc/status",
         params: &[ID],
+        from_memory: true,
         handler: lxc_status,
     },
     Route {
@@ -124,6 +135,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "cores, cpulimit, memory, swap, rootfs size and tags from the conf",
         params: &[ID],
+        from_memory: false,
         handler: lxc_config,
     },
     Route {
@@ -132,6 +144,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "alias of /resource/lxc/config",
         params: &[ID],
+        from_memory: false,
         handler: lxc_config,
     },
     Route {
@@ -140,6 +153,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "host figures from the last cycle",
         params: &[],
+        from_memory: true,
         handler: node_status,
     },
     Route {
@@ -148,6 +162,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "every node's status file merged (cluster mode), as `status --cluster --json`",
         params: &[],
+        from_memory: false,
         handler: cluster_status,
     },
     Route {
@@ -156,6 +171,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "Prometheus exposition",
         params: &[],
+        from_memory: false,
         handler: metrics,
     },
     Route {
@@ -164,6 +180,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "a long operation's state",
         params: &[],
+        from_memory: true,
         handler: task_get,
     },
     Route {
@@ -176,6 +193,7 @@ pub static ROUTES: &[Route] = &[
             p("cores", "integer", true),
             p("hold_seconds", "integer", false),
         ],
+        from_memory: false,
         handler: scale_cores,
     },
     Route {
@@ -188,6 +206,7 @@ pub static ROUTES: &[Route] = &[
             p("memory", "integer", true),
             p("hold_seconds", "integer", false),
         ],
+        from_memory: false,
         handler: scale_ram,
     },
     Route {
@@ -196,6 +215,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "task: pct resize <id> rootfs +<n>G (api.allow_storage)",
         params: &[ID, p("disk_size", "integer", true)],
+        from_memory: false,
         handler: storage_increase,
     },
     Route {
@@ -208,6 +228,7 @@ pub static ROUTES: &[Route] = &[
             p("snapshot_name", "string", true),
             p("description", "string", false),
         ],
+        from_memory: false,
         handler: snapshot_create,
     },
     Route {
@@ -216,6 +237,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "snapshots from the conf",
         params: &[ID],
+        from_memory: false,
         handler: snapshot_list,
     },
     Route {
@@ -228,6 +250,7 @@ pub static ROUTES: &[Route] = &[
             p("snapshot_name", "string", true),
             p("confirm", "integer", true),
         ],
+        from_memory: false,
         handler: snapshot_rollback,
     },
     Route {
@@ -240,6 +263,7 @@ pub static ROUTES: &[Route] = &[
             p("new_lxc_id", "integer", true),
             p("new_lxc_name", "string", true),
         ],
+        from_memory: false,
         handler: clone_create,
     },
     Route {
@@ -248,6 +272,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "task: stop and destroy a clone (api.allow_destroy)",
         params: &[ID, p("confirm", "integer", true)],
+        from_memory: false,
         handler: clone_delete,
     },
 ];
