@@ -235,7 +235,14 @@ impl Shared {
         Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Makes a cycle's view the one requests see. When the last view's `GET /containers` body was
+    /// asked for, a client is polling it: the new body is rendered here, in the loop, so that no
+    /// request waits for it (at 1000 containers the first request after a cycle waited 3-12 ms,
+    /// and every request arriving meanwhile with it).
     pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
+        if self.view().containers.rendered().is_some() {
+            view.containers.get();
+        }
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published {
             view: Arc::new(view),
             anomaly: Arc::new(anomaly),

@@ -41,6 +41,27 @@ pub struct Param {
     pub required: bool,
 }
 
+/// What answering a route costs. The accept thread answers a request itself, when its whole head
+/// came with the connection, only if that cannot keep it from accepting for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// From memory (the published view, the task table, a fixed list): no file, no `pct`.
+    Memory,
+    /// From memory once this cycle's `/containers` body is rendered; rendering it is work.
+    Rendered,
+    /// Reads files, runs `pct` or renders: a worker's job.
+    Work,
+}
+
+/// True when the accept thread may answer `route` now.
+pub fn answers_now(route: &Route, shared: &Shared) -> bool {
+    match route.cost {
+        Cost::Memory => true,
+        Cost::Rendered => shared.view().containers.rendered().is_some(),
+        Cost::Work => false,
+    }
+}
+
 pub struct Route {
     pub method: &'static str,
     /// `{task_id}` matches one path segment.
@@ -48,10 +69,8 @@ pub struct Route {
     pub auth: bool,
     pub summary: &'static str,
     pub params: &'static [Param],
-    /// Answered from memory (the published view, the task table, a fixed list): no file, no
-    /// `pct`, no large rendering. The accept thread answers such a request itself when its whole
-    /// head came with the connection, instead of waking a worker.
-    pub from_memory: bool,
+    /// Whether the accept thread may answer it itself (`answers_now`).
+    pub cost: Cost,
     pub handler: Handler,
 }
 
@@ -72,7 +91,7 @@ pub static ROUTES: &[Route] = &[
         auth: false,
         summary: "liveness and the last cycle time",
         params: &[],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: health,
     },
     Route {
@@ -81,7 +100,7 @@ pub static ROUTES: &[Route] = &[
         auth: false,
         summary: "alias of /health",
         params: &[],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: health,
     },
     Route {
@@ -90,7 +109,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "the route list",
         params: &[],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: routes_list,
     },
     Route {
@@ -99,7 +118,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "this API as OpenAPI 3",
         params: &[],
-        from_memory: false,
+        cost: Cost::Work,
         handler: openapi_doc,
     },
     Route {
@@ -108,7 +127,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "every container, as `status --json` shows it",
         params: &[],
-        from_memory: false,
+        cost: Cost::Rendered,
         handler: containers,
     },
     Route {
@@ -117,7 +136,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "a container's figures from the last cycle",
         params: &[ID],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: lxc_status,
     },
     Route {
@@ -126,7 +145,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "alias of /resource/lxc/status",
         params: &[ID],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: lxc_status,
     },
     Route {
@@ -135,7 +154,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "cores, cpulimit, memory, swap, rootfs size and tags from the conf",
         params: &[ID],
-        from_memory: false,
+        cost: Cost::Work,
         handler: lxc_config,
     },
     Route {
@@ -144,7 +163,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "alias of /resource/lxc/config",
         params: &[ID],
-        from_memory: false,
+        cost: Cost::Work,
         handler: lxc_config,
     },
     Route {
@@ -153,7 +172,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "host figures from the last cycle",
         params: &[],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: node_status,
     },
     Route {
@@ -162,7 +181,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "every node's status file merged (cluster mode), as `status --cluster --json`",
         params: &[],
-        from_memory: false,
+        cost: Cost::Work,
         handler: cluster_status,
     },
     Route {
@@ -171,7 +190,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "Prometheus exposition",
         params: &[],
-        from_memory: false,
+        cost: Cost::Work,
         handler: metrics,
     },
     Route {
@@ -180,7 +199,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "a long operation's state",
         params: &[],
-        from_memory: true,
+        cost: Cost::Memory,
         handler: task_get,
     },
     Route {
@@ -193,7 +212,7 @@ pub static ROUTES: &[Route] = &[
             p("cores", "integer", true),
             p("hold_seconds", "integer", false),
         ],
-        from_memory: false,
+        cost: Cost::Work,
         handler: scale_cores,
     },
     Route {
@@ -206,7 +225,7 @@ pub static ROUTES: &[Route] = &[
             p("memory", "integer", true),
             p("hold_seconds", "integer", false),
         ],
-        from_memory: false,
+        cost: Cost::Work,
         handler: scale_ram,
     },
     Route {
@@ -215,7 +234,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "task: pct resize <id> rootfs +<n>G (api.allow_storage)",
         params: &[ID, p("disk_size", "integer", true)],
-        from_memory: false,
+        cost: Cost::Work,
         handler: storage_increase,
     },
     Route {
@@ -228,7 +247,7 @@ pub static ROUTES: &[Route] = &[
             p("snapshot_name", "string", true),
             p("description", "string", false),
         ],
-        from_memory: false,
+        cost: Cost::Work,
         handler: snapshot_create,
     },
     Route {
@@ -237,7 +256,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "snapshots from the conf",
         params: &[ID],
-        from_memory: false,
+        cost: Cost::Work,
         handler: snapshot_list,
     },
     Route {
@@ -250,7 +269,7 @@ pub static ROUTES: &[Route] = &[
             p("snapshot_name", "string", true),
             p("confirm", "integer", true),
         ],
-        from_memory: false,
+        cost: Cost::Work,
         handler: snapshot_rollback,
     },
     Route {
@@ -263,7 +282,7 @@ pub static ROUTES: &[Route] = &[
             p("new_lxc_id", "integer", true),
             p("new_lxc_name", "string", true),
         ],
-        from_memory: false,
+        cost: Cost::Work,
         handler: clone_create,
     },
     Route {
@@ -272,7 +291,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "task: stop and destroy a clone (api.allow_destroy)",
         params: &[ID, p("confirm", "integer", true)],
-        from_memory: false,
+        cost: Cost::Work,
         handler: clone_delete,
     },
 ];

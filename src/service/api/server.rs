@@ -210,8 +210,8 @@ impl ServerHandle {
 enum Job {
     /// A request still to be read: the bytes that came with the connection, and the peer.
     Read(Conn, Vec<u8>, String),
-    /// An answer the accept thread could not send whole: the bytes still to send.
-    Write(Conn, Vec<u8>),
+    /// An answer the accept thread could not send whole: the rest is still to send.
+    Write(Conn, Pending),
 }
 
 /// Starts the workers and the accept thread.
@@ -265,8 +265,8 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, shared: &Arc<Shared>) {
         };
         match job {
             Job::Read(conn, early, peer) => serve(conn, early, &peer, shared),
-            Job::Write(mut conn, rest) => {
-                if conn.set_write_timeout(WRITE_TIMEOUT).is_ok() && conn.write_all(&rest).is_ok() {
+            Job::Write(mut conn, mut rest) => {
+                if conn.set_write_timeout(WRITE_TIMEOUT).is_ok() && rest.finish(&mut conn).is_ok() {
                     conn.shutdown_write();
                 }
             }
@@ -305,7 +305,7 @@ fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Job>, shared: &Arc<Shar
             let busy = routes::error(503, "too many connections", Vec::new())
                 .with_header("Retry-After", "1".into());
             // Never blocks the accept thread: what the socket does not take at once is dropped.
-            if send_now(&conn, &busy.encode()) == Sent::All {
+            if send_now(&conn, &mut Pending::new(&busy)) == Sent::All {
                 conn.shutdown_write();
             }
         }
@@ -322,7 +322,7 @@ enum Inline {
     /// A worker reads the rest of the request; these bytes came first.
     Read(Vec<u8>),
     /// Answered, but the socket took only part of it: a worker sends the rest.
-    Write(Vec<u8>),
+    Write(Pending),
 }
 
 /// Answers a request in the accept thread when that cannot block it: its whole head arrived with
@@ -342,18 +342,20 @@ fn answer_inline(conn: &mut Conn, buf: &mut [u8], shared: &Arc<Shared>, peer: &s
         return Inline::Read(early.to_vec());
     };
     let resp = match routes::admit(shared, peer, &req) {
-        Ok(route) if route.from_memory => routes::dispatch(route, shared, peer, &req),
+        Ok(route) if routes::answers_now(route, shared) => {
+            routes::dispatch(route, shared, peer, &req)
+        }
         Ok(_) => return Inline::Read(early.to_vec()),
         Err(refused) => refused,
     };
     debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
-    let bytes = resp.encode();
-    match send_now(conn, &bytes) {
+    let mut out = Pending::new(&resp);
+    match send_now(conn, &mut out) {
         Sent::All => {
             conn.shutdown_write();
             Inline::Done
         }
-        Sent::Part(k) => Inline::Write(bytes[k..].to_vec()),
+        Sent::Blocked => Inline::Write(out),
         Sent::Failed => Inline::Done,
     }
 }
@@ -373,41 +375,95 @@ fn recv_now(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// An answer on its way out: the head, then the body (shared, never copied), of which the first
+/// `sent` bytes are gone.
+struct Pending {
+    head: String,
+    body: Arc<str>,
+    sent: usize,
+}
+
+impl Pending {
+    fn new(resp: &Response) -> Pending {
+        Pending {
+            head: resp.head(),
+            body: Arc::clone(&resp.body),
+            sent: 0,
+        }
+    }
+
+    /// What is left of the head and of the body.
+    fn rest(&self) -> (&[u8], &[u8]) {
+        let (h, b) = (self.head.as_bytes(), self.body.as_bytes());
+        match h.get(self.sent..) {
+            Some(h) => (h, b),
+            None => (&[], &b[self.sent - h.len()..]),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.sent == self.head.len() + self.body.len()
+    }
+
+    /// Sends the rest, waiting as the writer's timeout allows.
+    fn finish(&mut self, w: &mut impl Write) -> io::Result<()> {
+        while !self.done() {
+            let (h, b) = self.rest();
+            let n = w.write_vectored(&[io::IoSlice::new(h), io::IoSlice::new(b)])?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.sent += n;
+        }
+        w.flush()
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     All,
-    /// The socket took this many bytes and would have blocked on the rest.
-    Part(usize),
+    /// The socket would have blocked; `Pending` holds what is left.
+    Blocked,
     Failed,
 }
 
-/// Sends without waiting (`MSG_DONTWAIT`, and `MSG_NOSIGNAL` so a closed peer is an error, not a
-/// signal).
-fn send_now(conn: &Conn, bytes: &[u8]) -> Sent {
+/// Sends what is left of `out` without waiting (`MSG_DONTWAIT`, and `MSG_NOSIGNAL` so that a
+/// closed peer is an error, not a signal), head and body in one call.
+fn send_now(conn: &Conn, out: &mut Pending) -> Sent {
     use nix::libc;
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let rest = &bytes[sent..];
-        // SAFETY: send reads at most `rest.len()` bytes from `rest`, which it borrows.
+    while !out.done() {
+        let (h, b) = out.rest();
+        let mut iov = [
+            libc::iovec {
+                iov_base: h.as_ptr().cast_mut().cast(),
+                iov_len: h.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            },
+        ];
+        // SAFETY: all-zero is a valid msghdr (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: the iovecs point into `out`'s head and body, which outlive the call; sendmsg
+        // only reads them.
         let n = unsafe {
-            libc::send(
+            libc::sendmsg(
                 conn.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
+                &msg,
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
         match usize::try_from(n) {
             Ok(0) => return Sent::Failed,
-            Ok(k) => sent += k,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock => return Sent::Part(sent),
-                    _ => return Sent::Failed,
-                }
-            }
+            Ok(k) => out.sent += k,
+            Err(_) => match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Sent::Blocked,
+                _ => return Sent::Failed,
+            },
         }
     }
     Sent::All
@@ -495,4 +551,70 @@ fn refused(e: ReadError, unread: u64) -> Option<(Response, u64)> {
         ReadError::Malformed(m) => routes::error(400, m, Vec::new()),
     };
     Some((resp, unread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most 5 bytes a call, as a socket with a full buffer might.
+    struct Trickle(Vec<u8>);
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(5);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pending_answer_sends_exactly_what_is_left_from_wherever_it_stopped() {
+        let resp = Response::shared(200, "application/json", Arc::from("{\"a\":[1,2,3]}"));
+        let whole = resp.encode();
+        let head_len = resp.head().len();
+        for sent in [0, 7, head_len, head_len + 4, whole.len()] {
+            let mut out = Pending::new(&resp);
+            out.sent = sent;
+            let mut w = Trickle(Vec::new());
+            out.finish(&mut w).unwrap();
+            assert_eq!(w.0, whole[sent..], "from byte {sent}");
+            assert!(out.done());
+        }
+    }
+
+    #[test]
+    fn send_now_sends_a_whole_small_answer_at_once() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let resp = routes::error(503, "too many connections", Vec::new());
+        let mut out = Pending::new(&resp);
+        assert_eq!(send_now(&Conn::Unix(a), &mut out), Sent::All);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, resp.encode());
+    }
+
+    #[test]
+    fn send_now_stops_without_waiting_when_the_peer_does_not_read() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let body: Arc<str> = Arc::from("x".repeat(8 << 20));
+        let resp = Response::shared(200, "text/plain", Arc::clone(&body));
+        let mut out = Pending::new(&resp);
+        let conn = Conn::Unix(a);
+        assert_eq!(send_now(&conn, &mut out), Sent::Blocked);
+        assert!(out.sent > 0 && !out.done(), "sent {}", out.sent);
+        // A worker then sends the rest; the peer gets the whole answer, once.
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut conn = conn;
+        out.finish(&mut conn).unwrap();
+        drop(conn);
+        assert_eq!(reader.join().unwrap(), resp.encode());
+    }
 }

@@ -74,8 +74,9 @@ pub fn status_body(view: &View, vmid: u32) -> Option<Arc<str>> {
     Some(body(data))
 }
 
-/// `GET /containers`' body: rendered on the first request after a cycle and shared by every
-/// request until the next one; a cycle nobody asks about renders nothing.
+/// `GET /containers`' body: rendered on the first request after a cycle (or by the loop when the
+/// previous cycle's was asked for) and shared by every request until the next one; a cycle after
+/// one nobody asked about renders nothing.
 #[derive(Debug, Default)]
 pub struct ContainersBody {
     /// The records, the host and the planned changes.
@@ -86,6 +87,11 @@ pub struct ContainersBody {
 }
 
 impl ContainersBody {
+    /// The body when it was already rendered.
+    pub fn rendered(&self) -> Option<Arc<str>> {
+        self.body.get().map(Arc::clone)
+    }
+
     /// The body, rendered now if this is the cycle's first request (concurrent first requests
     /// wait for the one rendering).
     pub fn get(&self) -> Arc<str> {
