@@ -3,9 +3,10 @@
 //! `GET /resource/lxc/status` and `GET /containers`, and the daemon's RSS with the API on and off.
 //!
 //! `cargo bench --bench api` (full) or `cargo bench --bench api -- --quick` (fewer requests);
-//! `-- --bin PATH` runs another build of the daemon (say, of an older commit) instead of this one;
-//! `-- --floor` runs the same status load against a minimal fixed-answer server instead: what
-//! this machine and client allow at best.
+//! `-- --bin PATH` runs another build of the daemon (say, of an older commit) instead of this one.
+//! Each run first puts the same status load on a minimal fixed-answer server (the floor: what this
+//! machine and client allow at best, which moves with the VM) and reports it beside the daemon's;
+//! `-- --floor` runs only that.
 //! Targets are reported as PASS/MISS (timing is never asserted); the run exits non-zero only when a
 //! request got a wrong answer.
 //!
@@ -230,7 +231,7 @@ fn report(name: &str, lat: &mut [f64], target: f64) -> bool {
     let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
     let ok = p99 <= target;
     println!(
-        "{name:<28} {:>7} {p50:>9.2} {p99:>9.2} {target:>10.1}  {}",
+        "{name:<30} {:>7} {p50:>9.2} {p99:>9.2} {target:>10.1}  {}",
         lat.len(),
         verdict(ok)
     );
@@ -289,8 +290,8 @@ fn serve_floor(port: &str) -> ! {
     std::process::exit(0)
 }
 
-/// `--floor`: the status load against `serve_floor` instead of the daemon.
-fn floor(per_client: usize) {
+/// The status load against `serve_floor`: latencies in ms, sorted by `report`.
+fn floor_load(per_client: usize) -> Vec<f64> {
     let port = free_port().to_string();
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
@@ -299,28 +300,34 @@ fn floor(per_client: usize) {
         .expect("start the floor server");
     let addr = format!("127.0.0.1:{port}");
     wait_for("the floor server", || get(&addr, "/").is_some());
-    let (mut lat, _) = load(&addr, per_client, status_path, |_, b| b.contains("vmid"));
+    let (lat, _) = load(&addr, per_client, status_path, |_, b| b.contains("vmid"));
     let _ = child.kill();
     let _ = child.wait();
+    lat
+}
+
+/// `--floor`: only the status load against `serve_floor`.
+fn floor(per_client: usize) {
+    let mut lat = floor_load(per_client);
     println!("floor: a minimal one-thread server with a fixed answer, {CLIENTS} concurrent clients on 127.0.0.1");
     report("GET (fixed answer)", &mut lat, TARGET_STATUS_P99_MS);
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
-        serve_floor(&args[i + 1]);
-    }
-    let quick = args.iter().any(|a| a == "--quick");
-    if let Some(i) = args.iter().position(|a| a == "--bin") {
-        let bin = args.get(i + 1).expect("--bin needs a path");
-        BIN.set(PathBuf::from(bin)).expect("set once");
-    }
-    let per_client = if quick { 20 } else { 200 };
-    if args.iter().any(|a| a == "--floor") {
-        floor(per_client);
-        return;
-    }
+/// What one run of the daemon under the load measured.
+struct Measured {
+    status_lat: Vec<f64>,
+    containers_lat: Vec<f64>,
+    wrong: (usize, usize),
+    /// KiB with the API on before the load, after it, at the end of the first cycle after it, and
+    /// with the API off.
+    rss: [u64; 4],
+    split: [Split; 3],
+    containers_bytes: usize,
+}
+
+/// Starts the daemon on a new fake host, waits for two cycles, puts the status and `/containers`
+/// loads on it, then measures the same host with the API off.
+fn measure_daemon(per_client: usize) -> Measured {
     let host = build();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = start(&host, Some(&addr));
@@ -340,8 +347,8 @@ fn main() {
     let rss_before = rss_kib(child.id());
     let split_before = split_kib(child.id());
     let containers_bytes = get(&addr, "/containers").map_or(0, |(_, b)| b.len());
-    let (mut status_lat, wrong_status) = load(&addr, per_client, status_path, status_ok);
-    let (mut containers_lat, wrong_containers) =
+    let (status_lat, wrong_status) = load(&addr, per_client, status_path, status_ok);
+    let (containers_lat, wrong_containers) =
         load(&addr, per_client / 4, containers_path, containers_ok);
     let rss_on = rss_kib(child.id());
     let split_on = split_kib(child.id());
@@ -356,10 +363,46 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     let (rss_off, split_off) = rss_without_api(&host, 4);
+    Measured {
+        status_lat,
+        containers_lat,
+        wrong: (wrong_status, wrong_containers),
+        rss: [rss_before, rss_on, rss_settled, rss_off],
+        split: [split_before, split_on, split_off],
+        containers_bytes,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
+        serve_floor(&args[i + 1]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--bin") {
+        let bin = args.get(i + 1).expect("--bin needs a path");
+        BIN.set(PathBuf::from(bin)).expect("set once");
+    }
+    let per_client = if quick { 20 } else { 200 };
+    if args.iter().any(|a| a == "--floor") {
+        floor(per_client);
+        return;
+    }
+    // What this machine and client allow at best, measured just before, with no daemon running:
+    // the status tail is read against it.
+    let mut floor_lat = floor_load(per_client);
+    let Measured {
+        mut status_lat,
+        mut containers_lat,
+        wrong: (wrong_status, wrong_containers),
+        rss,
+        split,
+        containers_bytes,
+    } = measure_daemon(per_client);
 
     println!("api benchmark: {CONTAINERS} containers, cycles every 1 s, {CLIENTS} concurrent clients on 127.0.0.1");
     println!(
-        "{:<28} {:>7} {:>9} {:>9} {:>10}",
+        "{:<30} {:>7} {:>9} {:>9} {:>10}",
         "request", "count", "p50 ms", "p99 ms", "target p99"
     );
     let a = report(
@@ -367,15 +410,17 @@ fn main() {
         &mut status_lat,
         TARGET_STATUS_P99_MS,
     );
+    report(
+        "floor: fixed answer, 1 thread",
+        &mut floor_lat,
+        TARGET_STATUS_P99_MS,
+    );
     let b = report(
         "GET /containers",
         &mut containers_lat,
         TARGET_CONTAINERS_P99_MS,
     );
-    let c = report_rss(
-        [rss_before, rss_on, rss_settled, rss_off],
-        [split_before, split_on, split_off],
-    );
+    let c = report_rss(rss, split);
     let mb = containers_bytes as f64 / 1e6;
     println!(
         "GET /containers body: {mb:.2} MB, rendered on the first request after a cycle and shared by the rest"
