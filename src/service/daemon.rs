@@ -206,16 +206,9 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
 /// (`api.token_file`, `api.listen`) and a socket path that exists and is not a socket; nothing is
 /// created or removed.
 fn check_api_settings(cfg: &Config) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
     let settings = crate::service::api::Settings::from_config(cfg)?;
     if let config::ApiListen::Unix(path) = settings.listen() {
-        let not_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_socket());
-        if not_socket {
-            anyhow::bail!(
-                "api.listen: {} exists and is not a socket; refusing to replace it",
-                path.display()
-            );
-        }
+        crate::service::api::server::stale_socket(&path)?;
     }
     Ok(())
 }

@@ -161,23 +161,29 @@ pub fn bind(listen: &ApiListen) -> Result<Option<Listener>> {
     }
 }
 
+/// True when a socket (a stale one: the instance lock is held) is at `path`, false when nothing
+/// is; an error naming `api.listen` for a symlink or any other file, which is never replaced.
+pub fn stale_socket(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(true),
+        Ok(_) => bail!(
+            "api.listen: {} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("api.listen: cannot stat {}", path.display())),
+    }
+}
+
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     let dir = path
         .parent()
         .context("api.listen: the socket path has no directory")?;
     crate::fsutil::ensure_runtime_dir(dir).context("api.listen")?;
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).with_context(|| {
+    if stale_socket(path)? {
+        std::fs::remove_file(path).with_context(|| {
             format!("api.listen: cannot remove stale socket {}", path.display())
-        })?,
-        Ok(_) => bail!(
-            "api.listen: {} exists and is not a socket; refusing to replace it",
-            path.display()
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("api.listen: cannot stat {}", path.display()))
-        }
+        })?;
     }
     // Nobody else may connect even for the instant between bind and chmod.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
@@ -583,6 +589,26 @@ mod tests {
             out.finish(&mut w).unwrap();
             assert_eq!(w.0, whole[sent..], "from byte {sent}");
             assert!(out.done());
+        }
+    }
+
+    #[test]
+    fn only_a_socket_is_stale_and_anything_else_at_the_path_is_refused_naming_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("api.sock");
+        assert!(!stale_socket(&path).unwrap());
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(stale_socket(&path).unwrap());
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let link = tmp.path().join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        for refused in [&file, &link] {
+            let err = format!("{:#}", stale_socket(refused).unwrap_err());
+            assert!(
+                err.starts_with("api.listen: ") && err.contains("is not a socket"),
+                "{err}"
+            );
         }
     }
 
