@@ -340,7 +340,15 @@ fn answer_inline(conn: &mut Conn, buf: &mut [u8], shared: &Arc<Shared>, peer: &s
     let n = match recv_now(conn, buf) {
         Ok(0) => return Inline::Done,
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Inline::Read(Vec::new()),
+        // Nothing yet, or a signal came first: a worker waits for the request.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            return Inline::Read(Vec::new())
+        }
         Err(_) => return Inline::Done,
     };
     let early = &buf[..n];
