@@ -30,6 +30,12 @@ use crate::record::events::EventLog;
 pub const TRASH_AFTER_USEC: EpochUsec = 24 * 3600 * 1_000_000;
 /// Below the records directory: records of destroyed containers.
 pub const TRASH_DIR: &str = ".trash";
+/// A trashed record is removed this long after it was trashed (the time in its name), when the
+/// next record is moved in. The trash lives in pmxcfs, whose database is small and shared by the
+/// whole cluster, so a cluster that creates and destroys containers all day must not fill it.
+pub const TRASH_KEEP_USEC: EpochUsec = 90 * 24 * 3600 * 1_000_000;
+/// The UTC time in a trashed record's name: `<vmid>.<time>.json`.
+const TRASH_STAMP: &str = "%Y%m%dT%H%M%SZ";
 
 /// Where a container went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +158,7 @@ fn sweep_trash(records: &CtRecords, state: &mut State, vmlist: &mut VmlistOnce, 
     let Some(list) = vmlist.get() else {
         return;
     };
+    let mut moved = false;
     for vmid in due {
         if list.contains_key(&vmid) {
             info!(vmid, "the vmid is back in the cluster: its record stays");
@@ -160,7 +167,8 @@ fn sweep_trash(records: &CtRecords, state: &mut State, vmlist: &mut VmlistOnce, 
         }
         match to_trash(records, vmid, now) {
             Ok(Some(to)) => {
-                info!(vmid, to = %to.display(), "moved the record of a destroyed container to the trash")
+                info!(vmid, to = %to.display(), "moved the record of a destroyed container to the trash");
+                moved = true;
             }
             Ok(None) => {}
             Err(e) => {
@@ -170,6 +178,51 @@ fn sweep_trash(records: &CtRecords, state: &mut State, vmlist: &mut VmlistOnce, 
         }
         state.destroyed.remove(&vmid);
     }
+    if moved {
+        prune_trash(&records.dir.join(TRASH_DIR), now);
+    }
+}
+
+/// Removes the trashed records older than `TRASH_KEEP_USEC`, by the time in their names; another
+/// node may be removing the same ones. Files named otherwise are left alone. Returns how many
+/// went.
+fn prune_trash(trash: &Path, now: EpochUsec) -> usize {
+    let entries = match std::fs::read_dir(trash) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(dir = %trash.display(), error = %e, "cannot list the trash");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(at) = name.to_str().and_then(trashed_at) else {
+            continue;
+        };
+        if now - at < TRASH_KEEP_USEC {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %entry.path().display(), error = %e, "cannot remove an old trashed record")
+            }
+        }
+    }
+    if removed > 0 {
+        info!(removed, dir = %trash.display(), "removed trashed records older than 90 days");
+    }
+    removed
+}
+
+/// When a record named `<vmid>.<UTC time>.json` was trashed; `None` for any other name.
+fn trashed_at(name: &str) -> Option<EpochUsec> {
+    let (vmid, rest) = name.strip_suffix(".json")?.split_once('.')?;
+    vmid.parse::<u32>().ok()?;
+    let t = chrono::NaiveDateTime::parse_from_str(rest, TRASH_STAMP).ok()?;
+    Some(t.and_utc().timestamp_micros())
 }
 
 /// Renames `vmid`'s record into `<records>/.trash/<vmid>.<UTC time>.json`; `None` when it has no
@@ -181,10 +234,8 @@ pub fn to_trash(records: &CtRecords, vmid: u32, now: EpochUsec) -> Result<Option
     }
     let trash = records.dir.join(TRASH_DIR);
     crate::fsutil::ensure_private_dir(&trash)?;
-    let stamp = chrono::DateTime::from_timestamp_micros(now).map_or_else(
-        || now.to_string(),
-        |t| t.format("%Y%m%dT%H%M%SZ").to_string(),
-    );
+    let stamp = chrono::DateTime::from_timestamp_micros(now)
+        .map_or_else(|| now.to_string(), |t| t.format(TRASH_STAMP).to_string());
     let to = trash.join(format!("{vmid}.{stamp}.json"));
     std::fs::rename(&from, &to)
         .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
@@ -385,6 +436,61 @@ mod tests {
         );
         let trash: Vec<_> = std::fs::read_dir(ct.join(".trash")).unwrap().collect();
         assert_eq!(trash.len(), 1);
+    }
+
+    #[test]
+    fn moving_a_record_to_the_trash_removes_those_trashed_90_days_ago_or_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cfg, events) = cluster(tmp.path());
+        let ct = tmp.path().join("lxc_autoscale/ct");
+        let trash = ct.join(".trash");
+        std::fs::create_dir_all(&trash).unwrap();
+        let stamp = |usec: EpochUsec| {
+            chrono::DateTime::from_timestamp_micros(usec)
+                .unwrap()
+                .format(TRASH_STAMP)
+                .to_string()
+        };
+        let old = format!("200.{}.json", stamp(NOW - 90 * DAY));
+        let young = format!("201.{}.json", stamp(NOW - 90 * DAY + 1_000_000));
+        for name in [&old, &young, "notes.txt", "202.yesterday.json"] {
+            std::fs::write(trash.join(name), "x").unwrap();
+        }
+        // Nothing moved in: nothing is pruned.
+        let mut state = State::default();
+        note(&cfg, &mut state, &running(&[]), &events);
+        assert!(trash.join(&old).exists());
+
+        std::fs::write(ct.join("101.json"), "record 101").unwrap();
+        vmlist(tmp.path(), &[]);
+        state.destroyed = BTreeMap::from([(101, NOW - DAY)]);
+        note(&cfg, &mut state, &running(&[]), &events);
+        let mut left: Vec<String> = std::fs::read_dir(&trash)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            "101.20231114T221320Z.json".to_string(),
+            "202.yesterday.json".into(),
+            young.clone(),
+            "notes.txt".into(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn a_trashed_records_time_comes_from_its_name_only() {
+        assert_eq!(trashed_at("101.20231114T221320Z.json"), Some(NOW));
+        for name in [
+            "101.20231114T221320Z",
+            "x.20231114T221320Z.json",
+            "101.json",
+            "101.2023.json",
+        ] {
+            assert_eq!(trashed_at(name), None, "{name}");
+        }
     }
 
     #[test]
