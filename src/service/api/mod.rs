@@ -36,7 +36,8 @@ use self::tasks::{TaskDone, Tasks};
 pub struct View {
     /// RFC 3339 time the last cycle ended; `None` before the first.
     pub cycle_at: Option<String>,
-    /// `GET /containers`' whole body, rendered on its first request.
+    /// `GET /containers`' whole body, rendered on its first request or, while a client polls it,
+    /// by the loop when it publishes the cycle.
     pub containers: Arc<view::ContainersBody>,
     /// The figures `GET /resource/lxc/status` serializes on request, per running container.
     pub status: Arc<StatusInput>,
@@ -240,8 +241,8 @@ impl Shared {
     /// request waits for it (at 1000 containers the first request after a cycle waited 3-12 ms,
     /// and every request arriving meanwhile with it).
     pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
-        if self.view().containers.rendered().is_some() {
-            view.containers.get();
+        if self.view().containers.was_asked() {
+            view.containers.render();
         }
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published {
             view: Arc::new(view),
@@ -252,5 +253,57 @@ impl Shared {
 
     pub fn set_settings(&self, s: Settings) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoLoop;
+
+    impl LoopLink for NoLoop {
+        fn mutate(&self, _: Mutation) -> bool {
+            false
+        }
+        fn task_done(&self, _: TaskDone) {}
+    }
+
+    fn shared() -> Arc<Shared> {
+        let settings = Settings {
+            token: None,
+            api: ApiConfig::default(),
+            pve_lxc_dir: PathBuf::from("/nonexistent/lxc"),
+            pve_vmlist: PathBuf::from("/nonexistent/.vmlist"),
+            pct_path: PathBuf::from("/nonexistent/pct"),
+            pve_root: None,
+        };
+        Shared::new(settings, Box::new(NoLoop))
+    }
+
+    fn view(at: &str) -> View {
+        View {
+            cycle_at: Some(at.into()),
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn the_loop_renders_containers_only_after_a_cycle_whose_body_was_asked_for() {
+        let s = shared();
+        s.publish(view("t1"), AnomalyScores::default(), "");
+        assert!(s.view().containers.rendered().is_none());
+        // Nobody asked for t1's body: t2's is not rendered when it is published.
+        s.publish(view("t2"), AnomalyScores::default(), "");
+        assert!(s.view().containers.rendered().is_none());
+        // A client asks for t2's; t3's is then ready before any request.
+        let asked = s.view().containers.get();
+        s.publish(view("t3"), AnomalyScores::default(), "");
+        let ready = s.view().containers.rendered().expect("rendered by publish");
+        assert_eq!(ready, asked);
+        assert!(!Arc::ptr_eq(&ready, &asked), "t3 has a body of its own");
+        // Nobody asked for t3's: t4's waits for a request.
+        s.publish(view("t4"), AnomalyScores::default(), "");
+        assert!(s.view().containers.rendered().is_none());
     }
 }

@@ -4,6 +4,7 @@
 //! 1000 containers) once per cycle at most, on its first request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
@@ -84,6 +85,8 @@ pub struct ContainersBody {
     /// The notes, the observations and the holds (`extras`).
     status: Arc<StatusInput>,
     body: OnceLock<Arc<str>>,
+    /// A request asked for the body (the loop's own render does not count): someone is polling.
+    asked: AtomicBool,
 }
 
 impl ContainersBody {
@@ -92,9 +95,20 @@ impl ContainersBody {
         self.body.get().map(Arc::clone)
     }
 
-    /// The body, rendered now if this is the cycle's first request (concurrent first requests
-    /// wait for the one rendering).
+    /// True when a request asked for this cycle's body.
+    pub fn was_asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// The body for a request, rendered now if this is the cycle's first (concurrent first
+    /// requests wait for the one rendering).
     pub fn get(&self) -> Arc<str> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.render()
+    }
+
+    /// The body, rendered now if nobody did yet; not a request (the loop renders ahead of one).
+    pub fn render(&self) -> Arc<str> {
         let body = self.body.get_or_init(|| {
             body(ContainersData {
                 changes: &self.metrics.planned,
@@ -137,6 +151,7 @@ pub fn build(
             metrics: Arc::clone(&metrics),
             status: Arc::clone(&status),
             body: OnceLock::new(),
+            asked: AtomicBool::new(false),
         }),
         status,
         node_body,
