@@ -184,14 +184,13 @@ fn sweep_trash(records: &CtRecords, state: &mut State, vmlist: &mut VmlistOnce, 
 }
 
 /// Removes the trashed records older than `TRASH_KEEP_USEC`, by the time in their names; another
-/// node may be removing the same ones. Files named otherwise are left alone. Returns how many
-/// went.
-fn prune_trash(trash: &Path, now: EpochUsec) -> usize {
+/// node may be removing the same ones. Files named otherwise are left alone.
+fn prune_trash(trash: &Path, now: EpochUsec) {
     let entries = match std::fs::read_dir(trash) {
         Ok(e) => e,
         Err(e) => {
             warn!(dir = %trash.display(), error = %e, "cannot list the trash");
-            return 0;
+            return;
         }
     };
     let mut removed = 0;
@@ -214,7 +213,6 @@ fn prune_trash(trash: &Path, now: EpochUsec) -> usize {
     if removed > 0 {
         info!(removed, dir = %trash.display(), "removed trashed records older than 90 days");
     }
-    removed
 }
 
 /// When a record named `<vmid>.<UTC time>.json` was trashed; `None` for any other name.

@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 layer: one request per connection, `Content-Length` bodies only, every
 //! response closes the connection. Enough for curl, scripts and the ML sibling's clients.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 
 /// Request line and headers together may not exceed this.
@@ -273,22 +273,6 @@ impl Response {
         let mut bytes = self.head().into_bytes();
         bytes.extend_from_slice(self.body.as_bytes());
         bytes
-    }
-
-    /// Head and body in one vectored write where the kernel takes it, without joining them.
-    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        let head = self.head();
-        let (mut h, mut b) = (head.as_bytes(), self.body.as_bytes());
-        while !h.is_empty() || !b.is_empty() {
-            let n = w.write_vectored(&[io::IoSlice::new(h), io::IoSlice::new(b)])?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            let from_head = n.min(h.len());
-            h = &h[from_head..];
-            b = &b[n - from_head..];
-        }
-        w.flush()
     }
 }
 

@@ -419,7 +419,8 @@ impl Pending {
         self.sent == self.head.len() + self.body.len()
     }
 
-    /// Sends the rest, waiting as the writer's timeout allows.
+    /// Sends the rest (head and body in one vectored write where the kernel takes it), waiting as
+    /// the writer's timeout allows.
     fn finish(&mut self, w: &mut impl Write) -> io::Result<()> {
         while !self.done() {
             let (h, b) = self.rest();
@@ -488,7 +489,8 @@ fn serve(mut conn: Conn, early: Vec<u8>, peer: &str, shared: &Arc<Shared>) {
     let Some((resp, unread)) = exchange(&mut conn, early, shared, peer) else {
         return;
     };
-    if conn.set_write_timeout(WRITE_TIMEOUT).is_err() || resp.write_to(&mut conn).is_err() {
+    let mut out = Pending::new(&resp);
+    if conn.set_write_timeout(WRITE_TIMEOUT).is_err() || out.finish(&mut conn).is_err() {
         return;
     }
     conn.shutdown_write();
