@@ -403,6 +403,7 @@ fn in_process_turn(
         ));
     }
     let parses = collector.conf_parses();
+    let reads = collector.files_read();
     let mut out = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let (c0, w0) = (thread_cpu(), Instant::now());
@@ -425,6 +426,17 @@ fn in_process_turn(
             "N={}: steady in-process cycle could not read {} files, first {f:?}",
             b.n,
             collector.read_failures().len()
+        ));
+    }
+    // Every file but memory.events, which is read only after its watch reports a write.
+    let files = if read_extra { 9 } else { 5 };
+    let read = collector.files_read() - reads;
+    let expected = (files * b.n * out.len()) as u64;
+    if read != expected {
+        failures.push(format!(
+            "N={}: {} steady cycles read {read} cgroup files, not {expected}",
+            b.n,
+            out.len()
         ));
     }
     let reparsed = collector.conf_parses() - parses;

@@ -452,6 +452,43 @@ pub struct CgroupDir {
     fresh: bool,
     /// Files opened since this was made; a steady cycle opens none.
     opens: u64,
+    /// Files read since this was made.
+    reads: u64,
+    /// What a watch (`read::watch`) says about the directory; without one, `start_cycle` checks
+    /// the directory's ctime and `memory.events` is read every cycle.
+    watch: WatchState,
+    /// The OOM-kill count last read from `memory.events`, reused while the watch reports no write
+    /// to it.
+    oom_kill: Option<u64>,
+}
+
+/// What a watch (`read::watch`) reported about one directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A file of the directory was created, removed or renamed: its files are opened again.
+    Entries,
+    /// `memory.events` was written: it is read again.
+    MemoryEvents,
+    /// The directory itself was removed or moved, or its watch ended: no further notices come.
+    Ended,
+    /// The kernel dropped notices (its queue overflowed): every directory is checked the slow way
+    /// once.
+    Lost,
+}
+
+/// The notices a watch gave about one directory since its last cycle.
+#[derive(Debug, Default, Clone, Copy)]
+struct WatchState {
+    /// A watch reports this directory's changes.
+    on: bool,
+    /// Entries were created, removed or renamed.
+    entries: bool,
+    /// `memory.events` was written.
+    memory_events: bool,
+    /// Notices were lost: check the slow way once.
+    lost: bool,
+    /// This cycle may rely on the notices (set by `start_cycle`).
+    trusted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -484,6 +521,9 @@ impl CgroupDir {
             missing_age: 0,
             fresh: true,
             opens: 0,
+            reads: 0,
+            watch: WatchState::default(),
+            oom_kill: None,
         })
     }
 
@@ -497,18 +537,62 @@ impl CgroupDir {
         self.opens
     }
 
-    /// Starts a cycle: one `fstat` of the directory. When its ctime moved (a file was created or
-    /// removed), every file is opened again on its next read; files that were missing are looked
-    /// for again now and then.
+    /// Opened and not yet read: no cycle has started on it.
+    pub fn is_new(&self) -> bool {
+        self.fresh
+    }
+
+    /// Files read so far.
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// Whether a watch reports this directory's changes from now on (see `read::watch`).
+    pub fn set_watched(&mut self, on: bool) {
+        self.watch.on = on;
+    }
+
+    /// Takes a notice of the directory's watch, for the next `start_cycle`.
+    pub fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Entries => self.watch.entries = true,
+            Notice::MemoryEvents => self.watch.memory_events = true,
+            Notice::Ended => self.watch.on = false,
+            Notice::Lost => self.watch.lost = true,
+        }
+    }
+
+    /// Starts a cycle. Under a watch that lost nothing, its notices say whether files were
+    /// created, removed or renamed; otherwise one `fstat` of the directory does (its ctime
+    /// moved). Then every file is opened again on its next read. Files that were missing are
+    /// looked for again now and then.
     pub fn start_cycle(&mut self) {
+        let notices = std::mem::take(&mut self.watch);
+        self.watch.on = notices.on;
         if std::mem::take(&mut self.fresh) {
+            // Opened for this cycle: every file is read anyway.
             return;
         }
+        self.watch.trusted = notices.on && !notices.lost;
+        if !self.watch.trusted || notices.memory_events {
+            self.oom_kill = None;
+        }
         self.missing_age += 1;
-        let ctime = self.dir.metadata().map(|m| (m.ctime(), m.ctime_nsec()));
-        if let Some(c) = ctime.ok().filter(|&c| c != self.ctime) {
-            self.ctime = c;
+        let changed = if self.watch.trusted {
+            notices.entries
+        } else {
+            let ctime = self.dir.metadata().map(|m| (m.ctime(), m.ctime_nsec()));
+            match ctime.ok().filter(|&c| c != self.ctime) {
+                Some(c) => {
+                    self.ctime = c;
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
             self.files = Default::default();
+            self.oom_kill = None;
         } else if self.missing_age >= MISSING_RETRY_CYCLES {
             self.missing_age = 0;
             for slot in &mut self.files {
@@ -535,6 +619,7 @@ impl CgroupDir {
         let Slot::Open(f) = slot else {
             return Ok(Outcome::Missing);
         };
+        self.reads += 1;
         match pread_all(f, buf, true) {
             Ok(()) => Ok(Outcome::Ok),
             Err(e) if e.raw_os_error() == Some(libc_enodev()) => {
@@ -564,6 +649,26 @@ impl CgroupDir {
             (o, _) => o,
         };
         Ok(value)
+    }
+
+    /// The OOM-kill count of `memory.events`. Under a trusted watch it is read only when the
+    /// watch reported a write to the file since the last read; cgroupfs reports every change of
+    /// its values.
+    fn oom_kill(
+        &mut self,
+        buf: &mut ReadBuf,
+        outcomes: &mut Outcomes,
+    ) -> Result<Option<u64>, Vanished> {
+        let file = CgFile::MemoryEvents;
+        let open = matches!(self.files[file as usize], Slot::Open(_));
+        if let Some(kills) = self.oom_kill.filter(|_| self.watch.trusted && open) {
+            outcomes.0[file as usize] = Outcome::Ok;
+            return Ok(Some(kills));
+        }
+        self.oom_kill = self.figure(file, buf, outcomes, |t| {
+            parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
+        })?;
+        Ok(self.oom_kill)
     }
 
     /// The first pid of `ns/cgroup.procs` (the container's init as the host sees it), read
@@ -604,9 +709,7 @@ pub fn read_container(
             Some(parse_memory_stat(t)).filter(|s| s.file_bytes.is_some())
         })?
         .unwrap_or_default();
-    let oom_kill = dir.figure(CgFile::MemoryEvents, buf, outcomes, |t| {
-        parse_keyed(t, MEMORY_EVENTS_OOM_KILL)
-    })?;
+    let oom_kill = dir.oom_kill(buf, outcomes)?;
     let psi = |t: &str| Some(parse_psi(t)).filter(|p| p.some_avg10.is_some());
     let psi_cpu = dir.figure(CgFile::CpuPressure, buf, outcomes, psi)?;
     let psi_memory = dir.figure(CgFile::MemoryPressure, buf, outcomes, psi)?;

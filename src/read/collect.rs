@@ -1,8 +1,10 @@
 //! Reads one `Snapshot` from the host's files. Spawns no process.
 //!
 //! The files of a container's cgroup are opened once and re-read with `pread` every cycle: a
-//! steady cycle costs one `fstat` of each cgroup directory, one read per figure and one `statx`
-//! per conf, instead of an open, a read and a close per file. The network counters of every veth
+//! steady cycle costs one read per figure and one `statx` per conf, instead of an open, a read and
+//! a close per file. One inotify instance watches the kept directories (`read::watch`): its one
+//! read per cycle says which directories had files created, removed or renamed, and whose
+//! `memory.events` changed; the others' OOM-kill figure stands. The network counters of every veth
 //! come from one read of `<proc_root>/net/dev` per cycle.
 
 use std::collections::HashMap;
@@ -13,13 +15,15 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::read::cgroup::{
-    self, CgFile, CgroupDir, CgroupReading, ExtraReading, Outcome, Outcomes, ReadBuf,
+    self, CgFile, CgroupDir, CgroupReading, ExtraReading, Notice, Outcome, Outcomes, ReadBuf,
 };
 use crate::read::hostproc;
 use crate::read::pveconf::{conf_path, ConfCache};
 use crate::read::snapshot::{
     ContainerExtra, ContainerSample, Counters, CtConf, EpochUsec, HostSample, Snapshot,
 };
+use crate::read::watch::DirWatch;
+use nix::sys::inotify::WatchDescriptor;
 
 /// Reads the host and every running container. Keeps buffers, the open descriptors of every
 /// running container's cgroup files and a cache of parsed conf files (re-parsed only when mtime or
@@ -54,12 +58,110 @@ pub struct Collector {
     keep_cap: Option<usize>,
     /// Cycles collected so far.
     cycle: u64,
+    /// Change notices of the kept cgroup directories.
+    watches: Watches,
+}
+
+/// The kept directories' watches: which container each belongs to.
+#[derive(Debug, Default)]
+struct Watches {
+    /// `None` until the first kept directory, or when no instance could be made.
+    inner: Option<DirWatch>,
+    by_wd: HashMap<WatchDescriptor, u32>,
+    /// The instance or a watch could not be made, and this was logged.
+    warned: bool,
+}
+
+impl Watches {
+    /// Watches the cgroup directory of `vmid`; `None` when that cannot be done (the directory is
+    /// then checked with an `fstat` every cycle). Running out of instances or watches is logged
+    /// once.
+    fn add(&mut self, root: &Path, vmid: u32) -> Option<WatchDescriptor> {
+        if self.inner.is_none() && !self.warned {
+            match DirWatch::new() {
+                Ok(w) => self.inner = Some(w),
+                Err(e) => self.warn(&e, "cannot create an inotify instance"),
+            }
+        }
+        let w = self.inner.as_ref()?;
+        match w.add(&root.join(vmid.to_string())) {
+            Ok(wd) => {
+                self.by_wd.insert(wd, vmid);
+                Some(wd)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.warn(&e, "cannot watch a cgroup directory");
+                None
+            }
+        }
+    }
+
+    fn warn(&mut self, e: &io::Error, what: &str) {
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(
+                error = %e,
+                "{what}; such containers are checked with an fstat every cycle (raise fs.inotify.max_user_watches or max_user_instances)"
+            );
+        }
+    }
+
+    /// Hands the pending notices to the kept directories they are about.
+    fn drain(&mut self, cgroups: &mut HashMap<u32, Box<Ct>>) {
+        let Some(w) = &self.inner else {
+            return;
+        };
+        let by_wd = &mut self.by_wd;
+        let drained = w.drain(|wd, notice| {
+            if notice == Notice::Lost {
+                cgroups.values_mut().for_each(|c| c.dir.notice(notice));
+                return;
+            }
+            let Some(&vmid) = by_wd.get(&wd) else {
+                return;
+            };
+            if let Some(ct) = cgroups.get_mut(&vmid).filter(|c| c.wd == Some(wd)) {
+                ct.dir.notice(notice);
+                if notice == Notice::Ended {
+                    ct.wd = None;
+                }
+            }
+            if notice == Notice::Ended {
+                by_wd.remove(&wd);
+            }
+        });
+        if let Err(e) = drained {
+            tracing::debug!(error = %e, "cannot read inotify notices; checking every directory");
+            cgroups
+                .values_mut()
+                .for_each(|c| c.dir.notice(Notice::Lost));
+        }
+    }
+
+    /// Ends the watches of directories no longer kept.
+    fn prune(&mut self, cgroups: &HashMap<u32, Box<Ct>>) {
+        let Some(w) = &self.inner else {
+            return;
+        };
+        if self.by_wd.len() <= cgroups.len() {
+            return;
+        }
+        self.by_wd.retain(|&wd, vmid| {
+            let kept = cgroups.get(vmid).is_some_and(|c| c.wd == Some(wd));
+            if !kept {
+                w.remove(wd);
+            }
+            kept
+        });
+    }
 }
 
 /// One running container's kept state.
 #[derive(Debug)]
 struct Ct {
     dir: CgroupDir,
+    /// The watch of `dir`, when there is one.
+    wd: Option<WatchDescriptor>,
     /// First pid of `ns/cgroup.procs`, read once per container lifetime (and again if it exits).
     init_pid: Option<u32>,
     rootfs: Option<Rootfs>,
@@ -190,6 +292,11 @@ impl Collector {
         self.cgroups.values().map(|c| c.dir.opens()).sum()
     }
 
+    /// Cgroup files read by the kept containers so far.
+    pub fn files_read(&self) -> u64 {
+        self.cgroups.values().map(|c| c.dir.reads()).sum()
+    }
+
     /// The snapshot of the given running containers, `(vmid, directory inode)` sorted by vmid.
     fn collect_listed(
         &mut self,
@@ -204,6 +311,7 @@ impl Collector {
         let running = |vmid: u32| listed.binary_search_by_key(&vmid, |&(v, _)| v).is_ok();
         // Stopped containers give their descriptors back.
         self.cgroups.retain(|&vmid, _| running(vmid));
+        self.watches.drain(&mut self.cgroups);
         // One allocation of the final size instead of doubling (and briefly holding both tables).
         self.cgroups
             .reserve(listed.len().saturating_sub(self.cgroups.len()));
@@ -222,6 +330,7 @@ impl Collector {
             }
         }
         self.confs.retain(running);
+        self.watches.prune(&self.cgroups);
         let host = self.read_host(&cfg.proc_root);
         Snapshot {
             taken_at_usec: now_usec,
@@ -289,6 +398,12 @@ impl Collector {
         let mut want_ino = listed_ino;
         for _ in 0..3 {
             let ct = kept_cgroup(&mut self.cgroups, root, vmid, want_ino)?;
+            if ct.wd.is_none() && ct.dir.is_new() && !self.one_shot {
+                // Watched after the directory was opened: a watch that lands on a newer
+                // directory of the same name only causes needless reads of the old one.
+                ct.wd = self.watches.add(root, vmid);
+                ct.dir.set_watched(ct.wd.is_some());
+            }
             let result = read_pass(&mut ct.dir, &mut self.buf, self.read_extra);
             if let Ok(pass) = &result {
                 if !pass.missing_required() {
@@ -559,6 +674,7 @@ fn kept_cgroup<'a>(
             Ok(dir) => {
                 let ct = Ct {
                     dir,
+                    wd: None,
                     init_pid: None,
                     rootfs: None,
                 };
@@ -1174,6 +1290,69 @@ mod tests {
         assert_eq!(snap.containers[0].cpu_usage_usec, Some(77));
         assert_eq!(snap.containers[0].memory_current_bytes, Some(2_147_483_648));
         assert_eq!(c.files_opened(), opened);
+    }
+
+    #[test]
+    fn memory_events_is_read_again_only_after_a_write_to_it() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let events = dir.join(cgroup::MEMORY_EVENTS);
+        fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let mut c = Collector::new();
+        c.read_extra = false;
+        let oom_kill = |s: &Snapshot| s.containers[0].extra.counters.oom_kill;
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 0)), Some(0));
+        // cpu.stat, memory.current, memory.stat and memory.events; no pressure files here.
+        assert_eq!(c.files_read(), 4);
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 1)), Some(0));
+        assert_eq!(c.files_read(), 4 + 3);
+        fs::write(&events, "oom 2\noom_kill 2\n").unwrap();
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 2)), Some(2));
+        assert_eq!(c.files_read(), 7 + 4);
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 3)), Some(2));
+        assert_eq!(c.files_read(), 11 + 3);
+        // Written through another name: no notice reaches the directory's watch, so the kept
+        // figure stands until the next notice.
+        let alias = h.tmp.path().join("events-alias");
+        fs::hard_link(&events, &alias).unwrap();
+        fs::write(&alias, "oom 3\noom_kill 3\n").unwrap();
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 4)), Some(2));
+        fs::write(dir.join(cgroup::MEMORY_CURRENT), "4096\n").unwrap();
+        assert_eq!(oom_kill(&c.collect(&h.cfg, 5)), Some(2));
+        fs::write(&events, "oom 4\noom_kill 4\n").unwrap();
+        let snap = c.collect(&h.cfg, 6);
+        assert_eq!(oom_kill(&snap), Some(4));
+        assert_eq!(snap.containers[0].memory_current_bytes, Some(4096));
+        assert!(c.read_failures().is_empty(), "{:?}", c.read_failures());
+    }
+
+    #[test]
+    fn a_directory_whose_watch_ended_is_checked_by_its_ctime_and_read_whole() {
+        let h = FakeHost::new();
+        let dir = h.cgroup(101, 10);
+        h.conf(101, CONF_101);
+        let events = dir.join(cgroup::MEMORY_EVENTS);
+        fs::write(&events, "oom_kill 1\n").unwrap();
+        let mut c = Collector::new();
+        c.read_extra = false;
+        c.collect(&h.cfg, 0);
+        let watch = c.watches.inner.as_ref().unwrap();
+        let wd = c.cgroups[&101].wd.unwrap();
+        watch.remove(wd);
+        let alias = h.tmp.path().join("events-alias");
+        fs::hard_link(&events, &alias).unwrap();
+        fs::write(&alias, "oom_kill 5\n").unwrap();
+        let snap = c.collect(&h.cfg, 1);
+        assert_eq!(snap.containers[0].extra.counters.oom_kill, Some(5));
+        assert_eq!(c.cgroups[&101].wd, None);
+        assert!(c.watches.by_wd.is_empty());
+        // A re-created file is seen through the directory's ctime.
+        let path = dir.join(cgroup::MEMORY_CURRENT);
+        fs::write(dir.join("tmp"), "4096\n").unwrap();
+        fs::rename(dir.join("tmp"), &path).unwrap();
+        let snap = c.collect(&h.cfg, 2);
+        assert_eq!(snap.containers[0].memory_current_bytes, Some(4096));
     }
 
     #[test]

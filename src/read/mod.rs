@@ -8,3 +8,4 @@ pub mod hostproc;
 pub mod measure;
 pub mod pveconf;
 pub mod snapshot;
+pub mod watch;
