@@ -324,11 +324,13 @@ impl Collector {
             self.read_veth_bytes(&cfg.proc_root);
         }
         let mut containers = Vec::with_capacity(listed.len());
+        self.confs.open_dir(&cfg.pve_lxc_dir);
         for &(vmid, ino) in listed {
             if let Some(c) = self.sample(cfg, vmid, ino, now_usec) {
                 containers.push(c);
             }
         }
+        self.confs.close_dir();
         self.confs.retain(running);
         self.watches.prune(&self.cgroups);
         let host = self.read_host(&cfg.proc_root);

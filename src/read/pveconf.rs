@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -132,6 +132,39 @@ pub struct ConfCache {
     text: String,
     /// Confs read and parsed since the cache was made: a settled host adds none per cycle.
     parses: u64,
+    /// The conf directory opened for the current cycle (`open_dir`).
+    dir: Option<ConfDir>,
+}
+
+/// A conf directory opened for one cycle, so that each conf is looked up by its name there rather
+/// than along its whole path: on Proxmox `/etc/pve/lxc` is a symlink into pmxcfs (a FUSE
+/// filesystem), resolved again for every path. Opened anew each cycle, so that a restarted pmxcfs
+/// (a new mount) is seen by the next cycle.
+#[derive(Debug)]
+struct ConfDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+/// `<vmid>.conf` without allocating: at most 10 digits and 5 more bytes.
+struct ConfName {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl ConfName {
+    fn new(vmid: u32) -> ConfName {
+        use std::io::Write;
+        let mut bytes = [0u8; 16];
+        let mut cursor = io::Cursor::new(&mut bytes[..]);
+        write!(cursor, "{vmid}.conf").expect("a u32 and .conf fit in 16 bytes");
+        let len = usize::try_from(cursor.position()).expect("at most 16");
+        ConfName { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("digits and .conf are ASCII")
+    }
 }
 
 #[derive(Debug)]
@@ -222,27 +255,36 @@ impl ConfCache {
     /// The parsed conf of `vmid` in `dir` (a copy: the cache keeps it packed). `Ok(None)` when the file does not exist; read and parse
     /// errors name the path and leave no entry, so the next call tries again.
     pub fn get(&mut self, dir: &Path, vmid: u32) -> anyhow::Result<Option<CtConf>> {
-        let path = conf_path(dir, vmid);
-        let meta = match std::fs::metadata(&path) {
+        use nix::fcntl::AtFlags;
+        use nix::sys::stat::{fstatat, FileStat};
+        let name = ConfName::new(vmid);
+        let dir_fd = self.dir_fd(dir);
+        let stat: nix::Result<FileStat> = match dir_fd {
+            Some(fd) => fstatat(Some(fd), name.as_str(), AtFlags::empty()),
+            None => fstatat(None, &dir.join(name.as_str()), AtFlags::empty()),
+        };
+        let meta = match stat {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(nix::errno::Errno::ENOENT) => {
                 self.entries.remove(&vmid);
                 return Ok(None);
             }
             Err(e) => {
                 self.entries.remove(&vmid);
-                return Err(e).with_context(|| format!("cannot stat conf {}", path.display()));
+                let path = conf_path(dir, vmid);
+                return Err(io::Error::from(e))
+                    .with_context(|| format!("cannot stat conf {}", path.display()));
             }
         };
-        let mtime = (meta.mtime(), meta.mtime_nsec());
-        let size = meta.size();
+        let mtime = (meta.st_mtime, meta.st_mtime_nsec);
+        let size = u64::try_from(meta.st_size).unwrap_or(0);
         let fresh = self
             .entries
             .get(&vmid)
             .is_some_and(|c| !c.racy && c.mtime == mtime && c.size == size);
         if !fresh {
             self.entries.remove(&vmid);
-            let conf = self.parse_file(&path)?;
+            let conf = self.parse_file(dir, dir_fd, &name)?;
             self.parses += 1;
             let now_secs = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -258,13 +300,58 @@ impl ConfCache {
         Ok(self.entries.get(&vmid).map(|c| c.conf.unpack()))
     }
 
-    fn parse_file(&mut self, path: &Path) -> anyhow::Result<CtConf> {
+    fn parse_file(
+        &mut self,
+        dir: &Path,
+        dir_fd: Option<RawFd>,
+        name: &ConfName,
+    ) -> anyhow::Result<CtConf> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::Mode;
         use std::io::Read;
         self.text.clear();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut self.text))
-            .with_context(|| format!("cannot read conf {}", path.display()))?;
-        parse_conf(&self.text).map_err(|e| anyhow::anyhow!("invalid conf {}: {e}", path.display()))
+        let path = || dir.join(name.as_str());
+        let file = match dir_fd {
+            Some(fd) => openat(
+                Some(fd),
+                name.as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) })
+            .map_err(io::Error::from),
+            None => std::fs::File::open(path()),
+        };
+        file.and_then(|mut f| f.read_to_string(&mut self.text))
+            .with_context(|| format!("cannot read conf {}", path().display()))?;
+        parse_conf(&self.text)
+            .map_err(|e| anyhow::anyhow!("invalid conf {}: {e}", path().display()))
+    }
+
+    /// Opens `dir` for the calls to `get` until `close_dir`. When it cannot be opened, `get`
+    /// looks confs up by their whole path (and reports what is wrong with it).
+    pub fn open_dir(&mut self, dir: &Path) {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        self.dir = open(dir, flags, Mode::empty()).ok().map(|fd| ConfDir {
+            path: dir.to_path_buf(),
+            // SAFETY: `open` just returned this descriptor and nothing else owns it.
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        });
+    }
+
+    /// Closes the directory `open_dir` opened.
+    pub fn close_dir(&mut self) {
+        self.dir = None;
+    }
+
+    /// The descriptor of `dir` when `open_dir` opened it.
+    fn dir_fd(&self, dir: &Path) -> Option<RawFd> {
+        use std::os::fd::AsRawFd;
+        let d = self.dir.as_ref()?;
+        (d.path.as_os_str() == dir.as_os_str()).then(|| d.fd.as_raw_fd())
     }
 
     /// Keeps only the entries whose vmid satisfies `keep` (drop containers no longer running).
@@ -589,5 +676,52 @@ net2: name=eth3,hwaddr=BC:24:11:00:00:03
         let mut kept: Vec<u32> = cache.entries.keys().copied().collect();
         kept.sort_unstable();
         assert_eq!(kept, vec![101, 103]);
+    }
+
+    #[test]
+    fn conf_names_are_written_without_allocating_up_to_the_largest_vmid() {
+        assert_eq!(ConfName::new(100).as_str(), "100.conf");
+        assert_eq!(ConfName::new(u32::MAX).as_str(), "4294967295.conf");
+    }
+
+    #[test]
+    fn an_opened_directory_gives_the_same_confs_and_errors_as_whole_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("nodes/pve1/lxc");
+        fs::create_dir_all(&real).unwrap();
+        // As on Proxmox: the conf directory is a symlink.
+        let dir = tmp.path().join("lxc");
+        std::os::unix::fs::symlink(&real, &dir).unwrap();
+        write_at(&conf_path(&real, 101), "cores: 2\n", hour_ago());
+        fs::create_dir(conf_path(&real, 103)).unwrap();
+        let mut by_dir = ConfCache::new();
+        let mut by_path = ConfCache::new();
+        by_dir.open_dir(&dir);
+        assert!(by_dir.dir_fd(&dir).is_some());
+        assert!(by_dir.dir_fd(&real).is_none());
+        for vmid in [101, 102, 103] {
+            let got = by_dir.get(&dir, vmid).map_err(|e| format!("{e:#}"));
+            let want = by_path.get(&dir, vmid).map_err(|e| format!("{e:#}"));
+            assert_eq!(got, want, "{vmid}");
+        }
+        assert_eq!(by_dir.get(&dir, 101).unwrap().unwrap().cores, Some(2));
+        assert_eq!(by_dir.get(&dir, 102).unwrap(), None);
+        let e = format!("{:#}", by_dir.get(&dir, 103).unwrap_err());
+        assert!(
+            e.contains(&conf_path(&dir, 103).display().to_string()),
+            "{e}"
+        );
+        // A change is seen through the kept descriptor.
+        write_at(
+            &conf_path(&real, 101),
+            "cores: 4\n",
+            hour_ago() + Duration::from_secs(60),
+        );
+        assert_eq!(by_dir.get(&dir, 101).unwrap().unwrap().cores, Some(4));
+        assert_eq!(by_dir.parses(), 2);
+        by_dir.close_dir();
+        assert!(by_dir.dir_fd(&dir).is_none());
+        assert_eq!(by_dir.get(&dir, 101).unwrap().unwrap().cores, Some(4));
+        assert_eq!(by_dir.parses(), 2);
     }
 }
