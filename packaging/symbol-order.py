@@ -2,6 +2,7 @@
 """Writes packaging/symbol-order.txt, the order build.rs asks the linker (LLD) to lay the text out in.
 
 usage: packaging/symbol-order.py BINARY MAP CALLGRIND_OUT... > packaging/symbol-order.txt
+(packaging/symbol-order-trace.sh builds BINARY and MAP, runs the traces below and calls this)
 
 The names must be those of the release profile itself (cargo hashes the profile into every mangled
 name), so BINARY is the release build linked with a map, for example
