@@ -1294,15 +1294,22 @@ mod tests {
         assert_eq!(c.files_opened(), opened);
     }
 
-    #[test]
-    fn memory_events_is_read_again_only_after_a_write_to_it() {
+    /// Container 101 with `memory.events` holding `events`, and a collector of the decision
+    /// figures: (host, its cgroup directory, the path of `memory.events`, collector).
+    fn host_with_memory_events(events: &str) -> (FakeHost, PathBuf, PathBuf, Collector) {
         let h = FakeHost::new();
         let dir = h.cgroup(101, 10);
         h.conf(101, CONF_101);
-        let events = dir.join(cgroup::MEMORY_EVENTS);
-        fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        let path = dir.join(cgroup::MEMORY_EVENTS);
+        fs::write(&path, events).unwrap();
         let mut c = Collector::new();
         c.read_extra = false;
+        (h, dir, path, c)
+    }
+
+    #[test]
+    fn memory_events_is_read_again_only_after_a_write_to_it() {
+        let (h, dir, events, mut c) = host_with_memory_events("oom 0\noom_kill 0\n");
         let oom_kill = |s: &Snapshot| s.containers[0].extra.counters.oom_kill;
         assert_eq!(oom_kill(&c.collect(&h.cfg, 0)), Some(0));
         // cpu.stat, memory.current, memory.stat and memory.events; no pressure files here.
@@ -1331,13 +1338,7 @@ mod tests {
 
     #[test]
     fn a_directory_whose_watch_ended_is_checked_by_its_ctime_and_read_whole() {
-        let h = FakeHost::new();
-        let dir = h.cgroup(101, 10);
-        h.conf(101, CONF_101);
-        let events = dir.join(cgroup::MEMORY_EVENTS);
-        fs::write(&events, "oom_kill 1\n").unwrap();
-        let mut c = Collector::new();
-        c.read_extra = false;
+        let (h, dir, events, mut c) = host_with_memory_events("oom_kill 1\n");
         c.collect(&h.cfg, 0);
         let watch = c.watches.inner.as_ref().unwrap();
         let wd = c.cgroups[&101].wd.unwrap();
