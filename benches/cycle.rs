@@ -842,7 +842,12 @@ fn strace_steady(b: &Bench, pid: u32, cycles: usize) -> Option<Syscalls> {
         std::thread::sleep(Duration::from_millis(2));
     }
     if cycles_done(b) != c0 {
+        // The cycle it joined would count whole with part of its calls: too few per cycle.
         eprintln!("strace attached during a cycle: syscall figure skipped");
+        // SAFETY: `strace` is our child, not yet reaped; SIGINT makes it detach.
+        unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+        let _ = strace.wait();
+        return None;
     }
     wait_cycles(b, c0 + cycles, Duration::from_secs(120));
     // SAFETY: `strace` is our child, not yet reaped; SIGINT makes it detach and write the summary.
