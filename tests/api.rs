@@ -852,6 +852,25 @@ fn routes_and_openapi_list_every_route() {
 }
 
 #[test]
+fn metrics_carries_the_history_figures_once_scraped_where_no_file_wants_them() {
+    let host = fake_host();
+    std::fs::write(host.cgroup(101).join("pids.current"), "7\n").unwrap();
+    let d = start(host, false, "metrics_file = \"\"\npoll_interval = 1\n", "");
+    let scrape = || get(&d.addr, "/metrics").body.as_str().unwrap().to_string();
+    let pids = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("lxc_autoscale_container_pids{vmid=\"101\"") && l.ends_with(" 7")
+        })
+    };
+    // No cycle before the first scrape read the history-only files.
+    let first = scrape();
+    assert!(first.contains("lxc_autoscale_container_cores"), "{first}");
+    assert!(!pids(&first), "{first}");
+    // The cycles after it do, and the answers carry their figures.
+    wait_for("the pids figure in GET /metrics", || pids(&scrape()));
+}
+
+#[test]
 fn a_slow_client_does_not_block_others_and_fifty_concurrent_clients_are_answered() {
     let d = tcp_daemon("");
     let Addr::Tcp(a) = d.addr.clone() else {

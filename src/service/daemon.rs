@@ -246,6 +246,8 @@ struct Daemon<'a> {
     api: Option<ApiRuntime>,
     /// Cluster mode: the status file and placement advice.
     cluster: ClusterDuty,
+    /// Until when the history-only figures are read for `GET /metrics` alone.
+    scraped_until: Option<Instant>,
 }
 
 /// What the loop does after a pause.
@@ -297,6 +299,7 @@ impl<'a> Daemon<'a> {
             log,
             api: None,
             cluster: ClusterDuty::default(),
+            scraped_until: None,
         }
     }
 
@@ -316,6 +319,7 @@ impl<'a> Daemon<'a> {
         loop {
             self.watchdog.progress();
             self.watch_cluster_config();
+            self.collector.read_extra = self.wants_extra();
             let measured = measure(&self.cfg, &mut self.collector, &mut self.state, &mut |d| {
                 self.inbox.wait_window(d)
             });
@@ -723,7 +727,6 @@ impl<'a> Daemon<'a> {
         self.events = EventLog::beside(&new.log_file);
         self.runner.path = new.pct_path.clone();
         self.metrics_log = MetricsLog::from_config(&new);
-        self.collector.read_extra = wants_metrics(&new);
         self.cfg = new;
         info!(config = %self.opts.config.display(), poll_interval = self.cfg.poll_interval, "config reloaded");
     }
@@ -743,6 +746,28 @@ fn loop_changes(api: Option<&ApiRuntime>, cfg: &Config, plan: &Plan) -> Vec<Chan
         None => plan.changes.clone(),
     }
 }
+
+impl Daemon<'_> {
+    /// Whether this cycle reads the history-only figures: when the history or the Prometheus
+    /// file wants them, or while a `GET /metrics` scraper comes back (for `SCRAPE_KEEPS_EXTRA`, or
+    /// three cycles if longer), so that its answer carries them as the file's would.
+    fn wants_extra(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .api
+            .as_ref()
+            .is_some_and(ApiRuntime::take_metrics_scraped)
+        {
+            let keep = SCRAPE_KEEPS_EXTRA.max(Duration::from_secs(3 * self.cfg.poll_interval));
+            self.scraped_until = Some(now + keep);
+        }
+        wants_metrics(&self.cfg) || self.scraped_until.is_some_and(|t| now < t)
+    }
+}
+
+/// How long the history-only figures are read after a `GET /metrics` when nothing else wants
+/// them: longer than any usual scrape interval.
+const SCRAPE_KEEPS_EXTRA: Duration = Duration::from_secs(900);
 
 /// Whether any output uses the history-only figures.
 fn wants_metrics(cfg: &Config) -> bool {

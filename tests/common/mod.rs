@@ -125,11 +125,16 @@ impl FakeHost {
         } else {
             "scale_down_window = 0\nscale_down_cooldown = 0\n"
         };
+        let history = if extra.contains("metrics_file") {
+            String::new()
+        } else {
+            format!("metrics_file = \"{r}/var/metrics.jsonl\"\n")
+        };
         let text = format!(
             "cgroup_root = \"{r}/cgroup/lxc\"\npve_lxc_dir = \"{r}/pve/lxc\"\nproc_root = \"{r}/proc\"\n\
              pct_path = \"{r}/pct\"\nstate_file = \"{r}/var/state.json\"\nbackup_dir = \"{r}/var/backups\"\n\
              log_file = \"{r}/var/log/lxc_autoscale.log\"\nlock_file = \"{r}/var/lxc_autoscale.lock\"\n\
-             metrics_file = \"{r}/var/metrics.jsonl\"\n{model}{extra}\n"
+             {history}{model}{extra}\n"
         );
         // The API socket goes into the fake host too, unless the test configures the API itself.
         let text = if extra.contains("[api]") {

@@ -204,6 +204,9 @@ pub struct Shared {
     pub settings: RwLock<Arc<Settings>>,
     /// Set on SIGTERM: every new request gets 503.
     pub draining: AtomicBool,
+    /// Set by `GET /metrics`, taken by the loop: a scraper wants the history-only figures even
+    /// where no history or Prometheus file does.
+    pub metrics_scraped: AtomicBool,
     pub limiter: FailureLimiter,
     pub tasks: Arc<Tasks>,
     pub link: Box<dyn LoopLink>,
@@ -215,6 +218,7 @@ impl Shared {
             published: RwLock::new(Published::default()),
             settings: RwLock::new(Arc::new(settings)),
             draining: AtomicBool::new(false),
+            metrics_scraped: AtomicBool::new(false),
             limiter: FailureLimiter::default(),
             tasks: Arc::new(Tasks::default()),
             link,

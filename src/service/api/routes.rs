@@ -556,6 +556,7 @@ fn node_status(ctx: &Ctx, _: &Request) -> Response {
 }
 
 fn metrics(ctx: &Ctx, _: &Request) -> Response {
+    ctx.shared.metrics_scraped.store(true, Ordering::Relaxed);
     let p = ctx.shared.published();
     let text = p.view.metrics.render(&p.anomaly, &p.cluster);
     Response::shared(200, "text/plain; version=0.0.4", Arc::from(text))

@@ -88,6 +88,13 @@ impl ApiRuntime {
         self.shared.publish(view, anomaly, cluster);
     }
 
+    /// Whether `GET /metrics` was asked since the last call.
+    pub fn take_metrics_scraped(&self) -> bool {
+        self.shared
+            .metrics_scraped
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A reload re-reads the token; on error the old settings stay. The address needs a restart.
     pub fn reload(&self, cfg: &Config) {
         if cfg.api.listen != self.shared.settings().api.listen {
