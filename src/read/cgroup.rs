@@ -434,7 +434,8 @@ pub enum Outcome {
 const MISSING_RETRY_CYCLES: u32 = 16;
 
 /// The kept descriptors of one container's cgroup directory `<cgroup_root>/<vmid>/`: the
-/// directory itself and each file, re-read with `pread` at offset 0 every cycle. Every descriptor
+/// directory itself and each file, re-read with `pread` at offset 0 every cycle (`memory.events`
+/// only after its watch reported a write, when the directory is watched). Every descriptor
 /// belongs to one directory instance, so figures of two container lifetimes never mix: on
 /// cgroupfs a read of a removed cgroup's file fails with ENODEV, and a restarted container has a
 /// new directory inode.
