@@ -653,8 +653,12 @@ impl CgroupDir {
     }
 
     /// The OOM-kill count of `memory.events`. Under a trusted watch it is read only when the
-    /// watch reported a write to the file since the last read; cgroupfs reports every change of
-    /// its values.
+    /// watch reported a write to the file since the last read. The kernel raises `oom_kill`
+    /// through `memcg_memory_event`, which calls `cgroup_file_notify` on this cgroup and on every
+    /// ancestor (so a kill in the container's nested cgroups is reported here too); kernfs turns
+    /// that into an `IN_MODIFY` on the parent directory while the file's inode is in memory, which
+    /// the kept descriptor ensures. The one event counted without a notification (memcg's 2025
+    /// change for charges where spinning is not allowed) is `max`, which is not read here.
     fn oom_kill(
         &mut self,
         buf: &mut ReadBuf,
