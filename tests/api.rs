@@ -228,6 +228,11 @@ fn free_port() -> u16 {
 
 /// Starts the daemon with `[api]` lines on TCP (with the token) or on a Unix socket.
 fn start(host: FakeHost, tcp: bool, top: &str, api: &str) -> Daemon {
+    start_with(host, tcp, top, api, &[])
+}
+
+/// `start` with more command-line arguments (`--dry-run`).
+fn start_with(host: FakeHost, tcp: bool, top: &str, api: &str, args: &[&str]) -> Daemon {
     let (listen, addr) = if tcp {
         let a = format!("127.0.0.1:{}", free_port());
         (a.clone(), Addr::Tcp(a))
@@ -248,8 +253,10 @@ fn start(host: FakeHost, tcp: bool, top: &str, api: &str) -> Daemon {
     let cfg = host.write_config(&format!(
         "{poll}{top}\n[api]\nlisten = \"{listen}\"\n{token_line}{api}\n"
     ));
+    let mut argv = vec!["--config", cfg.to_str().unwrap()];
+    argv.extend_from_slice(args);
     let child = host
-        .command(&["--config", cfg.to_str().unwrap()])
+        .command(&argv)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1578,6 +1585,52 @@ fn a_reload_reads_the_new_token_and_keeps_the_old_one_when_the_file_is_refused()
     for secret in [TOKEN, "tok-second-7c1e0a9b", "tok-third-55aa"] {
         assert!(!all.contains(secret), "{secret} leaked");
     }
+}
+
+#[test]
+fn a_reload_that_moves_listen_keeps_the_running_tcp_listener_behind_its_token() {
+    let d = tcp_daemon("");
+    // The new table is valid for a Unix socket, which needs no token: the TCP listener that
+    // keeps running until the restart must still ask for one.
+    let sock = d.host.path("run/other.sock");
+    d.host.write_config(&format!(
+        "poll_interval = 3600\n[api]\nlisten = \"unix:{}\"\n",
+        sock.display()
+    ));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the reload", || {
+        d.host.log_text().contains("config reloaded")
+    });
+    assert!(d.host.log_text().contains("api.listen changed"));
+    let r = request(&d.addr, "GET", "/containers", &[], None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let scale = json!({"lxc_id": 101, "cores": 2});
+    let r = request(&d.addr, "POST", "/scale/cores", &[], Some(&scale));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
+    let r = request(&d.addr, "GET", "/containers", &[BEARER], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_reload_under_dry_run_keeps_every_task_switch_off() {
+    let host = fake_host();
+    host.add_container(105, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
+    let d = start_with(host, true, "", "allow_destroy = true\n", &["--dry-run"]);
+    let delete = json!({"lxc_id": 105, "confirm": 105});
+    let r = request(&d.addr, "DELETE", "/clone/delete", &[BEARER], Some(&delete));
+    assert_eq!(r.status, 403, "{}", r.body);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the reload", || {
+        d.host.log_text().contains("config reloaded")
+    });
+    let r = request(&d.addr, "DELETE", "/clone/delete", &[BEARER], Some(&delete));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["message"],
+        "api.allow_destroy is false: this operation is disabled"
+    );
+    assert!(d.pct_calls().is_empty(), "{:?}", d.pct_calls());
 }
 
 #[test]

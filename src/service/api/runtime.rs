@@ -50,6 +50,17 @@ impl<M: Send> LoopLink for ChannelLink<M> {
 pub struct ApiRuntime {
     pub shared: Arc<Shared>,
     handle: ServerHandle,
+    /// Started with `--dry-run`: every reload keeps the `allow_*` switches off.
+    dry_run: bool,
+}
+
+/// Turns off every `allow_*`: under `--dry-run` tasks (which run `pct` from the API's threads)
+/// must not run at all.
+fn no_tasks(settings: &mut Settings) {
+    settings.api.allow_storage = false;
+    settings.api.allow_snapshot_rollback = false;
+    settings.api.allow_clone = false;
+    settings.api.allow_destroy = false;
 }
 
 impl ApiRuntime {
@@ -64,17 +75,18 @@ impl ApiRuntime {
     ) -> Result<Option<ApiRuntime>> {
         let mut settings = Settings::from_config(cfg)?;
         if dry_run {
-            settings.api.allow_storage = false;
-            settings.api.allow_snapshot_rollback = false;
-            settings.api.allow_clone = false;
-            settings.api.allow_destroy = false;
+            no_tasks(&mut settings);
         }
         let Some(listener) = server::bind(&settings.listen())? else {
             return Ok(None);
         };
         let shared = Shared::new(settings, Box::new(ChannelLink { tx, wrap }));
         let handle = server::spawn(listener, Arc::clone(&shared))?;
-        Ok(Some(ApiRuntime { shared, handle }))
+        Ok(Some(ApiRuntime {
+            shared,
+            handle,
+            dry_run,
+        }))
     }
 
     /// Where a TCP listener ended up (tests bind port 0).
@@ -95,13 +107,31 @@ impl ApiRuntime {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A reload re-reads the token; on error the old settings stay. The address needs a restart.
+    /// A reload re-reads the token; on error the old settings stay. The address needs a restart,
+    /// and so does the rest of the `[api]` table when it moves: the new table was validated
+    /// against the new address, not the listener still running (a TCP listener left without
+    /// its token would serve anyone). Under `--dry-run` the `allow_*` switches stay off.
     pub fn reload(&self, cfg: &Config) {
-        if cfg.api.listen != self.shared.settings().api.listen {
-            warn!("api.listen changes take effect at the next restart");
-        }
-        match Settings::from_config(cfg) {
-            Ok(s) => self.shared.set_settings(s),
+        let running = self.shared.settings();
+        let settings = if cfg.api.listen == running.api.listen {
+            Settings::from_config(cfg)
+        } else {
+            warn!(
+                running = %running.api.listen,
+                configured = %cfg.api.listen,
+                "api.listen changed: the [api] table takes effect at the next restart; the running one stays"
+            );
+            let mut kept = cfg.clone();
+            kept.api = running.api.clone();
+            Settings::from_config(&kept)
+        };
+        match settings {
+            Ok(mut s) => {
+                if self.dry_run {
+                    no_tasks(&mut s);
+                }
+                self.shared.set_settings(s);
+            }
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "api settings not reloaded; keeping the running ones")
             }
