@@ -361,7 +361,8 @@ pub enum CgFile {
     IoPressure,
 }
 
-const CG_FILES: usize = 10;
+/// How many files `CgFile` names.
+pub const CG_FILES: usize = 10;
 
 impl CgFile {
     /// Read on every cycle: the decision and its model use them.

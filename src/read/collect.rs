@@ -398,7 +398,12 @@ impl Collector {
             return read_unkept(root, vmid, &mut self.buf, self.read_extra);
         }
         let mut want_ino = listed_ino;
-        for _ in 0..3 {
+        // A restart between listing and reading takes one more pass. In an unchanged directory
+        // a file the kernel hid (PSI turned off through `cgroup.pressure`, a controller
+        // disabled) answers ENODEV on its kept descriptor once and is found missing on the next
+        // pass, so each hidden file may cost a pass of its own: three passes dropped a running
+        // container whose three pressure files were hidden at once.
+        for _ in 0..cgroup::CG_FILES + 2 {
             let ct = kept_cgroup(&mut self.cgroups, root, vmid, want_ino)?;
             if ct.wd.is_none() && ct.dir.is_new() && !self.one_shot {
                 // Watched after the directory was opened: a watch that lands on a newer
@@ -1508,8 +1513,11 @@ mod tests {
             .map(PathBuf::from)
             .into_iter()
             .chain(["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(PathBuf::from));
+        // One name per call: tests probing at once must not remove each other's probe.
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for dir in candidates {
-            let probe = dir.join(format!("lxc-autoscale-probe-{}", std::process::id()));
+            let probe = dir.join(format!("lxc-autoscale-probe-{}-{n}", std::process::id()));
             if dir.join("cgroup.procs").exists() && fs::create_dir(&probe).is_ok() {
                 fs::remove_dir(&probe).unwrap();
                 return Some(dir);
@@ -1547,6 +1555,35 @@ mod tests {
         assert!(third.containers.is_empty());
         assert_eq!(c.open_cgroups(), 0);
         fs::remove_dir(&cfg.cgroup_root).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs a writable cgroup v2 hierarchy (root): cargo test -- --ignored real_cgroupfs"]
+    fn real_cgroupfs_hidden_pressure_files_do_not_make_a_running_container_vanish() {
+        let base = real_cgroup2().expect("no writable cgroup v2 hierarchy");
+        let h = FakeHost::new();
+        let mut cfg = h.cfg.clone();
+        cfg.cgroup_root = base.join(format!("lxc-autoscale-psi-{}", std::process::id()));
+        let dir = cfg.cgroup_root.join("101");
+        fs::create_dir_all(&dir).unwrap();
+        let ino = fs::metadata(&dir).unwrap().ino();
+        let mut c = Collector::new();
+        let first = c.collect(&cfg, 0);
+        assert!(first.containers[0].extra.psi_cpu_some_avg10.is_some());
+        // PSI turned off for this cgroup (kernel >= 6.1): cpu/memory/io.pressure are hidden, and
+        // their kept descriptors answer ENODEV; the directory is the same, the container runs.
+        fs::write(dir.join("cgroup.pressure"), "0\n").unwrap();
+        let second = c.collect(&cfg, 1);
+        let _ = fs::remove_dir(&dir);
+        let _ = fs::remove_dir(&cfg.cgroup_root);
+        assert_eq!(
+            second.containers.len(),
+            1,
+            "running container 101 missing from the snapshot"
+        );
+        assert_eq!(second.containers[0].cgroup_id, Some(ino));
+        assert!(second.containers[0].cpu_usage_usec.is_some());
+        assert_eq!(second.containers[0].extra.psi_cpu_some_avg10, None);
     }
 
     #[test]
