@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use common::{gotify_listener, stderr, FakeHost, HttpRequest, BTIME, MIB, WINDOW_SECS};
+use common::{gotify_listener, stderr, stdout, FakeHost, HttpRequest, BTIME, MIB, WINDOW_SECS};
 use lxc_autoscale::act::apply::{self, Target};
 use lxc_autoscale::act::backup::BackupStore;
 use lxc_autoscale::act::pct::{CommandRunner, PctOutcome, PctRunner};
@@ -231,6 +231,85 @@ fn pct_killed_by_a_signal_records_no_change() {
 
     assert!(host.backup_files(101).is_empty());
     assert!(host.log_text().contains("pct was killed by a signal"));
+}
+
+/// Changes the fake pct: `partial` makes it set only the first key it is given (the cores), and
+/// it exits with `exit_code` after writing the conf. Returns the fake pct's own body.
+fn conf_writing_pct(host: &FakeHost, partial: bool, exit_code: u8) -> String {
+    let real = std::fs::read_to_string(host.path("pct")).unwrap();
+    let real = real.trim_start_matches("#!/bin/sh\n").to_string();
+    let mut body = real.clone();
+    if partial {
+        body = body.replace("while [ $# -gt 1 ]; do", "while [ $# -gt 3 ]; do");
+    }
+    let body = body.replace("\nexit 0\n", &format!("\nexit {exit_code}\n"));
+    replace_pct(host, &body);
+    real
+}
+
+#[test]
+fn pct_exiting_zero_having_set_only_the_cores_keeps_the_backups_and_rollback_restores_both() {
+    let host = overloaded_host();
+    let real = conf_writing_pct(&host, true, 0);
+    let cfg = host.write_config("");
+
+    once(&host, &cfg);
+
+    assert_eq!(host.pct_calls(), vec![FULL_SCALE_UP]);
+    assert_eq!(host.conf(101), "cores: 4\nmemory: 1024\n");
+    let log = host.log_text();
+    assert!(log.contains("change failed"), "{log}");
+    assert!(log.contains("holds cores 4, memory 1024 MB"), "{log}");
+    assert!(!log.contains(" scaled"), "{log}");
+    assert!(log.contains("its backup is kept for rollback"), "{log}");
+    // The baseline and the change's backup: the only record of cores 2.
+    assert_eq!(
+        host.backup_files(101).len(),
+        2,
+        "{:?}",
+        host.backup_files(101)
+    );
+
+    std::fs::remove_file(host.path("pct.calls")).unwrap();
+    replace_pct(&host, &real);
+    let out = host.run(&["rollback", "101", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 2 -memory 1024"]);
+    assert_eq!(host.conf(101), "cores: 2\nmemory: 1024\n");
+}
+
+#[test]
+fn pct_failing_after_writing_the_conf_keeps_the_backups_and_counts_no_change() {
+    let host = overloaded_host();
+    let real = conf_writing_pct(&host, false, 1);
+    let cfg = host.write_config("");
+
+    once(&host, &cfg);
+
+    assert_eq!(host.conf(101), "cores: 4\nmemory: 1800\n");
+    let log = host.log_text();
+    assert!(log.contains("pct exited with status 1"), "{log}");
+    assert!(!log.contains(" scaled"), "{log}");
+    let events = std::fs::read_to_string(lxc_autoscale::record::events::event_path_for(
+        &host.path("var/log/lxc_autoscale.log"),
+    ))
+    .unwrap();
+    assert!(events.contains("\"failure\""), "{events}");
+    assert!(!events.contains("\"scale\""), "{events}");
+    assert_eq!(
+        host.backup_files(101).len(),
+        2,
+        "{:?}",
+        host.backup_files(101)
+    );
+    replace_pct(&host, &real);
+    let out = host.run(&["rollback", "101", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("CT 101: restored cores 2, memory 1024 MB (baseline)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

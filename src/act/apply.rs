@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
-use crate::act::backup::{Alloc, BackupStore, BaselineUnreadable, Identity};
+use crate::act::backup::{Alloc, BackupStore, BaselineUnreadable, Identity, Recorded};
 use crate::act::ctrecord;
 use crate::act::pct::{self, PctOutcome, PctRunner, SetArgs};
 use crate::decide::plan::Change;
@@ -245,9 +245,7 @@ fn apply_one(
             applied(change, summary, target, report);
         }
         Err(why) => {
-            if let Err(e) = target.backups.discard(&recorded) {
-                warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
-            }
+            keep_backup_if_conf_moved(target, vmid, &before, &recorded);
             fail(report, target, vmid, &summary, why);
         }
     }
@@ -303,6 +301,40 @@ pub fn conf_holds(conf_dir: &Path, vmid: u32, args: &SetArgs) -> Result<(), Stri
         path.display(),
         conf.memory_mb
     ))
+}
+
+/// After a failed change: pct may have written part of it, or all of it before it failed or was
+/// killed. Unless the conf still holds what it held before (or is gone with its container), the
+/// change's backup and a first change's baseline are the only record of the allocation to roll
+/// back to, so they stay; otherwise they go.
+fn keep_backup_if_conf_moved(target: &Target<'_>, vmid: u32, before: &Alloc, recorded: &Recorded) {
+    match conf_moved_from(target.conf_dir, vmid, before) {
+        None => {
+            if let Err(e) = target.backups.discard(recorded) {
+                warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of failed change");
+            }
+        }
+        Some(found) => warn!(
+            vmid,
+            backup = %recorded.path.display(),
+            found = %found,
+            "the failed change left the conf changed: its backup is kept for rollback"
+        ),
+    }
+}
+
+/// What the conf of `vmid` holds when that is no longer `before` (or it cannot be read); `None`
+/// when it still holds `before` or is gone.
+fn conf_moved_from(conf_dir: &Path, vmid: u32, before: &Alloc) -> Option<String> {
+    if matches!(pveconf::read_conf(conf_dir, vmid), Ok(None)) {
+        return None;
+    }
+    let untouched = SetArgs {
+        cores: before.cores,
+        delete_cores: before.cores.is_none(),
+        memory_mb: Some(before.memory_mb),
+    };
+    conf_holds(conf_dir, vmid, &untouched).err()
 }
 
 /// `conf_holds`, worded as the failure it is; it starts the back-off.
