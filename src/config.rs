@@ -798,6 +798,14 @@ impl Config {
                 "must start with http:// or https://".into(),
             ));
         }
+        if crate::act::notify::userinfo_is_ambiguous(&self.gotify_url) {
+            // Never quoted back: the part in doubt may be a password.
+            return Err(err(
+                None,
+                "gotify_url",
+                "has an '@' after a '/', '?' or '#': write those characters in the user name or password as %2F, %3F and %23".into(),
+            ));
+        }
         for &vmid in &self.ignore_lxc {
             if vmid < MIN_VMID {
                 return Err(err(
@@ -1396,6 +1404,15 @@ mod tests {
     fn hour_outside_day_is_rejected() {
         let e = err_of("energy_mode = true\noff_peak_end = 24\n");
         assert!(e.contains("key `off_peak_end` (line 2, column 16)"), "{e}");
+    }
+
+    #[test]
+    fn gotify_url_with_a_raw_slash_in_its_password_is_rejected_without_quoting_it() {
+        let e = err_of("gotify_url = \"https://admin:Pw/77x@g.example/\"\n");
+        assert!(e.contains("key `gotify_url` (line 1, column 14)"), "{e}");
+        assert!(e.contains("%2F, %3F and %23"), "{e}");
+        assert!(!e.contains("Pw/77x") && !e.contains("admin"), "{e}");
+        assert!(parse("gotify_url = \"https://admin:Pw%2F77x@g.example/\"\n").is_ok());
     }
 
     #[test]

@@ -38,9 +38,10 @@ impl BaseUrl {
             };
         };
         let rest = &url[scheme_end..];
-        // The host is after the LAST '@' before the path: a raw '@' may sit in the password.
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (userinfo, host_and_path) = match rest[..authority_end].rfind('@') {
+        // The host is after the LAST '@': a raw '@' may sit in the password, and so may a raw
+        // '/', '?' or '#' (which `validate` refuses). Whatever precedes that '@' is never shown,
+        // even when it was a path: hiding too much beats printing a password.
+        let (userinfo, host_and_path) = match rest.rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
@@ -51,6 +52,19 @@ impl BaseUrl {
             shown: format!("{}{host_and_path}", &url[..scheme_end]),
             basic_auth,
         }
+    }
+}
+
+/// Whether `url` has an '@' after a '/', '?' or '#' of its authority: a user name or password with
+/// such a character written raw, or an '@' in the path; either way the host cannot be told
+/// apart for sure.
+pub fn userinfo_is_ambiguous(url: &str) -> bool {
+    let Some(rest) = url.trim().split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    match (rest.find(['/', '?', '#']), rest.rfind('@')) {
+        (Some(end), Some(at)) => at > end,
+        _ => false,
     }
 }
 
@@ -462,8 +476,12 @@ mod tests {
             u.basic_auth.as_deref(),
             Some(format!("Basic {}", base64("admin:p@ss{w0rd}ü".as_bytes())).as_str())
         );
+        // An '@' after a '/' may end a password with a raw '/' in it: what precedes it is never
+        // shown (and `validate` refuses such a URL).
         let u = BaseUrl::parse("https://u:p%40ss@h/x@y");
-        assert_eq!(u.shown, "https://h/x@y");
+        assert_eq!(u.shown, "https://y");
+        let u = BaseUrl::parse("https://u:p%40ss@h/x");
+        assert_eq!(u.shown, "https://h/x");
         assert_eq!(u.basic_auth.as_deref(), Some("Basic dTpwQHNz"));
         let u = BaseUrl::parse("https://h");
         assert_eq!((u.shown.as_str(), u.basic_auth), ("https://h", None));
@@ -511,6 +529,44 @@ mod tests {
         ] {
             assert!(!reason.contains(&secret), "{secret} in {reason}");
             assert!(!format!("{n:?}").contains(&secret), "{secret} in debug");
+        }
+    }
+
+    #[test]
+    fn password_with_a_raw_slash_question_mark_or_hash_never_reaches_any_text() {
+        let addr = closed_port_url();
+        for password in ["pa/ss", "pa?ss", "pa#ss", "p/a@s?s#"] {
+            let url = format!(
+                "http://admin:{password}@{}/",
+                addr.trim_start_matches("http://")
+            );
+            assert!(userinfo_is_ambiguous(&url), "{password}");
+            let n = Notifier::new(&url, "s3cr3t-token");
+            let reason = n.post("t", "m", 5).unwrap_err();
+            for shown in [reason, format!("{n:?}"), redact_url(&url, "s3cr3t-token")] {
+                assert!(!shown.contains(password), "{password} in {shown}");
+                assert!(!shown.contains("admin"), "user name in {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_an_at_sign_after_a_slash_question_mark_or_hash_is_ambiguous() {
+        for url in [
+            "http://gotify.lan/",
+            "https://admin:p%2Fss@gotify.lan:8080/base",
+            "http://admin:p@ss@gotify.lan/",
+            "http://gotify.lan",
+            "",
+        ] {
+            assert!(!userinfo_is_ambiguous(url), "{url}");
+        }
+        for url in [
+            "http://a:b/c@host/",
+            "http://host/path@x",
+            "http://a:b?c@host",
+        ] {
+            assert!(userinfo_is_ambiguous(url), "{url}");
         }
     }
 
