@@ -219,6 +219,11 @@ pub fn read_request(r: &mut impl Read) -> Result<Request, ReadError> {
     Ok(req)
 }
 
+/// Whether the whole head (up to its blank line) is in `bytes`.
+pub fn head_arrived(bytes: &[u8]) -> bool {
+    find_blank_line(bytes).is_some()
+}
+
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }

@@ -1,8 +1,11 @@
 //! Listeners and connections. Two accept threads share the listener. Each answers a small GET
-//! itself when its whole request came with the connection, and hands everything else to a fixed
-//! pool of workers through a bounded queue (a full queue gets 503 at once). A worker reads with a
-//! deadline, so a slow client holds one worker for at most that long and never the others; the
-//! accept threads never wait on a client.
+//! itself when its whole request came with the connection. A connection whose head has not all
+//! arrived waits in the waiting room: one thread polls every such connection until its head is
+//! complete (then answers it the same way, or hands it on) or its deadline passes. A request
+//! with a complete head that needs more work goes to a fixed pool of workers through a bounded
+//! queue (a full queue gets 503 at once). So a client that connects and sends nothing, or a byte
+//! at a time, holds a descriptor but never a worker; a worker reads only a body, with a deadline,
+//! and only after the head was admitted. The accept threads never wait on a client.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,6 +32,9 @@ pub const WORKERS: usize = 16;
 const ACCEPTORS: usize = 2;
 /// Accepted connections waiting for a worker; beyond this a client gets 503 at once.
 const QUEUE: usize = 128;
+/// Connections whose head has not all arrived. A new one beyond this closes the one that has
+/// waited longest: a flood of silent connections cannot keep a real request out.
+const WAITING: usize = 128;
 /// A client has this long to send its whole request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,6 +230,17 @@ enum Job {
 pub fn spawn(listener: Listener, shared: Arc<Shared>) -> Result<ServerHandle> {
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
     let rx = Arc::new(Mutex::new(rx));
+    let room = {
+        let (room, wake) = WaitingRoom::new()?;
+        let (jobs, shared) = (tx.clone(), Arc::clone(&shared));
+        let (arrivals, wake_rx) = wake;
+        std::thread::Builder::new()
+            .name("api-waiting".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || waiting_loop(&arrivals, &wake_rx, &jobs, &shared))
+            .context("cannot start the api waiting thread")?;
+        room
+    };
     for n in 0..WORKERS {
         let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
         std::thread::Builder::new()
@@ -248,17 +265,17 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>) -> Result<ServerHandle> {
             Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
             Listener::Unix(l, p) => Listener::Unix(l.try_clone()?, p.clone()),
         };
-        let (tx, shared) = (tx.clone(), Arc::clone(&shared));
+        let (tx, shared, room) = (tx.clone(), Arc::clone(&shared), room.try_clone()?);
         std::thread::Builder::new()
             .name(format!("api-accept-{n}"))
             .stack_size(WORKER_STACK)
-            .spawn(move || accept_loop(l, &tx, &shared))
+            .spawn(move || accept_loop(l, &tx, &room, &shared))
             .context("cannot start the api accept thread")?;
     }
     std::thread::Builder::new()
         .name("api-accept".into())
         .stack_size(WORKER_STACK)
-        .spawn(move || accept_loop(listener, &tx, &shared))
+        .spawn(move || accept_loop(listener, &tx, &room, &shared))
         .context("cannot start the api accept thread")?;
     Ok(handle)
 }
@@ -280,7 +297,12 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, shared: &Arc<Shared>) {
     }
 }
 
-fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Job>, shared: &Arc<Shared>) {
+fn accept_loop(
+    listener: Listener,
+    tx: &mpsc::SyncSender<Job>,
+    room: &WaitingRoom,
+    shared: &Arc<Shared>,
+) {
     let mut first = vec![0u8; FIRST_READ];
     loop {
         // The peer comes with the connection on TCP (no getpeername); SO_PEERCRED on the socket.
@@ -299,20 +321,176 @@ fn accept_loop(listener: Listener, tx: &mpsc::SyncSender<Job>, shared: &Arc<Shar
                 continue;
             }
         };
-        let job = match answer_inline(&mut conn, &mut first, shared, &peer) {
-            Inline::Done => continue,
-            Inline::Read(early) => Job::Read(conn, early, peer),
-            Inline::Write(rest) => Job::Write(conn, rest),
+        let inline = answer_inline(&mut conn, &mut first, shared, &peer);
+        hand_on(inline, conn, peer, tx, room);
+    }
+}
+
+/// Passes on what `answer_inline` left: an incomplete head to the waiting room, a request or an
+/// answer still to send to a worker.
+fn hand_on(
+    inline: Inline,
+    conn: Conn,
+    peer: String,
+    tx: &mpsc::SyncSender<Job>,
+    room: &WaitingRoom,
+) {
+    let job = match inline {
+        Inline::Done => return,
+        Inline::Wait(early) => {
+            return room.admit(Waiting {
+                conn,
+                bytes: early,
+                peer,
+                deadline: Instant::now() + REQUEST_DEADLINE,
+            })
+        }
+        Inline::Read(early) => Job::Read(conn, early, peer),
+        Inline::Write(rest) => Job::Write(conn, rest),
+    };
+    to_worker(job, tx);
+}
+
+/// Queues `job` for a worker; a full queue answers 503 at once.
+fn to_worker(job: Job, tx: &mpsc::SyncSender<Job>) {
+    if let Err(mpsc::TrySendError::Full(job)) = tx.try_send(job) {
+        let conn = match job {
+            Job::Read(c, ..) | Job::Write(c, _) => c,
         };
-        if let Err(mpsc::TrySendError::Full(job)) = tx.try_send(job) {
-            let conn = match job {
-                Job::Read(c, ..) | Job::Write(c, _) => c,
-            };
-            let busy = routes::error(503, "too many connections", Vec::new())
-                .with_header("Retry-After", "1".into());
-            // Never blocks the accept thread: what the socket does not take at once is dropped.
-            if send_now(&conn, &mut Pending::new(&busy)) == Sent::All {
-                conn.shutdown_write();
+        let busy = routes::error(503, "too many connections", Vec::new())
+            .with_header("Retry-After", "1".into());
+        // Never blocks the calling thread: what the socket does not take at once is dropped.
+        if send_now(&conn, &mut Pending::new(&busy)) == Sent::All {
+            conn.shutdown_write();
+        }
+    }
+}
+
+/// A connection whose head has not all arrived: the bytes so far and when it must be complete.
+struct Waiting {
+    conn: Conn,
+    bytes: Vec<u8>,
+    peer: String,
+    deadline: Instant,
+}
+
+/// The accept threads' end of the waiting room: new connections, and a socket whose byte wakes
+/// the waiting thread from its `poll`.
+struct WaitingRoom {
+    tx: mpsc::Sender<Waiting>,
+    wake: UnixStream,
+}
+
+/// The waiting thread's end: the arrivals, and the socket that wakes it.
+type RoomEnd = (mpsc::Receiver<Waiting>, UnixStream);
+
+impl WaitingRoom {
+    fn new() -> Result<(WaitingRoom, RoomEnd)> {
+        let (tx, rx) = mpsc::channel();
+        let (wake, wake_rx) = UnixStream::pair().context("cannot create the api wake socket")?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        Ok((WaitingRoom { tx, wake }, (rx, wake_rx)))
+    }
+
+    fn try_clone(&self) -> Result<WaitingRoom> {
+        Ok(WaitingRoom {
+            tx: self.tx.clone(),
+            wake: self.wake.try_clone()?,
+        })
+    }
+
+    fn admit(&self, w: Waiting) {
+        if self.tx.send(w).is_ok() {
+            // A full wake socket already holds a wake-up: nothing is lost.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+/// The waiting thread: polls every waiting connection and the wake socket. A connection whose
+/// head is complete is answered like in the accept thread or handed to a worker; one that
+/// closes, fails or outlives its deadline is dropped without an answer, as a worker would.
+fn waiting_loop(
+    arrivals: &mpsc::Receiver<Waiting>,
+    wake: &UnixStream,
+    tx: &mpsc::SyncSender<Job>,
+    shared: &Arc<Shared>,
+) {
+    use nix::libc;
+    let mut room: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
+    let mut buf = vec![0u8; FIRST_READ];
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    loop {
+        loop {
+            match arrivals.try_recv() {
+                Ok(w) => {
+                    if room.len() >= WAITING {
+                        room.pop_front();
+                    }
+                    room.push_back(w);
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        room.retain(|w| w.deadline > now);
+        let timeout_ms = room.iter().map(|w| w.deadline).min().map_or(-1, |d| {
+            let ms = d.saturating_duration_since(now).as_millis() + 1;
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        });
+        let pollfd = |fd: std::os::fd::RawFd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        fds.clear();
+        fds.push(pollfd(wake.as_raw_fd()));
+        fds.extend(room.iter().map(|w| pollfd(w.conn.as_raw_fd())));
+        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` is a live, initialised array of `nfds` pollfd entries that poll may write.
+        if unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!(error = %e, "api poll failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while matches!((&*wake).read(&mut buf), Ok(n) if n > 0) {}
+        }
+        // From the back, so that removing one leaves the indices still to visit in place.
+        for i in (0..room.len()).rev() {
+            if fds[i + 1].revents == 0 {
+                continue;
+            }
+            match recv_now(&room[i].conn, &mut buf) {
+                Ok(0) => drop(room.remove(i)),
+                Ok(n) => {
+                    let w = &mut room[i];
+                    w.bytes.extend_from_slice(&buf[..n]);
+                    if http::head_arrived(&w.bytes) || w.bytes.len() > http::MAX_HEAD_BYTES {
+                        if let Some(mut w) = room.remove(i) {
+                            let job = match answer_head(&mut w.conn, &w.bytes, shared, &w.peer) {
+                                Inline::Done => continue,
+                                // An oversized head: a worker answers 431.
+                                Inline::Wait(early) | Inline::Read(early) => {
+                                    Job::Read(w.conn, early, w.peer)
+                                }
+                                Inline::Write(rest) => Job::Write(w.conn, rest),
+                            };
+                            to_worker(job, tx);
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => drop(room.remove(i)),
             }
         }
     }
@@ -325,7 +503,10 @@ const FIRST_READ: usize = 4096;
 enum Inline {
     /// Answered and closed.
     Done,
-    /// A worker reads the rest of the request; these bytes came first.
+    /// The head has not all arrived: these bytes came first, the rest is awaited in the
+    /// waiting room.
+    Wait(Vec<u8>),
+    /// A worker reads the rest of the request (the body); these bytes came first.
     Read(Vec<u8>),
     /// Answered, but the socket took only part of it: a worker sends the rest.
     Write(Pending),
@@ -333,33 +514,42 @@ enum Inline {
 
 /// Answers a request in the accept thread when that cannot block it: its whole head arrived with
 /// the connection, it has no body, and its route is answered from memory (or it is refused from
-/// the head alone). Everything else goes to a worker, which reads with a deadline; a slow client
-/// costs the accept thread one read that does not wait. Waking a worker for every small GET
-/// doubled the syscalls and thread switches per request.
+/// the head alone). A head still on its way waits in the waiting room; everything else goes to a
+/// worker. A slow client costs the accept thread one read that does not wait. Waking a worker
+/// for every small GET doubled the syscalls and thread switches per request.
 fn answer_inline(conn: &mut Conn, buf: &mut [u8], shared: &Arc<Shared>, peer: &str) -> Inline {
     let n = match recv_now(conn, buf) {
         Ok(0) => return Inline::Done,
         Ok(n) => n,
-        // Nothing yet, or a signal came first: a worker waits for the request.
+        // Nothing yet, or a signal came first: the request is awaited in the waiting room.
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ) =>
         {
-            return Inline::Read(Vec::new())
+            return Inline::Wait(Vec::new())
         }
         Err(_) => return Inline::Done,
     };
     let early = &buf[..n];
-    let Some(req) = http::complete_head_without_body(early) else {
-        return Inline::Read(early.to_vec());
+    if !http::head_arrived(early) {
+        return Inline::Wait(early.to_vec());
+    }
+    answer_head(conn, early, shared, peer)
+}
+
+/// A request whose head is in `bytes`: answered now when its route allows (see `answer_inline`),
+/// else handed to a worker with these bytes.
+fn answer_head(conn: &mut Conn, bytes: &[u8], shared: &Arc<Shared>, peer: &str) -> Inline {
+    let Some(req) = http::complete_head_without_body(bytes) else {
+        return Inline::Read(bytes.to_vec());
     };
     let resp = match routes::admit(shared, peer, &req) {
         Ok(route) if routes::answers_now(route, shared) => {
             routes::dispatch(route, shared, peer, &req)
         }
-        Ok(_) => return Inline::Read(early.to_vec()),
+        Ok(_) => return Inline::Read(bytes.to_vec()),
         Err(refused) => refused,
     };
     debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
