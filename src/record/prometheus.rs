@@ -22,12 +22,14 @@ pub struct ActionCounters {
     pub cpu_down: u64,
     pub memory_up: u64,
     pub memory_down: u64,
-    /// `pct` calls that did not succeed (non-zero exit, timeout, spawn error).
+    /// Changes that failed: `pct` did not succeed (non-zero exit, timeout, spawn error) or the conf
+    /// did not confirm it, or it was stopped before `pct` ran (its backup could not be written,
+    /// no conf was read). The name stays for the dashboards that use it.
     pub pct_failures: u64,
 }
 
 impl ActionCounters {
-    /// Counts the changes `pct` confirmed and the `pct` calls that failed.
+    /// Counts the changes `pct` confirmed and the changes that failed.
     pub fn add<'a>(&mut self, applied: impl IntoIterator<Item = &'a Change>, failed: usize) {
         for change in applied {
             if let Some(s) = change.cores {
@@ -393,7 +395,7 @@ fn render_counters(out: &mut String, counters: &ActionCounters) {
         out,
         name,
         "counter",
-        "pct calls that failed since the daemon started.",
+        "changes that failed since the daemon started (pct failed or the conf did not confirm it, or the backup before it could not be written).",
     )
     .sample(name, "", counters.pct_failures as f64);
 }
