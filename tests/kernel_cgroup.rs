@@ -89,7 +89,10 @@ fn writable_cgroup2_in(candidates: &[&Path]) -> Result<PathBuf, String> {
 
 /// Whether a group can be made in `root`, has the freezer, and takes a process.
 fn probe(root: &Path) -> Result<(), String> {
-    let dir = root.join(format!("lxc_autoscale_probe.{}", std::process::id()));
+    // One name per call: the tests probe at once and must not trip on each other's group.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = root.join(format!("lxc_autoscale_probe.{}.{n}", std::process::id()));
     std::fs::create_dir(&dir)
         .map_err(|e| format!("cannot create a group in {}: {e}", root.display()))?;
     let cleanup = Cleanup {
@@ -319,4 +322,75 @@ fn the_skip_reason_names_every_hierarchy_tried() {
             missing.display()
         ))
     );
+}
+
+/// Writing 0 to `cgroup.pressure` (Linux 6.1 and later) hides a group's three pressure files in
+/// an unchanged directory: each kept descriptor answers ENODEV once. The container runs on, so it
+/// must stay in the snapshot with its CPU figure, and only the pressure figures go. Three hidden
+/// files once dropped it as stopped.
+#[test]
+fn hidden_pressure_files_leave_a_running_container_in_the_snapshot_or_the_test_prints_skipped() {
+    let root = match writable_cgroup2() {
+        Ok(root) => root,
+        Err(why) => {
+            say(&format!(
+                "SKIPPED: kernel_cgroup: no writable cgroup2 hierarchy: {why}"
+            ));
+            return;
+        }
+    };
+    let parent = root.join(format!("lxc_autoscale_kernel_psi.{}", std::process::id()));
+    let dir = parent.join(BUSY.to_string());
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        dirs: Vec::new(),
+    };
+    for d in [&parent, &dir] {
+        std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        cleanup.dirs.push(d.clone());
+    }
+    let confs = tempfile::tempdir().unwrap();
+    std::fs::write(confs.path().join("101.conf"), "cores: 1\nmemory: 512\n").unwrap();
+    let mut cfg = Config::default();
+    cfg.cgroup_root = parent.clone();
+    cfg.pve_lxc_dir = confs.path().to_path_buf();
+    let mut collector = Collector::new();
+    collector.read_extra = true;
+    let first = collector.collect(&cfg, 1);
+    assert_eq!(first.containers.len(), 1);
+    let failed_first: Vec<&'static str> =
+        collector.read_failures().iter().map(|f| f.file).collect();
+    if !dir.join(CPU_PRESSURE).exists()
+        || std::fs::write(dir.join("cgroup.pressure"), "0\n").is_err()
+    {
+        say("SKIPPED: kernel_cgroup: no per-group pressure switch (Linux < 6.1, or PSI off)");
+        return;
+    }
+    assert!(first.containers[0].extra.psi_cpu_some_avg10.is_some());
+    let second = collector.collect(&cfg, 2);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dir).unwrap());
+    let got: Vec<(u32, Option<u64>)> = second
+        .containers
+        .iter()
+        .map(|c| (c.vmid, c.cgroup_id))
+        .collect();
+    assert_eq!(got, [(BUSY, Some(ino))], "running container 101 must stay");
+    let ct = &second.containers[0];
+    assert!(ct.cpu_usage_usec.is_some());
+    assert_eq!(
+        (ct.extra.psi_cpu_some_avg10, ct.extra.psi_io_some_avg10),
+        (None, None)
+    );
+    // No new problem: hidden pressure files are no data (without the memory controller, as
+    // here, its files are missing in both cycles).
+    let files =
+        |c: &Collector| -> Vec<&'static str> { c.read_failures().iter().map(|f| f.file).collect() };
+    assert_eq!(files(&collector), failed_first);
+    say(&format!(
+        "kernel_cgroup: hidden pressure files ran on {}",
+        root.display()
+    ));
+    drop(collector);
+    drop(cleanup);
+    assert!(!parent.exists(), "{} left behind", parent.display());
 }
