@@ -155,6 +155,52 @@ fn a_host_without_members_is_standalone_even_with_pve_root_set() {
     );
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_file_the_daemon_writes_into_pmxcfs_has_a_mode_pmxcfs_accepts() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = three_busy_nodes();
+    for node in ["n1", "n2", "n3"] {
+        once_ok(&cluster, node);
+    }
+    // pmxcfs answers a chmod to anything but 0600 under priv/ and 0640 elsewhere with EPERM,
+    // and every write sets its mode: the fake pmxcfs is a plain directory that takes any mode.
+    let mut written = Vec::new();
+    files_under(&cluster.root().join("lxc_autoscale"), &mut written);
+    let priv_dir = cluster.root().join("priv");
+    if priv_dir.exists() {
+        files_under(&priv_dir, &mut written);
+    }
+    let records = written
+        .iter()
+        .filter(|p| p.starts_with(cluster.root().join("lxc_autoscale/ct")))
+        .count();
+    assert_eq!(records, 3, "{written:?}");
+    for path in &written {
+        if path.ends_with("lxc_autoscale/lxc_autoscale.conf") {
+            continue;
+        }
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let allowed = if path.starts_with(&priv_dir) {
+            0o600
+        } else {
+            0o640
+        };
+        assert_eq!(mode, allowed, "{}", path.display());
+    }
+}
+
 #[test]
 fn a_per_node_override_in_the_cluster_config_takes_effect_on_that_node_only() {
     let cluster = three_busy_nodes();

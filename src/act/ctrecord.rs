@@ -22,8 +22,10 @@ pub const CT_RECORDS_DIR: &str = "lxc_autoscale/ct";
 /// Largest record written or read: pmxcfs holds 128 MiB in all, so 10 000 containers' records
 /// must stay small.
 pub const MAX_RECORD_BYTES: usize = 1024;
-/// pmxcfs fixes modes itself; elsewhere (tests) the record is root-only like the backups.
-const RECORD_MODE: u32 = 0o600;
+/// pmxcfs refuses every `chmod` but to 0600 under `priv/` and to 0640 elsewhere
+/// (`cfs_fuse_chmod`), and `write_atomic` sets the mode, so a record (sizes and MAC addresses,
+/// nothing secret) outside `priv/` must be 0640: with 0600 every write failed with EPERM.
+const RECORD_MODE: u32 = 0o640;
 /// Proxmox refuses less memory than this, so a record asking for less is corrupt.
 const MIN_MEMORY_MB: u64 = 16;
 
