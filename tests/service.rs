@@ -406,3 +406,35 @@ fn demo_shows_the_model_at_work_and_the_anomaly_events_of_its_incidents() {
         .expect("summary line");
     assert!(changes < 13, "{changes} changes\n{text}");
 }
+
+/// `check-config` and a start refuse a config whose `api.token_file` cannot be read; a reload to
+/// it must keep the whole running config, not apply every key but the `[api]` table.
+#[test]
+fn a_reload_to_a_config_with_an_unreadable_token_file_keeps_the_whole_running_config() {
+    let host = idle_host();
+    let r = host.root().display().to_string();
+    let api = format!("[api]\nlisten = \"unix:{r}/run/api.sock\"\n");
+    let cfg = host.write_config(&format!("poll_interval = 3600\n{api}"));
+    let mut daemon = spawn_daemon(&host, &cfg);
+    wait_for("first cycle", || host.log_text().contains("cycle done"));
+
+    host.write_config(&format!(
+        "poll_interval = 1\n{api}token_file = \"{r}/missing.token\"\n"
+    ));
+    let check = host.run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(!check.status.success(), "check-config accepted it");
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    wait_for("the reload", || {
+        let log = host.log_text();
+        log.contains("config reloaded") || log.contains("config reload failed")
+    });
+    let log = host.log_text();
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    wait_exit(&mut daemon);
+    let failed = log
+        .lines()
+        .find(|l| l.contains("config reload failed; keeping the running config"))
+        .unwrap_or_else(|| panic!("no refused reload:\n{log}"));
+    assert!(failed.contains("api.token_file"), "{failed}");
+    assert!(!log.contains("config reloaded"), "{log}");
+}

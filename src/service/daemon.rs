@@ -28,7 +28,7 @@ use crate::record::prometheus::{self, ActionCounters};
 use crate::record::state;
 use crate::service::api::exec::LoopCtx;
 use crate::service::api::runtime::{ApiMsg, ApiRuntime};
-use crate::service::api::{holds, view};
+use crate::service::api::{self, holds, view};
 use crate::service::departures;
 use crate::service::import::Import;
 use crate::service::lock::{Lock, LockError};
@@ -639,9 +639,20 @@ impl<'a> Daemon<'a> {
         let loaded = load_config(&self.opts.config);
         let log_path = loaded.as_ref().unwrap_or(&self.cfg).log_file.clone();
         self.reopen_log(&log_path);
-        let result = match loaded {
-            Ok(new) => {
-                self.take_config(new);
+        // Whatever a start would refuse, the token file included, refuses the whole reload.
+        let checked = loaded.and_then(|new| {
+            let api = match &self.api {
+                Some(api) => Some(api.settings_for_reload(&new)?),
+                None => {
+                    api::Settings::from_config(&new)?;
+                    None
+                }
+            };
+            Ok((new, api))
+        });
+        let result = match checked {
+            Ok((new, api)) => {
+                self.take_config(new, api);
                 Ok(())
             }
             Err(e) => {
@@ -709,8 +720,8 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// Switches every part of the loop to a reloaded config.
-    fn take_config(&mut self, new: Config) {
+    /// Switches every part of the loop to a reloaded config, and the API to its settings.
+    fn take_config(&mut self, new: Config, api_settings: Option<api::Settings>) {
         for w in new.warnings() {
             warn!(config = %self.opts.config.display(), "{w}");
         }
@@ -720,8 +731,8 @@ impl<'a> Daemon<'a> {
         if let Some(w) = warn_if_token_exposed(&self.opts.config, &new) {
             warn!("{w}");
         }
-        if let Some(api) = &self.api {
-            api.reload(&new);
+        if let (Some(api), Some(settings)) = (&self.api, api_settings) {
+            api.reload(settings);
         }
         self.notifier = Notifier::from_config(&new);
         self.events = EventLog::beside(&new.log_file);

@@ -107,14 +107,16 @@ impl ApiRuntime {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A reload re-reads the token; on error the old settings stay. The address needs a restart,
-    /// and so does the rest of the `[api]` table when it moves: the new table was validated
-    /// against the new address, not the listener still running (a TCP listener left without
-    /// its token would serve anyone). Under `--dry-run` the `allow_*` switches stay off.
-    pub fn reload(&self, cfg: &Config) {
+    /// The settings a reload to `cfg` would run with: the token is read again (errors name
+    /// `api.token_file`; the caller then refuses the whole reload, as a start would refuse the
+    /// config). The address needs a restart, and so does the rest of the `[api]` table when it
+    /// moves: the new table was validated against the new address, not the listener still
+    /// running (a TCP listener left without its token would serve anyone). Under `--dry-run`
+    /// the `allow_*` switches stay off.
+    pub fn settings_for_reload(&self, cfg: &Config) -> Result<Settings> {
         let running = self.shared.settings();
-        let settings = if cfg.api.listen == running.api.listen {
-            Settings::from_config(cfg)
+        let mut settings = if cfg.api.listen == running.api.listen {
+            Settings::from_config(cfg)?
         } else {
             warn!(
                 running = %running.api.listen,
@@ -123,19 +125,17 @@ impl ApiRuntime {
             );
             let mut kept = cfg.clone();
             kept.api = running.api.clone();
-            Settings::from_config(&kept)
+            Settings::from_config(&kept)?
         };
-        match settings {
-            Ok(mut s) => {
-                if self.dry_run {
-                    no_tasks(&mut s);
-                }
-                self.shared.set_settings(s);
-            }
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "api settings not reloaded; keeping the running ones")
-            }
+        if self.dry_run {
+            no_tasks(&mut settings);
         }
+        Ok(settings)
+    }
+
+    /// Puts settings from `settings_for_reload` in force.
+    pub fn reload(&self, settings: Settings) {
+        self.shared.set_settings(settings);
     }
 
     /// Claims the containers of the autoscaler's changes; a change on a container a task holds
