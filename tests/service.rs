@@ -438,3 +438,25 @@ fn a_reload_to_a_config_with_an_unreadable_token_file_keeps_the_whole_running_co
     assert!(failed.contains("api.token_file"), "{failed}");
     assert!(!log.contains("config reloaded"), "{log}");
 }
+
+/// pmxcfs down or restarting (ENOTCONN on a node; a directory here) makes `.members` unreadable
+/// at start: not an invalid config, so the exit status is 1, which the unit restarts on, and not
+/// 2, which it never restarts.
+#[test]
+fn an_unreadable_pmxcfs_at_start_exits_with_the_status_systemd_restarts() {
+    let host = idle_host();
+    let r = host.root().display().to_string();
+    std::fs::create_dir_all(host.path("pvefs/.members")).unwrap();
+    let cfg = host.write_config(&format!("poll_interval = 3600\npve_root = \"{r}/pvefs\""));
+    let out = host.run(&["--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "pmxcfs is not readable (is pve-cluster running?): cannot read {r}/pvefs/.members"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("cannot start until pmxcfs answers"), "{err}");
+    assert!(host.pct_calls().is_empty());
+}

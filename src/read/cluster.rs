@@ -139,9 +139,25 @@ pub fn hostname() -> Option<String> {
 pub fn load_config(path: &Path) -> Result<Config> {
     cluster_config::load(
         path,
-        |root| Ok(read_members(root)?.map(|m| m.membership())),
+        |root| {
+            read_members(root)
+                .map(|m| m.map(|m| m.membership()))
+                .context(PmxcfsUnreadable)
+        },
         hostname,
     )
+}
+
+/// `.members` could not be read or made no sense. pmxcfs writes that file, so this is pmxcfs down
+/// or restarting, not a config the admin must fix: the daemon exits with a status systemd
+/// restarts on, not the one for an invalid config.
+#[derive(Debug, Clone, Copy)]
+pub struct PmxcfsUnreadable;
+
+impl std::fmt::Display for PmxcfsUnreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("pmxcfs is not readable (is pve-cluster running?)")
+    }
 }
 
 #[cfg(test)]

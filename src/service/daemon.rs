@@ -19,6 +19,7 @@ use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
 use crate::decide::{arrival, hold};
+use crate::read::cluster::PmxcfsUnreadable;
 use crate::read::collect::Collector;
 use crate::read::measure;
 use crate::read::snapshot::{self, Snapshot, State};
@@ -155,6 +156,12 @@ pub fn run(cli: &DaemonOpts) -> Result<ExitCode> {
     crate::service::memory::tune_allocator();
     let cfg = match load_config(&cli.config) {
         Ok(c) => c,
+        Err(e) if e.downcast_ref::<PmxcfsUnreadable>().is_some() => {
+            // Not the config's fault: exit 1, which the unit restarts on (2 it does not).
+            eprintln!("lxc_autoscale: error: {e:#}");
+            eprintln!("lxc_autoscale: cannot start until pmxcfs answers");
+            return Ok(ExitCode::from(1));
+        }
         Err(e) => {
             eprintln!("lxc_autoscale: error: {e:#}");
             eprintln!("lxc_autoscale: refusing to start");
