@@ -521,3 +521,27 @@ fn the_prometheus_textfile_carries_the_cluster_figures() {
     );
     assert!(text.contains("# TYPE lxc_autoscale_cluster_headroom_cores gauge\n"));
 }
+
+/// n1 filed a shortfall for 101; then 101 moved to n2 (by hand, or HA) before n1's daemon cycled
+/// again, so n1's status file is still fresh. Trusted as it is, it would advise "CT 101 on n1"
+/// and `pct migrate 101 n2`, where 101 already runs; on the leader that advice would also be
+/// notified and would block any advice for 101 for a day. `.vmlist` says where 101 is now.
+#[test]
+fn no_advice_is_planned_for_a_container_that_left_the_node_that_filed_it() {
+    let cluster = n1_is_full();
+    for node in ["n2", "n3", "n1"] {
+        let out = cluster.run(node, &["--once"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let target = |cluster: &FakeCluster| {
+        let out = cluster.run("n3", &["place", "--dry-run", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(target(&cluster)[0]["target"], "n2");
+    cluster.migrate(101, "n1", "n2");
+    let out = cluster.run("n3", &["place", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan, serde_json::json!([]), "{plan}");
+}

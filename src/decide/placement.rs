@@ -256,10 +256,21 @@ pub fn recommend(
     out
 }
 
-/// The shortfalls of every node grouped into one request per container.
-pub fn requests_of<'a>(filed: impl IntoIterator<Item = (&'a str, Shortfall)>) -> Vec<Request> {
+/// The shortfalls of every node grouped into one request per container, keeping only those filed
+/// by the node `vmlist` (`.vmlist`'s vmid -> node) places the container on now. A status file
+/// stays fresh for 3 × `poll_interval` after its node last saw the container, so a shortfall of
+/// a container that has since migrated (or was destroyed) would advise moving it to where it
+/// already runs, and would block real advice for a day; two nodes filing for one container
+/// would leave the choice to the order of their names.
+pub fn requests_of<'a>(
+    filed: impl IntoIterator<Item = (&'a str, Shortfall)>,
+    vmlist: &BTreeMap<u32, String>,
+) -> Vec<Request> {
     let mut by_vmid: BTreeMap<u32, Request> = BTreeMap::new();
     for (node, s) in filed {
+        if vmlist.get(&s.vmid).map(String::as_str) != Some(node) {
+            continue;
+        }
         by_vmid
             .entry(s.vmid)
             .or_insert_with(|| Request {
@@ -470,6 +481,30 @@ mod tests {
                     granted: 0
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn only_the_node_vmlist_places_a_container_on_files_its_request() {
+        let short = |vmid| memory_short(vmid, "").shortfalls[0];
+        let vmlist: BTreeMap<u32, String> = [(101, "n2"), (102, "n1")]
+            .into_iter()
+            .map(|(v, n)| (v, n.to_string()))
+            .collect();
+        // 101 left n1 for n2 while n1's status file was fresh: n2's own filing wins, whatever
+        // the names' order; 103 is gone from `.vmlist`.
+        let filed = [
+            ("n1", short(101)),
+            ("n2", short(101)),
+            ("n3", short(102)),
+            ("n1", short(103)),
+        ];
+        assert_eq!(
+            requests_of(filed, &vmlist),
+            vec![Request {
+                node: "n2".into(),
+                ..memory_short(101, "")
+            }]
         );
     }
 

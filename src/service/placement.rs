@@ -159,9 +159,15 @@ pub fn current_plan(cfg: &Config, now: EpochUsec) -> Result<Vec<Recommendation>>
     plan_from(cfg, &view)
 }
 
-/// `current_plan` on a view already read; `.members` says which nodes are online.
+/// `current_plan` on a view already read; `.members` says which nodes are online and `.vmlist`
+/// where each container is now (a status file can outlive its node's hold on a container).
 fn plan_from(cfg: &Config, view: &ClusterView) -> Result<Vec<Recommendation>> {
     let members = cluster::read_members(&cfg.pve_root)?.unwrap_or_default();
+    // Without `.vmlist` no shortfall can be told current: no advice beats advice to move a
+    // container to where it already runs, which would also be held back for a day.
+    let vmlist = cluster::read_vmlist(&cfg.pve_root)?
+        .map(|list| cluster::containers_by_node(&list))
+        .ok_or_else(|| anyhow::anyhow!("there is no .vmlist to say where containers are"))?;
     let candidates: Vec<Candidate> = view
         .nodes
         .iter()
@@ -179,12 +185,15 @@ fn plan_from(cfg: &Config, view: &ClusterView) -> Result<Vec<Recommendation>> {
             used_cores: n.status.cpu.used,
         })
         .collect();
-    let requests = placement::requests_of(view.nodes.iter().filter(|n| !n.stale).flat_map(|n| {
-        n.status
-            .shortfalls
-            .iter()
-            .map(|s| (n.status.node.as_str(), s.shortfall()))
-    }));
+    let requests = placement::requests_of(
+        view.nodes.iter().filter(|n| !n.stale).flat_map(|n| {
+            n.status
+                .shortfalls
+                .iter()
+                .map(|s| (n.status.node.as_str(), s.shortfall()))
+        }),
+        &vmlist,
+    );
     Ok(placement::recommend(
         &requests,
         &candidates,
