@@ -26,6 +26,18 @@ impl std::ops::Deref for Secret {
     }
 }
 
+/// What is wrong with `url` as a `gotify_url`, if anything. Never quotes it: the part in doubt
+/// may be a password. Also checks a `gotify_url` from the cluster's secrets file.
+pub fn gotify_url_problem(url: &str) -> Option<&'static str> {
+    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        return Some("must start with http:// or https://");
+    }
+    if crate::act::notify::userinfo_is_ambiguous(url) {
+        return Some("has an '@' after a '/', '?' or '#': write those characters in the user name or password as %2F, %3F and %23");
+    }
+    None
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
@@ -788,23 +800,8 @@ impl Config {
                 ));
             }
         }
-        let url_ok = self.gotify_url.is_empty()
-            || self.gotify_url.starts_with("http://")
-            || self.gotify_url.starts_with("https://");
-        if !url_ok {
-            return Err(err(
-                None,
-                "gotify_url",
-                "must start with http:// or https://".into(),
-            ));
-        }
-        if crate::act::notify::userinfo_is_ambiguous(&self.gotify_url) {
-            // Never quoted back: the part in doubt may be a password.
-            return Err(err(
-                None,
-                "gotify_url",
-                "has an '@' after a '/', '?' or '#': write those characters in the user name or password as %2F, %3F and %23".into(),
-            ));
+        if let Some(problem) = gotify_url_problem(&self.gotify_url) {
+            return Err(err(None, "gotify_url", problem.into()));
         }
         for &vmid in &self.ignore_lxc {
             if vmid < MIN_VMID {

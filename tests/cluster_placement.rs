@@ -545,3 +545,41 @@ fn no_advice_is_planned_for_a_container_that_left_the_node_that_filed_it() {
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan, serde_json::json!([]), "{plan}");
 }
+
+/// In cluster mode the cluster-wide file is readable by pmxcfs' www-data group, so a Gotify URL
+/// with a password is taken from the root-only secrets file, and refused in the cluster-wide one
+/// without being quoted.
+#[test]
+fn check_config_takes_a_gotify_url_with_a_password_from_the_secrets_file_only() {
+    let cluster = n1_is_full();
+    let url = "https://admin:pw-7c1e@g.example";
+    cluster.write_cluster_config("poll_interval = 60\n");
+    cluster.write_secrets(&format!(
+        "gotify_url = \"{url}\"\ngotify_token = \"tok-123\"\n"
+    ));
+    let out = cluster.run("n1", &["check-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\ngotify on (https://g.example, token set)\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pw-7c1e") && !text.contains("tok-123"),
+        "{text}"
+    );
+
+    let cluster_config = cluster.write_cluster_config(&format!("gotify_url = \"{url}\"\n"));
+    cluster.write_secrets("gotify_token = \"tok-123\"\n");
+    let out = cluster.run("n1", &["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "invalid cluster config {}: key `gotify_url` (line 1, column 14): carries a user name or password, which the www-data group can read here; move gotify_url to <pve_root>/priv/lxc_autoscale/secrets.toml, which only root can read",
+            cluster_config.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("pw-7c1e"), "{}", stderr(&out));
+}

@@ -55,6 +55,12 @@ impl BaseUrl {
     }
 }
 
+/// Whether `url` carries a user name or password: exactly when a Basic auth header would be
+/// sent from it, so a URL refused for this is one that would have handed credentials over.
+pub fn url_has_credentials(url: &str) -> bool {
+    BaseUrl::parse(url).basic_auth.is_some()
+}
+
 /// Whether `url` has an '@' after a '/', '?' or '#' of its authority: a user name or password with
 /// such a character written raw, or an '@' in the path; either way the host cannot be told
 /// apart for sure.

@@ -4,7 +4,8 @@
 //! setting that is not a node's own; the local config then holds only `LOCAL_KEYS`, and a key in
 //! both files is an error naming it. `[nodes."<name>"]` tables override a few keys on one node.
 //! Secrets come from `<pve_root>/priv/lxc_autoscale/secrets.toml`, never from the cluster-wide
-//! file, which pmxcfs lets the www-data group read.
+//! file, which pmxcfs lets the www-data group read: `gotify_token`, and a `gotify_url` that
+//! carries a user name or password (one without may stay in the cluster-wide file).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,8 @@ pub const LOCAL_KEYS: [&str; 17] = [
     "api",
 ];
 
-/// Keys only the secrets file may set.
+/// Keys only the secrets file may set. It may also set `gotify_url`, which the cluster-wide file
+/// may hold too as long as it carries no user name or password.
 pub const SECRET_KEYS: [&str; 1] = ["gotify_token"];
 
 /// The texts to layer, with the paths their errors name.
@@ -94,8 +96,14 @@ fn located(text: &str, key: &str, message: String) -> anyhow::Error {
     })
 }
 
+/// The cluster-wide file's `gotify_url`, when it is written there as a string.
+fn written_gotify_url(text: &str) -> Option<String> {
+    let table = text.parse::<toml::Table>().ok()?;
+    table.get("gotify_url")?.as_str().map(str::to_string)
+}
+
 /// Which file may hold which key: the local file only `LOCAL_KEYS`, the cluster-wide file none of
-/// them and no secret, and no key both.
+/// them, no secret and no `gotify_url` with a user name or password, and no key both.
 fn check_split(files: &Files) -> Result<()> {
     let (local_path, local_text) = files.local;
     let (cluster_path, cluster_text) = files.cluster;
@@ -123,6 +131,14 @@ fn check_split(files: &Files) -> Result<()> {
             "is a node's own setting; set it in each node's local config".to_string()
         } else if SECRET_KEYS.contains(&key.as_str()) {
             format!("is a secret; set it in <pve_root>/{SECRETS_FILE}, which only root can read")
+        } else if key == "gotify_url"
+            && written_gotify_url(cluster_text)
+                .is_some_and(|url| crate::act::notify::url_has_credentials(&url))
+        {
+            // Named, never quoted: the value holds the password.
+            format!(
+                "carries a user name or password, which the www-data group can read here; move gotify_url to <pve_root>/{SECRETS_FILE}, which only root can read"
+            )
         } else {
             continue;
         };
@@ -158,12 +174,14 @@ fn take_local_keys(cfg: &mut Config, local: &Config) {
     cfg.warnings = warnings;
 }
 
-/// `secrets.toml`: only `SECRET_KEYS`. A parse error names the line, and the key when it is an
-/// unknown one, but never repeats the parser's text, which may quote a secret.
-#[derive(Debug, Default, Deserialize)]
+/// `secrets.toml`: only `SECRET_KEYS` and `gotify_url`. A parse error names the line, and the key
+/// when it is an unknown one, but never repeats the parser's text, which may quote a secret.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Secrets {
     gotify_token: Option<String>,
+    /// Here, not in the cluster-wide file, when it carries `user:password@`.
+    gotify_url: Option<String>,
 }
 
 fn parse_secrets(text: &str) -> Result<Secrets> {
@@ -273,6 +291,22 @@ pub fn layer(files: &Files, local: &Config, members: &Membership) -> Result<Conf
             .with_context(|| format!("invalid secrets file {}", path.display()))?;
         if let Some(token) = secrets.gotify_token {
             cfg.gotify_token = token.into();
+        }
+        if let Some(url) = secrets.gotify_url {
+            let in_secrets = |message: String| {
+                Err(located(text, "gotify_url", message))
+                    .with_context(|| format!("invalid secrets file {}", path.display()))
+            };
+            if written_keys(cluster_text).contains("gotify_url") {
+                return in_secrets(format!(
+                    "is set both here and in the cluster-wide config {}; set it in one file only",
+                    cluster_path.display()
+                ));
+            }
+            if let Some(problem) = crate::config::gotify_url_problem(&url) {
+                return in_secrets(problem.to_string());
+            }
+            cfg.gotify_url = url.into();
         }
     }
     apply_override(&mut cfg, &node).with_context(invalid)?;
@@ -508,6 +542,62 @@ mod tests {
         .unwrap();
         assert_eq!(c.gotify_token, "s3cret");
         assert!(c.gotify_enabled());
+    }
+
+    /// pmxcfs shows the cluster-wide file as root:www-data 0640, so a password in its
+    /// `gotify_url` would be readable by the web UI's group: it belongs in the secrets file.
+    #[test]
+    fn a_gotify_url_with_a_password_is_read_from_the_secrets_file_and_refused_in_the_cluster_file()
+    {
+        let secrets = "gotify_url = \"https://admin:pw@g.example\"\ngotify_token = \"t\"\n";
+        let c = layered("n1", "", "poll_interval = 60\n", Some(secrets)).unwrap();
+        assert_eq!(c.gotify_url, "https://admin:pw@g.example");
+        assert!(c.gotify_enabled());
+        let moved = "invalid cluster config /p/c.conf: key `gotify_url` (line 1, column 14): carries a user name or password, which the www-data group can read here; move gotify_url to <pve_root>/priv/lxc_autoscale/secrets.toml, which only root can read";
+        let t = Some("gotify_token = \"t\"\n");
+        assert_eq!(
+            err("n1", "", "gotify_url = \"https://admin:pw@g.example\"\n", t),
+            moved
+        );
+        // A user name alone is refused as well: it is half of the credentials.
+        assert_eq!(
+            err("n1", "", "gotify_url = \"https://admin@g.example\"\n", t),
+            moved
+        );
+        // Without userinfo the URL is no secret and stays in the cluster-wide file.
+        let c = layered("n1", "", "gotify_url = \"https://g.example/x\"\n", t).unwrap();
+        assert_eq!(c.gotify_url, "https://g.example/x");
+    }
+
+    #[test]
+    fn a_gotify_url_in_both_the_secrets_and_the_cluster_file_is_an_error_naming_it() {
+        assert_eq!(
+            err(
+                "n1",
+                "",
+                "gotify_url = \"https://g.example\"\n",
+                Some("gotify_token = \"t\"\ngotify_url = \"https://a:pw@g.example\"\n"),
+            ),
+            "invalid secrets file /p/s.toml: key `gotify_url` (line 2, column 14): is set both here and in the cluster-wide config /p/c.conf; set it in one file only"
+        );
+    }
+
+    #[test]
+    fn a_bad_gotify_url_in_the_secrets_file_names_the_line_but_never_the_value() {
+        let e = err(
+            "n1",
+            "",
+            "",
+            Some("gotify_url = \"https://admin:Pw/77x@g.example/\"\n"),
+        );
+        assert_eq!(
+            e,
+            "invalid secrets file /p/s.toml: key `gotify_url` (line 1, column 14): has an '@' after a '/', '?' or '#': write those characters in the user name or password as %2F, %3F and %23"
+        );
+        assert_eq!(
+            err("n1", "", "", Some("gotify_url = \"ftp://a:pw@g\"\n")),
+            "invalid secrets file /p/s.toml: key `gotify_url` (line 1, column 14): must start with http:// or https://"
+        );
     }
 
     #[test]
