@@ -402,6 +402,9 @@ impl<'a> Daemon<'a> {
             }
             if let Some(n) = self.notifier.as_mut() {
                 n.send(&format!("lxc_autoscale: CT {} anomaly", a.vmid), &text, 5);
+                // Each notice may wait for Gotify's timeout: many onsets in one cycle (a cron
+                // job in every container) must not outlast the watchdog.
+                self.watchdog.progress();
             }
         }
     }
@@ -505,6 +508,7 @@ impl<'a> Daemon<'a> {
             state: &mut self.state,
             events: &self.events,
             notifier: self.notifier.as_mut(),
+            progress: &|| self.watchdog.progress(),
         });
     }
 

@@ -34,6 +34,8 @@ pub struct CycleCtx<'a> {
     pub state: &'a mut State,
     pub events: &'a EventLog,
     pub notifier: Option<&'a mut Notifier>,
+    /// Marks progress for the watchdog: each notice may wait for Gotify's timeout.
+    pub progress: &'a dyn Fn(),
 }
 
 /// Kept by the loop across cycles.
@@ -84,7 +86,7 @@ impl ClusterDuty {
             Err(e) => warn!(error = %format!("{e:#}"), "cannot write the cluster status file"),
         }
         if leader {
-            advise(ctx.cfg, ctx.state, ctx.events, ctx.notifier, now);
+            advise(ctx.cfg, ctx.state, ctx.events, (ctx.notifier, ctx.progress), now);
         }
         self.prometheus.clear();
         let exported = !ctx.cfg.prometheus_textfile.as_os_str().is_empty()
@@ -206,7 +208,7 @@ fn advise(
     cfg: &Config,
     state: &mut State,
     events: &EventLog,
-    mut notifier: Option<&mut Notifier>,
+    (mut notifier, progress): (Option<&mut Notifier>, &dyn Fn()),
     now: EpochUsec,
 ) {
     let view = cluster_status::read_cluster(&cfg.pve_root, now);
@@ -240,6 +242,7 @@ fn advise(
         if let Some(n) = notifier.as_deref_mut() {
             let title = format!("lxc_autoscale: CT {} does not fit on {}", r.vmid, r.from);
             n.send(&title, &format!("{why}\nrun: {command}"), 5);
+            progress();
         }
         state.recommended.insert(r.vmid, now);
     }
