@@ -26,13 +26,36 @@ impl std::ops::Deref for Secret {
     }
 }
 
+/// Whether `url` carries a user name or password (anything before the last '@' after the
+/// scheme): exactly when `act::notify` sends a Basic auth header from it, so a URL refused for
+/// this is one that would have handed credentials over.
+pub fn url_has_credentials(url: &str) -> bool {
+    url.trim()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rfind('@'))
+        .is_some_and(|at| at > 0)
+}
+
+/// Whether `url` has an '@' after a '/', '?' or '#' of its authority: a user name or password with
+/// such a character written raw, or an '@' in the path; either way the host cannot be told
+/// apart for sure.
+pub fn userinfo_is_ambiguous(url: &str) -> bool {
+    let Some(rest) = url.trim().split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    match (rest.find(['/', '?', '#']), rest.rfind('@')) {
+        (Some(end), Some(at)) => at > end,
+        _ => false,
+    }
+}
+
 /// What is wrong with `url` as a `gotify_url`, if anything. Never quotes it: the part in doubt
 /// may be a password. Also checks a `gotify_url` from the cluster's secrets file.
 pub fn gotify_url_problem(url: &str) -> Option<&'static str> {
     if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
         return Some("must start with http:// or https://");
     }
-    if crate::act::notify::userinfo_is_ambiguous(url) {
+    if userinfo_is_ambiguous(url) {
         return Some("has an '@' after a '/', '?' or '#': write those characters in the user name or password as %2F, %3F and %23");
     }
     None

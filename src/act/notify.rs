@@ -55,25 +55,6 @@ impl BaseUrl {
     }
 }
 
-/// Whether `url` carries a user name or password: exactly when a Basic auth header would be
-/// sent from it, so a URL refused for this is one that would have handed credentials over.
-pub fn url_has_credentials(url: &str) -> bool {
-    BaseUrl::parse(url).basic_auth.is_some()
-}
-
-/// Whether `url` has an '@' after a '/', '?' or '#' of its authority: a user name or password with
-/// such a character written raw, or an '@' in the path; either way the host cannot be told
-/// apart for sure.
-pub fn userinfo_is_ambiguous(url: &str) -> bool {
-    let Some(rest) = url.trim().split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    match (rest.find(['/', '?', '#']), rest.rfind('@')) {
-        (Some(end), Some(at)) => at > end,
-        _ => false,
-    }
-}
-
 /// Sends messages to one Gotify server.
 pub struct Notifier {
     url: BaseUrl,
@@ -279,6 +260,7 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::userinfo_is_ambiguous;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc;
@@ -553,6 +535,25 @@ mod tests {
                 assert!(!shown.contains(password), "{password} in {shown}");
                 assert!(!shown.contains("admin"), "user name in {shown}");
             }
+        }
+    }
+
+    #[test]
+    fn config_sees_credentials_exactly_where_a_basic_auth_header_is_sent() {
+        for url in [
+            "https://admin:pw@g.example/",
+            "https://admin@g.example",
+            "https://@g.example",
+            "https://g.example/",
+            "http://a:b/c@host/",
+            "g.example",
+            "",
+        ] {
+            assert_eq!(
+                crate::config::url_has_credentials(url),
+                BaseUrl::parse(url).basic_auth.is_some(),
+                "{url}"
+            );
         }
     }
 

@@ -133,7 +133,7 @@ fn check_split(files: &Files) -> Result<()> {
             format!("is a secret; set it in <pve_root>/{SECRETS_FILE}, which only root can read")
         } else if key == "gotify_url"
             && written_gotify_url(cluster_text)
-                .is_some_and(|url| crate::act::notify::url_has_credentials(&url))
+                .is_some_and(|url| crate::config::url_has_credentials(&url))
         {
             // Named, never quoted: the value holds the password.
             format!(
