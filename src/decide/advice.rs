@@ -59,6 +59,8 @@ pub struct Inputs {
     pub psi_cpu_some: Option<f64>,
     /// Share of the window spent throttled, 0–1.
     pub throttled_ratio: Option<f64>,
+    /// See `Sample::max_gap_usec`.
+    pub max_gap_usec: i64,
 }
 
 /// A figure in the resource's unit (cores or MB) and the statistic it is.
@@ -133,6 +135,7 @@ pub fn advise(m: &mut CtModel, l: &Limits, x: &Inputs) -> Advice {
                 hour: x.hour,
                 value,
                 alloc,
+                max_gap_usec: x.max_gap_usec,
             },
             window,
         );

@@ -286,6 +286,9 @@ pub struct Sample {
     pub value: Option<f64>,
     /// The allocation in force (cores or MB).
     pub alloc: f64,
+    /// Readings further apart than this (µs; the daemon's 2 × `poll_interval`), or than two
+    /// buckets, leave the window uncovered from the later one on; 0 = two buckets.
+    pub max_gap_usec: i64,
 }
 
 /// What the track says about the present, for the decision.
@@ -329,7 +332,7 @@ impl Track {
             self.peak = value as f32;
             self.peak_usec = s.ts_usec;
         }
-        self.push_window(s.ts_usec, value as f32, window_usec);
+        self.push_window(s.ts_usec, value as f32, window_usec, s.max_gap_usec);
         self.push_hour(s.hour, value as f32);
     }
 
@@ -341,7 +344,7 @@ impl Track {
         self.since_usec = ts_usec;
     }
 
-    fn push_window(&mut self, ts_usec: i64, value: f32, window_usec: i64) {
+    fn push_window(&mut self, ts_usec: i64, value: f32, window_usec: i64, max_gap_usec: i64) {
         let span = (window_usec / BUCKETS as i64).max(1);
         let gap = ts_usec - self.head_start_usec;
         // Empty ring, new window, clock gone backwards, or a gap longer than the window.
@@ -351,6 +354,12 @@ impl Track {
             || gap >= window_usec + span
         {
             self.restart_ring(ts_usec, span);
+        } else if gap > max_gap_usec.max(2 * span).saturating_add(span) {
+            // Coverage is time with readings, not time since the first one: a window that had
+            // none for a while holds no maximum of that while, so a cut must wait for a whole
+            // window of readings again. The buckets stay: what was read still counts against a
+            // cut. The last reading fell somewhere in the head bucket, hence one span of slack.
+            self.since_usec = ts_usec;
         }
         let steps = (ts_usec - self.head_start_usec) / span;
         for _ in 0..steps.min(BUCKETS as i64) {
@@ -454,6 +463,7 @@ mod tests {
             hour: ((ts / HOUR) % 24) as u32,
             value: Some(value),
             alloc: 4.0,
+            max_gap_usec: 0,
         }
     }
 
@@ -497,6 +507,45 @@ mod tests {
         t.observe(s(3 * HOUR, 1.0), HOUR);
         let v = t.view(3 * HOUR, 3, HOUR, 0);
         assert_eq!((v.window_max, v.covered), (Some(1.0), false));
+    }
+
+    #[test]
+    fn a_gap_in_readings_restarts_coverage_but_keeps_what_was_read() {
+        let mut t = Track::default();
+        for k in 0..=12 {
+            t.observe(s(HOUR + k * 5 * MIN, 2.0), HOUR);
+        }
+        assert!(t.view(2 * HOUR, 2, HOUR, 0).covered);
+        // 30 min without a reading: shorter than window + bucket, yet the window is not covered.
+        t.observe(s(2 * HOUR + 30 * MIN, 1.0), HOUR);
+        let v = t.view(2 * HOUR + 30 * MIN, 2, HOUR, 0);
+        assert_eq!(
+            (v.window_max, v.covered, v.covered_usec),
+            (Some(2.0), false, 0)
+        );
+        // Covered again after a window of readings.
+        for k in 1..=11 {
+            t.observe(s(2 * HOUR + 30 * MIN + k * 5 * MIN, 1.0), HOUR);
+        }
+        let v = t.view(3 * HOUR + 25 * MIN, 3, HOUR, 0);
+        assert_eq!((v.window_max, v.covered), (Some(1.0), true));
+    }
+
+    #[test]
+    fn readings_further_apart_than_two_buckets_still_cover_the_window_at_their_interval() {
+        // A 20 min interval over 5 min buckets: a reading every fourth bucket is no gap.
+        let every_20_min = |ts, value| Sample {
+            max_gap_usec: 40 * MIN,
+            ..s(ts, value)
+        };
+        let mut t = Track::default();
+        for k in 0..=3 {
+            t.observe(every_20_min(HOUR + k * 20 * MIN, 1.0), HOUR);
+        }
+        assert!(t.view(2 * HOUR, 2, HOUR, 0).covered);
+        // Two readings missed (60 min apart): not covered.
+        t.observe(every_20_min(3 * HOUR, 1.0), HOUR);
+        assert!(!t.view(3 * HOUR, 3, HOUR, 0).covered);
     }
 
     #[test]
@@ -601,6 +650,7 @@ pub(crate) mod format_tests {
                             hour,
                             value: Some(v),
                             alloc: a,
+                            max_gap_usec: 0,
                         },
                         60 * MIN,
                     );

@@ -372,6 +372,7 @@ fn model_inputs(
         psi_memory_full: c.extra.psi_memory_full_avg10,
         psi_cpu_some: c.extra.psi_cpu_some_avg10,
         throttled_ratio: rates.throttled_ratio,
+        max_gap_usec: host.max_age_usec,
     }
 }
 
@@ -2389,5 +2390,82 @@ mod tests {
         // capped at the 1 core then allocated); on the fifth, the first cycle of 08:00 grows it:
         // 2.75 cores at 70 % is 4.
         assert_eq!(grown_before_nine, vec![(4, 1, 4, 0)]);
+    }
+
+    // --- gaps in the readings ---
+
+    #[test]
+    fn a_memory_cut_needs_readings_across_the_window_not_one_after_a_gap() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 1, 8192, 10.0, 4000.0);
+        let mut models = Models::default();
+        for k in 0..30 {
+            assert_eq!(memory_of(&step(&mut w, &c, &mut models, k), 101), None);
+        }
+        // memory.stat unreadable for 110 min (cycles 30..=51): no memory figure at all.
+        w.snap.containers[0].memory_file_bytes = None;
+        for k in 30..52 {
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(memory_of(&plan, 101), None, "cycle {k}");
+        }
+        // It reads again, 500 MB: one reading in the whole 6750 s window.
+        w.snap.containers[0].memory_file_bytes = Some(50 * MB);
+        use_mb(&mut w, 101, 500.0);
+        let plan = step(&mut w, &c, &mut models, 52);
+        assert_eq!(
+            memory_of(&plan, 101),
+            None,
+            "cut on one reading after a 115 min gap: {:?}",
+            change(&plan, 101).map(|c| c.why().to_string())
+        );
+        // Readings across the window again, less its newest bucket (6187.5 s, 20.6 cycles): then
+        // the cut comes.
+        for k in 53..73 {
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(memory_of(&plan, 101), None, "cycle {k}");
+        }
+        assert_eq!(
+            memory_of(&step(&mut w, &c, &mut models, 73), 101),
+            Some((8192, 1024))
+        );
+    }
+
+    #[test]
+    fn a_core_cut_needs_readings_across_the_window_not_one_after_a_gap() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 4, 4096, 70.0, 1000.0);
+        let mut models = Models::default();
+        for k in 0..12 {
+            assert_eq!(cores_of(&step(&mut w, &c, &mut models, k), 101), None);
+        }
+        // No cpu figure for 40 min (cycles 12..=19), shorter than window + bucket (2925 s).
+        w.snap.containers[0].cpu_usage_usec = None;
+        for k in 12..20 {
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(cores_of(&plan, 101), None, "cycle {k}");
+        }
+        // Nearly idle on the first reading back: one reading in the 2700 s window.
+        load(&mut w, 101, 0.1);
+        let plan = step(&mut w, &c, &mut models, 20);
+        assert_eq!(
+            cores_of(&plan, 101),
+            None,
+            "cut on one reading after a 45 min gap: {:?}",
+            change(&plan, 101).map(|c| c.why().to_string())
+        );
+        // Readings across the window again, less its newest bucket (2475 s, 8.25 cycles): then the
+        // cut comes.
+        for k in 21..29 {
+            load(&mut w, 101, 0.1);
+            let plan = step(&mut w, &c, &mut models, k);
+            assert_eq!(cores_of(&plan, 101), None, "cycle {k}");
+        }
+        load(&mut w, 101, 0.1);
+        assert_eq!(
+            cores_of(&step(&mut w, &c, &mut models, 29), 101),
+            Some((4, 1))
+        );
     }
 }

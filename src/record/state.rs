@@ -245,6 +245,7 @@ mod tests {
                     hour: (k / 12 % 24) as u32,
                     value: Some(k as f64 / 10.0),
                     alloc: 4.0,
+                    max_gap_usec: 0,
                 },
                 3_600_000_000,
             );
@@ -365,6 +366,7 @@ mod tests {
                 hour: 3,
                 value: Some(1.0),
                 alloc: 2.0,
+                max_gap_usec: 0,
             },
             3_600_000_000,
         );
