@@ -27,7 +27,6 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode> {
     .expect("never stopped");
     // The daemon's model as last saved: `status` learns into a copy it never writes back.
     let plan = policy::decide_with_model(&cfg, &snap, &state, &mut models, local_now());
-    let plan = crate::decide::hold::skip_held(plan, &state.holds, snap.taken_at_usec);
     let blocked = unreadable_baselines(&BackupStore::new(cfg.backup_dir.clone()), &plan);
     if json {
         let cycle = CycleInfo {

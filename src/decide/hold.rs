@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::decide::plan::{Change, Note, Plan, Reason, Resource};
+use crate::decide::plan::{Note, Reason, Resource};
 use crate::read::snapshot::{EpochUsec, Hold, Snapshot, State};
 
 /// Who a change the daemon did not make is attributed to.
@@ -61,142 +61,48 @@ pub fn held_until(
     (until > now).then_some(until)
 }
 
-fn resource_of(r: &Reason) -> Option<Resource> {
-    match r {
-        Reason::Scaled { reading, .. } => Some(reading.resource),
-        Reason::CutToHeadroom { resource, .. } => Some(*resource),
-        _ => None,
-    }
-}
-
-/// The plan without the parts that touch held resources; each skipped part becomes a note with
-/// `Reason::Held`.
-pub fn skip_held(mut plan: Plan, holds: &BTreeMap<u32, Hold>, now: EpochUsec) -> Plan {
-    if holds.is_empty() {
-        return plan;
-    }
-    let mut kept = Vec::with_capacity(plan.changes.len());
-    for mut change in std::mem::take(&mut plan.changes) {
-        for resource in [Resource::Cpu, Resource::Memory] {
-            let touched = match resource {
-                Resource::Cpu => change.cores.is_some(),
-                Resource::Memory => change.memory_mb.is_some(),
-            };
-            let Some(until) = held_until(holds, change.vmid, resource, now).filter(|_| touched)
-            else {
-                continue;
-            };
-            drop_part(&mut change, resource);
-            let by = holds
-                .get(&change.vmid)
-                .map(|h| h.by.clone())
-                .unwrap_or_default();
-            let reason = Reason::Held {
-                resource,
-                until_usec: until,
-                by,
-            };
-            plan.notes.push(Note {
-                vmid: change.vmid,
-                reason,
-            });
-        }
-        if change.cores.is_some() || change.memory_mb.is_some() {
-            kept.push(change);
-        }
-    }
-    plan.changes = kept;
-    plan
-}
-
-fn drop_part(change: &mut Change, resource: Resource) {
-    match resource {
-        Resource::Cpu => change.cores = None,
-        Resource::Memory => change.memory_mb = None,
-    }
-    change.reasons.retain(|r| resource_of(r) != Some(resource));
+/// The note saying why `resource` of `vmid` is left alone, while a hold on it runs at `now`.
+pub fn held_note(
+    holds: &BTreeMap<u32, Hold>,
+    vmid: u32,
+    resource: Resource,
+    now: EpochUsec,
+) -> Option<Note> {
+    let until = held_until(holds, vmid, resource, now)?;
+    let by = holds.get(&vmid).map(|h| h.by.clone()).unwrap_or_default();
+    Some(Note {
+        vmid,
+        reason: Reason::Held {
+            resource,
+            until_usec: until,
+            by,
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::plan::{Reading, Rule, Stat, Step};
     use crate::read::snapshot::{ContainerSample, CtConf, Seen};
 
-    fn scaled(resource: Resource, from: u64, to: u64) -> Reason {
-        let reading = Reading {
-            resource,
-            percent: 95.0,
-            threshold: 80.0,
-            rule: Rule::AboveUpper,
-            stat: Stat::Current,
-        };
-        Reason::Scaled {
-            reading,
-            from,
-            to,
-            cut: false,
-        }
-    }
-
-    fn plan() -> Plan {
-        Plan {
-            changes: vec![Change {
-                vmid: 101,
-                cores: Some(Step { from: 2, to: 3 }),
-                memory_mb: Some(Step {
-                    from: 1024,
-                    to: 1536,
-                }),
-                reasons: vec![
-                    scaled(Resource::Cpu, 2, 3),
-                    scaled(Resource::Memory, 1024, 1536),
-                ],
-            }],
-            ..Plan::default()
-        }
-    }
-
     #[test]
-    fn a_held_resource_is_dropped_from_the_change_with_a_typed_note() {
+    fn a_running_hold_gives_a_typed_note_and_an_ended_one_none() {
         let mut holds = BTreeMap::new();
         add_hold(&mut holds, 101, Resource::Cpu, 2_000, "uid 0");
-        let p = skip_held(plan(), &holds, 1_000);
-        assert_eq!(p.changes.len(), 1);
-        assert_eq!(p.changes[0].cores, None);
         assert_eq!(
-            p.changes[0].memory_mb,
-            Some(Step {
-                from: 1024,
-                to: 1536
-            })
-        );
-        assert_eq!(
-            p.changes[0].reasons,
-            vec![scaled(Resource::Memory, 1024, 1536)]
-        );
-        assert_eq!(
-            p.notes,
-            vec![Note {
+            held_note(&holds, 101, Resource::Cpu, 1_000),
+            Some(Note {
                 vmid: 101,
                 reason: Reason::Held {
                     resource: Resource::Cpu,
                     until_usec: 2_000,
                     by: "uid 0".into()
                 }
-            }]
+            })
         );
-    }
-
-    #[test]
-    fn a_hold_that_ended_changes_nothing_and_both_held_drops_the_change() {
-        let mut holds = BTreeMap::new();
-        add_hold(&mut holds, 101, Resource::Cpu, 2_000, "uid 0");
-        assert_eq!(skip_held(plan(), &holds, 2_000), plan());
-        add_hold(&mut holds, 101, Resource::Memory, 3_000, OUTSIDE);
-        let p = skip_held(plan(), &holds, 1_000);
-        assert!(p.changes.is_empty());
-        assert_eq!(p.notes.len(), 2);
+        assert_eq!(held_note(&holds, 101, Resource::Cpu, 2_000), None);
+        assert_eq!(held_note(&holds, 101, Resource::Memory, 1_000), None);
+        assert_eq!(held_note(&holds, 102, Resource::Cpu, 1_000), None);
     }
 
     #[test]

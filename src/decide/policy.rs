@@ -1,8 +1,9 @@
 //! The decision: `(config, snapshot, previous state, now) -> Plan`. Pure: it never logs, never
 //! reads the clock, never touches a file.
 //!
-//! A cycle plans scale-downs first (they need no host headroom), then hands out the host headroom
-//! to scale-ups by tier priority, then by how far the container is above its threshold, then VMID.
+//! A cycle plans scale-downs first (they need no host headroom), leaves out resources on a manual
+//! hold (`state.holds`), then hands out the host headroom to scale-ups by tier priority, then by
+//! how far the container is above its threshold, then VMID.
 //! Every step is clamped to the container's bounds rather than refused.
 
 use std::cmp::Ordering;
@@ -11,6 +12,7 @@ use chrono::{NaiveDateTime, Timelike};
 
 use crate::config::{Config, Limits};
 use crate::decide::advice::{self, Advice, Inputs, ResourceAdvice};
+use crate::decide::hold;
 use crate::decide::model::Models;
 use crate::decide::placement;
 use crate::decide::plan::{
@@ -139,7 +141,8 @@ fn decide_inner(
             &mut plan.notes,
         );
         plan.observations.push(observation);
-        wants.extend(want);
+        let now_usec = snap.taken_at_usec;
+        wants.extend(want.map(|w| without_held(w, state, now_usec, &mut plan.notes)));
     }
 
     grant(&mut wants, Resource::Cpu, cpu_headroom, &mut plan.notes);
@@ -162,6 +165,22 @@ fn decide_inner(
     };
     plan.shortfalls = placement::shortfalls(&plan.notes, &plan.observations);
     plan
+}
+
+/// `want` without the moves of resources on a manual hold, each with its note. Dropped before the
+/// grants: a held scale-up that took host headroom would starve another container for the whole
+/// hold while never being applied.
+fn without_held(mut want: Want, state: &State, now_usec: i64, notes: &mut Vec<Note>) -> Want {
+    for resource in [Resource::Cpu, Resource::Memory] {
+        if want.slot(resource).is_none() {
+            continue;
+        }
+        if let Some(note) = hold::held_note(&state.holds, want.vmid, resource, now_usec) {
+            *want.slot(resource) = None;
+            notes.push(note);
+        }
+    }
+    want
 }
 
 /// Host figures every container's decision needs.
@@ -2390,6 +2409,82 @@ mod tests {
         // capped at the 1 core then allocated); on the fifth, the first cycle of 08:00 grows it:
         // 2.75 cores at 70 % is 4.
         assert_eq!(grown_before_nine, vec![(4, 1, 4, 0)]);
+    }
+
+    // --- manual holds ---
+
+    const HOUR_USEC: i64 = 3_600_000_000;
+
+    #[test]
+    fn a_held_scale_up_leaves_its_headroom_to_another_container() {
+        // 10 CPUs, 10 % reserve: 9 usable, 7 busy: 2 cores of headroom.
+        let c = cfg("");
+        let mut w = World::new(10, 7.0, 65_536);
+        w.ct(101, 2, 4096, 100.0, 1000.0); // wants 2 -> 4, farthest above
+        w.ct(102, 2, 4096, 85.0, 1000.0); // wants 2 -> 4
+        hold::add_hold(
+            &mut w.state.holds,
+            101,
+            Resource::Cpu,
+            NOW_AT + HOUR_USEC,
+            "api",
+        );
+        let plan = w.decide(&c);
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec!["cpu on hold until 2023-11-14T23:18:20Z after a manual change by api: cores unchanged"]
+        );
+        // 101 is held: its 2 cores of headroom are free for 102.
+        assert_eq!(
+            cores_of(&plan, 102),
+            Some((2, 4)),
+            "notes: {:?}",
+            notes_of(&plan, 102)
+        );
+    }
+
+    #[test]
+    fn a_held_resource_is_left_out_of_the_change_with_a_typed_note() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 2, 1024, 92.0, 860.0);
+        let unheld = w.decide(&c);
+        assert_eq!(cores_of(&unheld, 101), Some((2, 4)));
+        assert_eq!(memory_of(&unheld, 101), Some((1024, 1720)));
+        hold::add_hold(&mut w.state.holds, 101, Resource::Cpu, NOW_AT + 1, "uid 0");
+        let plan = w.decide(&c);
+        let held = change(&plan, 101).unwrap();
+        assert_eq!(
+            (held.cores, memory_of(&plan, 101)),
+            (None, Some((1024, 1720)))
+        );
+        assert_eq!(held.why().to_string(), "memory 84.0% > 80: 1024->1720 MB");
+        assert_eq!(
+            plan.notes,
+            vec![Note {
+                vmid: 101,
+                reason: Reason::Held {
+                    resource: Resource::Cpu,
+                    until_usec: NOW_AT + 1,
+                    by: "uid 0".into(),
+                },
+            }]
+        );
+        // Both held: no change. A hold that ended holds nothing.
+        hold::add_hold(
+            &mut w.state.holds,
+            101,
+            Resource::Memory,
+            NOW_AT + 1,
+            "uid 0",
+        );
+        let plan = w.decide(&c);
+        assert_eq!((change(&plan, 101), plan.notes.len()), (None, 2));
+        at_cycle(&mut w, 1);
+        let plan = w.decide(&c);
+        assert_eq!(cores_of(&plan, 101), Some((2, 4)));
+        assert_eq!(memory_of(&plan, 101), Some((1024, 1720)));
     }
 
     // --- gaps in the readings ---

@@ -15,10 +15,10 @@ use crate::act::notify::Notifier;
 use crate::act::pct::{CommandRunner, PCT_TIMEOUT};
 use crate::config::cluster::FileStamp;
 use crate::config::{self, Config, Scaling};
+use crate::decide::arrival;
 use crate::decide::model::Models;
 use crate::decide::plan::{Change, Level, Plan};
 use crate::decide::policy;
-use crate::decide::{arrival, hold};
 use crate::read::cluster::PmxcfsUnreadable;
 use crate::read::collect::Collector;
 use crate::read::measure;
@@ -416,7 +416,6 @@ impl<'a> Daemon<'a> {
         holds::note_outside_changes(&mut self.state, snap, self.cfg.api.manual_hold);
         let plan =
             policy::decide_with_model(&self.cfg, snap, &self.state, &mut self.models, local_now());
-        let plan = hold::skip_held(plan, &self.state.holds, snap.taken_at_usec);
         let plan = arrival::hold_cuts(plan, &self.state.arrivals, snap.taken_at_usec);
         self.report_anomalies(&plan);
         log_notes(&plan);
