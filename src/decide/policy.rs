@@ -505,11 +505,10 @@ fn plan_cores(
     let up = if pct > upper {
         Some((reading(Resource::Cpu, pct, upper, Rule::AboveUpper), demand))
     } else if let Some((p, threshold, stat)) = adv.stalled {
-        // Waiting for CPU: `core_min_increment` more cores at least, whatever the usage says.
+        // Waiting for CPU: `core_min_increment` more cores at least (`cores_up`), whatever the
+        // usage says.
         let r = reading(Resource::Cpu, p, threshold, Rule::Stalled).with(stat);
-        let mid = (upper + l.cpu_lower_threshold) / 2.0;
-        let at_least = f64::from(cores.saturating_add(l.core_min_increment)) * mid / 100.0;
-        Some((r, demand.max(at_least)))
+        Some((r, demand))
     } else {
         adv.forecast
             .filter(|(f, _)| of(*f) > upper)
@@ -615,7 +614,8 @@ fn cpu_cut(
     (to < cores).then_some((to, reading))
 }
 
-/// A scale-up of cores to carry `demand` at the middle of the band.
+/// A scale-up of cores to carry `demand` at the middle of the band (with the model, at
+/// `pack_level`); a stall asks for `core_min_increment` more cores at least.
 fn cores_up(
     l: &Limits,
     (cores, effective_cpus): (u32, f64),
@@ -632,13 +632,22 @@ fn cores_up(
     } else {
         (upper + lower) / 2.0
     };
-    let wanted = size_for(demand, target).min(f64::from(u32::MAX)) as u32;
+    let cpulimit_binds = effective_cpus < f64::from(cores) - EPSILON;
+    let mut wanted = size_for(demand, target).min(f64::from(u32::MAX)) as u32;
+    if reading.rule == Rule::Stalled && !cpulimit_binds {
+        // A stall says demand is more than the usage shows, by an unknown amount: sizing on the
+        // usage would keep the cores that stall.
+        wanted = wanted.max(cores.saturating_add(l.core_min_increment.max(1)));
+    }
     if wanted <= cores {
-        // Only a cpulimit below cores gets here: the limit, not the core count, is what binds.
-        note(Reason::CpulimitBinds {
-            reading,
-            cpulimit: effective_cpus,
-        });
+        // Only a cpulimit below cores gets here: the limit, not the core count, is what binds,
+        // and a stall under it is the limit's too.
+        if cpulimit_binds {
+            note(Reason::CpulimitBinds {
+                reading,
+                cpulimit: effective_cpus,
+            });
+        }
         return None;
     }
     // max-then-min rather than clamp: a config built in code without validation must not
@@ -2409,6 +2418,55 @@ mod tests {
         // capped at the 1 core then allocated); on the fifth, the first cycle of 08:00 grows it:
         // 2.75 cores at 70 % is 4.
         assert_eq!(grown_before_nine, vec![(4, 1, 4, 0)]);
+    }
+
+    // --- stalls ---
+
+    #[test]
+    fn a_cpu_stall_grows_at_least_core_min_increment_with_the_model() {
+        // Defaults (scale_down_window 2700): 4 cores at 50 % (2 cores of demand, which 4 cores
+        // carry at 70 %), CPU PSI some avg10 30 % >= 20: counts like CPU above the upper
+        // threshold, core_min_increment (1) more cores.
+        let c = Config::default();
+        let mut w = World::roomy();
+        w.ct(101, 4, 4096, 50.0, 2000.0).extra.psi_cpu_some_avg10 = Some(30.0);
+        let mut models = Models::default();
+        let plan = step(&mut w, &c, &mut models, 0);
+        assert_eq!(
+            cores_of(&plan, 101),
+            Some((4, 5)),
+            "notes: {:?}",
+            notes_of(&plan, 101)
+        );
+        assert_eq!(
+            change(&plan, 101).unwrap().why().to_string(),
+            "cpu pressure (some avg10) 30.0% >= 20: cores 4->5"
+        );
+        // Within the bounds: at max_cores the stall is a note.
+        let c = cfg("max_cores = 4\n");
+        let plan = step(&mut w, &c, &mut Models::default(), 0);
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(
+            notes_of(&plan, 101),
+            vec![
+                "cpu pressure (some avg10) 30.0% >= 20 but already at max_cores 4: cores unchanged"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cpu_stall_under_a_binding_cpulimit_grows_no_cores_and_says_why() {
+        let c = Config::default();
+        let mut w = World::roomy();
+        // 1 CPU of demand on 4 cores limited to 2 CPUs: 50 % of the limit.
+        w.ct(101, 4, 4096, 25.0, 2000.0).extra.psi_cpu_some_avg10 = Some(30.0);
+        w.conf(101).cpulimit = Some(2.0);
+        let plan = step(&mut w, &c, &mut Models::default(), 0);
+        assert_eq!(cores_of(&plan, 101), None);
+        assert_eq!(notes_of(&plan, 101), vec![
+                "cpu pressure (some avg10) 30.0% >= 20 but cpulimit 2 binds, more cores would not help: cores unchanged"
+            ]
+        );
     }
 
     // --- manual holds ---
