@@ -86,7 +86,13 @@ impl ClusterDuty {
             Err(e) => warn!(error = %format!("{e:#}"), "cannot write the cluster status file"),
         }
         if leader {
-            advise(ctx.cfg, ctx.state, ctx.events, (ctx.notifier, ctx.progress), now);
+            advise(
+                ctx.cfg,
+                ctx.state,
+                ctx.events,
+                (ctx.notifier, ctx.progress),
+                now,
+            );
         }
         self.prometheus.clear();
         let exported = !ctx.cfg.prometheus_textfile.as_os_str().is_empty()
