@@ -173,6 +173,14 @@ fn hung_pct_is_killed_and_reaped_and_the_next_container_is_still_scaled() {
 
 // ---- pct fails or prints garbage -------------------------------------------------------------
 
+/// The JSON-lines event log beside the fake host's log file.
+fn events_text(host: &FakeHost) -> String {
+    std::fs::read_to_string(lxc_autoscale::record::events::event_path_for(
+        &host.path("var/log/lxc_autoscale.log"),
+    ))
+    .unwrap()
+}
+
 /// Replaces the fake host's pct with `body` (a test fixture; the daemon never runs a shell).
 fn replace_pct(host: &FakeHost, body: &str) {
     let path = host.path("pct");
@@ -206,10 +214,7 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
     assert!(log.contains("change failed"), "{log}");
     assert!(log.contains("pct exited with status 3"), "{log}");
     assert!(!log.contains(" scaled"), "{log}");
-    let events = std::fs::read_to_string(lxc_autoscale::record::events::event_path_for(
-        &host.path("var/log/lxc_autoscale.log"),
-    ))
-    .unwrap();
+    let events = events_text(&host);
     assert!(events.contains("\"failure\""), "{events}");
     assert!(!events.contains("\"scale\""), "{events}");
     let msg = requests.recv_timeout(Duration::from_secs(20)).unwrap().body;
@@ -290,10 +295,7 @@ fn pct_failing_after_writing_the_conf_keeps_the_backups_and_counts_no_change() {
     let log = host.log_text();
     assert!(log.contains("pct exited with status 1"), "{log}");
     assert!(!log.contains(" scaled"), "{log}");
-    let events = std::fs::read_to_string(lxc_autoscale::record::events::event_path_for(
-        &host.path("var/log/lxc_autoscale.log"),
-    ))
-    .unwrap();
+    let events = events_text(&host);
     assert!(events.contains("\"failure\""), "{events}");
     assert!(!events.contains("\"scale\""), "{events}");
     assert_eq!(

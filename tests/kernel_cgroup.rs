@@ -68,6 +68,17 @@ fn writable_cgroup2() -> Result<PathBuf, String> {
     writable_cgroup2_in(&HIERARCHIES.map(Path::new))
 }
 
+/// `writable_cgroup2`, or `None` after printing why the test is skipped.
+fn writable_cgroup2_or_say_skipped() -> Option<PathBuf> {
+    writable_cgroup2()
+        .map_err(|why| {
+            say(&format!(
+                "SKIPPED: kernel_cgroup: no writable cgroup2 hierarchy: {why}"
+            ))
+        })
+        .ok()
+}
+
 /// `writable_cgroup2` over the given candidates.
 fn writable_cgroup2_in(candidates: &[&Path]) -> Result<PathBuf, String> {
     let mut why = Vec::new();
@@ -274,14 +285,8 @@ fn check_collector(parent: &Path, usage: [(u32, u64); 2]) -> bool {
 
 #[test]
 fn real_kernel_cgroups_are_read_exactly_or_the_test_prints_skipped() {
-    let root = match writable_cgroup2() {
-        Ok(root) => root,
-        Err(why) => {
-            say(&format!(
-                "SKIPPED: kernel_cgroup: no writable cgroup2 hierarchy: {why}"
-            ));
-            return;
-        }
+    let Some(root) = writable_cgroup2_or_say_skipped() else {
+        return;
     };
     let (cleanup, parent) = setup(&root);
     let (busy_dir, idle_dir) = (parent.join(BUSY.to_string()), parent.join(IDLE.to_string()));
@@ -330,14 +335,8 @@ fn the_skip_reason_names_every_hierarchy_tried() {
 /// files once dropped it as stopped.
 #[test]
 fn hidden_pressure_files_leave_a_running_container_in_the_snapshot_or_the_test_prints_skipped() {
-    let root = match writable_cgroup2() {
-        Ok(root) => root,
-        Err(why) => {
-            say(&format!(
-                "SKIPPED: kernel_cgroup: no writable cgroup2 hierarchy: {why}"
-            ));
-            return;
-        }
+    let Some(root) = writable_cgroup2_or_say_skipped() else {
+        return;
     };
     let parent = root.join(format!("lxc_autoscale_kernel_psi.{}", std::process::id()));
     let dir = parent.join(BUSY.to_string());
