@@ -346,6 +346,7 @@ impl<'a> Daemon<'a> {
             self.cycle(&snap, collect_time, cycle_start);
             if first {
                 sdnotify::notify(&[NotifyState::Ready]);
+                self.watchdog.started();
                 first = false;
             }
             if self.opts.once || self.inbox.stopping() {

@@ -7,7 +7,13 @@
 //! `WATCHDOG=1` every half `WatchdogSec` while the lease runs, so a cycle of many slow `pct` calls
 //! keeps the service alive, and a loop stuck anywhere (a `pct` that outlives its timeout, a hung
 //! read of /etc/pve) stops the pings within `STEP_BUDGET`, and systemd restarts it.
+//!
+//! Until `Watchdog::started` (READY=1 after the first cycle), each ping also sends
+//! `EXTEND_TIMEOUT_USEC`: a first cycle that applies many slow `pct` calls would otherwise
+//! outlive `TimeoutStartSec` and be killed in the middle of its work, while a start stuck in one
+//! place still fails once the lease lapses.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +49,8 @@ pub fn watchdog_timeout() -> Option<Duration> {
 #[derive(Debug)]
 struct Lease {
     until: Mutex<Instant>,
+    /// READY=1 not yet sent: the pings also extend the start timeout.
+    starting: AtomicBool,
 }
 
 impl Lease {
@@ -69,18 +77,22 @@ impl Watchdog {
     /// The watchdog systemd asked for, with its pinger thread started; disabled when none.
     pub fn from_env() -> Watchdog {
         match watchdog_timeout() {
-            Some(timeout) => Watchdog::start(timeout / 2, || {
-                notify(&[NotifyState::Watchdog]);
-            }),
+            Some(timeout) => {
+                let ping_every = timeout / 2;
+                Watchdog::start(ping_every, move |starting| {
+                    notify(&ping_states(starting, ping_every));
+                })
+            }
             None => Watchdog::default(),
         }
     }
 
-    /// A watchdog that calls `ping` every `ping_every` while the lease runs. The thread ends when
-    /// the last `Watchdog` clone is dropped.
-    pub fn start(ping_every: Duration, ping: impl Fn() + Send + 'static) -> Watchdog {
+    /// A watchdog that calls `ping(starting)` every `ping_every` while the lease runs, `starting`
+    /// until `started`. The thread ends when the last `Watchdog` clone is dropped.
+    pub fn start(ping_every: Duration, ping: impl Fn(bool) + Send + 'static) -> Watchdog {
         let lease = Arc::new(Lease {
             until: Mutex::new(Instant::now()),
+            starting: AtomicBool::new(true),
         });
         lease.renew(Instant::now());
         let weak: Weak<Lease> = Arc::downgrade(&lease);
@@ -92,7 +104,7 @@ impl Watchdog {
                     return;
                 };
                 if lease.runs_at(Instant::now()) {
-                    ping();
+                    ping(lease.starting.load(Ordering::Relaxed));
                 }
             });
         Watchdog {
@@ -110,12 +122,30 @@ impl Watchdog {
         }
     }
 
+    /// READY=1 was sent: the pings no longer extend the start timeout.
+    pub fn started(&self) {
+        if let Some(lease) = &self.lease {
+            lease.starting.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// How often an idle loop must wake to call `progress`; `None` when disabled.
     pub fn idle_wake(&self) -> Option<Duration> {
         self.lease
             .as_ref()
             .map(|_| self.ping_every.min(STEP_BUDGET / 2))
     }
+}
+
+/// What a ping sends: `WATCHDOG=1`, and while starting an extension of the start timeout by two
+/// ping intervals, so that it lasts until the next ping and lapses soon after the pings stop.
+fn ping_states(starting: bool, ping_every: Duration) -> Vec<NotifyState<'static>> {
+    let mut states = vec![NotifyState::Watchdog];
+    if starting {
+        let usec = u32::try_from(ping_every.saturating_mul(2).as_micros()).unwrap_or(u32::MAX);
+        states.push(NotifyState::ExtendTimeoutUsec(usec));
+    }
+    states
 }
 
 #[cfg(test)]
@@ -146,6 +176,7 @@ mod tests {
         let t0 = Instant::now();
         let lease = Lease {
             until: Mutex::new(t0),
+            starting: AtomicBool::new(true),
         };
         assert!(!lease.runs_at(t0));
         lease.renew(t0);
@@ -166,13 +197,44 @@ mod tests {
     #[test]
     fn an_enabled_watchdog_wakes_an_idle_loop_before_the_lease_lapses() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = Watchdog::start(Duration::from_millis(1), move || {
+        let w = Watchdog::start(Duration::from_millis(1), move |_| {
             let _ = tx.send(());
         });
         assert_eq!(w.idle_wake(), Some(Duration::from_millis(1)));
         // The lease runs from the start: the pinger pings.
         rx.recv().unwrap();
-        let slow = Watchdog::start(Duration::from_secs(120), || {});
+        let slow = Watchdog::start(Duration::from_secs(120), |_| {});
         assert_eq!(slow.idle_wake(), Some(STEP_BUDGET / 2));
+    }
+
+    #[test]
+    fn pings_extend_the_start_timeout_until_started_and_then_only_ping() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Watchdog::start(Duration::from_millis(1), move |starting| {
+            let _ = tx.send(starting);
+        });
+        assert!(rx.recv().unwrap(), "the first pings come while starting");
+        w.started();
+        // Pings already under way may still say starting; every one after the switch does not.
+        assert!(
+            (0..100).any(|_| !rx.recv().unwrap()),
+            "still extending the start timeout after started()"
+        );
+        for _ in 0..5 {
+            assert!(!rx.recv().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_ping_while_starting_extends_the_start_timeout_by_two_ping_intervals() {
+        let text = |states: &[NotifyState<'_>]| {
+            states.iter().map(|s| format!("{s}\n")).collect::<String>()
+        };
+        let every = Duration::from_secs(30);
+        assert_eq!(
+            text(&ping_states(true, every)),
+            "WATCHDOG=1\nEXTEND_TIMEOUT_USEC=60000000\n"
+        );
+        assert_eq!(text(&ping_states(false, every)), "WATCHDOG=1\n");
     }
 }
