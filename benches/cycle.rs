@@ -347,6 +347,75 @@ struct InProcess {
     wall_ms: f64,
     /// The same with the history/Prometheus figures read too (`metrics_file` is on by default).
     cpu_ms_history: f64,
+    /// The syscall floor of each (`floor_turn`): without, then with the history figures; `None`
+    /// above `FLOOR_MAX_N`.
+    floor_ms: Option<[f64; 2]>,
+}
+
+/// The largest N whose floor is measured: its descriptors (nine per container) must fit beside
+/// the collector's under a 20 000 descriptor limit.
+const FLOOR_MAX_N: usize = 1000;
+
+/// The cgroup files a steady cycle reads for every container: the decision's five, then the
+/// history figures' four (`memory.events` only after a watch notice, so not here).
+const FLOOR_FILES: [&str; 9] = [
+    "cpu.stat",
+    "memory.current",
+    "memory.stat",
+    "cpu.pressure",
+    "memory.pressure",
+    "memory.swap.current",
+    "pids.current",
+    "io.stat",
+    "io.pressure",
+];
+
+/// CPU ms of `repeats` passes (after a warm one) that do only the kernel work of a steady cycle:
+/// one `pread` at offset 0 of each file the cycle reads per container (five, or nine with the
+/// history figures), through descriptors opened beforehand, and one `fstatat` of its conf by name
+/// in the opened conf directory. No parsing, no decision: what the cycle costs on this machine
+/// before any work of the daemon's own, to set the in-process figure against (syscall entry
+/// costs vary by tens of percent between machines and with the CPU's speculation mitigations).
+fn floor_turn(b: &Bench, repeats: usize, read_extra: bool) -> Vec<f64> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let files = if read_extra { 9 } else { 5 };
+    let opened: Vec<(Vec<std::fs::File>, CString)> = (0..b.n)
+        .map(|i| {
+            let vmid = vmid_of(i);
+            let dir = b.host.cgroup(vmid);
+            let fds = FLOOR_FILES[..files]
+                .iter()
+                .map(|f| std::fs::File::open(dir.join(f)).expect("open a cgroup file"))
+                .collect();
+            (
+                fds,
+                CString::new(format!("{vmid}.conf")).expect("conf name"),
+            )
+        })
+        .collect();
+    let conf_dir = std::fs::File::open(&b.host.files.pve_lxc_dir).expect("open the conf dir");
+    let mut buf = vec![0u8; 4096];
+    let pass = |buf: &mut [u8]| {
+        for (fds, conf) in &opened {
+            for f in fds {
+                std::hint::black_box(f.read_at(buf, 0).expect("pread a cgroup file"));
+            }
+            // SAFETY: `st` is writable; `conf` is a NUL-terminated name; the fd is open.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::fstatat(conf_dir.as_raw_fd(), conf.as_ptr(), &mut st, 0) };
+            assert_eq!(rc, 0, "fstatat of a conf");
+        }
+    };
+    pass(&mut buf);
+    (0..repeats)
+        .map(|_| {
+            let c0 = thread_cpu();
+            pass(&mut buf);
+            ms(thread_cpu() - c0)
+        })
+        .collect()
 }
 
 /// Median CPU and wall time of one steady collect + decide, without and with the history figures.
@@ -356,6 +425,7 @@ struct InProcess {
 fn in_process(b: &Bench, repeats: usize, failures: &mut Vec<String>) -> InProcess {
     const TURN: usize = 5;
     let mut cpu = [Vec::with_capacity(repeats), Vec::with_capacity(repeats)];
+    let mut floor = [Vec::with_capacity(repeats), Vec::with_capacity(repeats)];
     let mut wall = Vec::with_capacity(repeats);
     let mut left = repeats;
     *said_kept() = false;
@@ -368,16 +438,21 @@ fn in_process(b: &Bench, repeats: usize, failures: &mut Vec<String>) -> InProces
             if !read_extra {
                 wall.extend(turn.iter().map(|&(_, w)| w));
             }
+            if b.n <= FLOOR_MAX_N {
+                floor[i].extend(floor_turn(b, n, read_extra));
+            }
         }
         if !failures.is_empty() {
             break;
         }
     }
     let [cpu_plain, cpu_history] = cpu;
+    let [floor_plain, floor_history] = floor;
     InProcess {
         cpu_ms: median(cpu_plain),
         wall_ms: median(wall),
         cpu_ms_history: median(cpu_history),
+        floor_ms: (!floor_plain.is_empty()).then(|| [median(floor_plain), median(floor_history)]),
     }
 }
 
@@ -464,6 +539,17 @@ fn in_process_turn(
         ));
     }
     out
+}
+
+/// The floor line of `r`, when it was measured.
+fn print_floor(n: usize, r: &InProcess) {
+    if let Some([plain, history]) = r.floor_ms {
+        println!(
+            "N={n}: syscall floor (the same preads and fstatat alone): {plain:.2} ms, with the history figures {history:.2} ms; the daemon's own work {:.2} and {:.2} ms",
+            r.cpu_ms - plain,
+            r.cpu_ms_history - history
+        );
+    }
 }
 
 struct ChildRun {
@@ -1113,6 +1199,7 @@ fn main() {
                 "N={n}: in-process CPU {:.2} ms, wall {:.2} ms, with the history figures {:.2} ms (medians of {repeats})",
                 r.cpu_ms, r.wall_ms, r.cpu_ms_history
             );
+            print_floor(n, &r);
             continue;
         }
         let inproc = in_process(&b, mode.repeats(n), &mut failures);
@@ -1233,6 +1320,8 @@ fn main() {
             r.inproc.cpu_ms_history,
             r.inproc.cpu_ms_history - r.inproc.cpu_ms
         );
+        print!("  ");
+        print_floor(r.n, &r.inproc);
         println!(
             "  {} whole-process CPU at N=1000: {:.2} ms (target <= {TARGET_PROCESS_CPU_MS} ms)",
             verdict(r.process.cpu_ms <= TARGET_PROCESS_CPU_MS),
