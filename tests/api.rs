@@ -877,28 +877,24 @@ fn metrics_carries_the_history_figures_once_scraped_where_no_file_wants_them() {
     wait_for("the pids figure in GET /metrics", || pids(&scrape()));
 }
 
-#[test]
-fn silent_connections_hold_no_worker_and_a_change_behind_them_is_answered() {
-    let d = tcp_daemon("");
-    let Addr::Tcp(a) = d.addr.clone() else {
-        unreachable!()
-    };
-    // More than the workers (16) and their queue (128) together, none of them authenticated:
-    // each used to hold a worker or a queue slot until the 10 s request deadline, and a request
-    // behind them that needs a worker got 503.
-    let mut silent: Vec<TcpStream> = (0..16 + 128 + 8)
-        .map(|_| TcpStream::connect(&a).unwrap())
-        .collect();
+/// More silent connections than the workers (16) and their queue (128) together, none of them
+/// authenticated: each used to hold a worker or a queue slot until the 10 s request deadline, and
+/// a request behind them that needs a worker got 503. `evicts`: the waiting room holds them (on
+/// the Unix socket; on TCP the kernel keeps a silent connection until its first bytes come).
+fn silent_connections_case<S: Read + Write>(d: &Daemon, connect: impl Fn() -> S, evicts: bool) {
+    let mut silent: Vec<S> = (0..16 + 128 + 8).map(|_| connect()).collect();
     let r = post(&d.addr, "/scale/cores", json!({"lxc_id": 101, "cores": 2}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(d.pct_calls(), ["set 101 -cores 2"]);
-    // The waiting room keeps the newest 128: the one that waited longest was closed unanswered.
     let mut out = Vec::new();
-    silent[0].read_to_end(&mut out).unwrap();
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    if evicts {
+        // The waiting room keeps the newest 128: the one that waited longest was closed
+        // unanswered.
+        silent[0].read_to_end(&mut out).unwrap();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    }
     // One still waiting sends its head a byte at a time and is answered in full.
     let last = silent.last_mut().unwrap();
-    last.set_nodelay(true).unwrap();
     let head =
         format!("GET /resource/lxc/status?lxc_id=102 HTTP/1.1\r\nX-API-Key: {TOKEN}\r\n\r\n");
     for byte in head.as_bytes() {
@@ -910,6 +906,25 @@ fn silent_connections_hold_no_worker_and_a_change_behind_them_is_answered() {
         (r.status, r.body["data"]["vmid"].as_u64()),
         (200, Some(102))
     );
+}
+
+#[test]
+fn silent_connections_hold_no_worker_and_a_change_behind_them_is_answered() {
+    let d = tcp_daemon("");
+    let Addr::Tcp(a) = d.addr.clone() else {
+        unreachable!()
+    };
+    let connect = || {
+        let s = TcpStream::connect(&a).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    silent_connections_case(&d, connect, false);
+    let d = start(fake_host(), false, "", "");
+    let Addr::Unix(p) = d.addr.clone() else {
+        unreachable!()
+    };
+    silent_connections_case(&d, || UnixStream::connect(&p).unwrap(), true);
 }
 
 #[test]
