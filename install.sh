@@ -249,7 +249,10 @@ main() {
     info "installed $bin_dir/$BIN_NAME"
 
     local config="$etc_dir/$CONF_NAME"
-    if [ -e "$config" ]; then
+    if [ -L "$config" ] && [ ! -e "$config" ]; then
+        # Its target may be on a file system not mounted yet: the link is the user's config.
+        warn "$config is a symlink to a missing file: kept as it is"
+    elif [ -e "$config" ]; then
         local stamp backup n=1
         stamp="$(date +%Y%m%d-%H%M%S)"
         backup="$config.$stamp.backup"

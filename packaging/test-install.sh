@@ -167,6 +167,16 @@ check "warning names check-config" grep -q "does not pass 'lxc_autoscale check-c
 check "bad config kept as it was" cmp -s "$work/bad.conf" "$cfg"
 cp "$work/good.conf" "$cfg"
 
+echo "== a config that is a symlink to a missing file (not mounted yet) is kept, not replaced"
+mv "$cfg" "$work/linked.conf"
+ln -s "$work/not-mounted/lxc_autoscale.conf" "$cfg"
+run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p" --no-start
+check "install with a dangling config symlink exits 0" [ $? -eq 0 ]
+check "the config symlink is kept" [ "$(readlink "$cfg")" = "$work/not-mounted/lxc_autoscale.conf" ]
+check "and the warning names it" grep -q "$cfg is a symlink to a missing file: kept as it is" "$work/out"
+rm "$cfg"
+mv "$work/linked.conf" "$cfg"
+
 echo "== refusals"
 q="$work/refused"
 run_in "$work/elsewhere" bash -s -- --prefix "$q" <"$repo/install.sh"
