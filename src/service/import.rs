@@ -1,5 +1,5 @@
 //! The first start in cluster mode: this node's local baselines (`backup_dir`) become container
-//! records in pmxcfs, so that a container scaled here before cluster mode keeps its true baseline
+//! records in pmxcfs (not when the conf that has the vmid now is of another container), so that a container scaled here before cluster mode keeps its true baseline
 //! wherever it runs later. Done once per node (a marker file in `backup_dir`), under a cluster
 //! lock so that nodes starting together import one after another, and never over a record that
 //! exists (another node wrote it, or a change here did).
@@ -9,6 +9,7 @@
 //! belongs to a node that died while holding it and is removed. While the lock is held elsewhere,
 //! or pmxcfs refuses the writes, the import waits for a later cycle.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +17,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use tracing::{info, warn};
 
-use crate::act::backup::{Backup, BackupStore};
+use crate::act::backup::{Backup, BackupStore, Identity};
 use crate::act::ctrecord::{CtRecord, CtRecords, Deadlines, LastChange};
+use crate::config::cluster::node_lxc_dir;
 use crate::config::Config;
+use crate::read::cluster;
+use crate::read::pveconf::read_conf;
 
 /// Below `pve_root`: the import lock.
 pub const IMPORT_LOCK: &str = "priv/lock/lxc_autoscale-import";
@@ -124,6 +128,7 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
         Ok(lock) => lock,
         Err(age_secs) => return Ok(Some(Outcome::Busy { age_secs })),
     };
+    let vmlist = cluster::read_vmlist(&cfg.pve_root)?.map(|l| cluster::containers_by_node(&l));
     let store = BackupStore::new(cfg.backup_dir.clone());
     let (mut imported, mut kept) = (Vec::new(), Vec::new());
     for vmid in store.vmids()? {
@@ -135,6 +140,17 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
                 continue;
             }
         };
+        match another_container(cfg, vmlist.as_ref(), &rec) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                info!(vmid, "{why}: its local baseline is not imported");
+                continue;
+            }
+            Err(e) => {
+                warn!(vmid, error = %format!("{e:#}"), "cannot read the container's conf; its local baseline is not imported");
+                continue;
+            }
+        }
         if records.create(&rec)? {
             imported.push(vmid);
         } else {
@@ -152,6 +168,25 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
         0o600,
     )?;
     Ok(Some(Outcome::Done { imported, kept }))
+}
+
+/// Why `rec` (from this node's backups) must not become its container's record: the conf that
+/// has its vmid now, on this node or on the node `vmlist` names, is of another container (Proxmox
+/// reuses vmids). `None` when it is the same one, or when no conf or no recorded identity tells.
+fn another_container(
+    cfg: &Config,
+    vmlist: Option<&BTreeMap<u32, String>>,
+    rec: &CtRecord,
+) -> Result<Option<String>> {
+    let Some(was) = &rec.identity else {
+        return Ok(None);
+    };
+    let mut conf = read_conf(&cfg.pve_lxc_dir, rec.vmid)?;
+    if let (None, Some(node)) = (&conf, vmlist.and_then(|l| l.get(&rec.vmid))) {
+        conf = read_conf(&node_lxc_dir(&cfg.pve_root, node), rec.vmid)?;
+    }
+    let why = conf.and_then(|c| was.differs(&Identity::of(&c)));
+    Ok(why.map(|why| format!("its vmid now names another container ({why})")))
 }
 
 /// The record this node's backups give `vmid`: its baseline, and its newest backup as the last
@@ -184,7 +219,7 @@ fn local_record(store: &BackupStore, vmid: u32, node: &str) -> Result<Option<CtR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::act::backup::{Alloc, Identity};
+    use crate::act::backup::Alloc;
     use chrono::TimeZone;
 
     fn alloc(cores: u32, memory_mb: u64) -> Alloc {
@@ -211,9 +246,20 @@ mod tests {
     fn cluster_cfg(root: &Path) -> Config {
         let mut cfg = Config::default();
         cfg.pve_root = root.join("pve");
+        cfg.pve_lxc_dir = root.join("pve/nodes/n1/lxc");
         cfg.backup_dir = root.join("backups");
         cfg.cluster_node = Some("n1".into());
         cfg
+    }
+
+    /// Puts `vmid`'s conf on this node, with the MAC `mac` when given.
+    fn conf_here(cfg: &Config, vmid: u32, mac: Option<&str>) {
+        std::fs::create_dir_all(&cfg.pve_lxc_dir).unwrap();
+        let net = mac.map_or(String::new(), |m| {
+            format!("net0: name=eth0,bridge=vmbr0,hwaddr={m},type=veth\n")
+        });
+        let text = format!("cores: 4\nhostname: web\nmemory: 2048\n{net}");
+        std::fs::write(cfg.pve_lxc_dir.join(format!("{vmid}.conf")), text).unwrap();
     }
 
     fn records(cfg: &Config, node: &str) -> CtRecords {
@@ -242,6 +288,8 @@ mod tests {
             .note_change(102, &a, None, (&alloc(8, 4096), &alloc(6, 4096)), at(30))
             .unwrap();
         let their_bytes = std::fs::read(theirs.path(102)).unwrap();
+        conf_here(&cfg, 101, Some("BC:24:11:00:00:01"));
+        conf_here(&cfg, 102, None);
 
         let out = import(&cfg, at(100)).unwrap().unwrap();
         assert_eq!(
@@ -286,6 +334,7 @@ mod tests {
         store
             .record_for(101, None, &alloc(2, 1024), &alloc(4, 1024), at(0))
             .unwrap();
+        conf_here(&cfg, 101, None);
         let lock = cfg.pve_root.join(IMPORT_LOCK);
         std::fs::create_dir_all(&lock).unwrap();
         assert_eq!(
@@ -310,6 +359,44 @@ mod tests {
         assert!(!lock.exists());
         let rec = records(&cfg, "n1").read(101).unwrap().unwrap();
         assert_eq!(rec.baseline, alloc(2, 1024));
+    }
+
+    #[test]
+    fn a_baseline_is_not_imported_when_its_vmid_now_names_another_container() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cluster_cfg(tmp.path());
+        let store = BackupStore::new(cfg.backup_dir.clone());
+        let a = ident("BC:24:11:00:00:01");
+        // 101 is here; 102 was destroyed and its vmid reused on n2; 103's vmid was reused here;
+        // 104 left and has no conf anywhere now (it may come back): only 101 and 104 are its own.
+        for vmid in [101, 102, 103, 104] {
+            store
+                .record_for(vmid, Some(&a), &alloc(2, 1024), &alloc(4, 1800), at(0))
+                .unwrap();
+        }
+        conf_here(&cfg, 101, Some("BC:24:11:00:00:01"));
+        conf_here(&cfg, 103, Some("BC:24:11:00:00:99"));
+        let n2 = cfg.pve_root.join("nodes/n2/lxc");
+        std::fs::create_dir_all(&n2).unwrap();
+        let other = "cores: 1\nmemory: 512\nnet0: name=eth0,hwaddr=BC:24:11:00:00:77\n";
+        std::fs::write(n2.join("102.conf"), other).unwrap();
+        let vmlist = r#"{"version": 1, "ids": {"101": {"node": "n1", "type": "lxc"}, "102": {"node": "n2", "type": "lxc"}, "103": {"node": "n1", "type": "lxc"}}}"#;
+        std::fs::write(cfg.pve_root.join(".vmlist"), vmlist).unwrap();
+
+        let out = import(&cfg, at(100)).unwrap().unwrap();
+        assert_eq!(
+            out,
+            Outcome::Done {
+                imported: vec![101, 104],
+                kept: vec![]
+            }
+        );
+        let recs = records(&cfg, "n1");
+        assert_eq!(recs.read(101).unwrap().unwrap().baseline, alloc(2, 1024));
+        assert!(!recs.path(102).exists());
+        assert!(!recs.path(103).exists());
+        // The local backups stay as they were.
+        assert_eq!(store.vmids().unwrap(), [101, 102, 103, 104]);
     }
 
     #[test]
