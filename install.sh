@@ -295,11 +295,13 @@ main() {
         info "enabled $UNIT_NAME; start it with: systemctl start $UNIT_NAME"
         return 0
     fi
-    # An upgrade must restart a running daemon so that it runs the new binary.
-    local action=start
-    if systemctl is-active --quiet "$UNIT_NAME" </dev/null; then
-        action=restart
-    fi
+    # An upgrade must restart a running daemon so that it runs the new binary, also one still in
+    # its first cycle ("activating" until READY=1), which 'start' would leave on the old binary.
+    local action=start state
+    state="$(systemctl is-active "$UNIT_NAME" </dev/null || true)"
+    case "$state" in
+    active | activating | reloading | refreshing) action=restart ;;
+    esac
     systemctl "$action" "$UNIT_NAME" </dev/null ||
         die "systemctl $action $UNIT_NAME failed; see: journalctl -u $UNIT_NAME"
     info "${action}ed $UNIT_NAME; see 'systemctl status $UNIT_NAME' and 'lxc_autoscale status'"

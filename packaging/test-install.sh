@@ -23,7 +23,12 @@ cat >"$work/stub/systemctl" <<'EOF'
 #!/bin/sh
 echo "$*" >>"$SYSTEMCTL_LOG"
 if [ "$1" = is-active ]; then
-    [ "${STUB_ACTIVE:-0}" = 1 ] && exit 0
+    # As systemctl: prints the state; exit 0 only for active (and reloading).
+    case "${STUB_ACTIVE:-0}" in
+    1) echo active && exit 0 ;;
+    activating) echo activating && exit 3 ;;
+    esac
+    echo inactive
     exit 3
 fi
 exit 0
@@ -145,6 +150,16 @@ check "systemctl restart (running before)" logged "restart lxc_autoscale.service
 check "no plain start when running" not_logged "start lxc_autoscale.service"
 check "rollback backups kept" [ -f "$p/var/lib/lxc_autoscale/backups/101/20260101T000000Z.json" ]
 check "state kept" grep -q containers "$p/var/lib/lxc_autoscale/state.json"
+
+echo "== upgrade while the daemon is still starting (its first cycle): restarted on the new binary"
+check "one config backup before" [ "$(count_backups "$p")" -eq 1 ]
+: >"$SYSTEMCTL_LOG"
+STUB_ACTIVE=activating run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p"
+check "install during activation exits 0" [ $? -eq 0 ]
+check "systemctl restart (activating before)" logged "restart lxc_autoscale.service"
+check "no plain start when activating" not_logged "start lxc_autoscale.service"
+# The later checks count the backups of the installs before and after this one.
+find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' ! -samefile "$backup" -delete
 
 echo "== reinstall: a second backup, nothing lost"
 : >"$SYSTEMCTL_LOG"
