@@ -341,6 +341,14 @@ impl CtRecords {
         let stamp: String = when.chars().filter(char::is_ascii_digit).collect();
         let to = self.dir.join(format!("{vmid}.replaced-{stamp}.json"));
         let from = self.path(vmid);
+        // rename() would replace an archive made in the same second: that record would be lost.
+        if std::fs::symlink_metadata(&to).is_ok() {
+            bail!(
+                "cannot move {} aside: {} exists",
+                from.display(),
+                to.display()
+            );
+        }
         std::fs::rename(&from, &to)
             .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
         Ok(to)
@@ -514,6 +522,49 @@ mod tests {
         );
         let archived = parse_record(&std::fs::read_to_string(&moved).unwrap(), 101).unwrap();
         assert_eq!(archived.baseline, alloc(8, 16384));
+        assert_eq!(n1.read(101).unwrap().unwrap().baseline, alloc(1, 1024));
+    }
+
+    #[test]
+    fn an_archived_record_is_never_overwritten_by_a_later_one_of_the_same_second() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n1 = records(tmp.path(), "n1");
+        let first = ident("BC:24:11:00:00:01");
+        n1.note_change(
+            101,
+            &first,
+            None,
+            (&alloc(8, 16384), &alloc(6, 16384)),
+            at(0),
+        )
+        .unwrap();
+        let second = ident("BC:24:11:00:00:02");
+        let w = n1
+            .note_change(
+                101,
+                &second,
+                None,
+                (&alloc(1, 1024), &alloc(2, 1024)),
+                at(5),
+            )
+            .unwrap();
+        let (moved, _) = w.archived.unwrap();
+        let archived = std::fs::read(&moved).unwrap();
+        // A third container with this vmid, written in the same second (or by a node whose clock
+        // reads the same time): the first archive stays as it was.
+        let third = ident("BC:24:11:00:00:03");
+        let e = n1
+            .note_change(101, &third, None, (&alloc(2, 2048), &alloc(4, 2048)), at(5))
+            .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "cannot move {} aside: {} exists",
+                n1.path(101).display(),
+                moved.display()
+            )
+        );
+        assert_eq!(std::fs::read(&moved).unwrap(), archived);
         assert_eq!(n1.read(101).unwrap().unwrap().baseline, alloc(1, 1024));
     }
 
