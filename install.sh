@@ -20,7 +20,8 @@ Usage: install.sh [OPTIONS]
 
 Installs lxc_autoscale: the binary in /usr/local/bin, the config in /etc/lxc_autoscale (kept
 if present: backed up, never overwritten), the systemd unit, a logrotate file and
-/var/lib/lxc_autoscale/backups; then enables and (re)starts the service.
+/var/lib/lxc_autoscale/backups; then enables and (re)starts the service. An upgrade leaves a
+unit the admin disabled or masked so (restarted only when it runs).
 
 Where the binary comes from (default: --from-source when run inside a checkout):
   --from-source          build with 'cargo build --release --locked' in the checkout
@@ -104,6 +105,39 @@ install_atomic() {
     local tmp="$dst.tmp.$$"
     install -m "$mode" "$src" "$tmp"
     mv -f "$tmp" "$dst"
+}
+
+# Enables the unit and starts it, or restarts it when it runs ($2 = 0: neither). On an upgrade
+# ($1 = 1) a unit the admin disabled or masked is not enabled, and is started only to restart one
+# that runs all the same, so that it runs the new binary.
+enable_and_start() {
+    local had_unit="$1" start="$2" enabled
+    enabled="$(systemctl is-enabled "$UNIT_NAME" </dev/null 2>/dev/null || true)"
+    local keep_off=0
+    if [ "$had_unit" -eq 1 ] && { [ "$enabled" = disabled ] || [ "$enabled" = masked ]; }; then
+        keep_off=1
+        info "$UNIT_NAME is $enabled: left so (an upgrade does not enable it)"
+    else
+        systemctl enable "$UNIT_NAME" </dev/null
+    fi
+    if [ "$start" -eq 0 ]; then
+        info "not started (--no-start); start it with: systemctl start $UNIT_NAME"
+        return 0
+    fi
+    # An upgrade must restart a running daemon so that it runs the new binary, also one still in
+    # its first cycle ("activating" until READY=1), which 'start' would leave on the old binary.
+    local action=start state
+    state="$(systemctl is-active "$UNIT_NAME" </dev/null || true)"
+    case "$state" in
+    active | activating | reloading | refreshing) action=restart ;;
+    esac
+    if [ "$keep_off" -eq 1 ] && [ "$action" = start ]; then
+        info "$UNIT_NAME not started; start it with: systemctl start $UNIT_NAME"
+        return 0
+    fi
+    systemctl "$action" "$UNIT_NAME" </dev/null ||
+        die "systemctl $action $UNIT_NAME failed; see: journalctl -u $UNIT_NAME"
+    info "${action}ed $UNIT_NAME; see 'systemctl status $UNIT_NAME' and 'lxc_autoscale status'"
 }
 
 # Everything runs from main, called on the last line: piped into bash (curl ... | bash), the whole
@@ -278,6 +312,11 @@ main() {
         printf '%s\n' "$check_output" >&2
     fi
 
+    # An upgrade keeps the admin's choice: a unit disabled or masked stays so (as with the package).
+    local had_unit=0
+    if [ -e "$unit_dir/$UNIT_NAME" ]; then
+        had_unit=1
+    fi
     install_atomic "$asset_dir/packaging/lxc_autoscale.service" 0644 "$unit_dir/$UNIT_NAME"
     install_atomic "$asset_dir/packaging/logrotate" 0644 "$logrotate_dir/lxc_autoscale"
     info "installed $unit_dir/$UNIT_NAME and $logrotate_dir/lxc_autoscale"
@@ -290,21 +329,7 @@ main() {
         die "systemctl not found: the service was not enabled (--no-systemctl skips this step)"
 
     systemctl daemon-reload </dev/null
-    systemctl enable "$UNIT_NAME" </dev/null
-    if [ "$start" -eq 0 ]; then
-        info "enabled $UNIT_NAME; start it with: systemctl start $UNIT_NAME"
-        return 0
-    fi
-    # An upgrade must restart a running daemon so that it runs the new binary, also one still in
-    # its first cycle ("activating" until READY=1), which 'start' would leave on the old binary.
-    local action=start state
-    state="$(systemctl is-active "$UNIT_NAME" </dev/null || true)"
-    case "$state" in
-    active | activating | reloading | refreshing) action=restart ;;
-    esac
-    systemctl "$action" "$UNIT_NAME" </dev/null ||
-        die "systemctl $action $UNIT_NAME failed; see: journalctl -u $UNIT_NAME"
-    info "${action}ed $UNIT_NAME; see 'systemctl status $UNIT_NAME' and 'lxc_autoscale status'"
+    enable_and_start "$had_unit" "$start"
 }
 
 main "$@"

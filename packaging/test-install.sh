@@ -31,6 +31,11 @@ if [ "$1" = is-active ]; then
     echo inactive
     exit 3
 fi
+if [ "$1" = is-enabled ]; then
+    echo "${STUB_ENABLED:-enabled}"
+    [ "${STUB_ENABLED:-enabled}" = enabled ] && exit 0
+    exit 1
+fi
 exit 0
 EOF
 chmod +x "$work/stub/systemctl"
@@ -159,6 +164,22 @@ check "install during activation exits 0" [ $? -eq 0 ]
 check "systemctl restart (activating before)" logged "restart lxc_autoscale.service"
 check "no plain start when activating" not_logged "start lxc_autoscale.service"
 # The later checks count the backups of the installs before and after this one.
+find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' ! -samefile "$backup" -delete
+
+echo "== upgrade of a unit the admin disabled (or masked): not re-enabled, not started"
+for how in disabled masked; do
+    : >"$SYSTEMCTL_LOG"
+    STUB_ENABLED=$how run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p"
+    check "upgrade of a $how unit exits 0" [ $? -eq 0 ]
+    check "a $how unit is not enabled" not_logged "enable lxc_autoscale.service"
+    check "a $how unit is not started" not_grep "start lxc_autoscale.service" "$SYSTEMCTL_LOG"
+    check "and the output says why" grep -q "lxc_autoscale.service is $how: left so" "$work/out"
+    # A disabled daemon that runs all the same is restarted on the new binary.
+    : >"$SYSTEMCTL_LOG"
+    STUB_ENABLED=$how STUB_ACTIVE=1 run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p"
+    check "a running $how unit is restarted" logged "restart lxc_autoscale.service"
+    check "and still not enabled" not_logged "enable lxc_autoscale.service"
+done
 find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' ! -samefile "$backup" -delete
 
 echo "== reinstall: a second backup, nothing lost"
