@@ -276,7 +276,11 @@ main() {
         warn "$prefix/usr/bin/$BIN_NAME exists (the Debian package?): the unit installed here in /etc/systemd/system overrides the package's"
     fi
 
-    install -d -m 0755 "$bin_dir" "$etc_dir" "$unit_dir" "$logrotate_dir"
+    install -d -m 0755 "$bin_dir" "$unit_dir" "$logrotate_dir"
+    # install -d would also chmod an existing directory: the admin's mode for it stays.
+    if [ ! -d "$etc_dir" ]; then
+        install -d -m 0755 "$etc_dir"
+    fi
     install -d -m 0700 "$lib_dir" "$lib_dir/backups"
 
     install_atomic "$binary" 0755 "$bin_dir/$BIN_NAME"

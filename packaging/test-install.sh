@@ -182,6 +182,14 @@ for how in disabled masked; do
 done
 find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' ! -samefile "$backup" -delete
 
+echo "== an upgrade keeps the mode the admin gave the config directory"
+chmod 750 "$p/etc/lxc_autoscale"
+run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p" --no-start
+check "upgrade with a 750 config directory exits 0" [ $? -eq 0 ]
+check "config directory still mode 750" has_mode 750 "$p/etc/lxc_autoscale"
+chmod 755 "$p/etc/lxc_autoscale"
+find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' ! -samefile "$backup" -delete
+
 echo "== reinstall: a second backup, nothing lost"
 : >"$SYSTEMCTL_LOG"
 run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p" --no-start
