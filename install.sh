@@ -107,9 +107,10 @@ install_atomic() {
     mv -f "$tmp" "$dst"
 }
 
-# Enables the unit and starts it, or restarts it when it runs ($2 = 0: neither). On an upgrade
-# ($1 = 1) a unit the admin disabled or masked is not enabled, and is started only to restart one
-# that runs all the same, so that it runs the new binary.
+# Enables the unit and starts it, or restarts it when it runs ($2 = 0: neither, for --no-start;
+# 2: neither, because the config fails check-config). On an upgrade ($1 = 1) a unit the admin
+# disabled or masked is not enabled, and is started only to restart one that runs all the same,
+# so that it runs the new binary.
 enable_and_start() {
     local had_unit="$1" start="$2" enabled
     enabled="$(systemctl is-enabled "$UNIT_NAME" </dev/null 2>/dev/null || true)"
@@ -122,6 +123,12 @@ enable_and_start() {
     fi
     if [ "$start" -eq 0 ]; then
         info "not started (--no-start); start it with: systemctl start $UNIT_NAME"
+        return 0
+    fi
+    if [ "$start" -eq 2 ]; then
+        # A restart would stop a working daemon for one that refuses to start (exit 2, which
+        # the unit does not retry). A running daemon keeps its old binary and config meanwhile.
+        warn "$UNIT_NAME not started or restarted: fix the config, then: systemctl restart $UNIT_NAME"
         return 0
     fi
     # An upgrade must restart a running daemon so that it runs the new binary, also one still in
@@ -314,6 +321,9 @@ main() {
     else
         warn "$config does not pass 'lxc_autoscale check-config'; the service refuses to start until it is fixed:"
         printf '%s\n' "$check_output" >&2
+        if [ "$start" -eq 1 ]; then
+            start=2
+        fi
     fi
 
     # An upgrade keeps the admin's choice: a unit disabled or masked stays so (as with the package).

@@ -209,6 +209,17 @@ run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p" --no-s
 check "install with a bad config exits 0" [ $? -eq 0 ]
 check "warning names check-config" grep -q "does not pass 'lxc_autoscale check-config'" "$work/out"
 check "bad config kept as it was" cmp -s "$work/bad.conf" "$cfg"
+# Without --no-start: a running daemon is not restarted into a refusal (exit 2, never retried).
+find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' | sort >"$work/backups.before"
+: >"$SYSTEMCTL_LOG"
+STUB_ACTIVE=1 run_in "$work/elsewhere" "$repo/install.sh" --binary "$bin" --prefix "$p"
+check "upgrade with a bad config exits 0" [ $? -eq 0 ]
+check "a running daemon is not restarted onto a bad config" not_grep "start lxc_autoscale.service" "$SYSTEMCTL_LOG"
+check "still enabled" logged "enable lxc_autoscale.service"
+check "and the output says what to do" grep -q "lxc_autoscale.service not started or restarted: fix the config, then: systemctl restart lxc_autoscale.service" "$work/out"
+# The later checks count the backups made before this install.
+find "$p/etc/lxc_autoscale" -maxdepth 1 -name 'lxc_autoscale.conf.*.backup' | sort |
+    comm -13 "$work/backups.before" - | xargs -r rm --
 cp "$work/good.conf" "$cfg"
 
 echo "== a config that is a symlink to a missing file (not mounted yet) is kept, not replaced"
