@@ -282,7 +282,7 @@ struct Replayer<'a> {
     sims: BTreeMap<u32, Sim>,
     series: BTreeMap<u32, Vec<Point>>,
     total: Total,
-    unknown_busy: usize,
+    unknown_host: usize,
     notes: Vec<String>,
     cycles: usize,
     /// The model, carried from cycle to cycle as the daemon carries it.
@@ -307,7 +307,7 @@ impl<'a> Replayer<'a> {
             sims: BTreeMap::new(),
             series: BTreeMap::new(),
             total: Total::default(),
-            unknown_busy: 0,
+            unknown_host: 0,
             notes,
             cycles: history.cycles.len(),
             models: Models::default(),
@@ -325,7 +325,7 @@ impl<'a> Replayer<'a> {
             .map(|n| ((n - cycle.ts_usec) as f64 / 1e6).min(self.cap_secs))
             .unwrap_or(self.cfg.poll_interval as f64)
             .max(0.0);
-        let (host, host_prev) = sim_host(cycle, self.has_host, &mut self.unknown_busy);
+        let (host, host_prev) = sim_host(cycle, self.has_host, &mut self.unknown_host);
         let mut snap = Snapshot {
             taken_at_usec: cycle.ts_usec,
             host,
@@ -472,10 +472,10 @@ impl<'a> Replayer<'a> {
     }
 
     fn finish(mut self) -> Run {
-        if self.unknown_busy > 0 {
+        if self.unknown_host > 0 {
             self.notes.push(format!(
-                "{} cycle(s) without host busy cores: host treated as idle there",
-                self.unknown_busy
+                "{} cycle(s) without host busy cores or MemAvailable: no scale-up there (headroom unknown, as in the daemon)",
+                self.unknown_host
             ));
         }
         let mut total = self.total;
@@ -657,35 +657,33 @@ fn local_time(ts_usec: i64) -> chrono::NaiveDateTime {
 }
 
 /// The synthetic host of one cycle and its previous sample: recorded CPUs, busy cores and
-/// MemAvailable, or an unlimited host when the history has none.
-fn sim_host(cycle: &Cycle, has_host: bool, unknown_busy: &mut usize) -> (HostSample, HostPrev) {
+/// MemAvailable, or an unlimited host when the history has none. In a history with host lines, a
+/// cycle whose busy cores or MemAvailable were not recorded has that headroom unknown, as the
+/// daemon had: no scale-up of that resource (never an idle or unlimited host guessed).
+fn sim_host(cycle: &Cycle, has_host: bool, unknown_host: &mut usize) -> (HostSample, HostPrev) {
     let recorded = cycle.host.as_ref().filter(|_| has_host);
     let cpus = recorded.and_then(|h| h.cpus).unwrap_or(UNLIMITED_CPUS);
-    let busy_cores = match recorded {
-        Some(h) => h.busy_cores.unwrap_or_else(|| {
-            *unknown_busy += 1;
-            0.0
-        }),
-        None if has_host => {
-            *unknown_busy += 1;
-            0.0
+    let (busy_cores, mem_available_kib) = if has_host {
+        let busy = recorded.and_then(|h| h.busy_cores);
+        let mem = recorded.and_then(|h| h.mem_available_kib);
+        if busy.is_none() || mem.is_none() {
+            *unknown_host += 1;
         }
-        None => 0.0,
+        (busy, mem)
+    } else {
+        (Some(0.0), Some(UNLIMITED_MEM_KIB))
     };
-    let busy_ticks = ((busy_cores / f64::from(cpus)).clamp(0.0, 1.0) * SIM_TICKS as f64).round();
-    let mem_available_kib = recorded
-        .and_then(|h| h.mem_available_kib)
-        .unwrap_or(UNLIMITED_MEM_KIB);
+    let cpu_ticks = busy_cores.map(|busy| CpuTicks {
+        busy: ((busy / f64::from(cpus)).clamp(0.0, 1.0) * SIM_TICKS as f64).round() as u64,
+        total: SIM_TICKS,
+    });
     (
         HostSample {
             cpus: Some(cpus),
-            cpu_ticks: Some(CpuTicks {
-                busy: busy_ticks as u64,
-                total: SIM_TICKS,
-            }),
+            cpu_ticks,
             boot_time: Some(SIM_BOOT),
             mem_total_kib: recorded.and_then(|h| h.mem_total_kib),
-            mem_available_kib: Some(mem_available_kib),
+            mem_available_kib,
         },
         HostPrev {
             taken_at_usec: cycle.ts_usec - WINDOW_USEC,
@@ -1135,6 +1133,40 @@ mod tests {
         assert_eq!((c.start_cores, c.end_cores, c.changes), (2, 4, 1));
         assert_eq!(c.cpu_overload_min, 5.0);
         assert!(r.summary.notes[0].contains("no host lines"));
+    }
+
+    #[test]
+    fn replay_grants_no_scale_up_in_a_cycle_whose_host_line_is_missing() {
+        // Cycle 0 has a host line; cycle 1 lost it (torn write): the daemon had no headroom
+        // there either, so cpu (95 % of 2) and memory (900 of 1024 MB) are not grown.
+        let text = concat!(
+            r#"{"kind":"host","ts_usec":0,"cpus":8,"busy_cores":1.0,"mem_available_kib":1048576}"#,
+            "\n",
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":1024,"cpu_percent":50.0,"memory_used_mb":600.0}"#,
+            "\n",
+            r#"{"kind":"container","ts_usec":300000000,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":1024,"cpu_percent":95.0,"memory_used_mb":900.0}"#,
+            "\n"
+        );
+        let r = run(&classic(), &parse_history(text, 300).unwrap());
+        let c = &r.summary.containers[0];
+        assert_eq!((c.end_cores, c.end_memory_mb, c.changes), (2, 1024, 0));
+        assert_eq!(
+            r.summary.notes,
+            vec!["1 cycle(s) without host busy cores or MemAvailable: no scale-up there (headroom unknown, as in the daemon)"]
+        );
+    }
+
+    #[test]
+    fn replay_grants_no_cpu_scale_up_when_the_host_line_has_no_busy_cores() {
+        let text = concat!(
+            r#"{"kind":"host","ts_usec":0,"cpus":8,"mem_available_kib":1048576}"#,
+            "\n",
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":1024,"cpu_percent":95.0,"memory_used_mb":600.0}"#,
+            "\n"
+        );
+        let r = run(&classic(), &parse_history(text, 300).unwrap());
+        let c = &r.summary.containers[0];
+        assert_eq!((c.end_cores, c.changes), (2, 0));
     }
 
     /// Three days at 5-minute steps: a daily busy hour, a burst every 7 hours, memory drifting.
