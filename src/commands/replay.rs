@@ -278,7 +278,9 @@ pub fn run(cfg: &Config, history: &History) -> Run {
 struct Replayer<'a> {
     cfg: &'a Config,
     has_host: bool,
-    cap_secs: f64,
+    /// The recording's interval (median gap between cycles), seconds: a sample counts for the
+    /// time to the next one, at most two of these; the last for one.
+    step_secs: f64,
     sims: BTreeMap<u32, Sim>,
     series: BTreeMap<u32, Vec<Point>>,
     total: Total,
@@ -303,7 +305,7 @@ impl<'a> Replayer<'a> {
         Replayer {
             cfg,
             has_host,
-            cap_secs: cfg.poll_interval.saturating_mul(2) as f64,
+            step_secs: recorded_step_secs(history).unwrap_or(cfg.poll_interval as f64),
             sims: BTreeMap::new(),
             series: BTreeMap::new(),
             total: Total::default(),
@@ -322,8 +324,8 @@ impl<'a> Replayer<'a> {
         // A sample stands for the time to the next one, capped so that a gap in the recording
         // (daemon stopped) does not count as hours of overload; the last one for one interval.
         let secs = next_ts
-            .map(|n| ((n - cycle.ts_usec) as f64 / 1e6).min(self.cap_secs))
-            .unwrap_or(self.cfg.poll_interval as f64)
+            .map(|n| ((n - cycle.ts_usec) as f64 / 1e6).min(2.0 * self.step_secs))
+            .unwrap_or(self.step_secs)
             .max(0.0);
         let (host, host_prev) = sim_host(cycle, self.has_host, &mut self.unknown_host);
         let mut snap = Snapshot {
@@ -507,6 +509,23 @@ impl<'a> Replayer<'a> {
             series: self.series,
         }
     }
+}
+
+/// The median gap between consecutive cycles, seconds: the interval the history was recorded at
+/// (whatever `poll_interval` the replayed config has). `None` with fewer than two cycles.
+fn recorded_step_secs(history: &History) -> Option<f64> {
+    let mut gaps: Vec<i64> = history
+        .cycles
+        .windows(2)
+        .map(|w| w[1].ts_usec.saturating_sub(w[0].ts_usec))
+        .filter(|g| *g > 0)
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    let mid = gaps.len() / 2;
+    let (_, median, _) = gaps.select_nth_unstable(mid);
+    Some(*median as f64 / 1e6)
 }
 
 fn add_to_total(total: &mut Total, s: &CtSummary) {
@@ -1167,6 +1186,23 @@ mod tests {
         let r = run(&classic(), &parse_history(text, 300).unwrap());
         let c = &r.summary.containers[0];
         assert_eq!((c.end_cores, c.changes), (2, 0));
+    }
+
+    #[test]
+    fn replay_with_a_shorter_poll_interval_counts_the_recorded_minutes() {
+        // Recorded every 300 s; the config tried polls every 60 s. Mid-band load, no change:
+        // two samples of 2 cores are 10 minutes, not 2 + 1.
+        let cfg = crate::config::parse(
+            "poll_interval = 60\nscale_down_window = 0\nscale_down_cooldown = 0\n",
+        )
+        .unwrap();
+        let r = run(&cfg, &one_ct(&[(50.0, 600.0), (50.0, 600.0)]));
+        assert_eq!(r.summary.containers[0].changes, 0);
+        assert_eq!(r.summary.total.container_minutes, 10.0);
+        assert_eq!(
+            r.summary.total.core_hours,
+            2.0 * 5.0 / 60.0 + 2.0 * 5.0 / 60.0
+        );
     }
 
     /// Three days at 5-minute steps: a daily busy hour, a burst every 7 hours, memory drifting.
