@@ -229,6 +229,7 @@ pub fn reject_container(c: &mut ContainerRecord) -> Vec<&'static str> {
         ("throttled_ratio", &mut c.throttled_ratio),
         ("psi_cpu_some_avg10", &mut c.psi_cpu_some_avg10),
         ("psi_memory_some_avg10", &mut c.psi_memory_some_avg10),
+        ("psi_memory_full_avg10", &mut c.psi_memory_full_avg10),
     ])
 }
 

@@ -397,6 +397,7 @@ impl<'a> Replayer<'a> {
             let mut sample = sim_sample(rec.vmid, &sim.conf, fed_demand, fed_used);
             sample.extra.psi_cpu_some_avg10 = rec.psi_cpu_some_avg10;
             sample.extra.psi_memory_some_avg10 = rec.psi_memory_some_avg10;
+            sample.extra.psi_memory_full_avg10 = rec.psi_memory_full_avg10;
             sample.extra.counters.oom_kill = rec.oom_kills;
             sample.extra.counters.throttled_usec = rec
                 .throttled_ratio
@@ -1203,6 +1204,21 @@ mod tests {
             r.summary.total.core_hours,
             2.0 * 5.0 / 60.0 + 2.0 * 5.0 / 60.0
         );
+    }
+
+    #[test]
+    fn replay_grows_memory_on_recorded_full_memory_pressure_as_the_daemon_does() {
+        // 500 of 1024 MB (mid-band) but 5 % of the time every task stalled on memory (PSI full,
+        // some 8 %): the daemon grows memory (stalled); the replay must see the same figure.
+        let text = concat!(
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":1024,"cpu_percent":50.0,"memory_used_mb":500.0,"psi_memory_some_avg10":8.0,"psi_memory_full_avg10":5.0}"#,
+            "\n"
+        );
+        let r = run(&classic(), &parse_history(text, 300).unwrap());
+        let c = &r.summary.containers[0];
+        assert_eq!((c.changes, c.end_cores), (1, 2));
+        // Grown by memory_min_increment (512 MB).
+        assert_eq!(c.end_memory_mb, 1536);
     }
 
     /// Three days at 5-minute steps: a daily busy hour, a burst every 7 hours, memory drifting.

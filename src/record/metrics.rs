@@ -120,6 +120,9 @@ pub struct ContainerRecord {
     pub psi_cpu_some_avg10: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psi_memory_some_avg10: Option<f64>,
+    /// PSI memory `full avg10`, percent: share of time every task stalled on memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_memory_full_avg10: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psi_io_some_avg10: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +230,7 @@ pub fn container_records<'a>(
             net_tx_bytes_per_sec: rates.net_tx_bytes_per_sec,
             psi_cpu_some_avg10: x.psi_cpu_some_avg10,
             psi_memory_some_avg10: x.psi_memory_some_avg10,
+            psi_memory_full_avg10: x.psi_memory_full_avg10,
             psi_io_some_avg10: x.psi_io_some_avg10,
             rootfs_used_bytes: x.rootfs_used_bytes,
             rootfs_total_bytes: x.rootfs_total_bytes,
@@ -535,5 +539,22 @@ mod tests {
         assert_eq!(c.cpu_percent, Some(40.0));
         assert_eq!(c.memory_used_mb, Some(2.0));
         assert_eq!(c.oom_kills, None);
+    }
+
+    #[test]
+    fn records_carry_full_memory_pressure_which_the_decision_reads() {
+        let cfg = Config::default();
+        let mut sample = ContainerSample {
+            vmid: 101,
+            ..ContainerSample::default()
+        };
+        sample.extra.psi_memory_full_avg10 = Some(2.5);
+        let snap = Snapshot {
+            containers: vec![sample],
+            ..Snapshot::default()
+        };
+        let c: Vec<ContainerRecord> =
+            container_records(&cfg, &snap, &Plan::default(), &State::default()).collect();
+        assert_eq!(c[0].psi_memory_full_avg10, Some(2.5));
     }
 }
