@@ -224,6 +224,7 @@ pub fn reject_container(c: &mut ContainerRecord) -> Vec<&'static str> {
         ("cpu_percent", &mut c.cpu_percent),
         ("memory_used_mb", &mut c.memory_used_mb),
         ("memory_percent", &mut c.memory_percent),
+        ("memory_working_set_mb", &mut c.memory_working_set_mb),
         ("effective_cpus", &mut c.effective_cpus),
         ("cpulimit", &mut c.cpulimit),
         ("throttled_ratio", &mut c.throttled_ratio),

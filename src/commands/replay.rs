@@ -394,7 +394,10 @@ impl<'a> Replayer<'a> {
                 demand,
                 used,
             });
-            let mut sample = sim_sample(rec.vmid, &sim.conf, fed_demand, fed_used);
+            let fed_ws = rec
+                .memory_working_set_mb
+                .map(|w| w.min(sim.conf.memory_mb as f64));
+            let mut sample = sim_sample(rec.vmid, &sim.conf, fed_demand, fed_used, fed_ws);
             sample.extra.psi_cpu_some_avg10 = rec.psi_cpu_some_avg10;
             sample.extra.psi_memory_some_avg10 = rec.psi_memory_some_avg10;
             sample.extra.psi_memory_full_avg10 = rec.psi_memory_full_avg10;
@@ -584,17 +587,36 @@ fn is_flap(last: Option<LastMove>, ts_usec: i64, up: bool) -> bool {
 }
 
 /// The synthetic sample of one container: counters that give exactly `demand` cores over the
-/// synthetic window and `used` MB with no page cache.
-fn sim_sample(vmid: u32, conf: &CtConf, demand: Option<f64>, used: Option<f64>) -> ContainerSample {
+/// synthetic window, `used` MB, and the working set `ws` MB when recorded (else equal to `used`):
+/// `memory.current` is the larger of the two, the rest is page cache (reclaimable when the working
+/// set is larger, shmem with `inactive_file` over it when smaller).
+fn sim_sample(
+    vmid: u32,
+    conf: &CtConf,
+    demand: Option<f64>,
+    used: Option<f64>,
+    ws: Option<f64>,
+) -> ContainerSample {
+    let bytes = |mb: f64| (mb * BYTES_PER_MB as f64).round() as u64;
+    let memory = used.map(|u| {
+        let (u, w) = (bytes(u), ws.map_or(bytes(u), bytes));
+        if w >= u {
+            // current = ws, file − shmem = ws − used, inactive_file = 0.
+            (w, w - u, 0, 0)
+        } else {
+            // current = used, file = shmem = inactive_file = used − ws.
+            (u, u - w, u - w, u - w)
+        }
+    });
     ContainerSample {
         vmid,
         conf: Some(conf.clone()),
         cgroup_id: Some(SIM_CGROUP_ID),
         cpu_usage_usec: demand.map(|d| (d * WINDOW_USEC as f64).round() as u64),
-        memory_current_bytes: used.map(|u| (u * BYTES_PER_MB as f64).round() as u64),
-        memory_file_bytes: used.map(|_| 0),
-        memory_shmem_bytes: used.map(|_| 0),
-        memory_inactive_file_bytes: used.map(|_| 0),
+        memory_current_bytes: memory.map(|m| m.0),
+        memory_file_bytes: memory.map(|m| m.1),
+        memory_shmem_bytes: memory.map(|m| m.2),
+        memory_inactive_file_bytes: memory.map(|m| m.3),
         extra: Default::default(),
     }
 }
@@ -1219,6 +1241,20 @@ mod tests {
         assert_eq!((c.changes, c.end_cores), (1, 2));
         // Grown by memory_min_increment (512 MB).
         assert_eq!(c.end_memory_mb, 1536);
+    }
+
+    #[test]
+    fn replay_cuts_memory_no_lower_than_the_recorded_working_set_as_the_daemon_does() {
+        // 300 MB used (7 % of 4096) but a working set of 3000 MB (hot page cache): the daemon's
+        // cut stops at the working set plus 10 %, 3300 MB, not at half the allocation.
+        let text = concat!(
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":2.0,"memory_mb":4096,"cpu_percent":50.0,"memory_used_mb":300.0,"memory_working_set_mb":3000.0}"#,
+            "\n"
+        );
+        let r = run(&classic(), &parse_history(text, 300).unwrap());
+        let c = &r.summary.containers[0];
+        // 3300 MB target: 796 MB of room, one whole 512 MB chunk.
+        assert_eq!(c.end_memory_mb, 3584);
     }
 
     /// Three days at 5-minute steps: a daily busy hour, a burst every 7 hours, memory drifting.

@@ -94,6 +94,10 @@ pub struct ContainerRecord {
     pub memory_used_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<f64>,
+    /// The kernel's working set: `memory.current` − `inactive_file`, MB. A memory cut never goes
+    /// below it plus a margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_working_set_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_used_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +223,7 @@ pub fn container_records<'a>(
                 .and_then(|o| o.memory_used_mb)
                 .or_else(|| measure::memory_used_mb(c)),
             memory_percent: obs.and_then(|o| o.memory_percent),
+            memory_working_set_mb: measure::memory_working_set_mb(c),
             swap_used_bytes: x.swap_current_bytes,
             pids: x.pids_current,
             throttled_periods: rates.throttled_periods,
@@ -556,5 +561,6 @@ mod tests {
         let c: Vec<ContainerRecord> =
             container_records(&cfg, &snap, &Plan::default(), &State::default()).collect();
         assert_eq!(c[0].psi_memory_full_avg10, Some(2.5));
+        assert_eq!(c[0].memory_working_set_mb, None);
     }
 }
