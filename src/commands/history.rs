@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::record::metrics::{ContainerRecord, HostRecord, Record};
 
 /// Warnings kept word for word; later ones are only counted.
-const MAX_WARNINGS: usize = 20;
+pub(crate) const MAX_WARNINGS: usize = 20;
 
 /// A recorded history, grouped into cycles.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -47,6 +47,9 @@ pub(crate) fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
         serde_json::from_str(text).context("not a JSON array of cycle objects")?;
     let step_usec = i64::try_from(poll_interval.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
     let mut notes = Vec::new();
+    let mut load = crate::commands::history::LoadStats::default();
+    // Warnings kept word for word, and those only counted.
+    let mut warnings = (Vec::new(), 0u64);
     let mut untimed = 0usize;
     let mut cycles = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -75,6 +78,10 @@ pub(crate) fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
             });
         }
         containers.sort_by_key(|c| c.vmid);
+        for r in &mut containers {
+            reject_ml(i, r, &mut load, &mut warnings);
+        }
+        load.records += containers.len() as u64;
         cycles.push(Cycle {
             ts_usec,
             host: None,
@@ -87,21 +94,10 @@ pub(crate) fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
         ));
     }
     cycles.sort_by_key(|c| c.ts_usec);
-    let mut load = crate::commands::history::LoadStats::default();
-    for c in &mut cycles {
-        for r in &mut c.containers {
-            let bad = crate::commands::history::reject_container(r);
-            load.rejected_values += bad.len() as u64;
-            if !bad.is_empty() {
-                notes.push(format!(
-                    "CT {} at {}: negative or non-finite {} rejected (not measured)",
-                    r.vmid,
-                    metrics::rfc3339(r.ts_usec),
-                    bad.join(", ")
-                ));
-            }
-        }
-        load.records += c.containers.len() as u64;
+    let (mut shown, unshown) = warnings;
+    notes.append(&mut shown);
+    if unshown > 0 {
+        notes.push(format!("{unshown} more warning(s) not shown"));
     }
     Ok(History {
         format: "ML lxc_metrics.json",
@@ -109,6 +105,31 @@ pub(crate) fn parse_ml(text: &str, poll_interval: u64) -> Result<History> {
         notes,
         load,
     })
+}
+
+/// Rejects the bad figures of container record `r` of element `i`, with a warning naming the
+/// element (the first `MAX_WARNINGS` only; the rest are counted).
+fn reject_ml(
+    i: usize,
+    r: &mut ContainerRecord,
+    load: &mut crate::commands::history::LoadStats,
+    warnings: &mut (Vec<String>, u64),
+) {
+    let bad = crate::commands::history::reject_container(r);
+    if bad.is_empty() {
+        return;
+    }
+    load.rejected_values += bad.len() as u64;
+    if warnings.0.len() >= crate::commands::history::MAX_WARNINGS {
+        warnings.1 += 1;
+    } else {
+        warnings.0.push(format!(
+            "element {i}: CT {} at {}: negative or non-finite {} rejected (not measured)",
+            r.vmid,
+            metrics::rfc3339(r.ts_usec),
+            bad.join(", ")
+        ));
+    }
 }
 
 /// A timestamp as seconds since the epoch, RFC 3339, or `YYYY-MM-DD HH:MM:SS` (UTC).
@@ -1068,6 +1089,21 @@ mod tests {
     fn ml_file_that_is_not_an_array_of_objects_is_rejected() {
         assert!(parse_history("[1, 2]", 300).is_err());
         assert!(parse_history("[{\"101\": ", 300).is_err());
+    }
+
+    #[test]
+    fn ml_file_with_many_bad_values_keeps_twenty_warnings_naming_the_element() {
+        let items: Vec<String> = (0..30)
+            .map(|i| format!("{{\"101\": {{\"cpu_usage_percent\": -1}}, \"timestamp\": {i}}}"))
+            .collect();
+        let h = parse_history(&format!("[{}]", items.join(",")), 300).unwrap();
+        assert_eq!(h.load.rejected_values, 30);
+        assert_eq!(h.notes.len(), 21);
+        assert_eq!(
+            h.notes[0],
+            "element 0: CT 101 at 1970-01-01T00:00:00Z: negative or non-finite cpu_percent rejected (not measured)"
+        );
+        assert_eq!(h.notes[20], "10 more warning(s) not shown");
     }
 
     /// The threshold rules with cuts on the latest reading (no window, no cooldown): these
