@@ -56,8 +56,15 @@ pub struct Cycle {
 pub fn load_history(path: &Path, poll_interval: u64) -> Result<History> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read metrics history {}", path.display()))?;
-    read_history(BufReader::new(file), poll_interval)
-        .with_context(|| format!("invalid metrics history {}", path.display()))
+    let mut history = read_history(BufReader::new(file), poll_interval)
+        .with_context(|| format!("invalid metrics history {}", path.display()))?;
+    // A warning about one line (or ML element) names the file too.
+    for note in &mut history.notes {
+        if note.starts_with("line ") || note.starts_with("element ") {
+            *note = format!("{}: {note}", path.display());
+        }
+    }
+    Ok(history)
 }
 
 /// Parses history text (tests and callers holding the text already).
@@ -347,6 +354,33 @@ mod tests {
         // One line buffered at a time: the longest line, not the file.
         assert_eq!(h.load.max_line_bytes, 45);
         assert_eq!(h.cycles.len(), 2);
+    }
+
+    #[test]
+    fn warnings_of_a_history_file_name_the_file_and_the_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"kind":"container","ts_usec":10,"vmid":101,"cpu_percent":-5.0}"#,
+                "\n",
+                r#"{"kind":"cont"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let h = load_history(&path, 300).unwrap();
+        let p = path.display();
+        assert_eq!(
+            h.notes[0],
+            format!("{p}: line 1: negative or non-finite cpu_percent rejected (not measured)")
+        );
+        assert!(
+            h.notes[1].starts_with(&format!("{p}: line 2: skipped: ")),
+            "{:?}",
+            h.notes
+        );
     }
 
     #[test]
