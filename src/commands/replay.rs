@@ -405,7 +405,11 @@ impl<'a> Replayer<'a> {
             };
             sim.conf.lock = (rec.managed == Some(Managed::Locked)).then(|| "recorded".to_string());
             let basis = rec.effective_cpus.unwrap_or(sim.basis_cpus);
-            let demand = rec.cpu_percent.map(|p| p * basis / 100.0);
+            // A percent of no CPUs is no reading (never 0 cores of demand).
+            let demand = rec
+                .cpu_percent
+                .filter(|_| basis.is_finite() && basis > 0.0)
+                .map(|p| p * basis / 100.0);
             let used = rec.memory_used_mb;
             let alloc_cpus = measure::effective_cpus(&sim.conf, snap.host.cpus).unwrap_or(1.0);
             let fed_demand = demand.map(|d| d.min(alloc_cpus));
@@ -1291,6 +1295,19 @@ mod tests {
         let c = &r.summary.containers[0];
         // 3300 MB target: 796 MB of room, one whole 512 MB chunk.
         assert_eq!(c.end_memory_mb, 3584);
+    }
+
+    #[test]
+    fn replay_reads_no_cpu_load_from_a_line_with_zero_effective_cpus() {
+        // 50 % of 0 CPUs is no reading (the daemon never measures against 0 CPUs), not 0 cores
+        // of demand that would cut the container to its minimum.
+        let text = concat!(
+            r#"{"kind":"container","ts_usec":0,"vmid":101,"cores":2,"effective_cpus":0.0,"memory_mb":1024,"cpu_percent":50.0,"memory_used_mb":600.0}"#,
+            "\n"
+        );
+        let r = run(&classic(), &parse_history(text, 300).unwrap());
+        let c = &r.summary.containers[0];
+        assert_eq!((c.changes, c.end_cores, c.cpu_slack), (0, 2, None));
     }
 
     /// Three days at 5-minute steps: a daily busy hour, a burst every 7 hours, memory drifting.
