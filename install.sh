@@ -21,7 +21,8 @@ Usage: install.sh [OPTIONS]
 Installs lxc_autoscale: the binary in /usr/local/bin, the config in /etc/lxc_autoscale (kept
 if present: backed up, never overwritten), the systemd unit, a logrotate file and
 /var/lib/lxc_autoscale/backups; then enables and (re)starts the service. An upgrade leaves a
-unit the admin disabled or masked so (restarted only when it runs).
+unit the admin disabled or masked so (restarted only when it runs), and a config that fails
+check-config starts and restarts nothing (a running daemon keeps its old binary and config).
 
 Where the binary comes from (default: --from-source when run inside a checkout):
   --from-source          build with 'cargo build --release --locked' in the checkout
