@@ -30,12 +30,22 @@ pub const IMPORT_LOCK: &str = "priv/lock/lxc_autoscale-import";
 pub const LOCK_EXPIRES_SECS: u64 = 120;
 /// In `backup_dir`: this node imported its baselines (not a vmid, so the backups ignore it).
 pub const IMPORTED_MARKER: &str = ".cluster-imported";
+/// Imports tried per start while a container's conf cannot be read (pmxcfs restarting): each
+/// retries those containers, and the last writes the marker without them, so that a conf that
+/// stays unreadable does not take the cluster lock every cycle for good.
+pub const IMPORT_TRIES: u32 = 10;
 
 /// What an import attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Records written for `imported`; `kept` already had one.
     Done { imported: Vec<u32>, kept: Vec<u32> },
+    /// As `Done`, but the confs of `unread` could not be read: no marker, tried again.
+    Unfinished {
+        imported: Vec<u32>,
+        kept: Vec<u32>,
+        unread: Vec<u32>,
+    },
     /// Another node holds the lock (made `age_secs` ago).
     Busy { age_secs: u64 },
 }
@@ -44,6 +54,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Import {
     done: bool,
+    /// `Unfinished` imports so far.
+    tries: u32,
 }
 
 impl Import {
@@ -57,10 +69,19 @@ impl Import {
             self.done = true;
             return;
         }
-        match import(cfg, Utc::now()) {
+        let last_try = self.tries + 1 >= IMPORT_TRIES;
+        match import(cfg, Utc::now(), last_try) {
             Ok(Some(Outcome::Done { imported, kept })) => {
                 info!(imported = ?imported, kept = ?kept, "local baselines imported into the cluster's container records");
                 self.done = true;
+            }
+            Ok(Some(Outcome::Unfinished {
+                imported,
+                kept,
+                unread,
+            })) => {
+                self.tries += 1;
+                info!(imported = ?imported, kept = ?kept, unread = ?unread, "local baselines imported but for containers whose conf could not be read; trying those again next cycle");
             }
             Ok(Some(Outcome::Busy { age_secs })) => {
                 info!(
@@ -118,8 +139,9 @@ fn take_lock(path: &Path, expires: Duration) -> Result<std::result::Result<DirLo
 }
 
 /// Imports `cfg`'s local baselines into records under the lock and writes the marker; `None`
-/// outside cluster mode.
-pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
+/// outside cluster mode. A container whose conf cannot be read is left for another try
+/// (`Unfinished`, no marker) unless this is the `last_try`.
+pub fn import(cfg: &Config, now: DateTime<Utc>, last_try: bool) -> Result<Option<Outcome>> {
     let Some(records) = CtRecords::for_config(cfg) else {
         return Ok(None);
     };
@@ -130,7 +152,7 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
     };
     let vmlist = cluster::read_vmlist(&cfg.pve_root)?.map(|l| cluster::containers_by_node(&l));
     let store = BackupStore::new(cfg.backup_dir.clone());
-    let (mut imported, mut kept) = (Vec::new(), Vec::new());
+    let (mut imported, mut kept, mut unread) = (Vec::new(), Vec::new(), Vec::new());
     for vmid in store.vmids()? {
         let rec = match local_record(&store, vmid, &records.node) {
             Ok(Some(rec)) => rec,
@@ -148,6 +170,7 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
             }
             Err(e) => {
                 warn!(vmid, error = %format!("{e:#}"), "cannot read the container's conf; its local baseline is not imported");
+                unread.push(vmid);
                 continue;
             }
         }
@@ -157,9 +180,16 @@ pub fn import(cfg: &Config, now: DateTime<Utc>) -> Result<Option<Outcome>> {
             kept.push(vmid);
         }
     }
+    if !unread.is_empty() && !last_try {
+        return Ok(Some(Outcome::Unfinished {
+            imported,
+            kept,
+            unread,
+        }));
+    }
     crate::fsutil::ensure_private_dir(&cfg.backup_dir)?;
     let text = format!(
-        "imported {imported:?}, kept {kept:?} at {}\n",
+        "imported {imported:?}, kept {kept:?}, conf unreadable {unread:?} at {}\n",
         now.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
     crate::fsutil::write_atomic(
@@ -291,7 +321,7 @@ mod tests {
         conf_here(&cfg, 101, Some("BC:24:11:00:00:01"));
         conf_here(&cfg, 102, None);
 
-        let out = import(&cfg, at(100)).unwrap().unwrap();
+        let out = import(&cfg, at(100), false).unwrap().unwrap();
         assert_eq!(
             out,
             Outcome::Done {
@@ -315,7 +345,7 @@ mod tests {
         assert!(!cfg.pve_root.join(IMPORT_LOCK).exists());
         assert_eq!(
             std::fs::read_to_string(cfg.backup_dir.join(IMPORTED_MARKER)).unwrap(),
-            "imported [101], kept [102] at 2023-11-14T22:15:00Z\n"
+            "imported [101], kept [102], conf unreadable [] at 2023-11-14T22:15:00Z\n"
         );
         // Done once: with the marker there, a new daemon imports nothing again.
         std::fs::remove_file(theirs.path(101)).unwrap();
@@ -338,7 +368,7 @@ mod tests {
         let lock = cfg.pve_root.join(IMPORT_LOCK);
         std::fs::create_dir_all(&lock).unwrap();
         assert_eq!(
-            import(&cfg, at(100)).unwrap(),
+            import(&cfg, at(100), false).unwrap(),
             Some(Outcome::Busy { age_secs: 0 })
         );
         let mut import_state = Import::default();
@@ -383,7 +413,7 @@ mod tests {
         let vmlist = r#"{"version": 1, "ids": {"101": {"node": "n1", "type": "lxc"}, "102": {"node": "n2", "type": "lxc"}, "103": {"node": "n1", "type": "lxc"}}}"#;
         std::fs::write(cfg.pve_root.join(".vmlist"), vmlist).unwrap();
 
-        let out = import(&cfg, at(100)).unwrap().unwrap();
+        let out = import(&cfg, at(100), false).unwrap().unwrap();
         assert_eq!(
             out,
             Outcome::Done {
@@ -410,6 +440,67 @@ mod tests {
         cfg.cluster_node = None;
         i.tick(&cfg, true);
         assert!(!cfg.pve_root.exists());
-        assert_eq!(import(&cfg, at(0)).unwrap(), None);
+        assert_eq!(import(&cfg, at(0), false).unwrap(), None);
+    }
+
+    #[test]
+    fn a_baseline_whose_conf_cannot_be_read_is_tried_again_and_left_out_only_at_the_last_try() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = cluster_cfg(tmp.path());
+        let store = BackupStore::new(cfg.backup_dir.clone());
+        let a = ident("BC:24:11:00:00:01");
+        for vmid in [101, 102] {
+            store
+                .record_for(vmid, Some(&a), &alloc(2, 1024), &alloc(4, 1800), at(0))
+                .unwrap();
+        }
+        conf_here(&cfg, 101, Some("BC:24:11:00:00:01"));
+        // 102's conf cannot be read (EISDIR here; pmxcfs restarting on a node).
+        let conf_102 = cfg.pve_lxc_dir.join("102.conf");
+        std::fs::create_dir_all(&conf_102).unwrap();
+        let marker = cfg.backup_dir.join(IMPORTED_MARKER);
+
+        let mut i = Import::default();
+        i.tick(&cfg, true);
+        assert!(!i.done);
+        assert!(!marker.exists());
+        let recs = records(&cfg, "n1");
+        assert!(recs.path(101).exists());
+        assert!(!recs.path(102).exists());
+
+        // Readable again: the next try imports it, and the import is done.
+        std::fs::remove_dir(&conf_102).unwrap();
+        conf_here(&cfg, 102, Some("BC:24:11:00:00:01"));
+        i.tick(&cfg, true);
+        assert!(i.done);
+        assert_eq!(recs.read(102).unwrap().unwrap().baseline, alloc(2, 1024));
+        assert_eq!(
+            std::fs::read_to_string(&marker)
+                .unwrap()
+                .split(" at ")
+                .next(),
+            Some("imported [102], kept [101], conf unreadable []")
+        );
+
+        // A conf that stays unreadable: the last try writes the marker without it.
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::remove_file(recs.path(102)).unwrap();
+        std::fs::remove_file(cfg.pve_lxc_dir.join("102.conf")).unwrap();
+        std::fs::create_dir_all(&conf_102).unwrap();
+        let mut i = Import::default();
+        for _ in 1..IMPORT_TRIES {
+            i.tick(&cfg, true);
+            assert!(!i.done);
+        }
+        i.tick(&cfg, true);
+        assert!(i.done);
+        assert!(!recs.path(102).exists());
+        assert_eq!(
+            std::fs::read_to_string(&marker)
+                .unwrap()
+                .split(" at ")
+                .next(),
+            Some("imported [], kept [101], conf unreadable [102]")
+        );
     }
 }
