@@ -1611,9 +1611,15 @@ fn a_reload_reads_the_new_token_and_keeps_the_old_one_when_the_file_is_refused()
     std::fs::write(&file, "tok-second-7c1e0a9b\n").unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     let second = [("Authorization", "Bearer tok-second-7c1e0a9b")];
-    wait_for("the reloaded token", || {
-        request(&d.addr, "GET", "/containers", &second, None).status == 200
+    // Waits on the log, not by polling with the new token: every poll before the reload is a
+    // failed attempt, and ten of them would rate-limit the wrong-token requests below (429).
+    wait_for("the reload", || {
+        d.host.log_text().contains("config reloaded")
     });
+    assert_eq!(
+        request(&d.addr, "GET", "/containers", &second, None).status,
+        200
+    );
     assert_eq!(get(&d.addr, "/containers").status, 403);
     // Open to others: the whole reload is refused (as a start would refuse the config), and the
     // running token stays.
