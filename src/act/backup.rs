@@ -344,6 +344,14 @@ impl BackupStore {
                     "{BASELINE_FILE}.replaced-{}",
                     now.format(STAMP_FORMAT)
                 ));
+                // rename() would replace a baseline kept at the same time (clock stepped back).
+                if fs::symlink_metadata(&old).is_ok() {
+                    bail!(
+                        "cannot move {} aside: {} exists",
+                        path.display(),
+                        old.display()
+                    );
+                }
                 fs::rename(&path, &old).with_context(|| {
                     format!("cannot move {} to {}", path.display(), old.display())
                 })?;
@@ -1135,5 +1143,36 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), "not json");
         assert!(store.list(101).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rebaseline_at_the_same_time_twice_keeps_every_earlier_baseline() {
+        let (_tmp, store) = store();
+        let id = Identity::default();
+        store
+            .rebaseline(101, &id, &alloc(Some(2), 1024), t0())
+            .unwrap();
+        let (_, kept) = store
+            .rebaseline(101, &id, &alloc(Some(3), 2048), t0())
+            .unwrap();
+        let kept = kept.unwrap();
+        // The clock stepped back (or did not move): the next rebaseline must not overwrite it.
+        let err = store
+            .rebaseline(101, &id, &alloc(Some(4), 4096), t0())
+            .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot move {} aside: {} exists",
+                store.dir.join("101").join(BASELINE_FILE).display(),
+                kept.display()
+            )
+        );
+        let first = parse_backup(&fs::read_to_string(&kept).unwrap(), 101).unwrap();
+        assert_eq!(first.before, alloc(Some(2), 1024));
+        assert_eq!(
+            store.baseline(101).unwrap().unwrap().before,
+            alloc(Some(3), 2048)
+        );
     }
 }
