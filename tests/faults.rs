@@ -227,6 +227,41 @@ fn pct_failing_with_garbage_on_stderr_records_no_change_and_notifies_the_failure
 }
 
 #[test]
+fn container_destroyed_before_its_pct_set_is_no_failure_and_leaves_no_backup() {
+    let host = overloaded_host();
+    // The container is destroyed between the cycle's read and its `pct set`.
+    let conf = host.conf_path(101);
+    replace_pct(
+        &host,
+        &format!(
+            "rm -f '{}'\necho \"Configuration file 'nodes/pve/lxc/101.conf' does not exist\" >&2\nexit 2",
+            conf.display()
+        ),
+    );
+    let (url, requests) = gotify_listener(200);
+    let cfg = host.write_config(&format!("gotify_url = \"{url}\"\ngotify_token = \"t0k\""));
+
+    once(&host, &cfg);
+
+    assert!(!conf.exists());
+    assert!(
+        host.backup_files(101).is_empty(),
+        "{:?}",
+        host.backup_files(101)
+    );
+    let log = host.log_text();
+    assert!(!log.contains("change failed"), "{log}");
+    assert!(!log.contains(" scaled"), "{log}");
+    assert!(log.contains("container is gone"), "{log}");
+    // Nothing happened, so nothing is in the event log (not even the file).
+    assert!(!lxc_autoscale::record::events::event_path_for(
+        &host.path("var/log/lxc_autoscale.log")
+    )
+    .exists());
+    assert!(requests.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
 fn pct_killed_by_a_signal_records_no_change() {
     let host = overloaded_host();
     replace_pct(&host, "kill -9 $$");

@@ -237,6 +237,9 @@ fn apply_one(
             }
             confirmed
         }
+        PctOutcome::Failed { .. } if conf_gone(target.conf_dir, vmid) => {
+            return dropped_gone(target, vmid, &recorded);
+        }
         other => Err(failure_text(other)),
     };
     match outcome {
@@ -335,6 +338,20 @@ fn conf_moved_from(conf_dir: &Path, vmid: u32, before: &Alloc) -> Option<String>
         memory_mb: Some(before.memory_mb),
     };
     conf_holds(conf_dir, vmid, &untouched).err()
+}
+
+/// Whether the conf of `vmid` is gone: the container was destroyed (or migrated away).
+fn conf_gone(conf_dir: &Path, vmid: u32) -> bool {
+    matches!(pveconf::read_conf(conf_dir, vmid), Ok(None))
+}
+
+/// A change `pct` refused because the container vanished meanwhile: not an error, and nothing to
+/// roll back to, so its backup (and a baseline it created) go.
+fn dropped_gone(target: &Target<'_>, vmid: u32, recorded: &Recorded) {
+    if let Err(e) = target.backups.discard(recorded) {
+        warn!(vmid, error = %format!("{e:#}"), "cannot remove backup of a dropped change");
+    }
+    info!(vmid, "change dropped: the container is gone");
 }
 
 /// `conf_holds`, worded as the failure it is; it starts the back-off.
