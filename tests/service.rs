@@ -328,6 +328,42 @@ fn rollback_last_undoes_only_the_latest_change() {
 }
 
 #[test]
+fn rollback_without_a_backup_fails_naming_the_vmid_and_the_missing_file() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("");
+    let backups = host.path("var/backups/101");
+
+    let out = host.run(&["rollback", "101", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "CT 101: rollback failed: no baseline backup of container 101: {} does not exist\n",
+            backups.join("baseline.json").display()
+        )
+    );
+
+    let last = [
+        "rollback",
+        "101",
+        "--last",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let out = host.run(&last);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "CT 101: rollback failed: no backup of container 101 in {}\n",
+            backups.display()
+        )
+    );
+    assert!(host.pct_calls().is_empty());
+}
+
+#[test]
 fn rollback_of_a_baseline_without_cores_deletes_the_cores_line() {
     let host = FakeHost::new(16);
     host.add_container(101, "memory: 2048\n");

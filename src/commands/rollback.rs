@@ -121,14 +121,24 @@ fn pick(ctx: &Ctx<'_>, vmid: u32, last: bool) -> Result<(Backup, Option<PathBuf>
         }
     }
     if last {
-        let (path, b) = store
-            .latest(vmid)?
-            .with_context(|| format!("no backup of container {vmid}"))?;
+        let (path, b) = store.latest(vmid)?.with_context(|| {
+            format!(
+                "no backup of container {vmid} in {}",
+                store.dir.join(vmid.to_string()).display()
+            )
+        })?;
         Ok((b, Some(path)))
     } else {
-        let b = store
-            .baseline(vmid)?
-            .with_context(|| format!("no baseline backup of container {vmid}"))?;
+        let b = store.baseline(vmid)?.with_context(|| {
+            format!(
+                "no baseline backup of container {vmid}: {} does not exist",
+                store
+                    .dir
+                    .join(vmid.to_string())
+                    .join(crate::act::backup::BASELINE_FILE)
+                    .display()
+            )
+        })?;
         Ok((b, None))
     }
 }
