@@ -109,8 +109,9 @@ fn refuse_symlink(path: &Path) -> Result<()> {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 when missing. Refuses a symlink, a non-directory, or
-/// (when running as root) a directory not owned by root. Errors name the path.
+/// Creates `dir` (and parents) with mode 0700 when missing. Refuses a symlink, a non-directory,
+/// (when running as root) a directory not owned by root, and one that group or others can write
+/// to. Errors name the path.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -144,7 +145,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
             meta.uid()
         );
     }
-    Ok(())
+    refuse_writable_by_others(dir, &meta)
 }
 
 /// Mode of a runtime directory such as `/run/lxc_autoscale`: others may enter it, only we write.
@@ -194,6 +195,12 @@ fn check_runtime_dir(dir: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
             meta.uid()
         );
     }
+    refuse_writable_by_others(dir, meta)
+}
+
+/// Refuses a directory that group or others can write to: they could delete or swap the files
+/// in it (a backup, the lock file).
+fn refuse_writable_by_others(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
         bail!(
@@ -303,6 +310,24 @@ mod tests {
         let err = format!("{:#}", ensure_private_dir(&file).unwrap_err());
         assert!(err.contains("not a directory"), "{err}");
         assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn ensure_private_dir_refuses_group_or_other_write_bits() {
+        let tmp = tempfile::tempdir().unwrap();
+        for mode in [0o770, 0o707, 0o1777] {
+            let dir = tmp.path().join(format!("d{mode:o}"));
+            fs::create_dir(&dir).unwrap();
+            fs::set_permissions(&dir, Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                format!("{:#}", ensure_private_dir(&dir).unwrap_err()),
+                format!(
+                    "refusing directory {}: group or others can write to it (mode {mode:o}); run: chmod go-w {}",
+                    dir.display(),
+                    dir.display()
+                )
+            );
+        }
     }
 
     #[test]
