@@ -1,9 +1,11 @@
 //! Safe file writes for a root daemon: atomic, private, and never through a symlink.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
@@ -29,15 +31,12 @@ pub fn write_atomic_with(
         .file_name()
         .with_context(|| format!("cannot write {}: no file name", path.display()))?;
     let dir = parent_dir(path);
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let claim = claim_tmp(dir, &name.to_string_lossy());
+    let tmp = &claim.0;
 
-    let result = write_tmp_and_rename(&tmp, path, fill, mode);
+    let result = write_tmp_and_rename(tmp, path, fill, mode);
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result?;
 
@@ -45,6 +44,39 @@ pub fn write_atomic_with(
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+/// Temp files this process is writing now. Another thread of ours (the API beside the service
+/// loop) has the same pid: it must not take a temp file in use for a stale one and remove it.
+static TMP_IN_USE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A temp path claimed in `TMP_IN_USE`, released when dropped.
+struct TmpClaim(PathBuf);
+
+impl Drop for TmpClaim {
+    fn drop(&mut self) {
+        TMP_IN_USE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
+/// `<dir>/.<name>.tmp.<pid>`, or with `.N` added when another thread of ours is using that one.
+fn claim_tmp(dir: &Path, name: &str) -> TmpClaim {
+    let mut in_use = TMP_IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
+    let base = format!(".{name}.tmp.{}", std::process::id());
+    let mut n = 0u64;
+    loop {
+        let tmp = match n {
+            0 => dir.join(&base),
+            n => dir.join(format!("{base}.{n}")),
+        };
+        if in_use.insert(tmp.clone()) {
+            return TmpClaim(tmp);
+        }
+        n += 1;
+    }
 }
 
 fn write_tmp_and_rename(
@@ -269,6 +301,28 @@ mod tests {
         write_atomic(&path, b"ok", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"ok");
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn write_atomic_of_one_path_from_two_writers_at_once_keeps_both_whole() {
+        // Another thread of the daemon (the API) writes the same file while this write is
+        // between its temp file and its rename: same pid, so once the same temp name.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f.json");
+        let mut inner = None;
+        write_atomic_with(&path, 0o600, |w| {
+            w.write_all(b"outer")?;
+            inner = Some(write_atomic(&path, b"inner", 0o600));
+            Ok(())
+        })
+        .unwrap();
+        inner.unwrap().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"outer");
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
     }
 
     #[test]
