@@ -364,6 +364,29 @@ fn rollback_without_a_backup_fails_naming_the_vmid_and_the_missing_file() {
 }
 
 #[test]
+fn rollback_all_skips_a_destroyed_container_and_succeeds() {
+    let host = FakeHost::new(16);
+    host.add_container(101, "cores: 2\nmemory: 1024\n");
+    let cfg = host.write_config("");
+    cycle(&host, &cfg, 95.0, 2, 900);
+    assert_eq!(host.pct_calls(), vec!["set 101 -cores 4 -memory 1800"]);
+    std::fs::remove_file(host.conf_path(101)).unwrap();
+
+    let out = host.run(&["rollback", "--all", "--config", cfg.to_str().unwrap()]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        common::stdout(&out),
+        format!(
+            "CT 101: skipped: the container is gone (no {}); its backups are kept\n",
+            host.conf_path(101).display()
+        )
+    );
+    assert_eq!(host.pct_calls().len(), 1);
+    assert_eq!(host.backup_files(101).len(), 2);
+}
+
+#[test]
 fn rollback_of_a_baseline_without_cores_deletes_the_cores_line() {
     let host = FakeHost::new(16);
     host.add_container(101, "memory: 2048\n");

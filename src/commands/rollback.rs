@@ -86,6 +86,14 @@ pub fn run(config_path: &Path, args: &RollbackArgs) -> Result<ExitCode> {
     };
     let mut failures = 0;
     for vmid in vmids {
+        // `--all` names every vmid with a backup: a destroyed container is no failure.
+        if args.all && matches!(pveconf::read_conf(&cfg.pve_lxc_dir, vmid), Ok(None)) {
+            println!(
+                "CT {vmid}: skipped: the container is gone (no {}); its backups are kept",
+                pveconf::conf_path(&cfg.pve_lxc_dir, vmid).display()
+            );
+            continue;
+        }
         match rollback_one(&mut ctx, vmid, args.last) {
             Ok(msg) => println!("CT {vmid}: {msg}"),
             Err(e) => {
