@@ -155,20 +155,25 @@ pub fn read_facts(dir: &Path, vmid: u32) -> std::io::Result<Option<ConfFacts>> {
     }
 }
 
-/// Whether `.vmlist` (pmxcfs JSON: `{"ids": {"101": {...}}}`) lists `vmid`. A missing or
-/// unreadable list means a single node: only the local confs count then.
+/// Whether `.vmlist` (pmxcfs JSON: `{"ids": {"101": {...}}}`) lists `vmid`, or cannot tell. A
+/// missing list means a single node: only the local confs count then. A list that exists but
+/// cannot be read or parsed (pmxcfs restarting, a partial write) may hide the id on another
+/// node, so it counts as listing it.
 pub fn vmlist_has(path: &Path, vmid: u32) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
-    vmlist_text_has(&text, vmid)
+    match std::fs::read_to_string(path) {
+        Ok(text) => vmlist_lookup(&text, vmid).unwrap_or(true),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether the list text names `vmid`; `None` when it is not a `.vmlist`.
+fn vmlist_lookup(text: &str, vmid: u32) -> Option<bool> {
+    let v = serde_json::from_str::<Value>(text).ok()?;
+    Some(v.get("ids")?.get(vmid.to_string()).is_some())
 }
 
 pub fn vmlist_text_has(text: &str, vmid: u32) -> bool {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| v.get("ids").map(|ids| ids.get(vmid.to_string()).is_some()))
-        .unwrap_or(false)
+    vmlist_lookup(text, vmid).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -212,5 +217,19 @@ mod tests {
         assert!(vmlist_text_has(t, 101));
         assert!(!vmlist_text_has(t, 102));
         assert!(!vmlist_text_has("garbage", 101));
+    }
+
+    #[test]
+    fn a_vmlist_that_cannot_be_read_or_parsed_never_says_an_id_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!vmlist_has(&dir.path().join("missing"), 201));
+        // A directory where the list should be: unreadable, so no one can tell the id is free.
+        assert!(vmlist_has(dir.path(), 201));
+        let half = dir.path().join(".vmlist");
+        std::fs::write(&half, r#"{"version": 3, "ids": {"201": {"node""#).unwrap();
+        assert!(vmlist_has(&half, 201));
+        std::fs::write(&half, r#"{"version": 3, "ids": {"201": {"node": "b"}}}"#).unwrap();
+        assert!(vmlist_has(&half, 201));
+        assert!(!vmlist_has(&half, 202));
     }
 }

@@ -860,7 +860,7 @@ fn clone_create(ctx: &Ctx, req: &Request) -> Response {
     start_task(ctx, "clone", vec![src, new], steps)
 }
 
-/// 409 when `new` is taken in the cluster list or has a local conf.
+/// 409 when `new` is taken in the cluster list or has a local conf, or either cannot be read.
 fn id_free(ctx: &Ctx, new: u32) -> Result<(), Response> {
     let s = ctx.shared.settings();
     let local = conf::read_facts(&s.pve_lxc_dir, new).map_or(true, |f| f.is_some());
@@ -868,7 +868,9 @@ fn id_free(ctx: &Ctx, new: u32) -> Result<(), Response> {
         return Err(field_error(
             409,
             "new_lxc_id",
-            &format!("id {new} is already in use"),
+            &format!(
+                "id {new} is already in use, or the cluster's VM list or its conf cannot be read"
+            ),
         ));
     }
     Ok(())
