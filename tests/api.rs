@@ -1837,3 +1837,27 @@ fn in_cluster_mode_metrics_is_still_byte_for_byte_the_textfile_with_the_cluster_
         assert!(file.lines().any(|l| l == line), "{line} not in\n{file}");
     }
 }
+
+#[test]
+fn a_snapshot_pct_accepted_without_writing_it_is_a_failure_not_a_success() {
+    let host = fake_host();
+    let noop = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"{}\"\nexit 0\n",
+        host.path("pct.calls").display()
+    );
+    std::fs::write(host.path("pct"), noop).unwrap();
+    let d = start(host, true, "", "");
+    let r = post(
+        &d.addr,
+        "/snapshot/create",
+        json!({"lxc_id": 101, "snapshot_name": "s1"}),
+    );
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(
+        r.body["message"],
+        "container 101: pct snapshot exited 0 but the conf holds no snapshot `s1`"
+    );
+    assert_eq!(d.pct_calls(), ["snapshot 101 s1"]);
+    assert_eq!(event_secs(&d, 101, "snapshot"), None);
+    assert!(event_secs(&d, 101, "failure").is_some());
+}

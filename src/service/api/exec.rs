@@ -233,20 +233,17 @@ fn snapshot(
         .ok_or_else(|| error(422, "snapshot_name: not a valid argument", Vec::new()))?;
     let outcome = ctx.pct.run(&argv);
     if !outcome.is_ok() {
-        ctx.counters.add(std::iter::empty(), 1);
-        let why = super::tasks::outcome_text(&outcome);
-        warn!(vmid, snapshot = name, error = %why, "api snapshot failed");
-        record(
-            ctx,
-            vmid,
-            "failure",
-            &format!("snapshot {name} by {caller}: {why}"),
-        );
-        return Err(error(
-            500,
-            &format!("container {vmid}: pct snapshot: {why}"),
-            Vec::new(),
-        ));
+        let why = format!("pct snapshot: {}", super::tasks::outcome_text(&outcome));
+        return Err(snapshot_failed(ctx, vmid, name, caller, &why));
+    }
+    // Only a conf that then holds the snapshot's section counts as a snapshot taken.
+    let written = super::conf::read_facts(ctx.pve_lxc_dir, vmid)
+        .ok()
+        .flatten()
+        .is_some_and(|f| f.snapshots.iter().any(|s| s.name == name));
+    if !written {
+        let why = format!("pct snapshot exited 0 but the conf holds no snapshot `{name}`");
+        return Err(snapshot_failed(ctx, vmid, name, caller, &why));
     }
     info!(vmid, snapshot = name, caller, "snapshot created");
     record(
@@ -262,6 +259,19 @@ fn snapshot(
         5,
     );
     Ok(ok(200, json!({"lxc_id": vmid, "snapshot_name": name})))
+}
+
+/// A snapshot that was not taken: counted, logged and recorded as a failure; its 500.
+fn snapshot_failed(ctx: &mut LoopCtx, vmid: u32, name: &str, caller: &str, why: &str) -> Response {
+    ctx.counters.add(std::iter::empty(), 1);
+    warn!(vmid, snapshot = name, error = %why, "api snapshot failed");
+    record(
+        ctx,
+        vmid,
+        "failure",
+        &format!("snapshot {name} by {caller}: {why}"),
+    );
+    error(500, &format!("container {vmid}: {why}"), Vec::new())
 }
 
 fn record(ctx: &LoopCtx, vmid: u32, action: &str, text: &str) {
