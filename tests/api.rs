@@ -1861,3 +1861,50 @@ fn a_snapshot_pct_accepted_without_writing_it_is_a_failure_not_a_success() {
     assert_eq!(event_secs(&d, 101, "snapshot"), None);
     assert!(event_secs(&d, 101, "failure").is_some());
 }
+
+#[test]
+fn a_clone_or_destroy_pct_accepted_without_doing_it_is_a_failed_task() {
+    let host = fake_host();
+    std::fs::write(
+        host.path("pve/lxc/120.conf"),
+        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.path("pve/lxc/121.conf"),
+        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
+    )
+    .unwrap();
+    let noop = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"{}\"\nexit 0\n",
+        host.path("pct.calls").display()
+    );
+    std::fs::write(host.path("pct"), noop).unwrap();
+    let d = start(host, true, "", "allow_clone = true\nallow_destroy = true\n");
+    let t = d.task(&post(
+        &d.addr,
+        "/clone/create",
+        json!({"lxc_id": 120, "new_lxc_id": 220, "new_lxc_name": "db2"}),
+    ));
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(
+        t["message"],
+        "pct clone exited 0 but container 220 has no conf"
+    );
+    let t = d.task(&request(
+        &d.addr,
+        "DELETE",
+        "/clone/delete",
+        &[BEARER],
+        Some(&json!({"lxc_id": 121, "confirm": 121})),
+    ));
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(
+        t["message"],
+        "pct destroy exited 0 but container 121 still has a conf"
+    );
+    assert_eq!(
+        d.pct_calls(),
+        ["clone 120 220 -hostname db2", "destroy 121 -purge 1"]
+    );
+}

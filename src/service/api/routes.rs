@@ -1,6 +1,7 @@
 //! The route table, dispatch (draining, 404/405, auth, body rules) and the handlers. Handlers
 //! validate everything before anything reaches `pct`; refusals carry their exact status code.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -856,7 +857,8 @@ fn clone_create(ctx: &Ctx, req: &Request) -> Response {
         return r;
     }
     let running = ctx.shared.view().running(src);
-    let steps = clone_steps(src, new, name, running, facts.tags());
+    let dir = ctx.shared.settings().pve_lxc_dir.clone();
+    let steps = clone_steps(src, (new, name), running, facts.tags(), dir);
     start_task(ctx, "clone", vec![src, new], steps)
 }
 
@@ -876,13 +878,30 @@ fn id_free(ctx: &Ctx, new: u32) -> Result<(), Response> {
     Ok(())
 }
 
-fn clone_steps(src: u32, new: u32, name: String, running: bool, tags: Vec<String>) -> Steps {
+/// Only a conf of `vmid` that reads confirms that `pct clone` made it.
+fn cloned_conf(dir: &Path, new: u32) -> Result<(), String> {
+    match conf::read_facts(dir, new) {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(format!(
+            "pct clone exited 0 but container {new} has no conf"
+        )),
+    }
+}
+
+fn clone_steps(
+    src: u32,
+    (new, name): (u32, String),
+    running: bool,
+    tags: Vec<String>,
+    dir: PathBuf,
+) -> Steps {
     Box::new(move |s| {
         if running {
             let snap = format!("autoscale-clone-{new}");
             s.run(&argv(pct::snapshot_argv(src, &snap, None), "snapshot")?)?;
             let cloned = argv(pct::clone_argv(src, new, &name, Some(&snap)), "clone")
-                .and_then(|a| s.run(&a));
+                .and_then(|a| s.run(&a))
+                .and_then(|()| cloned_conf(&dir, new));
             // The helper snapshot goes whether or not the clone worked.
             let deleted =
                 argv(pct::delsnapshot_argv(src, &snap), "delsnapshot").and_then(|a| s.run(&a));
@@ -890,6 +909,7 @@ fn clone_steps(src: u32, new: u32, name: String, running: bool, tags: Vec<String
             deleted.map_err(|e| format!("cloned, but the helper snapshot stayed: {e}"))?;
         } else {
             s.run(&argv(pct::clone_argv(src, new, &name, None), "clone")?)?;
+            cloned_conf(&dir, new)?;
         }
         let mut tags = tags;
         if !tags.iter().any(|t| t == pct::CLONE_TAG) {
@@ -937,11 +957,18 @@ fn clone_delete(ctx: &Ctx, req: &Request) -> Response {
         );
     }
     let running = ctx.shared.view().running(vmid);
+    let dir = ctx.shared.settings().pve_lxc_dir.clone();
     let steps: Steps = Box::new(move |s| {
         if running {
             s.run(&argv(pct::stop_argv(vmid), "stop")?)?;
         }
         s.run(&argv(pct::destroy_argv(vmid), "destroy")?)?;
+        // Only a conf that is gone confirms the destroy.
+        if !matches!(conf::read_facts(&dir, vmid), Ok(None)) {
+            return Err(format!(
+                "pct destroy exited 0 but container {vmid} still has a conf"
+            ));
+        }
         Ok(format!("container {vmid} destroyed"))
     });
     start_task(ctx, "destroy", vec![vmid], steps)
