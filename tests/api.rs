@@ -1908,3 +1908,49 @@ fn a_clone_or_destroy_pct_accepted_without_doing_it_is_a_failed_task() {
         ["clone 120 220 -hostname db2", "destroy 121 -purge 1"]
     );
 }
+
+#[test]
+fn clone_and_destroy_see_whether_the_container_runs_now_not_at_the_last_cycle() {
+    let host = fake_host();
+    std::fs::write(
+        host.path("pve/lxc/120.conf"),
+        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.path("pve/lxc/121.conf"),
+        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
+    )
+    .unwrap();
+    let d = start(host, true, "", "allow_clone = true\nallow_destroy = true\n");
+    // Both start after the daemon's first (and, at poll_interval 3600, only) cycle.
+    d.host
+        .add_container(120, "hostname: db\ncores: 1\nmemory: 512\ntags: db\n");
+    d.host
+        .add_container(121, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
+    let t = d.task(&post(
+        &d.addr,
+        "/clone/create",
+        json!({"lxc_id": 120, "new_lxc_id": 220, "new_lxc_name": "db2"}),
+    ));
+    assert_eq!(t["state"], "ok", "{t}");
+    let t = d.task(&request(
+        &d.addr,
+        "DELETE",
+        "/clone/delete",
+        &[BEARER],
+        Some(&json!({"lxc_id": 121, "confirm": 121})),
+    ));
+    assert_eq!(t["state"], "ok", "{t}");
+    assert_eq!(
+        d.pct_calls(),
+        [
+            "snapshot 120 autoscale-clone-220",
+            "clone 120 220 -hostname db2 -snapname autoscale-clone-220",
+            "delsnapshot 120 autoscale-clone-220",
+            "set 220 -tags db;autoscale-clone",
+            "stop 121",
+            "destroy 121 -purge 1",
+        ]
+    );
+}

@@ -123,6 +123,8 @@ pub struct Settings {
     pub api: ApiConfig,
     pub pve_lxc_dir: PathBuf,
     pub pve_vmlist: PathBuf,
+    /// `cgroup_root`: a container runs while `<cgroup_root>/<vmid>/` exists.
+    pub cgroup_root: PathBuf,
     pub pct_path: PathBuf,
     /// `pve_root` in cluster mode (`GET /cluster/status` reads its status files), else `None`.
     pub pve_root: Option<PathBuf>,
@@ -141,6 +143,7 @@ impl Settings {
             api: cfg.api.clone(),
             pve_lxc_dir: cfg.pve_lxc_dir.clone(),
             pve_vmlist: cfg.pve_vmlist.clone(),
+            cgroup_root: cfg.cgroup_root.clone(),
             pct_path: cfg.pct_path.clone(),
             pve_root: cfg.cluster_node.as_ref().map(|_| cfg.pve_root.clone()),
         })
@@ -279,6 +282,7 @@ mod tests {
             api: ApiConfig::default(),
             pve_lxc_dir: PathBuf::from("/nonexistent/lxc"),
             pve_vmlist: PathBuf::from("/nonexistent/.vmlist"),
+            cgroup_root: PathBuf::from("/nonexistent/cgroup"),
             pct_path: PathBuf::from("/nonexistent/pct"),
             pve_root: None,
         };

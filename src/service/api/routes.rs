@@ -856,9 +856,10 @@ fn clone_create(ctx: &Ctx, req: &Request) -> Response {
     if let Err(r) = id_free(ctx, new) {
         return r;
     }
-    let running = ctx.shared.view().running(src);
-    let dir = ctx.shared.settings().pve_lxc_dir.clone();
-    let steps = clone_steps(src, (new, name), running, facts.tags(), dir);
+    let settings = ctx.shared.settings();
+    let cgroup = settings.cgroup_root.join(src.to_string());
+    let dir = settings.pve_lxc_dir.clone();
+    let steps = clone_steps(src, (new, name), cgroup, facts.tags(), dir);
     start_task(ctx, "clone", vec![src, new], steps)
 }
 
@@ -891,12 +892,13 @@ fn cloned_conf(dir: &Path, new: u32) -> Result<(), String> {
 fn clone_steps(
     src: u32,
     (new, name): (u32, String),
-    running: bool,
+    cgroup: PathBuf,
     tags: Vec<String>,
     dir: PathBuf,
 ) -> Steps {
     Box::new(move |s| {
-        if running {
+        // Whether the source runs now: it may have started or stopped since the last cycle.
+        if cgroup.is_dir() {
             let snap = format!("autoscale-clone-{new}");
             s.run(&argv(pct::snapshot_argv(src, &snap, None), "snapshot")?)?;
             let cloned = argv(pct::clone_argv(src, new, &name, Some(&snap)), "clone")
@@ -956,10 +958,12 @@ fn clone_delete(ctx: &Ctx, req: &Request) -> Response {
             &format!("container {vmid} has protection: 1"),
         );
     }
-    let running = ctx.shared.view().running(vmid);
-    let dir = ctx.shared.settings().pve_lxc_dir.clone();
+    let settings = ctx.shared.settings();
+    let cgroup = settings.cgroup_root.join(vmid.to_string());
+    let dir = settings.pve_lxc_dir.clone();
     let steps: Steps = Box::new(move |s| {
-        if running {
+        // Whether it runs now: it may have started or stopped since the last cycle.
+        if cgroup.is_dir() {
             s.run(&argv(pct::stop_argv(vmid), "stop")?)?;
         }
         s.run(&argv(pct::destroy_argv(vmid), "destroy")?)?;
