@@ -77,20 +77,34 @@ impl<'a> Fields<'a> {
 
     /// An integer field. Strings are the wrong type in JSON; the query string must hold digits.
     pub fn int(&mut self, names: &[&'static str], required: bool) -> Option<(&'static str, i64)> {
+        self.int_written(names, required)
+            .map(|(name, n, _)| (name, n))
+    }
+
+    /// `int`, with the value as written. An integer beyond `i64` is still an integer (out of
+    /// range, not the wrong type): it is saturated.
+    fn int_written(
+        &mut self,
+        names: &[&'static str],
+        required: bool,
+    ) -> Option<(&'static str, i64, String)> {
         let Some((name, raw)) = self.find(names) else {
             if required {
                 self.value_error(names[0], "is required".into());
             }
             return None;
         };
-        let n = match raw {
-            Raw::Json(v) => v.as_i64(),
-            Raw::Text(t) => t.parse::<i64>().ok(),
+        let n = match &raw {
+            Raw::Json(v) => v
+                .as_i64()
+                .or_else(|| v.as_u64().map(|_| i64::MAX))
+                .map(|n| (n, v.to_string())),
+            Raw::Text(t) => saturated_int(t).map(|n| (n, t.to_string())),
         };
         if n.is_none() {
             self.type_error(name, "must be an integer");
         }
-        n.map(|n| (name, n))
+        n.map(|(n, written)| (name, n, written))
     }
 
     /// An integer within `lo..=hi`.
@@ -101,9 +115,9 @@ impl<'a> Fields<'a> {
         hi: i64,
         required: bool,
     ) -> Option<i64> {
-        let (name, n) = self.int(names, required)?;
+        let (name, n, written) = self.int_written(names, required)?;
         if n < lo || n > hi {
-            self.value_error(name, format!("must be from {lo} to {hi}, got {n}"));
+            self.value_error(name, format!("must be from {lo} to {hi}, got {written}"));
             return None;
         }
         Some(n)
@@ -163,6 +177,19 @@ impl<'a> Fields<'a> {
         }
         Ok(())
     }
+}
+
+/// A query-string integer, saturated at the `i64` bounds; `None` when it is not one.
+fn saturated_int(t: &str) -> Option<i64> {
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    integer.then_some(if negative { i64::MIN } else { i64::MAX })
 }
 
 /// Proxmox's `pve-configid`: a letter, then letters, digits, `-` and `_`, 2–40 characters; not a
@@ -270,6 +297,23 @@ mod tests {
         assert_eq!(code, 422);
         let names: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(names, ["lxc_id", "snapshot_name", "cores"]);
+    }
+
+    #[test]
+    fn an_integer_beyond_i64_is_out_of_range_not_the_wrong_type() {
+        let v = json!({"lxc_id": u64::MAX, "cores": 2});
+        let mut f = fields_of(&v);
+        assert_eq!(f.vmid(LXC_ID), None);
+        let (code, errs) = f.finish().unwrap_err();
+        assert_eq!(code, 422);
+        assert_eq!(
+            errs[0].message,
+            "must be from 100 to 999999999, got 18446744073709551615"
+        );
+        let q = vec![("lxc_id".to_string(), "99999999999999999999".to_string())];
+        let mut f = Fields::new(Source::Query(&q));
+        assert_eq!(f.vmid(LXC_ID), None);
+        assert_eq!(f.finish().unwrap_err().0, 422);
     }
 
     #[test]
