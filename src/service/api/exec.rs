@@ -49,6 +49,10 @@ pub struct Done {
 
 /// Runs one quick change and answers its caller.
 pub fn run_quick(m: Mutation, ctx: &mut LoopCtx) -> Option<Done> {
+    if !m.take() {
+        // Its caller was already told that it was not made.
+        return None;
+    }
     let vmid = m.op.vmid();
     if ctx.tasks.claim(&[vmid]).is_err() {
         let _ = m.reply.send(error(

@@ -17,7 +17,7 @@ pub mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 
 use anyhow::Result;
@@ -191,6 +191,40 @@ pub struct Mutation {
     /// Peer address or `uid N`: recorded in the event.
     pub caller: String,
     pub reply: mpsc::Sender<Response>,
+    /// `PENDING` until the loop takes the change or its caller stops waiting (`GIVEN_UP`).
+    pub state: Arc<AtomicU8>,
+}
+
+const PENDING: u8 = 0;
+const TAKEN: u8 = 1;
+const GIVEN_UP: u8 = 2;
+
+impl Mutation {
+    pub fn new(op: Quick, caller: String, reply: mpsc::Sender<Response>) -> Mutation {
+        Mutation {
+            op,
+            caller,
+            reply,
+            state: Arc::new(AtomicU8::new(PENDING)),
+        }
+    }
+
+    /// The loop takes the change before running it: false when its caller was already told it
+    /// did not happen (then it must not run).
+    pub fn take(&self) -> bool {
+        take_once(&self.state, TAKEN)
+    }
+}
+
+/// The caller stops waiting: true when the loop had not taken the change, which then never runs.
+pub fn give_up(state: &AtomicU8) -> bool {
+    take_once(state, GIVEN_UP)
+}
+
+fn take_once(state: &AtomicU8, to: u8) -> bool {
+    state
+        .compare_exchange(PENDING, to, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
 }
 
 /// Where the API hands work to the daemon: quick changes to the loop, finished tasks too.
@@ -287,6 +321,40 @@ mod tests {
             pve_root: None,
         };
         Shared::new(settings, Box::new(NoLoop))
+    }
+
+    /// A loop that keeps the changes it is sent, as a loop busy with a long cycle would.
+    struct Busy(Arc<std::sync::Mutex<Vec<Mutation>>>);
+
+    impl LoopLink for Busy {
+        fn mutate(&self, m: Mutation) -> bool {
+            self.0.lock().unwrap().push(m);
+            true
+        }
+        fn task_done(&self, _: TaskDone) {}
+    }
+
+    #[test]
+    fn a_quick_change_its_caller_was_told_was_not_made_never_runs_later() {
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut settings = (*shared().settings()).clone();
+        settings.token = None;
+        let shared = Shared::new(settings, Box::new(Busy(Arc::clone(&kept))));
+        let ctx = routes::Ctx {
+            shared: &shared,
+            peer: "127.0.0.1",
+        };
+        let op = Quick::Cores {
+            vmid: 101,
+            cores: 2,
+            hold_secs: 0,
+        };
+        let wait = std::time::Duration::from_millis(10);
+        let r = routes::run_quick_within(&ctx, op, wait);
+        assert_eq!(r.status, 503);
+        let m = kept.lock().unwrap().pop().unwrap();
+        // The loop comes to it after the answer: it must not run it.
+        assert!(!m.take());
     }
 
     fn view(at: &str) -> View {

@@ -614,23 +614,35 @@ fn hold_secs(ctx: &Ctx, f: &mut Fields) -> u64 {
 
 /// Sends a quick change to the loop and waits for its answer.
 fn run_quick(ctx: &Ctx, op: Quick) -> Response {
+    run_quick_within(ctx, op, QUICK_WAIT)
+}
+
+/// `run_quick` waiting at most `wait` for the loop to take the change. One it has not taken by
+/// then never runs (503); one it has taken is waited for to the end: `pct` is running.
+pub fn run_quick_within(ctx: &Ctx, op: Quick, wait: Duration) -> Response {
     let (tx, rx) = mpsc::channel();
-    let m = Mutation {
-        op,
-        caller: ctx.peer.to_string(),
-        reply: tx,
-    };
+    let m = Mutation::new(op, ctx.peer.to_string(), tx);
+    let state = Arc::clone(&m.state);
     if !ctx.shared.link.mutate(m) {
         return error(503, "the daemon is stopping", Vec::new());
     }
-    match rx.recv_timeout(QUICK_WAIT) {
-        Ok(r) => r,
-        Err(_) => error(
-            503,
-            "the daemon did not answer in time; the change is still queued",
-            Vec::new(),
-        ),
+    if let Ok(r) = rx.recv_timeout(wait) {
+        return r;
     }
+    if super::give_up(&state) {
+        return error(
+            503,
+            "the daemon did not take the change in time; it was not made",
+            Vec::new(),
+        );
+    }
+    rx.recv().unwrap_or_else(|_| {
+        error(
+            500,
+            "the daemon took the change but sent no answer",
+            Vec::new(),
+        )
+    })
 }
 
 fn scale_cores(ctx: &Ctx, req: &Request) -> Response {
