@@ -357,6 +357,24 @@ mod tests {
         assert!(!m.take());
     }
 
+    #[test]
+    fn a_valid_scale_before_the_first_cycle_is_503_not_out_of_range() {
+        let shared = shared();
+        for (path, body) in [
+            ("/scale/cores", r#"{"lxc_id": 101, "cores": 2}"#),
+            ("/scale/ram", r#"{"lxc_id": 101, "memory": 1024}"#),
+        ] {
+            let req = http::Request {
+                method: "POST".into(),
+                path: path.into(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: body.as_bytes().to_vec(),
+                ..http::Request::default()
+            };
+            assert_eq!(routes::handle(&shared, "uid 0", &req).status, 503, "{path}");
+        }
+    }
+
     fn view(at: &str) -> View {
         View {
             cycle_at: Some(at.into()),

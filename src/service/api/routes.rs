@@ -650,7 +650,12 @@ fn scale_cores(ctx: &Ctx, req: &Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let host_cpus = ctx.shared.view().host_cpus.unwrap_or(1);
+    let view = ctx.shared.view();
+    // The bounds come from the first cycle's host figures.
+    if view.cycle_at.is_none() {
+        return not_ready();
+    }
+    let host_cpus = view.host_cpus.unwrap_or(1);
     let mut f = Fields::new(Source::Json(&body));
     let vmid = f.vmid(LXC_ID);
     let cores = f.int_in(&["cores"], 1, i64::from(host_cpus), true);
@@ -678,6 +683,9 @@ fn scale_ram(ctx: &Ctx, req: &Request) -> Response {
         Err(r) => return r,
     };
     let view = ctx.shared.view();
+    if view.cycle_at.is_none() {
+        return not_ready();
+    }
     let host_mb = view.host_memory_mb.unwrap_or(v::MIN_MEMORY_MB) as i64;
     let mut f = Fields::new(Source::Json(&body));
     let vmid = f.vmid(LXC_ID);
