@@ -327,6 +327,15 @@ fn path_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// What the log shows of a request's path: the pattern of the route it names, never the path
+/// itself, which a client may have put anything in (a token, percent-encoded or not).
+pub fn shown_path(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| path_matches(r.path, path))
+        .map_or("(no such route)", |r| r.path)
+}
+
 /// Answers one whole request.
 pub fn handle(shared: &Arc<Shared>, peer: &str, req: &Request) -> Response {
     match admit(shared, peer, req) {

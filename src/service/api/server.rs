@@ -580,7 +580,7 @@ fn answer_head(conn: &mut Conn, bytes: &[u8], shared: &Arc<Shared>, peer: &str) 
         Ok(_) => return Inline::Read(bytes.to_vec()),
         Err(refused) => refused,
     };
-    debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+    debug!(peer = %peer, method = %req.method, path = routes::shown_path(&req.path), status = resp.status, "api request");
     let mut out = Pending::new(&resp);
     match send_now(conn, &mut out) {
         Sent::All => {
@@ -753,7 +753,7 @@ fn exchange(
     let route = match routes::admit(shared, peer, &req) {
         Ok(r) => r,
         Err(resp) => {
-            debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+            debug!(peer = %peer, method = %req.method, path = routes::shown_path(&req.path), status = resp.status, "api request");
             return Some((resp, unread));
         }
     };
@@ -768,7 +768,7 @@ fn exchange(
         return refused(e, 0);
     }
     let resp = routes::dispatch(route, shared, peer, &req);
-    debug!(peer = %peer, method = %req.method, path = %req.path, status = resp.status, "api request");
+    debug!(peer = %peer, method = %req.method, path = routes::shown_path(&req.path), status = resp.status, "api request");
     Some((resp, 0))
 }
 
@@ -845,6 +845,22 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = conn.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], req);
+    }
+
+    #[test]
+    fn the_log_shows_the_route_pattern_never_the_path_a_client_sent() {
+        assert_eq!(
+            routes::shown_path("/resource/lxc/status"),
+            "/resource/lxc/status"
+        );
+        assert_eq!(
+            routes::shown_path("/tasks/s3cr3t-in-the-path"),
+            "/tasks/{task_id}"
+        );
+        // A path the server decoded from `/x%3Ftoken=...`, or any other unknown one.
+        for path in ["/x?token=s3cr3t", "/tasks/a/s3cr3t", "/s3cr3t"] {
+            assert_eq!(routes::shown_path(path), "(no such route)");
+        }
     }
 
     #[test]
