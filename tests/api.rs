@@ -1455,20 +1455,21 @@ fn the_autoscaler_leaves_a_container_alone_while_a_task_on_it_runs() {
     assert!(calls[1].starts_with("set 101 -memory "), "{calls:?}");
 }
 
+/// The confs of two stopped containers (no cgroup): 120, a source to clone, and 121, a clone the
+/// API may destroy.
+fn write_clone_pair(host: &FakeHost) {
+    std::fs::write(host.path("pve/lxc/120.conf"), CLONE_SOURCE_CONF).unwrap();
+    std::fs::write(host.path("pve/lxc/121.conf"), CLONE_CONF).unwrap();
+}
+
+const CLONE_SOURCE_CONF: &str = "hostname: db\ncores: 1\nmemory: 512\ntags: db\n";
+const CLONE_CONF: &str = "cores: 1\nmemory: 512\ntags: autoscale-clone\n";
+
 #[test]
 fn a_stopped_source_is_cloned_directly_and_a_stopped_clone_destroyed_without_stop() {
     let host = fake_host();
     // Stopped: a conf and no cgroup.
-    std::fs::write(
-        host.path("pve/lxc/120.conf"),
-        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
-    )
-    .unwrap();
-    std::fs::write(
-        host.path("pve/lxc/121.conf"),
-        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
-    )
-    .unwrap();
+    write_clone_pair(&host);
     let d = start(host, true, "", "allow_clone = true\nallow_destroy = true\n");
     let t = d.task(&post(
         &d.addr,
@@ -1865,16 +1866,7 @@ fn a_snapshot_pct_accepted_without_writing_it_is_a_failure_not_a_success() {
 #[test]
 fn a_clone_or_destroy_pct_accepted_without_doing_it_is_a_failed_task() {
     let host = fake_host();
-    std::fs::write(
-        host.path("pve/lxc/120.conf"),
-        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
-    )
-    .unwrap();
-    std::fs::write(
-        host.path("pve/lxc/121.conf"),
-        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
-    )
-    .unwrap();
+    write_clone_pair(&host);
     let noop = format!(
         "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"{}\"\nexit 0\n",
         host.path("pct.calls").display()
@@ -1912,22 +1904,11 @@ fn a_clone_or_destroy_pct_accepted_without_doing_it_is_a_failed_task() {
 #[test]
 fn clone_and_destroy_see_whether_the_container_runs_now_not_at_the_last_cycle() {
     let host = fake_host();
-    std::fs::write(
-        host.path("pve/lxc/120.conf"),
-        "hostname: db\ncores: 1\nmemory: 512\ntags: db\n",
-    )
-    .unwrap();
-    std::fs::write(
-        host.path("pve/lxc/121.conf"),
-        "cores: 1\nmemory: 512\ntags: autoscale-clone\n",
-    )
-    .unwrap();
+    write_clone_pair(&host);
     let d = start(host, true, "", "allow_clone = true\nallow_destroy = true\n");
     // Both start after the daemon's first (and, at poll_interval 3600, only) cycle.
-    d.host
-        .add_container(120, "hostname: db\ncores: 1\nmemory: 512\ntags: db\n");
-    d.host
-        .add_container(121, "cores: 1\nmemory: 512\ntags: autoscale-clone\n");
+    d.host.add_container(120, CLONE_SOURCE_CONF);
+    d.host.add_container(121, CLONE_CONF);
     let t = d.task(&post(
         &d.addr,
         "/clone/create",
