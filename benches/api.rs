@@ -423,7 +423,7 @@ fn main() {
     let c = report_rss(rss, split);
     let mb = containers_bytes as f64 / 1e6;
     println!(
-        "GET /containers body: {mb:.2} MB, rendered once per cycle (by the loop while a client polls it) and shared by every request"
+        "GET /containers body: {mb:.2} MB, rendered once per cycle by the loop and shared by every request"
     );
     println!(
         "targets: {}",

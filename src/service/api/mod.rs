@@ -24,7 +24,7 @@ use anyhow::Result;
 
 use crate::config::{ApiConfig, ApiListen, Config};
 use crate::decide::plan::Change;
-use crate::record::metrics::{ContainerRecord, HostRecord};
+use crate::record::metrics::HostRecord;
 use crate::record::prometheus::{self, ActionCounters, AnomalyScores};
 
 use self::auth::{FailureLimiter, Token};
@@ -32,79 +32,66 @@ use self::http::Response;
 use self::tasks::{TaskDone, Tasks};
 
 /// What the loop publishes after each cycle, pre-rendered so that a read costs a lock and a copy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct View {
     /// RFC 3339 time the last cycle ended; `None` before the first.
     pub cycle_at: Option<String>,
-    /// `GET /containers`' whole body, rendered on its first request or, while a client polls it,
-    /// by the loop when it publishes the cycle.
-    pub containers: Arc<view::ContainersBody>,
-    /// The figures `GET /resource/lxc/status` serializes on request, per running container.
-    pub status: Arc<StatusInput>,
+    /// `GET /containers`' whole body, rendered by the loop when it publishes the cycle, and where
+    /// each record lies in it: the status bodies and the scrapes are cut from it.
+    pub containers: view::Containers,
+    /// What `GET /resource/lxc/status` adds to a record.
+    pub status: StatusInput,
     /// `GET /resource/node/status`' body.
     pub node_body: Arc<str>,
-    /// What the Prometheus exposition is rendered from, on request: at 1000 containers the text
-    /// is ~1.7 MB, the records a fifth of that, and scrapes come far less often than cycles.
-    pub metrics: Arc<MetricsInput>,
+    /// What the Prometheus exposition is rendered from on request, with the records parsed back
+    /// from `containers`: at 1000 containers the text is ~1.7 MB, and scrapes come far less often
+    /// than cycles.
+    pub metrics: MetricsInput,
     pub host_cpus: Option<u32>,
     /// `MemTotal`, MB.
     pub host_memory_mb: Option<u64>,
 }
 
 impl View {
-    /// The record of a running container. Records come in the snapshot's order, by VMID, so a
-    /// lookup needs no index of its own.
-    pub fn record(&self, vmid: u32) -> Option<&ContainerRecord> {
-        let recs = &self.metrics.containers;
-        recs.binary_search_by_key(&vmid, |c| c.vmid)
-            .ok()
-            .map(|i| &recs[i])
-    }
-
-    /// Whether the container was running at the last cycle.
-    pub fn running(&self, vmid: u32) -> bool {
-        self.record(vmid).is_some()
-    }
-
     /// The container's measured used memory, MB, as the last cycle's decision saw it.
     pub fn used_mb(&self, vmid: u32) -> Option<f64> {
-        let obs = &self.status.observations;
-        let i = obs.binary_search_by_key(&vmid, |o| o.vmid).ok()?;
-        obs[i].memory_used_mb
+        let used = &self.status.used_mb;
+        let i = used.binary_search_by_key(&vmid, |(v, _)| *v).ok()?;
+        used[i].1
+    }
+
+    /// The same text as the Prometheus textfile of the same cycle, from the same function.
+    pub fn exposition(&self, anomaly: &AnomalyScores, cluster: &str) -> Result<String> {
+        let m = &self.metrics;
+        let containers = self.containers.records()?;
+        Ok(prometheus::exposition(
+            &m.host,
+            &containers,
+            &m.counters,
+            &m.planned,
+            anomaly,
+            cluster,
+        ))
     }
 }
 
-/// What `GET /resource/lxc/status` and `GET /containers` show beside the records (shared with
-/// the metrics): the plan's notes and observations (by VMID, as the plan lists them) and the
-/// daemon's holds.
+/// What `GET /resource/lxc/status` shows beside a record: the plan's notes, each container's used
+/// memory as the decision saw it (by VMID, as the plan lists its observations) and the daemon's
+/// holds.
 #[derive(Debug, Clone, Default)]
 pub struct StatusInput {
     pub notes: Vec<crate::decide::plan::Note>,
-    pub observations: Vec<crate::decide::plan::Observation>,
+    /// MB; `None` when it was not measured.
+    pub used_mb: Vec<(u32, Option<f64>)>,
     pub extras: HashMap<u32, serde_json::Value>,
 }
 
-/// The figures `GET /metrics` renders.
+/// The figures `GET /metrics` renders beside the records.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsInput {
     pub host: HostRecord,
-    pub containers: Vec<ContainerRecord>,
     pub counters: ActionCounters,
     pub planned: Vec<Change>,
-}
-
-impl MetricsInput {
-    /// The same text as the Prometheus textfile of the same cycle, from the same function.
-    pub fn render(&self, anomaly: &AnomalyScores, cluster: &str) -> String {
-        prometheus::exposition(
-            &self.host,
-            &self.containers,
-            &self.counters,
-            &self.planned,
-            anomaly,
-            cluster,
-        )
-    }
 }
 
 /// What one cycle published: the view, and what the metrics show beside its records (the anomaly
@@ -277,14 +264,8 @@ impl Shared {
         Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Makes a cycle's view the one requests see. When the last view's `GET /containers` body was
-    /// asked for, a client is polling it: the new body is rendered here, in the loop, so that no
-    /// request waits for it (at 1000 containers the first request after a cycle waited 3-12 ms,
-    /// and every request arriving meanwhile with it).
+    /// Makes a cycle's view the one requests see.
     pub fn publish(&self, view: View, anomaly: AnomalyScores, cluster: &str) {
-        if self.view().containers.was_asked() {
-            view.containers.render();
-        }
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Published {
             view: Arc::new(view),
             anomaly: Arc::new(anomaly),
@@ -373,31 +354,5 @@ mod tests {
             };
             assert_eq!(routes::handle(&shared, "uid 0", &req).status, 503, "{path}");
         }
-    }
-
-    fn view(at: &str) -> View {
-        View {
-            cycle_at: Some(at.into()),
-            ..View::default()
-        }
-    }
-
-    #[test]
-    fn the_loop_renders_containers_only_after_a_cycle_whose_body_was_asked_for() {
-        let s = shared();
-        s.publish(view("t1"), AnomalyScores::default(), "");
-        assert!(s.view().containers.rendered().is_none());
-        // Nobody asked for t1's body: t2's is not rendered when it is published.
-        s.publish(view("t2"), AnomalyScores::default(), "");
-        assert!(s.view().containers.rendered().is_none());
-        // A client asks for t2's; t3's is then ready before any request.
-        let asked = s.view().containers.get();
-        s.publish(view("t3"), AnomalyScores::default(), "");
-        let ready = s.view().containers.rendered().expect("rendered by publish");
-        assert_eq!(ready, asked);
-        assert!(!Arc::ptr_eq(&ready, &asked), "t3 has a body of its own");
-        // Nobody asked for t3's: t4's waits for a request.
-        s.publish(view("t4"), AnomalyScores::default(), "");
-        assert!(s.view().containers.rendered().is_none());
     }
 }

@@ -48,19 +48,13 @@ pub struct Param {
 pub enum Cost {
     /// From memory (the published view, the task table, a fixed list): no file, no `pct`.
     Memory,
-    /// From memory once this cycle's `/containers` body is rendered; rendering it is work.
-    Rendered,
     /// Reads files, runs `pct` or renders: a worker's job.
     Work,
 }
 
 /// True when the accept thread may answer `route` now.
-pub fn answers_now(route: &Route, shared: &Shared) -> bool {
-    match route.cost {
-        Cost::Memory => true,
-        Cost::Rendered => shared.view().containers.rendered().is_some(),
-        Cost::Work => false,
-    }
+pub fn answers_now(route: &Route) -> bool {
+    route.cost == Cost::Memory
 }
 
 pub struct Route {
@@ -128,7 +122,7 @@ pub static ROUTES: &[Route] = &[
         auth: true,
         summary: "every container, as `status --json` shows it",
         params: &[],
-        cost: Cost::Rendered,
+        cost: Cost::Memory,
         handler: containers,
     },
     Route {
@@ -472,7 +466,7 @@ fn containers(ctx: &Ctx, _: &Request) -> Response {
     if view.cycle_at.is_none() {
         return not_ready();
     }
-    Response::shared(200, "application/json", view.containers.get())
+    Response::shared(200, "application/json", Arc::clone(&view.containers.body))
 }
 
 /// The cluster's status files merged; 404 outside cluster mode.
@@ -568,8 +562,10 @@ fn node_status(ctx: &Ctx, _: &Request) -> Response {
 fn metrics(ctx: &Ctx, _: &Request) -> Response {
     ctx.shared.metrics_scraped.store(true, Ordering::Relaxed);
     let p = ctx.shared.published();
-    let text = p.view.metrics.render(&p.anomaly, &p.cluster);
-    Response::shared(200, "text/plain; version=0.0.4", Arc::from(text))
+    match p.view.exposition(&p.anomaly, &p.cluster) {
+        Ok(text) => Response::shared(200, "text/plain; version=0.0.4", Arc::from(text)),
+        Err(e) => error(500, &format!("{e:#}"), Vec::new()),
+    }
 }
 
 fn task_get(ctx: &Ctx, req: &Request) -> Response {

@@ -574,9 +574,7 @@ fn answer_head(conn: &mut Conn, bytes: &[u8], shared: &Arc<Shared>, peer: &str) 
         return Inline::Read(bytes.to_vec());
     };
     let resp = match routes::admit(shared, peer, &req) {
-        Ok(route) if routes::answers_now(route, shared) => {
-            routes::dispatch(route, shared, peer, &req)
-        }
+        Ok(route) if routes::answers_now(route) => routes::dispatch(route, shared, peer, &req),
         Ok(_) => return Inline::Read(bytes.to_vec()),
         Err(refused) => refused,
     };
