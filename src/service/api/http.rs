@@ -235,15 +235,15 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Arc<str>,
+    pub body: Arc<String>,
 }
 
 impl Response {
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response::shared(status, "application/json", Arc::from(value.to_string()))
+        Response::shared(status, "application/json", Arc::new(value.to_string()))
     }
 
-    pub fn shared(status: u16, content_type: &'static str, body: Arc<str>) -> Response {
+    pub fn shared(status: u16, content_type: &'static str, body: Arc<String>) -> Response {
         Response {
             status,
             content_type,

@@ -42,7 +42,7 @@ pub struct View {
     /// What `GET /resource/lxc/status` adds to a record.
     pub status: StatusInput,
     /// `GET /resource/node/status`' body.
-    pub node_body: Arc<str>,
+    pub node_body: Arc<String>,
     /// What the Prometheus exposition is rendered from on request, with the records parsed back
     /// from `containers`: at 1000 containers the text is ~1.7 MB, and scrapes come far less often
     /// than cycles.

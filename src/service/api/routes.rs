@@ -563,7 +563,7 @@ fn metrics(ctx: &Ctx, _: &Request) -> Response {
     ctx.shared.metrics_scraped.store(true, Ordering::Relaxed);
     let p = ctx.shared.published();
     match p.view.exposition(&p.anomaly, &p.cluster) {
-        Ok(text) => Response::shared(200, "text/plain; version=0.0.4", Arc::from(text)),
+        Ok(text) => Response::shared(200, "text/plain; version=0.0.4", Arc::new(text)),
         Err(e) => error(500, &format!("{e:#}"), Vec::new()),
     }
 }

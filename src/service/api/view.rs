@@ -37,7 +37,7 @@ struct RecordSpan {
 /// `GET /containers`' body and where each running container's record lies in it, by VMID.
 #[derive(Debug, Default)]
 pub struct Containers {
-    pub body: Arc<str>,
+    pub body: Arc<String>,
     spans: Vec<RecordSpan>,
 }
 
@@ -176,13 +176,13 @@ struct StatusTail<'a> {
     daemon: Option<&'a Value>,
 }
 
-fn body<T: Serialize>(data: T) -> Arc<str> {
+fn body<T: Serialize>(data: T) -> Arc<String> {
     let text = serde_json::to_string(&Envelope {
         status: "success",
         data,
     })
     .unwrap_or_default();
-    Arc::from(text)
+    Arc::new(text)
 }
 
 /// Serializes plain data (no maps with non-string keys, no failing `Serialize`), which cannot
@@ -193,7 +193,7 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// The body of `GET /resource/lxc/status` for `vmid`: its record's fields, then `planned`,
 /// `notes` and (when held) `daemon`; `None` when it is not running.
-pub fn status_body(view: &View, vmid: u32) -> Option<Arc<str>> {
+pub fn status_body(view: &View, vmid: u32) -> Option<Arc<String>> {
     let record = view.containers.record_json(vmid)?;
     let notes: Vec<&Reason> = view
         .status
@@ -211,7 +211,7 @@ pub fn status_body(view: &View, vmid: u32) -> Option<Arc<str>> {
     // `{record fields` + `,` + `tail fields}` + `}`: one object, as a flattened struct would be.
     let fields = record.strip_suffix('}')?;
     let tail = tail.strip_prefix('{')?;
-    Some(Arc::from(format!(
+    Some(Arc::new(format!(
         "{{\"status\":\"success\",\"data\":{fields},{tail}}}"
     )))
 }
@@ -250,9 +250,11 @@ fn render_containers(
     let daemon: BTreeMap<u32, &Value> = extras.iter().map(|(k, v)| (*k, v)).collect();
     push_json(&mut out, &daemon);
     out.extend_from_slice(b"}}");
-    let Ok(body) = String::from_utf8(out) else {
+    let Ok(mut body) = String::from_utf8(out) else {
         return Containers::default();
     };
+    // Gives back the untouched reserve (address space only; its own mapping shrinks in place).
+    body.shrink_to_fit();
     // Records come in the snapshot's order, by VMID; a body of 4 GiB is never reached.
     let spans = spans
         .into_iter()
@@ -265,7 +267,7 @@ fn render_containers(
         })
         .collect();
     Containers {
-        body: Arc::from(body),
+        body: Arc::new(body),
         spans,
     }
 }
