@@ -523,6 +523,25 @@ fn memory_below_the_working_set_is_409_without_pct() {
 }
 
 #[test]
+fn memory_below_the_working_set_is_409_even_above_used_memory() {
+    let host = fake_host();
+    // 400 MB used, 1000 MB of page cache of which half inactive: working set 900 MB.
+    host.set_memory(101, 400, 1000);
+    let d = start(host, true, "", "");
+    let r = post(&d.addr, "/scale/ram", json!({"lxc_id": 101, "memory": 800}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "memory");
+    assert_eq!(
+        r.body["errors"][0]["message"],
+        "800 MB is below what container 101 needs (used 400 MB, working set 900 MB) plus a margin: at least 990 MB"
+    );
+    assert!(d.pct_calls().is_empty());
+    let r = post(&d.addr, "/scale/ram", json!({"lxc_id": 101, "memory": 990}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(d.pct_calls(), ["set 101 -memory 990"]);
+}
+
+#[test]
 fn snapshot_create_and_list() {
     let d = tcp_daemon("");
     let r = post(

@@ -687,8 +687,9 @@ fn cores_up(
 }
 
 /// The lowest MB a cut may reach: used memory, and the working set plus its margin. Without a
-/// working set (no `inactive_file`) the margin is taken over used memory.
-fn cut_floor_mb(used_mb: f64, working_set_mb: Option<f64>) -> u64 {
+/// working set (no `inactive_file`) the margin is taken over used memory. The API refuses a
+/// `/scale/ram` below the same floor.
+pub fn cut_floor_mb(used_mb: f64, working_set_mb: Option<f64>) -> u64 {
     let base = working_set_mb.unwrap_or(used_mb).max(0.0);
     let margin = (base * WORKING_SET_MARGIN).max(WORKING_SET_MARGIN_MIN_MB);
     (base + margin).max(used_mb).ceil() as u64

@@ -53,11 +53,12 @@ pub struct View {
 }
 
 impl View {
-    /// The container's measured used memory, MB, as the last cycle's decision saw it.
-    pub fn used_mb(&self, vmid: u32) -> Option<f64> {
-        let used = &self.status.used_mb;
-        let i = used.binary_search_by_key(&vmid, |(v, _)| *v).ok()?;
-        used[i].1
+    /// The container's memory figures at the last cycle; `None` when it was not running or its
+    /// used memory was not measured.
+    pub fn memory(&self, vmid: u32) -> Option<MemoryUse> {
+        let m = &self.status.memory;
+        let i = m.binary_search_by_key(&vmid, |u| u.vmid).ok()?;
+        Some(m[i])
     }
 
     /// The same text as the Prometheus textfile of the same cycle, from the same function.
@@ -75,15 +76,30 @@ impl View {
     }
 }
 
-/// What `GET /resource/lxc/status` shows beside a record: the plan's notes, each container's used
-/// memory as the decision saw it (by VMID, as the plan lists its observations) and the daemon's
-/// holds.
+/// What `GET /resource/lxc/status` shows beside a record: the plan's notes and the daemon's holds;
+/// and what `/scale/ram` checks: each running container's memory (by VMID).
 #[derive(Debug, Clone, Default)]
 pub struct StatusInput {
     pub notes: Vec<crate::decide::plan::Note>,
-    /// MB; `None` when it was not measured.
-    pub used_mb: Vec<(u32, Option<f64>)>,
+    pub memory: Vec<MemoryUse>,
     pub extras: HashMap<u32, serde_json::Value>,
+}
+
+/// A running container's memory at the last cycle, from its record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryUse {
+    pub vmid: u32,
+    /// `memory.current` − (`file` − `shmem`), MB.
+    pub used_mb: f64,
+    /// `memory.current` − `inactive_file`, MB; `None` without `inactive_file`.
+    pub working_set_mb: Option<f64>,
+}
+
+impl MemoryUse {
+    /// The least memory, MB, a change may leave it: the autoscaler's own floor for a cut.
+    pub fn floor_mb(&self) -> u64 {
+        crate::decide::policy::cut_floor_mb(self.used_mb, self.working_set_mb)
+    }
 }
 
 /// The figures `GET /metrics` renders beside the records.

@@ -22,8 +22,6 @@ pub const QUICK_WAIT: Duration = Duration::from_secs(120);
 pub const TASK_PCT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest hold an API call may ask for: a year.
 const MAX_HOLD_SECS: i64 = 365 * 24 * 3600;
-/// A memory request must leave this much above the measured use: max(64 MB, 10 %).
-const MEMORY_MARGIN_MB: f64 = 64.0;
 
 pub type Handler = fn(&Ctx, &Request) -> Response;
 
@@ -703,10 +701,16 @@ fn scale_ram(ctx: &Ctx, req: &Request) -> Response {
     if let Err(r) = changeable(ctx, vmid) {
         return r;
     }
-    if let Some(used) = view.used_mb(vmid) {
-        let floor = used + (used / 10.0).max(MEMORY_MARGIN_MB);
-        if (memory_mb as f64) < floor {
-            let msg = format!("{memory_mb} MB is below what container {vmid} uses ({used:.0} MB) plus a margin: at least {} MB", floor.ceil());
+    if let Some(m) = view.memory(vmid) {
+        let floor = m.floor_mb();
+        if memory_mb < floor {
+            let ws = m
+                .working_set_mb
+                .map_or_else(|| "unknown".into(), |w| format!("{w:.0} MB"));
+            let msg = format!(
+                "{memory_mb} MB is below what container {vmid} needs (used {:.0} MB, working set {ws}) plus a margin: at least {floor} MB",
+                m.used_mb
+            );
             return field_error(409, "memory", &msg);
         }
     }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{MetricsInput, StatusInput, View};
+use super::{MemoryUse, MetricsInput, StatusInput, View};
 use crate::decide::plan::{Change, Plan, Reason};
 use crate::read::snapshot::Snapshot;
 use crate::record::metrics::{ContainerRecord, HostRecord};
@@ -282,14 +282,20 @@ pub fn build(
     extras: &Extras,
 ) -> View {
     let rendered = render_containers(plan, &host, &containers, extras);
+    let memory = containers
+        .iter()
+        .filter_map(|r| {
+            Some(MemoryUse {
+                vmid: r.vmid,
+                used_mb: r.memory_used_mb?,
+                working_set_mb: r.memory_working_set_mb,
+            })
+        })
+        .collect();
     drop(containers);
     let status = StatusInput {
         notes: plan.notes.clone(),
-        used_mb: plan
-            .observations
-            .iter()
-            .map(|o| (o.vmid, o.memory_used_mb))
-            .collect(),
+        memory,
         extras: extras.clone(),
     };
     View {
@@ -464,10 +470,25 @@ mod tests {
     }
 
     #[test]
-    fn used_memory_is_kept_from_the_observations_by_vmid() {
-        let v = view();
-        assert_eq!(v.used_mb(101), Some(300.25));
-        assert_eq!(v.used_mb(102), None);
+    fn memory_is_kept_by_vmid_with_the_autoscalers_cut_floor() {
+        let mut recs = records();
+        recs[0].memory_working_set_mb = Some(900.0);
+        recs[2].memory_used_mb = None;
+        let v = build(
+            &Snapshot::default(),
+            &plan(),
+            (host(), recs),
+            &ActionCounters::default(),
+            &hold(),
+        );
+        let m = v.memory(101).expect("measured");
+        assert_eq!((m.used_mb, m.working_set_mb), (300.25, Some(900.0)));
+        // 900 + 10 % of it.
+        assert_eq!(m.floor_mb(), 990);
+        // No working set: used memory plus the 64 MB minimum margin.
+        assert_eq!(v.memory(102).expect("measured").floor_mb(), 365);
+        assert_eq!(v.memory(105), None, "not measured");
+        assert_eq!(v.memory(103), None, "not running");
     }
 
     #[test]
